@@ -1,0 +1,71 @@
+"""pcs: reproducible runs of Python code, recorded in MLflow.
+
+``import pcs`` stays fast: MLflow is imported only when a run touches the store.
+"""
+
+from pcs.argument_set import ArgumentSet
+from pcs.component import Component
+from pcs.component_run import ComponentRun, active_component_run
+from pcs.errors import (
+    ArgumentError,
+    BundleError,
+    ComponentError,
+    ComponentFileNotFoundError,
+    DependencyError,
+    DirtyRepoError,
+    EntryPointNotFoundError,
+    EnvironmentBuildError,
+    FormatVersionError,
+    NotReproducibleError,
+    PcsError,
+    RegistryAuthError,
+    RegistryConflictError,
+    RegistryError,
+    RegistryServerError,
+    RepoError,
+    ReproducibilityError,
+    RunNotFoundError,
+    SpecNotFoundError,
+    UnserializableArgumentError,
+)
+from pcs.registry import InMemoryRegistry, Registry
+from pcs.repo import GitRepo, LocalRepo, Repo
+from pcs.run import Run, active_run
+from pcs.run_command import RunCommand
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArgumentSet",
+    "Component",
+    "ComponentRun",
+    "active_component_run",
+    "InMemoryRegistry",
+    "Registry",
+    "GitRepo",
+    "LocalRepo",
+    "Repo",
+    "Run",
+    "active_run",
+    "RunCommand",
+    "ArgumentError",
+    "BundleError",
+    "ComponentError",
+    "ComponentFileNotFoundError",
+    "DependencyError",
+    "DirtyRepoError",
+    "EntryPointNotFoundError",
+    "EnvironmentBuildError",
+    "FormatVersionError",
+    "NotReproducibleError",
+    "PcsError",
+    "RegistryAuthError",
+    "RegistryConflictError",
+    "RegistryError",
+    "RegistryServerError",
+    "RepoError",
+    "ReproducibilityError",
+    "RunNotFoundError",
+    "SpecNotFoundError",
+    "UnserializableArgumentError",
+]

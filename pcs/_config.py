@@ -1,0 +1,67 @@
+"""Where pcs keeps things and which tracking store it talks to.
+
+Everything configurable is resolved here, at call time, so that a later
+``mlflow.set_tracking_uri`` or a changed environment variable is honoured and
+tests can point pcs elsewhere by setting ``PCS_HOME`` or ``MLFLOW_*``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mlflow import MlflowClient
+
+PCS_HOME_ENV = "PCS_HOME"
+
+
+def pcs_home() -> Path:
+    """The pcs home directory (``$PCS_HOME``, default ``~/.pcs``)."""
+    home = os.environ.get(PCS_HOME_ENV)
+    path = Path(home).expanduser() if home else Path.home() / ".pcs"
+    return path
+
+
+def cache_dir(name: str) -> Path:
+    """A named cache folder under the pcs home, created on demand."""
+    path = pcs_home() / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def tracking_client() -> MlflowClient:
+    """An MlflowClient for the tracking store in force right now."""
+    from mlflow import MlflowClient
+
+    return MlflowClient()
+
+
+def tracking_uri() -> str:
+    import mlflow
+
+    return mlflow.get_tracking_uri()
+
+
+def default_experiment_id(client: MlflowClient) -> str:
+    """The experiment a new run goes to when none is given.
+
+    Follows MLflow's own rules: ``mlflow.set_experiment``, then
+    ``MLFLOW_EXPERIMENT_ID`` / ``MLFLOW_EXPERIMENT_NAME`` (created when
+    missing), then the store's default experiment.
+    """
+    from mlflow.tracking import fluent
+
+    experiment_id = getattr(fluent, "_active_experiment_id", None)
+    if experiment_id:
+        return str(experiment_id)
+    if os.environ.get("MLFLOW_EXPERIMENT_ID"):
+        return os.environ["MLFLOW_EXPERIMENT_ID"]
+    name = os.environ.get("MLFLOW_EXPERIMENT_NAME")
+    if name:
+        experiment = client.get_experiment_by_name(name)
+        if experiment is not None:
+            return str(experiment.experiment_id)
+        return str(client.create_experiment(name))
+    return "0"

@@ -1,0 +1,46 @@
+"""The names pcs stores in MLflow, in one place.
+
+Never rename one of these without reading the old name too: runs recorded by
+earlier versions of pcs must keep loading.
+"""
+
+from __future__ import annotations
+
+FORMAT_VERSION = 1
+
+# tags
+RUN_TYPE = "pcs.run_type"
+RUN_TYPE_RUN = "run"
+RUN_TYPE_COMPONENT = "component_run"
+RUN_COMMAND_ID = "pcs.run_command_id"
+COMPONENT = "pcs.component"
+ENTRY_POINT = "pcs.entry_point"
+SEED = "pcs.seed"
+DEPENDS_ON = "pcs.depends_on"
+RERUN_OF = "pcs.rerun_of"
+IMPORTED_FROM = "pcs.imported_from"
+RETURN_VALUE_SHA256 = "pcs.return_value_sha256"
+RETURN_VALUE_FORMAT = "pcs.return_value_format"
+ENVIRONMENT_FINGERPRINT = "pcs.environment_fingerprint"
+GRADE = "pcs.reproducibility"
+GRADE_REASONS = "pcs.reproducibility_reasons"
+CODE_DIRTY = "pcs.git.dirty"
+
+# MLflow's own tags
+PARENT_RUN_ID = "mlflow.parentRunId"
+RUN_NAME = "mlflow.runName"
+USER = "mlflow.user"
+SOURCE_NAME = "mlflow.source.name"
+SOURCE_TYPE = "mlflow.source.type"
+SOURCE_GIT_COMMIT = "mlflow.source.git.commit"
+SOURCE_GIT_BRANCH = "mlflow.source.git.branch"
+SOURCE_GIT_REPO_URL = "mlflow.source.git.repoURL"
+NOTE = "mlflow.note.content"
+
+# artifacts
+PCS_ARTIFACT_DIR = "pcs"
+RUN_COMMAND_ARTIFACT = "pcs/run_command.yaml"
+SOURCE_ARTIFACT_DIR = "pcs/source"
+DIFF_ARTIFACT_DIR = "pcs/git_diff"
+ENVIRONMENT_ARTIFACT = "pcs/environment.yaml"
+RETURN_VALUE_STEM = "pcs/return_value"

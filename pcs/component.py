@@ -1,0 +1,639 @@
+"""Component: a Python module, class or class instance, with a DAG of dependencies.
+
+A component knows where its source lives (a repo and a file path, or source
+captured from ``__main__``), how to build its managed object (the module, the
+class, or an instance of the class), and which other components to inject as
+attributes before ``__init__`` runs. Running an entry point through a
+component records a reproducible ``ComponentRun``.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import inspect
+import sys
+import types
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any, Mapping
+
+from pcs.argument_set import ArgumentSet
+from pcs.errors import (
+    ArgumentError,
+    ComponentError,
+    ComponentFileNotFoundError,
+    DependencyError,
+    EntryPointNotFoundError,
+)
+from pcs.registry import InMemoryRegistry, Registry
+from pcs.repo import GitRepo, LocalRepo, Repo
+from pcs.specs import sha256_bytes, to_recordable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pcs.component_run import ComponentRun
+
+__all__ = ["Component", "DEFAULT_ENTRY_POINT_NAME"]
+
+DEFAULT_ENTRY_POINT_NAME = "run"
+
+_CODE_CACHE: dict[tuple[str, str], types.CodeType] = {}
+
+
+class Component:
+    """A module, class or class instance that pcs can run reproducibly.
+
+    Build one with :meth:`from_class`, :meth:`from_repo` or :meth:`from_registry`.
+
+    Example::
+
+        c = Component.from_class(Simple, instantiate=True)
+        run = c.run_with_arg_set("fn", {"Simple": {"__init__": {"x": 1}, "fn": {"input": "hi"}}})
+        run.return_value
+    """
+
+    def __init__(
+        self,
+        identifier: str,
+        *,
+        repo: Repo | None = None,
+        file_path: str | None = None,
+        class_name: str | None = None,
+        instantiate: bool = False,
+        requirements_path: str | None = None,
+        managed_obj: Any = None,
+        inline_source: str | None = None,
+        inline_problems: list[str] | None = None,
+    ) -> None:
+        if not identifier or not isinstance(identifier, str):
+            raise ComponentError("A component needs a non-empty string identifier.")
+        self.identifier = identifier
+        self.name, _, version = identifier.partition("==")
+        self.version: str | None = version or None
+        self.repo = repo
+        self.file_path = file_path
+        self.class_name = class_name
+        self.instantiate = bool(instantiate)
+        self.requirements_path = requirements_path
+        self.dependencies: dict[str, Component] = {}
+        self._managed = managed_obj
+        self._inline_source = inline_source
+        self._inline_problems = list(inline_problems or [])
+        self._source_override: str | None = None
+
+    # -- constructors -------------------------------------------------------------
+
+    @classmethod
+    def from_class(
+        cls,
+        managed_cls: type,
+        repo: Repo | None = None,
+        identifier: str | None = None,
+        instantiate: bool = False,
+    ) -> Component:
+        """A component that manages a class already imported in this process.
+
+        A class from a module file is recorded as that file in a LocalRepo of its
+        folder. A class defined in ``__main__`` (a script or a REPL) has its
+        source, and the globals it uses, captured with dill.
+        """
+        if not inspect.isclass(managed_cls):
+            raise ComponentError(
+                f"Component.from_class needs a class; got {type(managed_cls).__name__}."
+            )
+        identifier = identifier or managed_cls.__name__
+        module = sys.modules.get(managed_cls.__module__)
+        module_file = getattr(module, "__file__", None)
+        if managed_cls.__module__ != "__main__" and module_file:
+            path = Path(module_file).resolve()
+            repo = repo or LocalRepo(f"local_dir_{sha256_bytes(str(path.parent).encode())[:8]}", path.parent)
+            if isinstance(repo, LocalRepo):
+                file_path = _relative_file_path(path, repo.local_dir)
+            else:
+                file_path = path.name
+            return cls(
+                identifier,
+                repo=repo,
+                file_path=file_path,
+                class_name=managed_cls.__name__,
+                instantiate=instantiate,
+                managed_obj=managed_cls,
+            )
+        source, problems = _capture_main_source(managed_cls)
+        return cls(
+            identifier,
+            class_name=managed_cls.__name__,
+            instantiate=instantiate,
+            managed_obj=managed_cls,
+            inline_source=source,
+            inline_problems=problems,
+        )
+
+    @classmethod
+    def from_repo(
+        cls,
+        repo: Repo,
+        identifier: str,
+        file_path: str,
+        class_name: str | None = None,
+        instantiate: bool = False,
+        requirements_path: str | None = None,
+    ) -> Component:
+        """A component whose source is ``file_path`` in ``repo``.
+
+        For a ``GitRepo`` the version in ``identifier`` (``name==VERSION``) picks
+        the commit, branch or tag; without one, the repo's HEAD.
+        """
+        if not isinstance(repo, Repo):
+            raise ComponentError(
+                f"Component.from_repo needs a LocalRepo or GitRepo; got {type(repo).__name__}."
+            )
+        if not file_path:
+            raise ComponentError(f"Component {identifier!r} needs a file_path.")
+        return cls(
+            identifier,
+            repo=repo,
+            file_path=file_path,
+            class_name=class_name,
+            instantiate=instantiate,
+            requirements_path=requirements_path,
+        )
+
+    @classmethod
+    def from_registry(cls, registry: Registry, identifier: str) -> Component:
+        """Build a component and its whole dependency DAG from a registry."""
+        component_specs, repo_specs = registry.get_component_dag_specs(identifier)
+        repos = {
+            rid: Repo.from_spec(spec, base_dir=registry.base_dir) for rid, spec in repo_specs.items()
+        }
+        built: dict[str, Component] = {}
+        for cid, spec in component_specs.items():
+            built[cid] = cls._from_spec(spec, repos)
+        for cid, spec in component_specs.items():
+            for attr, dep_id in (spec.get("dependencies") or {}).items():
+                dep_spec_id = registry.get_component_spec(str(dep_id))["identifier"]
+                built[cid].dependencies[str(attr)] = built[dep_spec_id]
+        root_id = registry.get_component_spec(identifier)["identifier"]
+        root = built[root_id]
+        root.dependency_list()  # refuses cycles now, not at run time
+        return root
+
+    @classmethod
+    def from_registry_file(cls, path: str | Path, identifier: str) -> Component:
+        """Build a component from a registry YAML file (e.g. ``components.yaml``)."""
+        return cls.from_registry(InMemoryRegistry.from_yaml(path), identifier)
+
+    @classmethod
+    def _from_spec(cls, spec: Mapping[str, Any], repos: Mapping[str, Repo]) -> Component:
+        identifier = spec["identifier"]
+        repo_id = spec.get("repo")
+        file_path = spec.get("file_path")
+        if repo_id is not None and file_path is None:
+            raise ComponentError(f"Component {identifier!r} has a repo but no file_path.")
+        if repo_id is None and file_path is not None:
+            raise ComponentError(f"Component {identifier!r} has a file_path but no repo.")
+        instantiate = spec.get("instantiate", False)
+        if not isinstance(instantiate, bool):
+            raise ComponentError(
+                f"Component {identifier!r} has instantiate={instantiate!r}; use true or false."
+            )
+        return cls(
+            identifier,
+            repo=repos[repo_id] if repo_id is not None else None,
+            file_path=str(file_path) if file_path is not None else None,
+            class_name=spec.get("class_name"),
+            instantiate=instantiate,
+            requirements_path=spec.get("requirements_path"),
+        )
+
+    # -- the DAG ---------------------------------------------------------------------
+
+    def add_dependency(self, component: Component, attribute_name: str | None = None) -> None:
+        """Inject ``component``'s managed object as ``attribute_name`` (default: its name)."""
+        if not isinstance(component, Component):
+            raise DependencyError(
+                f"add_dependency needs a Component; got {type(component).__name__}."
+            )
+        attribute_name = attribute_name or component.name
+        if not attribute_name.isidentifier():
+            raise DependencyError(
+                f"{attribute_name!r} is not a valid attribute name for a dependency."
+            )
+        self.dependencies[attribute_name] = component
+        try:
+            self.dependency_list()
+        except DependencyError:
+            del self.dependencies[attribute_name]
+            raise
+
+    def dependency_list(self) -> list[Component]:
+        """This component and every component it depends on, each once, self first."""
+        order: list[Component] = []
+        seen: dict[str, Component] = {}
+
+        def visit(component: Component, path: tuple[str, ...]) -> None:
+            if component.identifier in path:
+                cycle = " -> ".join(path + (component.identifier,))
+                raise DependencyError(
+                    f"Dependency cycle {cycle}. Components must form a DAG; remove one "
+                    "of these dependencies."
+                )
+            if component.identifier in seen:
+                if seen[component.identifier] is not component:
+                    _check_same(seen[component.identifier], component)
+                return
+            seen[component.identifier] = component
+            order.append(component)
+            for dep in component.dependencies.values():
+                visit(dep, path + (component.identifier,))
+
+        visit(self, ())
+        return order
+
+    # -- source ------------------------------------------------------------------------
+
+    @property
+    def is_inline(self) -> bool:
+        """Whether the source was captured from ``__main__`` rather than read from a file."""
+        return self.repo is None
+
+    def source(self) -> str:
+        """The source text this component runs now (a rerun's snapshot when set)."""
+        if self._source_override is not None:
+            return self._source_override
+        if self.repo is None:
+            if self._inline_source is None:
+                raise ComponentError(
+                    f"Component {self.identifier!r} has no source pcs could capture "
+                    f"({'; '.join(self._inline_problems) or 'no file and no inline source'}). "
+                    "Define the class in a module file and use Component.from_repo."
+                )
+            return self._inline_source
+        assert self.file_path is not None  # by construction
+        return self.repo.read_source(self.file_path, self._repo_version())
+
+    def _repo_version(self) -> str | None:
+        return self.version if isinstance(self.repo, GitRepo) else None
+
+    def source_label(self) -> str:
+        """A readable name for the component's source file."""
+        if self.repo is None:
+            return f"<__main__>/{self.class_name or self.name}.py"
+        return f"{self.repo.identifier}:{self.file_path}"
+
+    def local_source_file(self) -> Path | None:
+        """The file on this machine's disk that holds the source, when there is one."""
+        if self.repo is None or self.file_path is None or self._source_override is not None:
+            return None
+        return self.repo.local_file(self.file_path)
+
+    def snapshot_problems(self) -> list[str]:
+        """Reasons the source snapshot may not be enough to rerun anywhere."""
+        problems = list(self._inline_problems)
+        try:
+            text = self.source()
+        except ComponentError as exc:
+            return problems + [str(exc)]
+        local = self.local_source_file()
+        siblings = _local_imports(text, local.parent if local else None)
+        if siblings:
+            problems.append(
+                f"{self.source_label()} imports files next to it ({', '.join(siblings)}) "
+                "that the snapshot does not hold"
+            )
+        return problems
+
+    # -- building the managed object ----------------------------------------------------------
+
+    def _load_target(self) -> Any:
+        """The module or class this component manages, freshly executed from its source."""
+        if self._managed is not None and self._source_override is None:
+            return self._managed
+        text = self.source()
+        module = _exec_module(text, self.source_label(), self.name)
+        if self.class_name is None:
+            return module
+        try:
+            target = getattr(module, self.class_name)
+        except AttributeError:
+            raise ComponentError(
+                f"{self.source_label()} defines no class {self.class_name!r} (component "
+                f"{self.identifier!r}). Check 'class_name' in the registry."
+            ) from None
+        if not inspect.isclass(target):
+            raise ComponentError(
+                f"{self.class_name!r} in {self.source_label()} is a "
+                f"{type(target).__name__}, not a class."
+            )
+        return target
+
+    def resolve_entry_point(self, entry_point: str | None) -> str:
+        """The entry point to call: the given one, or ``DEFAULT_ENTRY_POINT``, or ``run``."""
+        if entry_point:
+            return entry_point
+        target = self._load_target()
+        return str(getattr(target, "DEFAULT_ENTRY_POINT", DEFAULT_ENTRY_POINT_NAME))
+
+    def check_entry_point(self, entry_point: str, target: Any = None) -> None:
+        """Refuse an entry point the managed object does not have, before any run starts."""
+        target = target if target is not None else self._load_target()
+        member = getattr(target, entry_point, None)
+        if entry_point.startswith("__") or not callable(member):
+            available = sorted(
+                n for n in dir(target) if not n.startswith("_") and callable(getattr(target, n, None))
+            )
+            raise EntryPointNotFoundError(
+                f"Component {self.identifier!r} has no entry point {entry_point!r}. "
+                f"Available: {', '.join(available) or 'none'}."
+            )
+
+    def get_object(self, arg_set: ArgumentSet | Mapping[str, Any] | None = None) -> Any:
+        """Build the managed object with its dependencies injected and ``__init__`` called."""
+        objects = self._build_objects(ArgumentSet.coerce(arg_set), self._load_targets())
+        return objects[self.identifier]
+
+    def _load_targets(self) -> dict[str, Any]:
+        return {c.identifier: c._load_target() for c in self.dependency_list()}
+
+    def _build_objects(self, arg_set: ArgumentSet, targets: Mapping[str, Any]) -> dict[str, Any]:
+        components = self.dependency_list()
+        names = {c.name for c in components}
+        unknown = [n for n in arg_set.component_names() if n not in names]
+        if unknown:
+            raise ArgumentError(
+                f"The arguments name component(s) {', '.join(unknown)}, which are not part of "
+                f"{self.identifier!r} (its components: {', '.join(sorted(names))})."
+            )
+        built: dict[str, Any] = {}
+
+        def build(component: Component) -> Any:
+            if component.identifier in built:
+                return built[component.identifier]
+            deps = {attr: build(dep) for attr, dep in component.dependencies.items()}
+            target = targets[component.identifier]
+            init_args = arg_set.get_function_args(component.name, "__init__")
+            if component.instantiate:
+                obj = target.__new__(target)
+                for attr, dep_obj in deps.items():
+                    setattr(obj, attr, dep_obj)
+                try:
+                    obj.__init__(**init_args)
+                except TypeError as exc:
+                    raise _argument_error(component, "__init__", target.__init__, init_args, exc)
+            else:
+                if init_args:
+                    raise ArgumentError(
+                        f"Component {component.identifier!r} is not instantiated, so it takes "
+                        "no __init__ arguments. Set instantiate=True, or drop the "
+                        "__init__ arguments."
+                    )
+                obj = target
+                for attr, dep_obj in deps.items():
+                    setattr(obj, attr, dep_obj)
+            built[component.identifier] = obj
+            return obj
+
+        build(self)
+        return built
+
+    # -- running --------------------------------------------------------------------
+
+    def run(self, entry_point: str | None = None, seed: int | None = None, **kwargs: Any) -> Any:
+        """Run an entry point with keyword arguments and return its value (recorded as a run)."""
+        entry_point = self.resolve_entry_point(entry_point)
+        arg_set = ArgumentSet({self.name: {entry_point: kwargs}} if kwargs else {})
+        return self.run_with_arg_set(entry_point, arg_set, seed=seed).return_value
+
+    def run_with_arg_set(
+        self,
+        entry_point: str | None,
+        args: ArgumentSet | Mapping[str, Any] | None = None,
+        seed: int | None = None,
+        *,
+        run_name: str | None = None,
+        experiment_id: str | None = None,
+        return_value_format: str = "auto",
+    ) -> ComponentRun:
+        """Run an entry point with an ArgumentSet (or a dict of that shape).
+
+        Returns:
+            The finished ``ComponentRun``; its ``return_value`` is the entry point's.
+        """
+        from pcs.run_command import RunCommand
+
+        command = RunCommand.create(
+            self, self.resolve_entry_point(entry_point), ArgumentSet.coerce(args), seed=seed
+        )
+        return command.run(
+            run_name=run_name,
+            experiment_id=experiment_id,
+            return_value_format=return_value_format,
+        )
+
+    # -- specs and registries ----------------------------------------------------------
+
+    def to_spec(self) -> dict[str, Any]:
+        """This component's flat spec (dependencies by identifier)."""
+        spec: dict[str, Any] = {
+            "identifier": self.identifier,
+            "repo": self.repo.identifier if self.repo is not None else None,
+            "file_path": self.file_path,
+            "class_name": self.class_name,
+            "instantiate": self.instantiate,
+            "dependencies": {a: d.identifier for a, d in sorted(self.dependencies.items())},
+        }
+        if self.requirements_path:
+            spec["requirements_path"] = self.requirements_path
+        return spec
+
+    def to_registry(
+        self, registry: Registry | None = None, recurse: bool = True, force: bool = False
+    ) -> Registry:
+        """Add this component (and, with ``recurse``, its DAG and repos) to a registry."""
+        registry = registry if registry is not None else InMemoryRegistry()
+        components = self.dependency_list() if recurse else [self]
+        for component in components:
+            if component.repo is not None:
+                registry.add_repo_spec(component.repo.to_spec(), force=force)
+            registry.add_component_spec(component.to_spec(), force=force)
+        return registry
+
+    def requirements_text(self) -> str | None:
+        """The content of the component's requirements file, when it declares one."""
+        if not self.requirements_path or self.repo is None:
+            return None
+        try:
+            return self.repo.read_source(self.requirements_path, self._repo_version())
+        except ComponentFileNotFoundError:
+            raise ComponentFileNotFoundError(
+                f"Component {self.identifier!r} declares requirements_path "
+                f"{self.requirements_path!r}, but the file does not exist in repo "
+                f"{self.repo.identifier!r}. Fix or remove requirements_path."
+            ) from None
+
+    def to_versioned_component(self, force: bool = False) -> Component:
+        """This component pinned to the current commit of the git repo holding its file."""
+        from pcs import freeze
+
+        return freeze.versioned_component(self, force=force)
+
+    def to_frozen_registry(self, force: bool = False) -> Registry:
+        """A registry of this component's DAG with every component pinned to a commit."""
+        from pcs import freeze
+
+        return freeze.frozen_registry(self, force=force)
+
+    def print_status_tree(self) -> None:
+        """Print the component's dependency tree."""
+        from pcs import _render
+
+        _render.print_component_tree(self)
+
+    def __repr__(self) -> str:
+        return f"Component({self.identifier!r})"
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _check_same(first: Component, second: Component) -> None:
+    if first.to_spec() != second.to_spec():
+        raise DependencyError(
+            f"Two different components share the identifier {first.identifier!r}. "
+            "Give them different identifiers (name==version)."
+        )
+
+
+def _relative_file_path(path: Path, root: Path) -> str:
+    try:
+        return str(PurePosixPath(path.relative_to(root)))
+    except ValueError:
+        raise ComponentFileNotFoundError(
+            f"{path} is not inside the repo folder {root}; pass a repo that contains it."
+        ) from None
+
+
+def _exec_module(source: str, label: str, name: str) -> types.ModuleType:
+    """Execute ``source`` as a fresh module without touching ``sys.path``.
+
+    Each run gets a fresh module (no state leaks between runs); compiled code is
+    cached by content. The module is registered in ``sys.modules`` under a name
+    derived from its content so dataclasses and pickling can find it.
+    """
+    digest = sha256_bytes(source.encode("utf-8"))
+    key = (digest, label)
+    code = _CODE_CACHE.get(key)
+    if code is None:
+        try:
+            code = compile(source, label, "exec", dont_inherit=True)
+        except SyntaxError as exc:
+            raise ComponentError(f"{label} does not compile: {exc}") from None
+        _CODE_CACHE[key] = code
+    safe = "".join(c if c.isalnum() else "_" for c in name)
+    module_name = f"_pcs_components.{safe}_{digest[:12]}"
+    spec = importlib.util.spec_from_loader(module_name, loader=None, origin=label)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    module.__file__ = label
+    sys.modules[module_name] = module
+    try:
+        exec(code, module.__dict__)  # noqa: S102 - running the component's code is the point
+    except Exception as exc:
+        sys.modules.pop(module_name, None)
+        raise ComponentError(
+            f"Loading {label} failed with {type(exc).__name__}: {exc}"
+        ) from exc
+    return module
+
+
+def _argument_error(
+    component: Component, function: str, fn: Any, kwargs: Mapping[str, Any], exc: TypeError
+) -> ArgumentError:
+    try:
+        inspect.signature(fn).bind(**kwargs)
+    except TypeError as bind_error:
+        return ArgumentError(
+            f"Arguments {sorted(kwargs)} do not fit {component.name}.{function}: {bind_error}. "
+            f"Check the ArgumentSet entry {component.name}.{function}."
+        )
+    raise exc
+
+
+def _local_imports(source: str, folder: Path | None) -> list[str]:
+    """Modules imported by ``source`` that are files next to it (or relative imports)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level > 0:
+            found.append("." * node.level + (node.module or ""))
+            continue
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name.split(".")[0] for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module.split(".")[0]]
+        if folder is not None:
+            for mod in names:
+                if (folder / f"{mod}.py").exists() or (folder / mod / "__init__.py").exists():
+                    found.append(mod)
+    return sorted(set(found))
+
+
+def _capture_main_source(managed_cls: type) -> tuple[str | None, list[str]]:
+    """Source for a class defined in ``__main__``: its globals, then the class.
+
+    Modules it uses become imports, functions and classes defined next to it
+    are captured too, and plain values are written as literals. Anything else
+    is reported as a problem, which makes runs of it ``not-rerunnable``.
+    """
+    import dill.detect
+    import dill.source
+
+    problems: list[str] = []
+    try:
+        class_source = dill.source.getsource(managed_cls)
+    except (OSError, TypeError, IndexError):
+        return None, [f"the source of class {managed_cls.__name__} could not be read"]
+    globals_used: dict[str, Any] = {}
+    for member in vars(managed_cls).values():
+        func = member.__func__ if isinstance(member, (staticmethod, classmethod)) else member
+        if inspect.isfunction(func):
+            try:
+                globals_used.update(dill.detect.globalvars(func, recurse=True))
+            except Exception:  # noqa: BLE001 - dill gives up on odd closures
+                problems.append(f"the globals of {managed_cls.__name__}.{func.__name__} could not be traced")
+    imports, values, definitions = [], [], []
+    for name, value in sorted(globals_used.items()):
+        if name == managed_cls.__name__:
+            continue
+        if inspect.ismodule(value):
+            real = value.__name__
+            imports.append(f"import {real}" if real == name else f"import {real} as {name}")
+        elif (inspect.isfunction(value) or inspect.isclass(value)) and value.__module__ != "__main__":
+            real = value.__name__
+            alias = "" if real == name else f" as {name}"
+            imports.append(f"from {value.__module__} import {real}{alias}")
+        elif inspect.isfunction(value) or inspect.isclass(value):
+            try:
+                definitions.append(dill.source.getsource(value))
+            except (OSError, TypeError, IndexError):
+                problems.append(f"the source of {name} could not be read")
+        else:
+            try:
+                literal = to_recordable(value, name)
+                values.append(f"{name} = {literal!r}")
+            except ArgumentError:
+                problems.append(
+                    f"the global {name} ({type(value).__name__}) used by "
+                    f"{managed_cls.__name__} cannot be recorded"
+                )
+    parts = [
+        f"# source of {managed_cls.__name__}, captured by pcs from __main__",
+        *imports,
+        *values,
+        *definitions,
+        class_source,
+    ]
+    return "\n".join(p.rstrip("\n") for p in parts) + "\n", problems

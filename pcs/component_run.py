@@ -1,0 +1,505 @@
+"""ComponentRun: a run produced by a RunCommand, which it carries.
+
+When a component run starts, before any user code, pcs records in the MLflow
+run (one ``create_run`` with every tag, one ``log_artifacts`` with every file):
+
+- ``pcs/run_command.yaml``: a registry with the command, its components and repos;
+- ``pcs/source/<sha256>.py``: the source of every component, as run;
+- ``pcs/environment.yaml``: Python, platform, distributions;
+- ``pcs/code.yaml`` (+ ``pcs/git_diff/``): where the sources sit in git;
+- tags: run command id, entry point, seed, environment fingerprint, git commit,
+  reproducibility grade with its reasons.
+
+After the entry point returns, its value goes to ``pcs/return_value.yaml``
+with a ``pcs.return_value_sha256`` tag.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from pcs import _keys
+from pcs.environment import capture_environment, seed_everything
+from pcs.errors import (
+    ArgumentError,
+    NotReproducibleError,
+    ReproducibilityError,
+)
+from pcs.registry import InMemoryRegistry
+from pcs.repo import GitRepo, git_state
+from pcs.run import Run, _push, _ACTIVE_RUNS
+from pcs.run_command import RunCommand, read_sources_dir, source_artifact_name
+from pcs.specs import content_hash, sha256_bytes, to_recordable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pcs.verification import Verification
+
+__all__ = ["ComponentRun", "active_component_run", "GRADES"]
+
+log = logging.getLogger(__name__)
+
+GRADES = ("portable", "local", "not-rerunnable")
+_UNSET = object()
+
+
+def active_component_run(managed_object: Any = None) -> ComponentRun | None:
+    """The ComponentRun executing ``managed_object`` (default: the innermost one).
+
+    Call it inside an entry point as ``active_component_run(self)`` to log to
+    the run that is executing the object.
+    """
+    for run in reversed(_ACTIVE_RUNS.get()):
+        if isinstance(run, ComponentRun):
+            if managed_object is None or run._manages(managed_object):
+                return run
+    return None
+
+
+class ComponentRun(Run):
+    """A run produced by a ``RunCommand``: it can be rerun and verified."""
+
+    _run_type = _keys.RUN_TYPE_COMPONENT
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._run_command: RunCommand | None = None
+        self._return_value: Any = _UNSET
+        self._managed_ids: set[int] = set()
+        self._environment: dict[str, Any] | None = None
+        self.verification: Verification | None = None
+
+    # -- executing a command -----------------------------------------------------------
+
+    @classmethod
+    def execute(
+        cls,
+        command: RunCommand,
+        *,
+        outer_run: Run | None = None,
+        rerun_of: Run | None = None,
+        run_name: str | None = None,
+        experiment_id: str | None = None,
+        return_value_format: str = "auto",
+    ) -> ComponentRun:
+        """Record ``command`` as a new run, execute it, record its return value."""
+        if return_value_format not in ("auto", "yaml", "json", "dill", "pickle"):
+            raise ArgumentError(
+                f"return_value_format {return_value_format!r} is not one of auto, yaml, "
+                "json, dill, pickle."
+            )
+        component = command.component
+        # Everything that can fail on bad input happens before the run exists.
+        targets = component._load_targets()
+        component.check_entry_point(command.entry_point, targets[component.identifier])
+        record = _prepare_record(command)
+        tags = record.tags
+        if rerun_of is not None:
+            tags[_keys.RERUN_OF] = rerun_of.identifier
+        run = cls(
+            experiment_id=experiment_id,
+            run_name=run_name,
+            tags=tags,
+            outer_run=outer_run,
+        )
+        run._run_command = command
+        try:
+            run._log_staged(record)
+        except BaseException:
+            run.end("FAILED")
+            raise
+        token = _push(run)
+        try:
+            seed_everything(command.seed)
+            objects = component._build_objects(command.argument_set, targets)
+            run._managed_ids = {id(o) for o in objects.values()}
+            entry = getattr(objects[component.identifier], command.entry_point)
+            kwargs = command.argument_set.get_function_args(component.name, command.entry_point)
+            value = entry(**kwargs)
+        except KeyboardInterrupt:
+            _ACTIVE_RUNS.reset(token)
+            run.end("KILLED")
+            raise
+        except BaseException:
+            _ACTIVE_RUNS.reset(token)
+            run.end("FAILED")
+            raise
+        _ACTIVE_RUNS.reset(token)
+        run._finish(value, return_value_format, record.grade)
+        return run
+
+    def _log_staged(self, record: _Record) -> None:
+        self.log_artifacts(record.folder.name)
+        record.folder.cleanup()
+
+    def _finish(self, value: Any, fmt: str, grade: tuple[str, list[str]]) -> None:
+        tags: dict[str, str] = {}
+        with tempfile.TemporaryDirectory(prefix="pcs-rv-") as tmp:
+            path, used_fmt, digest = _write_return_value(value, fmt, Path(tmp))
+            if path is not None:
+                self.log_artifact(path, _keys.PCS_ARTIFACT_DIR)
+                tags[_keys.RETURN_VALUE_SHA256] = digest
+            else:
+                level, reasons = grade
+                reasons = reasons + [
+                    f"the return value ({type(value).__name__}) cannot be recorded as YAML/JSON; "
+                    "pass return_value_format='dill' to record it"
+                ]
+                tags[_keys.GRADE] = "local" if level == "portable" else level
+                tags[_keys.GRADE_REASONS] = json.dumps(reasons)
+            tags[_keys.RETURN_VALUE_FORMAT] = used_fmt
+        self.set_tags(tags)
+        self._return_value = value
+        self.set_terminated("FINISHED")
+
+    def _manages(self, obj: Any) -> bool:
+        return id(obj) in self._managed_ids
+
+    # -- what was recorded ------------------------------------------------------------
+
+    @property
+    def run_command(self) -> RunCommand:
+        """The RunCommand that produced this run, loaded from its own artifact."""
+        if self._run_command is None:
+            with tempfile.TemporaryDirectory(prefix="pcs-") as tmp:
+                try:
+                    path = self._download_quietly(_keys.RUN_COMMAND_ARTIFACT, Path(tmp))
+                except Exception as exc:  # noqa: BLE001 - any store error means "not there"
+                    raise NotReproducibleError(
+                        f"Run {self.identifier} is tagged as a component run but its "
+                        f"{_keys.RUN_COMMAND_ARTIFACT} cannot be read ({exc}). The record is "
+                        "incomplete (the run may have been created outside pcs)."
+                    ) from None
+                registry = InMemoryRegistry(yaml.safe_load(path.read_text(encoding="utf-8")))
+            command_id = self.tags.get(_keys.RUN_COMMAND_ID)
+            if not command_id:
+                raise NotReproducibleError(
+                    f"Run {self.identifier} has no {_keys.RUN_COMMAND_ID} tag."
+                )
+            self._run_command = RunCommand.from_registry(registry, command_id)
+        return self._run_command
+
+    @property
+    def seed(self) -> int:
+        """The seed given to ``random`` (and NumPy / PyTorch) before the entry point ran."""
+        if self._run_command is not None:
+            return self._run_command.seed
+        return int(self.tags[_keys.SEED])
+
+    @property
+    def entry_point(self) -> str | None:
+        return self.tags.get(_keys.ENTRY_POINT)
+
+    @property
+    def grade(self) -> str:
+        """``portable``, ``local`` or ``not-rerunnable``, decided when the run started."""
+        return self.tags.get(_keys.GRADE, "unknown")
+
+    @property
+    def grade_reasons(self) -> list[str]:
+        raw = self.tags.get(_keys.GRADE_REASONS, "[]")
+        try:
+            return list(json.loads(raw))
+        except (json.JSONDecodeError, TypeError):
+            return [raw]
+
+    @property
+    def environment(self) -> dict[str, Any]:
+        """The recorded ``pcs/environment.yaml``."""
+        if self._environment is None:
+            self._environment = self._read_yaml(_keys.ENVIRONMENT_ARTIFACT) or {}
+        return self._environment
+
+    @property
+    def code_record(self) -> dict[str, Any]:
+        """The recorded ``pcs/code.yaml``: source files, their hashes and git state."""
+        return self._read_yaml(f"{_keys.PCS_ARTIFACT_DIR}/code.yaml") or {}
+
+    def _read_yaml(self, artifact: str) -> Any:
+        with tempfile.TemporaryDirectory(prefix="pcs-") as tmp:
+            try:
+                path = self._download_quietly(artifact, Path(tmp))
+            except Exception:  # noqa: BLE001 - missing artifact
+                return None
+            return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+    def return_value_of(self, trust: bool = False) -> Any:
+        """The entry point's return value, loaded from the store if not in memory.
+
+        Args:
+            trust: allow unpickling a pickled return value (only for runs you trust:
+                unpickling runs code).
+        """
+        if self._return_value is not _UNSET:
+            return self._return_value
+        fmt = self.tags.get(_keys.RETURN_VALUE_FORMAT)
+        if fmt in (None, "none"):
+            raise NotReproducibleError(
+                f"Run {self.identifier} has no recorded return value"
+                + (" (it is still running or failed)." if fmt is None else ".")
+            )
+        with tempfile.TemporaryDirectory(prefix="pcs-") as tmp:
+            path = self._download_quietly(f"{_keys.RETURN_VALUE_STEM}.{_EXT[fmt]}", Path(tmp))
+            data = path.read_bytes()
+        if fmt in ("dill", "pickle"):
+            if not trust and self.tags.get(_keys.IMPORTED_FROM):
+                raise NotReproducibleError(
+                    f"Run {self.identifier} was imported from a bundle and its return value is "
+                    "pickled; unpickling runs code. Call run.return_value_of(trust=True) if you "
+                    "trust where the bundle came from."
+                )
+            import dill
+
+            value = dill.loads(data)
+        elif fmt == "json":
+            value = json.loads(data)
+        else:
+            value = yaml.safe_load(data)
+        self._return_value = value
+        return value
+
+    @property
+    def return_value(self) -> Any:
+        """The entry point's return value (loaded from the store when needed)."""
+        return self.return_value_of()
+
+    # -- reproduction ---------------------------------------------------------------------
+
+    def recorded_sources(self) -> dict[str, str]:
+        """The source snapshot recorded at run start, by sha256."""
+        with tempfile.TemporaryDirectory(prefix="pcs-") as tmp:
+            try:
+                folder = self._download_quietly(_keys.SOURCE_ARTIFACT_DIR, Path(tmp))
+            except Exception:  # noqa: BLE001 - no snapshot recorded
+                return {}
+            return read_sources_dir(folder)
+
+    def rerun(
+        self,
+        verify: bool = False,
+        strict: bool = False,
+        code: str = "recorded",
+        env: str = "current",
+        run_name: str | None = None,
+    ) -> ComponentRun:
+        """Execute the recorded command again as a new run, tagged ``pcs.rerun_of``.
+
+        Args:
+            verify: compare the new run with this one; the report is
+                ``new_run.verification``.
+            strict: raise ``ReproducibilityError`` when the verified rerun diverges.
+            code: ``"recorded"`` runs the snapshot taken when this run started;
+                ``"current"`` runs the component files as they are now.
+            env: ``"current"`` runs in this process; ``"recorded"`` runs in a
+                virtual environment with the recorded distributions' versions.
+        """
+        if code not in ("recorded", "current"):
+            raise ArgumentError(f"code must be 'recorded' or 'current'; got {code!r}.")
+        if env not in ("current", "recorded"):
+            raise ArgumentError(f"env must be 'current' or 'recorded'; got {env!r}.")
+        if self.grade == "not-rerunnable":
+            raise NotReproducibleError(
+                f"Run {self.identifier} was graded not-rerunnable when it was recorded: "
+                + "; ".join(self.grade_reasons)
+            )
+        command = self.run_command
+        if code == "recorded":
+            command.use_sources(self._sources_for(command))
+        else:
+            command = command.with_current_code()
+        if env == "recorded":
+            from pcs import isolated
+
+            new = isolated.rerun_in_recorded_env(self, command, code=code, run_name=run_name)
+        else:
+            new = command.run(rerun_of=self, run_name=run_name)
+        if verify or strict:
+            from pcs.verification import compare_runs
+
+            new.verification = compare_runs(self, new)
+            if strict and not new.verification.reproduced:
+                raise ReproducibilityError(str(new.verification), new.verification)
+        return new
+
+    def _sources_for(self, command: RunCommand) -> dict[str, str]:
+        sources = self.recorded_sources()
+        for component in command.component.dependency_list():
+            entry = command.code.get(component.identifier, {})
+            digest = entry.get("sha256")
+            if digest and digest not in sources and isinstance(component.repo, GitRepo):
+                # no snapshot artifact (e.g. an export without artifacts): the pinned commit
+                text = component.source()
+                if sha256_bytes(text.encode("utf-8")) == digest:
+                    sources[digest] = text
+        return sources
+
+
+# -- the record written at run start --------------------------------------------------------
+
+
+class _Record:
+    def __init__(self, folder: tempfile.TemporaryDirectory, tags: dict[str, str], grade: tuple[str, list[str]]):
+        self.folder = folder
+        self.tags = tags
+        self.grade = grade
+
+
+def _prepare_record(command: RunCommand) -> _Record:
+    """Stage every artifact and tag of a new component run, before the run exists."""
+    component = command.component
+    components = component.dependency_list()
+    folder = tempfile.TemporaryDirectory(prefix="pcs-record-")
+    root = Path(folder.name)
+    pcs_dir = root / _keys.PCS_ARTIFACT_DIR
+    (root / _keys.SOURCE_ARTIFACT_DIR).mkdir(parents=True)
+    (pcs_dir / "run_command.yaml").write_text(command.to_yaml_text(), encoding="utf-8")
+    for c in components:
+        entry = command.code[c.identifier]
+        text = command.sources.get(entry["sha256"])
+        if text is None:
+            text = c.source()
+        (root / _keys.SOURCE_ARTIFACT_DIR / source_artifact_name(entry["sha256"])).write_text(
+            text, encoding="utf-8"
+        )
+    env = capture_environment()
+    env["seed"] = command.seed
+    (pcs_dir / "environment.yaml").write_text(yaml.safe_dump(env, sort_keys=False), encoding="utf-8")
+
+    code_record, git_tags, git_problems = _capture_code(command, pcs_dir)
+    requirements, req_problems = _capture_requirements(components, pcs_dir)
+    code_record["requirements"] = requirements
+    (pcs_dir / "code.yaml").write_text(yaml.safe_dump(code_record, sort_keys=False), encoding="utf-8")
+
+    level, reasons = _grade(command, git_problems, req_problems)
+    tags = {
+        _keys.RUN_COMMAND_ID: command.identifier,
+        _keys.COMPONENT: component.identifier,
+        _keys.ENTRY_POINT: command.entry_point,
+        _keys.SEED: str(command.seed),
+        _keys.ENVIRONMENT_FINGERPRINT: env["fingerprint"],
+        _keys.GRADE: level,
+        _keys.GRADE_REASONS: json.dumps(reasons),
+        **git_tags,
+    }
+    return _Record(folder, tags, (level, reasons))
+
+
+def _capture_code(command: RunCommand, pcs_dir: Path) -> tuple[dict[str, Any], dict[str, str], list[str]]:
+    """Per component: source label, sha256, and git state of its file when in a work tree."""
+    record: dict[str, Any] = {"components": {}}
+    tags: dict[str, str] = {}
+    problems: list[str] = []
+    root_component = command.component
+    for c in root_component.dependency_list():
+        entry: dict[str, Any] = dict(command.code[c.identifier])
+        if isinstance(c.repo, GitRepo):
+            commit = c.repo.resolve(c.version)
+            entry["git"] = {"url": c.repo.url, "commit": commit, "version": c.version}
+            if not _is_remote_url(c.repo.url):
+                problems.append(f"{c.identifier} is pinned to a git repo at a local path ({c.repo.url})")
+            if c is root_component:
+                tags[_keys.SOURCE_GIT_COMMIT] = commit
+                tags[_keys.SOURCE_GIT_REPO_URL] = c.repo.url
+        else:
+            local = c.local_source_file()
+            state = git_state([local]) if local is not None else None
+            if state is not None:
+                entry["git"] = state.to_dict()
+                if state.dirty:
+                    diff_dir = pcs_dir / "git_diff"
+                    diff_dir.mkdir(exist_ok=True)
+                    name = f"{c.name}.diff"
+                    (diff_dir / name).write_text(state.diff or "", encoding="utf-8")
+                    entry["git"]["diff_artifact"] = f"{_keys.DIFF_ARTIFACT_DIR}/{name}"
+                if c is root_component:
+                    tags[_keys.SOURCE_GIT_COMMIT] = state.commit
+                    tags[_keys.CODE_DIRTY] = str(state.dirty).lower()
+                    if state.branch:
+                        tags[_keys.SOURCE_GIT_BRANCH] = state.branch
+                    if state.remote_url:
+                        tags[_keys.SOURCE_GIT_REPO_URL] = state.remote_url
+        record["components"][c.identifier] = entry
+    return record, tags, problems
+
+
+def _capture_requirements(components: list, pcs_dir: Path) -> tuple[dict[str, Any], list[str]]:
+    out: dict[str, Any] = {}
+    problems: list[str] = []
+    for c in components:
+        text = c.requirements_text()
+        if text is None:
+            continue
+        req_dir = pcs_dir / "requirements"
+        req_dir.mkdir(exist_ok=True)
+        (req_dir / f"{c.name}.txt").write_text(text, encoding="utf-8")
+        digest = sha256_bytes(text.encode())
+        out[c.identifier] = {"path": c.requirements_path, "sha256": digest}
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+        unpinned = [ln for ln in lines if "==" not in ln and not ln.startswith("-")]
+        if unpinned:
+            problems.append(
+                f"{c.requirements_path} of {c.identifier} does not pin "
+                f"{', '.join(unpinned[:5])} to exact versions"
+            )
+    return out, problems
+
+
+def _grade(command: RunCommand, git_problems: list[str], req_problems: list[str]) -> tuple[str, list[str]]:
+    """The reproducibility grade of a command, with reasons, at record time."""
+    blocking: list[str] = []
+    local: list[str] = []
+    for c in command.component.dependency_list():
+        for problem in c.snapshot_problems():
+            (local if "imports files next to it" in problem else blocking).append(problem)
+    local.extend(git_problems)
+    local.extend(req_problems)
+    if blocking:
+        return "not-rerunnable", blocking + local
+    if local:
+        return "local", local
+    return "portable", ["complete source snapshot, recorded arguments and seed"]
+
+
+def _is_remote_url(url: str) -> bool:
+    return url.startswith(("http://", "https://", "ssh://", "git://")) or (
+        "@" in url and ":" in url and not url.startswith("file://")
+    )
+
+
+_EXT = {"yaml": "yaml", "json": "json", "dill": "pkl", "pickle": "pkl"}
+
+
+def _write_return_value(value: Any, fmt: str, folder: Path) -> tuple[Path | None, str, str]:
+    """Write the return value in ``fmt``; return (path or None, format used, sha256)."""
+    if fmt in ("auto", "yaml", "json"):
+        try:
+            data = to_recordable(value, "the return value")
+        except ArgumentError:
+            if fmt != "auto":
+                raise
+            log.warning(
+                "pcs: the return value (%s) cannot be recorded as YAML/JSON; pass "
+                "return_value_format='dill' to record it.",
+                type(value).__name__,
+            )
+            return None, "none", ""
+        used = "json" if fmt == "json" else "yaml"
+        path = folder / f"return_value.{_EXT[used]}"
+        text = (
+            json.dumps(data, sort_keys=True, indent=1)
+            if used == "json"
+            else yaml.safe_dump(data, sort_keys=True)
+        )
+        path.write_text(text, encoding="utf-8")
+        return path, used, content_hash(data)
+    import dill
+
+    blob = dill.dumps(value)
+    path = folder / "return_value.pkl"
+    path.write_bytes(blob)
+    return path, fmt, sha256_bytes(blob)

@@ -1,0 +1,116 @@
+"""What a run ran on: Python, the platform, installed distributions, seeds.
+
+Distributions are read from the ``*.dist-info`` folders on ``sys.path`` (the
+same data ``importlib.metadata`` reads, without parsing every METADATA file
+and without a ``pip`` subprocess), so capturing them costs well under a
+millisecond and is done once per process and ``sys.path``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import re
+import sys
+from typing import Any, Mapping
+
+from pcs.specs import content_hash
+
+__all__ = ["capture_environment", "environment_fingerprint", "seed_everything", "draw_seed", "changed_distributions"]
+
+_CACHE: dict[tuple[str, ...], dict[str, Any]] = {}
+_DIST_RE = re.compile(r"^(?P<name>.+?)-(?P<version>[^-]+?)\.(dist-info|egg-info)$")
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def installed_distributions() -> dict[str, str]:
+    """``{normalized name: version}`` of every distribution importable now."""
+    found: dict[str, str] = {}
+    for entry in sys.path:
+        if not entry or not os.path.isdir(entry):
+            continue
+        try:
+            names = os.listdir(entry)
+        except OSError:
+            continue
+        for folder in names:
+            match = _DIST_RE.match(folder)
+            if match:
+                # the first entry on sys.path wins, as it does for imports
+                found.setdefault(_normalize(match["name"]), match["version"])
+    return dict(sorted(found.items()))
+
+
+def capture_environment() -> dict[str, Any]:
+    """Python, platform and distributions of this process (cached per ``sys.path``)."""
+    key = tuple(sys.path)
+    cached = _CACHE.get(key)
+    if cached is None:
+        cached = {
+            "python": {
+                "version": platform.python_version(),
+                "implementation": platform.python_implementation(),
+                "executable": sys.executable,
+            },
+            "platform": {
+                "system": platform.system(),
+                "release": platform.release(),
+                "machine": platform.machine(),
+                "platform": platform.platform(),
+            },
+            "distributions": installed_distributions(),
+        }
+        _CACHE[key] = cached
+    env = dict(cached)
+    env["pythonhashseed"] = os.environ.get("PYTHONHASHSEED")
+    env["fingerprint"] = environment_fingerprint(env)
+    return env
+
+
+def environment_fingerprint(env: Mapping[str, Any]) -> str:
+    """A hash of what decides a computation's result: Python, OS, machine, distributions."""
+    return content_hash(
+        {
+            "python": {k: env["python"][k] for k in ("version", "implementation")},
+            "platform": {k: env["platform"][k] for k in ("system", "machine")},
+            "distributions": env["distributions"],
+        }
+    )[:16]
+
+
+def changed_distributions(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
+    """Readable lines for distributions added, removed or changed between two records."""
+    lines = []
+    for name in sorted(set(old) | set(new)):
+        a, b = old.get(name), new.get(name)
+        if a != b:
+            lines.append(f"{name}: {a or 'absent'} -> {b or 'absent'}")
+    return lines
+
+
+def draw_seed() -> int:
+    """A fresh seed from the OS's randomness."""
+    return random.SystemRandom().randrange(2**32)
+
+
+def seed_everything(seed: int) -> list[str]:
+    """Seed ``random`` and, when installed, NumPy and PyTorch; return what was seeded."""
+    import importlib.util
+
+    random.seed(seed)
+    seeded = ["random"]
+    if "numpy" in sys.modules or importlib.util.find_spec("numpy") is not None:
+        import numpy
+
+        numpy.random.seed(seed % 2**32)
+        seeded.append("numpy")
+    if "torch" in sys.modules or importlib.util.find_spec("torch") is not None:
+        import torch
+
+        torch.manual_seed(seed)
+        seeded.append("torch")
+    return seeded

@@ -1,0 +1,291 @@
+"""Registries: serializable collections of repo, component, run-command and run specs.
+
+A registry is what lets a run travel: ``components.yaml`` files (the AgentOS
+shape, ``repos:`` and ``components:``), exported run bundles and the registry
+server all hold the same sections. Every spec is a flat dict with an
+``identifier``; in the serialized form each section maps identifier → body.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from pcs._keys import FORMAT_VERSION
+from pcs.errors import RegistryConflictError, RegistryError, SpecNotFoundError
+from pcs.specs import atomic_write_text, check_format_version
+
+__all__ = ["Registry", "InMemoryRegistry", "SECTIONS"]
+
+SECTIONS = ("repos", "components", "argument_sets", "run_commands", "runs")
+_SINGULAR = {
+    "repos": "repo",
+    "components": "component",
+    "argument_sets": "argument set",
+    "run_commands": "run command",
+    "runs": "run",
+}
+
+
+class Registry(ABC):
+    """What every registry offers: get and add specs, and run artifact folders."""
+
+    base_dir: Path | None = None
+
+    # -- primitives a registry implements ------------------------------------------
+
+    @abstractmethod
+    def _get(self, section: str, identifier: str) -> dict[str, Any] | None:
+        """The body stored under ``identifier`` (without the identifier), or None."""
+
+    @abstractmethod
+    def _put(self, section: str, identifier: str, body: dict[str, Any]) -> None:
+        """Store ``body`` under ``identifier``."""
+
+    @abstractmethod
+    def identifiers(self, section: str) -> list[str]:
+        """Every identifier stored in a section."""
+
+    @abstractmethod
+    def add_run_artifacts(self, run_id: str, local_dir: Path) -> None:
+        """Store a copy of a run's artifact folder."""
+
+    @abstractmethod
+    def run_artifacts_dir(self, run_id: str) -> Path | None:
+        """A local folder with the run's artifacts, or None when the registry has none."""
+
+    # -- spec access -------------------------------------------------------------
+
+    def get_spec(self, section: str, identifier: str) -> dict[str, Any]:
+        _check_section(section)
+        body = self._get(section, identifier)
+        if body is None and section == "components" and "==" not in identifier:
+            matches = [i for i in self.identifiers(section) if i.split("==")[0] == identifier]
+            if len(matches) == 1:
+                identifier = matches[0]
+                body = self._get(section, identifier)
+        if body is None:
+            known = ", ".join(sorted(self.identifiers(section))[:10]) or "none"
+            raise SpecNotFoundError(
+                f"The registry has no {_SINGULAR[section]} {identifier!r} (it has: {known}). "
+                f"Check the identifier, or add the {_SINGULAR[section]} to the registry."
+            )
+        spec = copy.deepcopy(body)
+        spec["identifier"] = identifier
+        return spec
+
+    def has_spec(self, section: str, identifier: str) -> bool:
+        _check_section(section)
+        return self._get(section, identifier) is not None
+
+    def add_spec(self, section: str, spec: Mapping[str, Any], force: bool = False) -> None:
+        """Add a spec; an equal spec is a no-op, a different one needs ``force``."""
+        _check_section(section)
+        identifier = spec.get("identifier") if isinstance(spec, Mapping) else None
+        if not isinstance(identifier, str) or not identifier:
+            raise RegistryError(f"A {_SINGULAR[section]} spec needs a string 'identifier'.")
+        body = {k: copy.deepcopy(v) for k, v in spec.items() if k != "identifier"}
+        existing = self._get(section, identifier)
+        if existing is not None and existing != body and not force:
+            raise RegistryConflictError(
+                f"The registry already holds a different {_SINGULAR[section]} "
+                f"{identifier!r}. Pass force=True (CLI: --force) to overwrite it, or give "
+                "the new one another identifier."
+            )
+        if existing != body:
+            self._put(section, identifier, body)
+
+    def get_repo_spec(self, identifier: str) -> dict[str, Any]:
+        return self.get_spec("repos", identifier)
+
+    def add_repo_spec(self, spec: Mapping[str, Any], force: bool = False) -> None:
+        self.add_spec("repos", spec, force)
+
+    def get_component_spec(self, identifier: str) -> dict[str, Any]:
+        return self.get_spec("components", identifier)
+
+    def add_component_spec(self, spec: Mapping[str, Any], force: bool = False) -> None:
+        self.add_spec("components", spec, force)
+
+    def get_argument_set_spec(self, identifier: str) -> dict[str, Any]:
+        return self.get_spec("argument_sets", identifier)
+
+    def add_argument_set_spec(self, spec: Mapping[str, Any], force: bool = False) -> None:
+        self.add_spec("argument_sets", spec, force)
+
+    def get_run_command_spec(self, identifier: str) -> dict[str, Any]:
+        return self.get_spec("run_commands", identifier)
+
+    def add_run_command_spec(self, spec: Mapping[str, Any], force: bool = False) -> None:
+        self.add_spec("run_commands", spec, force)
+
+    def get_run_spec(self, identifier: str) -> dict[str, Any]:
+        return self.get_spec("runs", identifier)
+
+    def add_run_spec(self, spec: Mapping[str, Any], force: bool = False) -> None:
+        self.add_spec("runs", spec, force)
+
+    def has_run(self, run_id: str) -> bool:
+        return self.has_spec("runs", run_id)
+
+    def get_component_dag_specs(
+        self, component_id: str
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+        """Every component spec reachable from ``component_id`` and the repos they use.
+
+        Returns ``(components, repos)``, each keyed by identifier.
+        """
+        components: dict[str, dict[str, Any]] = {}
+        repos: dict[str, dict[str, Any]] = {}
+        todo = [component_id]
+        while todo:
+            current = todo.pop()
+            spec = self.get_component_spec(current)
+            if spec["identifier"] in components:
+                continue
+            components[spec["identifier"]] = spec
+            repo_id = spec.get("repo")
+            if repo_id and repo_id not in repos:
+                repos[repo_id] = self.get_repo_spec(repo_id)
+            deps = spec.get("dependencies") or {}
+            if not isinstance(deps, Mapping):
+                raise RegistryError(
+                    f"Component {current!r} has 'dependencies' of type "
+                    f"{type(deps).__name__}; it must map attribute names to component ids."
+                )
+            todo.extend(str(d) for d in deps.values())
+        return components, repos
+
+    def update(self, other: Registry, force: bool = False) -> None:
+        """Add every spec of ``other`` (and its run artifacts) to this registry."""
+        for section in SECTIONS:
+            for identifier in other.identifiers(section):
+                self.add_spec(section, other.get_spec(section, identifier), force=force)
+        for run_id in other.identifiers("runs"):
+            folder = other.run_artifacts_dir(run_id)
+            if folder is not None:
+                self.add_run_artifacts(run_id, folder)
+
+    def to_dict(self) -> dict[str, Any]:
+        """All specs, in the serialized shape (section → identifier → body)."""
+        out: dict[str, Any] = {"pcs_format": FORMAT_VERSION}
+        for section in SECTIONS:
+            ids = self.identifiers(section)
+            out[section] = {i: self._get(section, i) for i in sorted(ids)}
+        return out
+
+
+class InMemoryRegistry(Registry):
+    """A registry held in memory, with YAML in and out.
+
+    Example::
+
+        registry = InMemoryRegistry.from_yaml("components.yaml")
+        agent = Component.from_registry(registry, "agent")
+    """
+
+    def __init__(
+        self,
+        data: Mapping[str, Any] | None = None,
+        base_dir: str | Path | None = None,
+    ) -> None:
+        self._data: dict[str, dict[str, dict[str, Any]]] = {s: {} for s in SECTIONS}
+        self.base_dir = Path(base_dir).resolve() if base_dir is not None else None
+        self._artifacts: dict[str, Path] = {}
+        if data:
+            self._load(data)
+
+    def _load(self, data: Mapping[str, Any]) -> None:
+        if not isinstance(data, Mapping):
+            raise RegistryError(
+                f"A registry is a mapping of sections ({', '.join(SECTIONS)}); got "
+                f"{type(data).__name__}."
+            )
+        check_format_version(dict(data), "This registry")
+        for section in SECTIONS:
+            entries = data.get(section) or {}
+            if not isinstance(entries, Mapping):
+                raise RegistryError(
+                    f"Registry section {section!r} must map identifiers to specs; got "
+                    f"{type(entries).__name__}."
+                )
+            for identifier, body in entries.items():
+                if not isinstance(body, Mapping):
+                    raise RegistryError(
+                        f"Registry entry {section}.{identifier} must be a mapping; got "
+                        f"{type(body).__name__}."
+                    )
+                self._data[section][str(identifier)] = copy.deepcopy(dict(body))
+
+    def _get(self, section: str, identifier: str) -> dict[str, Any] | None:
+        return self._data[section].get(identifier)
+
+    def _put(self, section: str, identifier: str, body: dict[str, Any]) -> None:
+        self._data[section][identifier] = body
+
+    def identifiers(self, section: str) -> list[str]:
+        return list(self._data[section])
+
+    def add_run_artifacts(self, run_id: str, local_dir: Path) -> None:
+        self._artifacts[run_id] = Path(local_dir)
+
+    def run_artifacts_dir(self, run_id: str) -> Path | None:
+        if run_id in self._artifacts:
+            return self._artifacts[run_id]
+        if self.base_dir is not None:
+            candidate = self.base_dir / "artifacts" / run_id
+            if candidate.is_dir():
+                return candidate
+        return None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], base_dir: str | Path | None = None) -> InMemoryRegistry:
+        return cls(data, base_dir=base_dir)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> InMemoryRegistry:
+        """Load a registry file; relative local repo paths resolve against its folder."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise RegistryError(
+                f"Registry file {path} does not exist. Pass the path of a components.yaml "
+                "or an exported bundle."
+            ) from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise RegistryError(f"Registry file {path} is not valid YAML: {exc}") from None
+        return cls(data or {}, base_dir=path.parent)
+
+    def to_yaml(self, path: str | Path) -> None:
+        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    def write_bundle(self, folder: str | Path, registry_name: str = "registry.yaml") -> Path:
+        """Write the registry YAML and every run's artifacts into ``folder``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for run_id in self.identifiers("runs"):
+            source = self.run_artifacts_dir(run_id)
+            target = folder / "artifacts" / run_id
+            if source is not None and source.resolve() != target.resolve():
+                if target.exists():
+                    shutil.rmtree(target)
+                shutil.copytree(source, target)
+        self.to_yaml(folder / registry_name)
+        return folder / registry_name
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{s}={len(self._data[s])}" for s in SECTIONS)
+        return f"InMemoryRegistry({counts})"
+
+
+def _check_section(section: str) -> None:
+    if section not in SECTIONS:
+        raise RegistryError(f"Unknown registry section {section!r}; known: {', '.join(SECTIONS)}.")
