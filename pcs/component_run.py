@@ -72,6 +72,7 @@ class ComponentRun(Run):
         self._return_value: Any = _UNSET
         self._managed_ids: set[int] = set()
         self._environment: dict[str, Any] | None = None
+        self._trusted = False
         self.verification: Verification | None = None
 
     # -- executing a command -----------------------------------------------------------
@@ -247,7 +248,7 @@ class ComponentRun(Run):
             path = self._download_quietly(f"{_keys.RETURN_VALUE_STEM}.{_EXT[fmt]}", Path(tmp))
             data = path.read_bytes()
         if fmt in ("dill", "pickle"):
-            if not trust and self.tags.get(_keys.IMPORTED_FROM):
+            if not (trust or self._trusted) and self.tags.get(_keys.IMPORTED_FROM):
                 raise NotReproducibleError(
                     f"Run {self.identifier} was imported from a bundle and its return value is "
                     "pickled; unpickling runs code. Call run.return_value_of(trust=True) if you "

@@ -1,0 +1,3 @@
+from pcs.cli import main
+
+main()

@@ -1,0 +1,91 @@
+"""Freezing: pin local components to git commits so a registry runs anywhere.
+
+A component whose file sits in a git working tree becomes a component of a
+``GitRepo`` at the current commit (``name==<sha>``); its repo URL is the
+remote's when the commit is pushed, else the local repository's path.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import PurePosixPath
+
+from pcs.component import Component
+from pcs.errors import ComponentError, DirtyRepoError, RepoError
+from pcs.registry import InMemoryRegistry, Registry
+from pcs.repo import GitRepo, git_state
+
+__all__ = ["versioned_component", "frozen_registry"]
+
+
+def versioned_component(component: Component, force: bool = False) -> Component:
+    """``component`` and its dependencies, each pinned to a git commit (a new DAG)."""
+    frozen: dict[str, Component] = {}
+
+    def freeze(c: Component) -> Component:
+        if c.identifier in frozen:
+            return frozen[c.identifier]
+        pinned = _pin(c, force)
+        frozen[c.identifier] = pinned
+        for attr, dep in c.dependencies.items():
+            pinned.dependencies[attr] = freeze(dep)
+        return pinned
+
+    return freeze(component)
+
+
+def frozen_registry(component: Component, force: bool = False) -> Registry:
+    """A registry holding the pinned DAG of ``component`` and its git repos."""
+    return versioned_component(component, force=force).to_registry(InMemoryRegistry())
+
+
+def _pin(c: Component, force: bool) -> Component:
+    if isinstance(c.repo, GitRepo):
+        commit = c.repo.resolve(c.version)
+        return Component.from_repo(
+            c.repo, f"{c.name}=={commit}", c.file_path or "", c.class_name, c.instantiate,
+            c.requirements_path,
+        )
+    local = c.local_source_file()
+    if local is None:
+        raise ComponentError(
+            f"Component {c.identifier!r} has no file on disk (it was captured from __main__), "
+            "so it cannot be pinned to a commit. Move the class into a module file in a git "
+            "repository and load it with Component.from_repo."
+        )
+    state = git_state([local])
+    if state is None:
+        raise RepoError(
+            f"{local} (component {c.identifier!r}) is not in a git repository with a commit, "
+            "so it cannot be frozen. Commit it to a git repository first."
+        )
+    if state.dirty and not force:
+        raise DirtyRepoError(
+            f"{local} (component {c.identifier!r}) has uncommitted changes, so the commit "
+            f"{state.commit[:12]} does not hold the code you are running. Commit the changes, "
+            "or pass force=True (CLI: --force) to freeze the last commit anyway."
+        )
+    if state.untracked:
+        raise DirtyRepoError(
+            f"{local} (component {c.identifier!r}) is not committed to git. Add and commit it first."
+        )
+    url = state.remote_url if (state.remote_url and state.pushed) else state.root
+    repo = GitRepo(_repo_identifier(url), url=url)
+    rel = str(PurePosixPath(*os.path.relpath(local, state.root).split(os.sep)))
+    requirements = None
+    if c.requirements_path:
+        req_local = c.repo.local_file(c.requirements_path) if c.repo is not None else None
+        requirements = (
+            str(PurePosixPath(*os.path.relpath(req_local, state.root).split(os.sep)))
+            if req_local is not None
+            else c.requirements_path
+        )
+    return Component.from_repo(
+        repo, f"{c.name}=={state.commit}", rel, c.class_name, c.instantiate, requirements
+    )
+
+
+def _repo_identifier(url: str) -> str:
+    tail = url.rstrip("/").split("/")[-1].removesuffix(".git") or "repo"
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in tail)
+    return f"{safe}_git"

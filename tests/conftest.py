@@ -1,0 +1,170 @@
+"""Test isolation and real servers.
+
+Every test gets its own working directory, ``PCS_HOME`` and SQLite MLflow
+store (a copy of a store migrated once per session, so a test does not pay
+for MLflow's schema migrations). ``store`` runs a test twice: on that SQLite
+store and on a real ``mlflow server`` process on 127.0.0.1 started once per
+session (marked ``mlflow_server``; deselect with ``-m 'not mlflow_server'``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 90.0) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server process exited with {process.returncode} before answering {url}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"server at {url} did not answer within {timeout}s")
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="session")
+def template_store(tmp_path_factory) -> Path:
+    """A SQLite MLflow store with MLflow's schema already migrated."""
+    folder = tmp_path_factory.mktemp("template_store")
+    db = folder / "mlflow.db"
+    code = (
+        "from mlflow import MlflowClient; "
+        f"MlflowClient(tracking_uri='sqlite:///{db}').search_experiments()"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=folder, capture_output=True)
+    return db
+
+
+def _clean_env(monkeypatch) -> None:
+    for key in list(os.environ):
+        if key.startswith(("MLFLOW_", "PCS_")):
+            monkeypatch.delenv(key, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch, template_store):
+    """Own cwd, PCS_HOME and SQLite tracking store for every test."""
+    _clean_env(monkeypatch)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("PCS_HOME", str(tmp_path / "pcs_home"))
+    db = tmp_path / "mlflow.db"
+    shutil.copy(template_store, db)
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+            (str(tmp_path / "mlruns" / "0"),),
+        )
+    uri = f"sqlite:///{db}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    from mlflow.tracking import fluent
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    monkeypatch.setattr(fluent, "_active_experiment_id", None, raising=False)
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", None, raising=False)
+    yield uri
+    # runs left active by a failing test must not leak into the next one
+    from pcs import run as run_module
+
+    run_module._ACTIVE_RUNS.set(())
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real ``mlflow server`` on 127.0.0.1 with a SQLite backend and proxied artifacts."""
+    folder = tmp_path_factory.mktemp("mlflow_server")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    log = open(folder / "server.log", "w")  # noqa: SIM115 - closed at teardown
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "mlflow", "server",
+            "--backend-store-uri", f"sqlite:///{folder / 'backend.db'}",
+            "--artifacts-destination", str(folder / "artifacts"),
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        ],
+        cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/health", process, timeout=120)
+    except RuntimeError:
+        stop_process(process)
+        log.close()
+        raise RuntimeError((folder / "server.log").read_text()[-3000:]) from None
+    yield url
+    stop_process(process)
+    log.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("server", marks=pytest.mark.mlflow_server)])
+def store(request, monkeypatch, isolated):
+    """The tracking store under test: the per-test SQLite store, or the session's mlflow server.
+
+    On the server each test gets its own experiment, so tests never see each
+    other's runs.
+    """
+    if request.param == "sqlite":
+        yield isolated
+        return
+    url = request.getfixturevalue("mlflow_server")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    from mlflow import MlflowClient
+
+    experiment_id = MlflowClient(tracking_uri=url).create_experiment(f"test-{uuid.uuid4().hex}")
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", experiment_id)
+    yield url
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, check: bool = True,
+            input: str | None = None) -> subprocess.CompletedProcess:
+    """Run the ``pcs`` CLI as a user would, in a subprocess."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    result = subprocess.run(
+        [sys.executable, "-m", "pcs", *args],
+        cwd=cwd, env=full_env, capture_output=True, text=True, input=input, timeout=600,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"pcs {' '.join(args)} exited {result.returncode}\nstdout:\n{result.stdout}\n"
+            f"stderr:\n{result.stderr}"
+        )
+    return result
