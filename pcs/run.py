@@ -104,6 +104,8 @@ class Run:
             self._cached = _get_mlflow_run(self._client, existing_run_id)
             self._run_id = self._cached.info.run_id
             return
+        if log_system_metrics:
+            _require_psutil()  # refuse before the run exists
         all_tags = self._creation_tags(run_name, description, outer_run)
         all_tags.update({str(k): str(v) for k, v in (tags or {}).items()})
         experiment = experiment_id or _config.default_experiment_id(self._client)
@@ -421,13 +423,6 @@ class Run:
         return False
 
     def _start_system_metrics(self) -> None:
-        try:
-            import psutil  # noqa: F401
-        except ImportError:
-            raise ArgumentError(
-                "log_system_metrics=True needs the psutil package, which is not "
-                "installed. Install it with 'pip install psutil'."
-            ) from None
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
         self._system_monitor = SystemMetricsMonitor(
@@ -646,6 +641,16 @@ def search_mlflow_runs(
         token = page.token
         if not token or (max_runs is not None and len(out) >= max_runs):
             return out
+
+
+def _require_psutil() -> None:
+    try:
+        import psutil  # noqa: F401
+    except ImportError:
+        raise ArgumentError(
+            "log_system_metrics=True needs the psutil package, which is not "
+            "installed. Install it with 'pip install psutil'."
+        ) from None
 
 
 def _now_ms() -> int:
