@@ -13,6 +13,7 @@ import ast
 import importlib.util
 import inspect
 import sys
+import textwrap
 import types
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Mapping
@@ -93,8 +94,8 @@ class Component:
         """A component that manages a class already imported in this process.
 
         A class from a module file is recorded as that file in a LocalRepo of its
-        folder. A class defined in ``__main__`` (a script or a REPL) has its
-        source, and the globals it uses, captured with dill.
+        folder. A class defined in ``__main__`` (a script or a REPL), or inside a
+        function, has its source and the globals it uses captured with dill.
         """
         if not inspect.isclass(managed_cls):
             raise ComponentError(
@@ -103,7 +104,8 @@ class Component:
         identifier = identifier or managed_cls.__name__
         module = sys.modules.get(managed_cls.__module__)
         module_file = getattr(module, "__file__", None)
-        if managed_cls.__module__ != "__main__" and module_file:
+        top_level = getattr(module, managed_cls.__name__, None) is managed_cls
+        if managed_cls.__module__ != "__main__" and module_file and top_level:
             path = Path(module_file).resolve()
             repo = repo or LocalRepo(f"local_dir_{sha256_bytes(str(path.parent).encode())[:8]}", path.parent)
             if isinstance(repo, LocalRepo):
@@ -593,13 +595,19 @@ def _capture_main_source(managed_cls: type) -> tuple[str | None, list[str]]:
 
     problems: list[str] = []
     try:
-        class_source = dill.source.getsource(managed_cls)
+        class_source = textwrap.dedent(dill.source.getsource(managed_cls))
     except (OSError, TypeError, IndexError):
         return None, [f"the source of class {managed_cls.__name__} could not be read"]
     globals_used: dict[str, Any] = {}
     for member in vars(managed_cls).values():
         func = member.__func__ if isinstance(member, (staticmethod, classmethod)) else member
         if inspect.isfunction(func):
+            free = [v for v in func.__code__.co_freevars if v != "__class__"]
+            if free:
+                problems.append(
+                    f"{managed_cls.__name__}.{func.__name__} uses variables of an enclosing "
+                    f"function ({', '.join(free)}), which pcs cannot record"
+                )
             try:
                 globals_used.update(dill.detect.globalvars(func, recurse=True))
             except Exception:  # noqa: BLE001 - dill gives up on odd closures
@@ -617,7 +625,7 @@ def _capture_main_source(managed_cls: type) -> tuple[str | None, list[str]]:
             imports.append(f"from {value.__module__} import {real}{alias}")
         elif inspect.isfunction(value) or inspect.isclass(value):
             try:
-                definitions.append(dill.source.getsource(value))
+                definitions.append(textwrap.dedent(dill.source.getsource(value)))
             except (OSError, TypeError, IndexError):
                 problems.append(f"the source of {name} could not be read")
         else:
