@@ -11,13 +11,15 @@ PostgreSQL for a team::
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from sqlalchemy import DateTime, String, Text, UniqueConstraint, create_engine, select
+from sqlalchemy import DateTime, String, Text, UniqueConstraint, create_engine, make_url, select
+from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -54,11 +56,17 @@ class SpecStore:
 
     def __init__(self, db_url: str) -> None:
         try:
-            self._engine = create_engine(db_url)
+            self._engine = create_engine(_with_available_driver(make_url(db_url)))
         except (SQLAlchemyError, ValueError) as exc:
             raise RegistryError(
                 f"Cannot use the database URL {db_url!r}: {exc}. Give a SQLAlchemy URL "
                 "such as sqlite:///registry.db or postgresql://user@host:5432/dbname."
+            ) from None
+        except ImportError as exc:
+            raise RegistryError(
+                f"Cannot use the database URL {db_url!r}: its driver is not installed "
+                f"({exc}). Install it (for PostgreSQL: pip install psycopg2-binary), or "
+                "name an installed one in the URL (postgresql+psycopg2://...)."
             ) from None
         self.display_url = self._engine.url.render_as_string(hide_password=True)
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)
@@ -144,3 +152,17 @@ class SpecStore:
                 f"failed ({type(exc).__name__}: {str(exc).splitlines()[0]}). Check that "
                 "the database is running and reachable, then retry."
             ) from None
+
+
+def _with_available_driver(url: URL) -> URL:
+    """``postgresql://`` with the PostgreSQL driver that is installed.
+
+    SQLAlchemy 2.1 reads a bare ``postgresql://`` as psycopg 3, 2.0 as
+    psycopg2; take whichever of the two is present, so the same URL works.
+    """
+    if url.drivername != "postgresql":
+        return url
+    for module, driver in (("psycopg", "postgresql+psycopg"), ("psycopg2", "postgresql+psycopg2")):
+        if importlib.util.find_spec(module) is not None:
+            return url.set(drivername=driver)
+    return url
