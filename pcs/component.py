@@ -15,8 +15,9 @@ import inspect
 import sys
 import textwrap
 import types
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from pcs.argument_set import ArgumentSet
 from pcs.errors import (
@@ -478,7 +479,7 @@ class Component:
 
         return freeze.versioned_component(self, force=force)
 
-    def to_frozen_registry(self, force: bool = False) -> Registry:
+    def to_frozen_registry(self, force: bool = False) -> InMemoryRegistry:
         """A registry of this component's DAG with every component pinned to a commit."""
         from pcs import freeze
 

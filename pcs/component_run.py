@@ -33,7 +33,7 @@ from pcs.errors import (
 )
 from pcs.registry import InMemoryRegistry
 from pcs.repo import GitRepo, git_state
-from pcs.run import Run, _push, _ACTIVE_RUNS
+from pcs.run import _ACTIVE_RUNS, Run, _push
 from pcs.run_command import RunCommand, read_sources_dir, source_artifact_name
 from pcs.specs import content_hash, sha256_bytes, to_recordable
 

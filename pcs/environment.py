@@ -13,7 +13,8 @@ import platform
 import random
 import re
 import sys
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from pcs.specs import content_hash
 

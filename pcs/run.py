@@ -21,8 +21,9 @@ import getpass
 import json
 import sys
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from pcs import _config, _keys
 from pcs.errors import ArgumentError, NotReproducibleError, PcsError, RunNotFoundError
@@ -411,7 +412,7 @@ class Run:
         self._tokens.append(_push(self))
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> None:
         if self._tokens:
             _ACTIVE_RUNS.reset(self._tokens.pop())
         if exc_type is None:
@@ -420,7 +421,6 @@ class Run:
             self.end("KILLED")
         else:
             self.end("FAILED")
-        return False
 
     def _start_system_metrics(self) -> None:
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
