@@ -247,4 +247,15 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except SystemExit:
         raise
+    except Exception as exc:
+        # MLflow's own errors (an unreachable server, a store it cannot open) are not
+        # pcs bugs: say what MLflow said, without a traceback.
+        if type(exc).__module__.startswith("mlflow"):
+            click.echo(
+                f"Error: the MLflow tracking store refused the request: {exc}. Check "
+                "MLFLOW_TRACKING_URI (or --tracking-uri) and that the store is reachable.",
+                err=True,
+            )
+            sys.exit(1)
+        raise
     sys.exit(0)

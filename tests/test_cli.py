@@ -130,3 +130,14 @@ def test_help_is_fast_to_reach(tmp_path):
     out = run_cli("--help", cwd=tmp_path)
     for command in ("run", "status", "rerun", "diff", "freeze", "export", "import", "publish", "pull"):
         assert command in out.stdout
+
+
+def test_unreachable_tracking_server_is_a_message(tmp_path):
+    from conftest import free_port
+
+    result = run_cli(
+        "--tracking-uri", f"http://127.0.0.1:{free_port()}", "status", cwd=tmp_path, check=False,
+        env={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"},
+    )
+    assert result.returncode == 1
+    assert "MLFLOW_TRACKING_URI" in result.stderr and "Traceback" not in result.stderr
