@@ -73,6 +73,7 @@ def run_summary(run: Run) -> dict[str, Any]:
 
 
 def print_runs_table(runs: Iterable[Run], out: Console | None = None) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     out = out or console()
@@ -88,12 +89,12 @@ def print_runs_table(runs: Iterable[Run], out: Console | None = None) -> None:
         component = tags.get(_keys.COMPONENT)
         table.add_row(
             run.identifier,
-            run.info.run_name or "",
+            escape(run.info.run_name or ""),
             run.info.status,
             _time(run.info.start_time),
-            f"{component}.{entry}" if entry else "-",
+            escape(f"{component}.{entry}") if entry else "-",
             tags.get(_keys.GRADE, "-"),
-            _links(run),
+            escape(_links(run)),
         )
     if count == 0:
         out.print("No pcs runs in this tracking store yet. Make one with 'pcs run' or Component.run().")
@@ -106,13 +107,19 @@ def print_run_status(run: Run, detailed: bool = False, out: Console | None = Non
 
     out = out or console()
     summary = run_summary(run)
+    from rich.markup import escape
+
     line = (
-        f"[bold]{run.identifier}[/bold]  {summary['name'] or ''}  {summary['status']}"
-        + (f"  {summary['component']}.{summary['entry_point']}" if summary["entry_point"] else "")
-        + (f"  [{summary['reproducibility']}]" if summary["reproducibility"] else "")
+        f"[bold]{run.identifier}[/bold]  {escape(summary['name'] or '')}  {summary['status']}"
+        + (
+            escape(f"  {summary['component']}.{summary['entry_point']}")
+            if summary["entry_point"]
+            else ""
+        )
+        + (escape(f"  [{summary['reproducibility']}]") if summary["reproducibility"] else "")
     )
     links = _links(run)
-    out.print(line + (f"  ({links})" if links else ""))
+    out.print(line + (f"  ({escape(links)})" if links else ""))
     if not detailed:
         return
     info = Table(title="info", show_header=False)

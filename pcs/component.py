@@ -312,7 +312,11 @@ class Component:
         if self._managed is not None and self._source_override is None:
             return self._managed
         text = self.source()
-        module = _exec_module(text, self.source_label(), self.name)
+        folder = None
+        if self.repo is not None and self.file_path is not None:
+            candidate = self.repo.local_file(self.file_path)
+            folder = candidate.parent if candidate is not None and candidate.parent.is_dir() else None
+        module = _exec_module(text, self.source_label(), self.name, folder)
         if self.class_name is None:
             return module
         try:
@@ -515,12 +519,16 @@ def _relative_file_path(path: Path, root: Path) -> str:
         ) from None
 
 
-def _exec_module(source: str, label: str, name: str) -> types.ModuleType:
-    """Execute ``source`` as a fresh module without touching ``sys.path``.
+def _exec_module(
+    source: str, label: str, name: str, folder: Path | None = None
+) -> types.ModuleType:
+    """Execute ``source`` as a fresh module.
 
     Each run gets a fresh module (no state leaks between runs); compiled code is
     cached by content. The module is registered in ``sys.modules`` under a name
-    derived from its content so dataclasses and pickling can find it.
+    derived from its content so dataclasses and pickling can find it. The
+    file's ``folder`` is on ``sys.path`` only while the module body runs, so its
+    top-level imports of files next to it work and ``sys.path`` does not grow.
     """
     digest = sha256_bytes(source.encode("utf-8"))
     key = (digest, label)
@@ -538,6 +546,9 @@ def _exec_module(source: str, label: str, name: str) -> types.ModuleType:
     module = importlib.util.module_from_spec(spec)
     module.__file__ = label
     sys.modules[module_name] = module
+    added = folder is not None and str(folder) not in sys.path
+    if added:
+        sys.path.insert(0, str(folder))
     try:
         exec(code, module.__dict__)  # noqa: S102 - running the component's code is the point
     except Exception as exc:
@@ -545,6 +556,12 @@ def _exec_module(source: str, label: str, name: str) -> types.ModuleType:
         raise ComponentError(
             f"Loading {label} failed with {type(exc).__name__}: {exc}"
         ) from exc
+    finally:
+        if added:
+            try:
+                sys.path.remove(str(folder))
+            except ValueError:
+                pass
     return module
 
 

@@ -308,7 +308,12 @@ class ComponentRun(Run):
                 f"Run {self.identifier} was graded not-rerunnable when it was recorded: "
                 + "; ".join(self.grade_reasons)
             )
-        command = self.run_command
+        # a fresh copy: the run's own command may share Component objects with the caller,
+        # which must keep running their current code after this rerun
+        recorded = self.run_command
+        command = RunCommand.from_registry(
+            InMemoryRegistry(yaml.safe_load(recorded.to_yaml_text())), recorded.identifier
+        )
         if code == "recorded":
             command.use_sources(self._sources_for(command))
         else:
@@ -361,6 +366,8 @@ def _prepare_record(command: RunCommand) -> _Record:
     (pcs_dir / "run_command.yaml").write_text(command.to_yaml_text(), encoding="utf-8")
     for c in components:
         entry = command.code[c.identifier]
+        if not entry["sha256"]:
+            continue  # no source could be captured; the grade says so
         text = command.sources.get(entry["sha256"])
         if text is None:
             text = c.source()

@@ -67,7 +67,7 @@ class Verification:
         }
 
     def __str__(self) -> str:
-        head = f"{self.candidate_id} vs {self.original_id}: "
+        head = f"{self.original_id} -> {self.candidate_id}: "
         if self.reproduced:
             lines = [head + "reproduced", f"  compared: {', '.join(self.compared) or 'nothing'}"]
             return "\n".join(lines)
@@ -149,7 +149,7 @@ def _compare_metrics(a: Run, b: Run, report: Verification) -> None:
             continue
         hist_a = _history(a, key)
         hist_b = _history(b, key)
-        for i, ((step_a, value_a), (step_b, value_b)) in enumerate(zip(hist_a, hist_b)):
+        for i, ((step_a, value_a), (step_b, value_b)) in enumerate(zip(hist_a, hist_b, strict=False)):
             if step_a != step_b or not _same_number(value_a, value_b):
                 where = f"step {step_a}" if step_a == step_b else f"entry {i} (steps {step_a} vs {step_b})"
                 report.differences.append(
@@ -254,26 +254,48 @@ def _record_causes(a: Run, b: Run) -> list[str]:
 
 
 def _code_causes(a: Run, b: Run, code_a: dict, code_b: dict) -> list[str]:
+    """Source snapshots that differ, with the git state of those files when both runs have it.
+
+    Git state only explains a difference in a file whose snapshot differs: the
+    same text at another commit (or a rerun of the recorded snapshot, which has
+    no working tree) computes the same thing.
+    """
     causes = []
+    changed = []
     for cid in sorted(set(code_a) | set(code_b)):
         ea, eb = code_a.get(cid), code_b.get(cid)
         if ea is None or eb is None:
             causes.append(f"code: component {cid} is in only one of the runs")
         elif ea.get("sha256") != eb.get("sha256"):
+            changed.append(cid)
+            files = (
+                ea.get("file")
+                if ea.get("file") == eb.get("file")
+                else f"{ea.get('file')} -> {eb.get('file')}"
+            )
             causes.append(
-                f"code: {eb.get('file')} changed (snapshot sha256 {ea['sha256'][:12]} vs {eb['sha256'][:12]})"
+                f"code: {files} changed (snapshot sha256 {str(ea.get('sha256'))[:12]} vs "
+                f"{str(eb.get('sha256'))[:12]})"
             )
     rec_a = (getattr(a, "code_record", {}) or {}).get("components", {})
     rec_b = (getattr(b, "code_record", {}) or {}).get("components", {})
-    for cid in sorted(set(rec_a) & set(rec_b)):
-        ga, gb = rec_a[cid].get("git") or {}, rec_b[cid].get("git") or {}
-        if ga.get("commit") and gb.get("commit") and ga["commit"] != gb["commit"]:
+    for cid in changed:
+        ga = (rec_a.get(cid) or {}).get("git") or {}
+        gb = (rec_b.get(cid) or {}).get("git") or {}
+        if not (ga.get("commit") and gb.get("commit")):
+            continue
+        if ga["commit"] != gb["commit"]:
             causes.append(f"git commit of {cid}: {ga['commit'][:12]} vs {gb['commit'][:12]}")
-        if ga.get("diff_sha256") != gb.get("diff_sha256") and (ga.get("dirty") or gb.get("dirty")):
+        if ga.get("dirty") or gb.get("dirty"):
+            where = [
+                r["git"]["diff_artifact"]
+                for r in (rec_a.get(cid), rec_b.get(cid))
+                if r and r["git"].get("diff_artifact")
+            ]
             causes.append(
                 f"uncommitted changes to {cid}'s file: "
                 f"{'dirty' if ga.get('dirty') else 'clean'} vs {'dirty' if gb.get('dirty') else 'clean'}"
-                " (diffs in pcs/git_diff/)"
+                + (f" (diff in {', '.join(sorted(set(where)))})" if where else "")
             )
     return causes
 

@@ -388,3 +388,19 @@ def test_print_status_tree(capsys, tmp_path, model_component):
     model_component.print_status_tree()
     out = capsys.readouterr().out
     assert "model" in out and "simple = Simple" in out
+
+
+def test_component_importing_a_file_next_to_it_runs_and_is_graded_local(store, tmp_path):
+    write_component(tmp_path / "p", "helpers.py", "def triple(x):\n    return 3 * x\n")
+    write_component(tmp_path / "p", "main_mod.py", """
+        from helpers import triple
+
+        def run(x=2):
+            return triple(x)
+    """)
+    before = list(sys.path)
+    c = Component.from_repo(LocalRepo("p", tmp_path / "p"), "main_mod", "main_mod.py")
+    run = c.run_with_arg_set("run", {"main_mod": {"run": {"x": 5}}})
+    assert run.return_value == 15
+    assert run.grade == "local" and any("helpers" in r for r in run.grade_reasons)
+    assert sys.path == before
