@@ -81,6 +81,7 @@ class Component:
         self._inline_source = inline_source
         self._inline_problems = list(inline_problems or [])
         self._source_override: str | None = None
+        self._requirements_override: str | None = None
 
     # -- constructors -------------------------------------------------------------
 
@@ -466,7 +467,11 @@ class Component:
 
     def requirements_text(self) -> str | None:
         """The content of the component's requirements file, when it declares one."""
-        if not self.requirements_path or self.repo is None:
+        if not self.requirements_path:
+            return None
+        if self._requirements_override is not None:
+            return self._requirements_override
+        if self.repo is None:
             return None
         try:
             return self.repo.read_source(self.requirements_path, self._repo_version())

@@ -316,6 +316,7 @@ class ComponentRun(Run):
         )
         if code == "recorded":
             command.use_sources(self._sources_for(command))
+            self._use_recorded_requirements(command)
         else:
             command = command.with_current_code()
         if env == "recorded":
@@ -323,7 +324,12 @@ class ComponentRun(Run):
 
             new = isolated.rerun_in_recorded_env(self, command, code=code, run_name=run_name)
         else:
-            new = command.run(rerun_of=self, run_name=run_name)
+            fmt = self.tags.get(_keys.RETURN_VALUE_FORMAT)
+            new = command.run(
+                rerun_of=self,
+                run_name=run_name,
+                return_value_format=fmt if fmt in _EXT else "auto",
+            )
         if verify or strict:
             from pcs.verification import compare_runs
 
@@ -331,6 +337,21 @@ class ComponentRun(Run):
             if strict and not new.verification.reproduced:
                 raise ReproducibilityError(str(new.verification), new.verification)
         return new
+
+    def _use_recorded_requirements(self, command: RunCommand) -> None:
+        """Components read their recorded requirements file, not the (maybe absent) repo's."""
+        wanted = [c for c in command.component.dependency_list() if c.requirements_path]
+        if not wanted:
+            return
+        with tempfile.TemporaryDirectory(prefix="pcs-") as tmp:
+            try:
+                folder = self._download_quietly(f"{_keys.PCS_ARTIFACT_DIR}/requirements", Path(tmp))
+            except Exception:  # noqa: BLE001 - none recorded
+                return
+            for c in wanted:
+                recorded = folder / f"{c.name}.txt"
+                if recorded.is_file():
+                    c._requirements_override = recorded.read_text(encoding="utf-8")
 
     def _sources_for(self, command: RunCommand) -> dict[str, str]:
         sources = self.recorded_sources()

@@ -527,7 +527,8 @@ class Run:
 
         Args:
             registry: where to add (default: a new InMemoryRegistry).
-            recurse: also add the dependency, outer and rerun-of runs it links to.
+            recurse: also add the runs it links to: dependencies, inner and outer
+                runs, and the run a rerun reproduces (recursively).
             force: overwrite conflicting specs instead of refusing.
             include_artifacts: also carry every run's artifacts.
         """
@@ -594,7 +595,7 @@ def _find_imported(client: MlflowClient, original_id: str) -> MlflowRun | None:
     if not all(c.isalnum() or c in "-_" for c in original_id):
         return None
     found = search_mlflow_runs(
-        client, f"tags.`{_keys.IMPORTED_FROM}` = '{original_id}'", max_runs=1
+        client, f"tags.`{_keys.IMPORTED_FROM}` = '{original_id}'", max_runs=1, include_deleted=True
     )
     return found[0] if found else None
 

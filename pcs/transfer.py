@@ -1,34 +1,41 @@
 """Moving runs between tracking stores: export to a registry/bundle, import from one.
 
 Export writes each run's info, params, full metric histories (values, steps,
-timestamps), tags, its run command with components and repos, and (on
-request) its artifacts; linked runs (dependencies, inner and outer runs, the
-run a rerun reproduces) come along so links survive.
+timestamps), tags, the ids of its inner runs, its run command with components
+and repos, and (on request) its artifacts with their sha256; linked runs
+(dependencies, inner and outer runs, the run a rerun reproduces) come along so
+links survive.
 
-Import validates the whole set first (specs well formed, artifacts present
-with the recorded sha256, no path leaving its folder) and only then writes;
-if a write fails midway, the runs it created are deleted again. An imported
-run carries ``pcs.imported_from`` so its original id keeps resolving, and a
-second import of the same run returns the first one.
+Import validates the whole set first (specs well formed, names MLflow accepts,
+artifacts present with the recorded sha256, no path leaving its folder) and
+only then writes; if a write fails midway, the runs it created are removed
+again. An imported run carries ``pcs.imported_from`` so its original id keeps
+resolving, and a second import of the same run returns the first one. Link
+tags (outer run, dependencies, rerun-of) are rewritten to the ids of the
+imported runs.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import shutil
 import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from pcs import _config, _keys
-from pcs.errors import BundleError, PcsError, RunNotFoundError
+from pcs.errors import BundleError, FormatVersionError, PcsError, RegistryError, RunNotFoundError
 from pcs.registry import InMemoryRegistry, Registry
 from pcs.specs import check_format_version
 
 if TYPE_CHECKING:  # pragma: no cover
+    from mlflow import MlflowClient
     from mlflow.entities import Metric
 
     from pcs.run import Run
@@ -41,18 +48,24 @@ __all__ = [
     "import_bundle",
     "metric_history",
     "list_artifact_paths",
+    "run_spec",
     "ExportResult",
 ]
 
-_RUN_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_RUN_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _BATCH_METRICS = 1000
 _BATCH_PARAMS = 100
 _BATCH_TAGS = 100
+# tags holding one run id each; pcs.depends_on holds a JSON list of them
 _LINK_TAGS = (_keys.PARENT_RUN_ID, _keys.RERUN_OF)
+_STATUSES = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
+_CHUNK = 1 << 20
 
 
 @dataclass
 class ExportResult:
+    """Where a bundle was written and which runs it holds."""
+
     path: Path
     run_ids: list[str]
 
@@ -77,70 +90,96 @@ def list_artifact_paths(run: Run, path: str | None = None) -> list[str]:
     return sorted(out)
 
 
-def _progress(enabled: bool, total: int, description: str) -> Any:
-    from contextlib import nullcontext
+class _Bar:
+    """A transient rich progress bar with one task."""
 
+    def __init__(self, total: int, description: str) -> None:
+        self.total = total
+        self.description = description
+
+    def __enter__(self) -> _Bar:
+        from rich.progress import Progress
+
+        self.progress = Progress(transient=True)
+        self.progress.__enter__()
+        self.task = self.progress.add_task(self.description, total=self.total)
+        return self
+
+    def advance(self) -> None:
+        self.progress.advance(self.task)
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)
+
+
+def _progress(enabled: bool, total: int, description: str) -> Any:
     if not enabled or total < 2:
         return nullcontext(None)
-    from rich.progress import Progress
-
-    class _Bar:
-        def __enter__(self):
-            self.progress = Progress(transient=True)
-            self.progress.__enter__()
-            self.task = self.progress.add_task(description, total=total)
-            return self
-
-        def advance(self) -> None:
-            self.progress.advance(self.task)
-
-        def __exit__(self, *exc: Any) -> None:
-            self.progress.__exit__(*exc)
-
-    return _Bar()
+    return _Bar(total, description)
 
 
 def _linked_ids(run: Run) -> list[str]:
+    """Ids of the runs ``run`` points at: dependencies, outer run, the run it reruns."""
     ids = list(run.dependency_ids)
     for key in _LINK_TAGS:
         if run.tags.get(key):
             ids.append(run.tags[key])
-    ids.extend(r.identifier for r in run.inner_runs)
     return ids
 
 
-def _collect(runs: Iterable[Run], recurse: bool) -> list[Run]:
+def _collect(runs: Iterable[Run], recurse: bool) -> tuple[list[Run], dict[str, list[str]]]:
+    """The runs to export (with ``recurse``, every run linked to them) and their inner runs."""
     from pcs.run import Run
 
     found: dict[str, Run] = {}
+    inner: dict[str, list[str]] = {}
     todo = list(runs)
     while todo:
         run = todo.pop()
         if run.identifier in found:
             continue
         found[run.identifier] = run
-        if recurse:
-            for linked in _linked_ids(run):
-                if linked not in found:
-                    try:
-                        todo.append(Run.from_existing_run_id(linked))
-                    except RunNotFoundError:
-                        continue  # a link to a run this store no longer has
-    return list(found.values())
+        inner_runs = run.inner_runs
+        inner[run.identifier] = [r.identifier for r in inner_runs]
+        if not recurse:
+            continue
+        todo.extend(r for r in inner_runs if r.identifier not in found)
+        for linked in _linked_ids(run):
+            if linked not in found:
+                try:
+                    todo.append(Run.from_existing_run_id(linked))
+                except RunNotFoundError:
+                    continue  # a link to a run this store no longer has
+    return list(found.values()), inner
 
 
-def run_spec(run: Run) -> dict[str, Any]:
-    """The serializable record of one run (without artifacts)."""
+def run_spec(
+    run: Run,
+    inner_run_ids: list[str] | None = None,
+    experiment_names: dict[str, str | None] | None = None,
+) -> dict[str, Any]:
+    """The serializable record of one run (without artifacts).
+
+    Args:
+        run: the run.
+        inner_run_ids: its inner runs' ids, when already known (else searched).
+        experiment_names: a cache of experiment names by id, filled as needed.
+    """
     info = run.info
     metrics = {
-        key: [[m.value, m.step, m.timestamp] for m in metric_history(run, key)]
+        key: [[_encode_value(m.value), m.step, m.timestamp] for m in metric_history(run, key)]
         for key in sorted(run.data.metrics)
     }
-    experiment = run.client.get_experiment(info.experiment_id)
+    names = experiment_names if experiment_names is not None else {}
+    if info.experiment_id not in names:
+        experiment = run.client.get_experiment(info.experiment_id)
+        names[info.experiment_id] = experiment.name if experiment else None
+    if inner_run_ids is None:
+        inner_run_ids = [r.identifier for r in run.inner_runs]
     return {
         "identifier": run.identifier,
-        "pcs_format": 1,
-        "experiment_name": experiment.name if experiment else None,
+        "pcs_format": _keys.FORMAT_VERSION,
+        "experiment_name": names[info.experiment_id],
         "run_name": info.run_name,
         "status": info.status,
         "start_time": info.start_time,
@@ -149,8 +188,26 @@ def run_spec(run: Run) -> dict[str, Any]:
         "params": dict(sorted(run.data.params.items())),
         "tags": dict(sorted(run.data.tags.items())),
         "metrics": metrics,
+        "inner_runs": sorted(inner_run_ids),
         "run_command": run.tags.get(_keys.RUN_COMMAND_ID),
     }
+
+
+# NaN and infinities are written as strings: strict JSON (the registry server) has no
+# numbers for them
+_NON_FINITE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
+
+
+def _encode_value(value: float) -> float | str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
+
+
+def _decode_value(value: float | str) -> float:
+    return _NON_FINITE[value] if isinstance(value, str) else float(value)
 
 
 # -- export -----------------------------------------------------------------------------------
@@ -165,24 +222,64 @@ def export_runs(
     progress: bool = False,
     artifacts_root: Path | None = None,
 ) -> Registry:
-    """Add runs (and, with ``recurse``, every run they link to) to a registry."""
-    from pcs.component_run import ComponentRun
+    """Add runs (and, with ``recurse``, every run they link to) to a registry.
+
+    Args:
+        runs: the runs to export.
+        registry: where to add them (default: a new ``InMemoryRegistry``).
+        recurse: also add dependency, outer, inner and rerun-of runs, recursively.
+        force: overwrite different specs already in the registry.
+        include_artifacts: also carry every run's artifacts, listed with their sha256.
+        progress: show a progress bar.
+        artifacts_root: where to download artifacts (default: a folder under
+            ``$PCS_HOME/exports`` that the in-memory registry keeps pointing at).
+
+    Returns:
+        The registry.
+    """
 
     registry = registry if registry is not None else InMemoryRegistry()
-    selected = _collect(runs, recurse)
+    _export(runs, registry, recurse, force, include_artifacts, progress, artifacts_root)
+    return registry
+
+
+def _export(
+    runs: Iterable[Run],
+    registry: Registry,
+    recurse: bool,
+    force: bool,
+    include_artifacts: bool,
+    progress: bool,
+    artifacts_root: Path | None,
+) -> list[str]:
+    """Export runs into ``registry``; return the ids of every run exported."""
+    from pcs.component_run import ComponentRun
+
+    selected, inner = _collect(runs, recurse)
+    names: dict[str, str | None] = {}
+    # an in-memory registry keeps a reference to the downloaded folder; any
+    # other registry copies it (uploads it), so a temporary folder will do
+    if include_artifacts and artifacts_root is None and isinstance(registry, InMemoryRegistry):
+        exports = _config.cache_dir("exports")
+        artifacts_root = Path(tempfile.mkdtemp(prefix="artifacts-", dir=exports))
     with _progress(progress, len(selected), "exporting runs") as bar:
         for run in selected:
-            spec = run_spec(run)
+            spec = run_spec(run, inner[run.identifier], names)
             if isinstance(run, ComponentRun) and spec["run_command"]:
                 run.run_command.to_registry(registry, force=force)
             if include_artifacts:
-                folder = _download_all(run, artifacts_root)
-                spec["artifacts"] = _hash_tree(folder)
-                registry.add_run_artifacts(run.identifier, folder)
+                with (
+                    nullcontext(str(artifacts_root)) if artifacts_root is not None
+                    else tempfile.TemporaryDirectory(prefix="pcs-export-")
+                ) as root:
+                    folder = _download_all(run, Path(root))
+                    spec["artifacts"] = _hash_tree(folder)
+                    registry.add_run_artifacts(run.identifier, folder)
+            # the spec goes last: a reader who sees it finds its artifacts too
             registry.add_run_spec(spec, force=force)
             if bar is not None:
                 bar.advance()
-    return registry
+    return [run.identifier for run in selected]
 
 
 def export_runs_by_id(
@@ -192,11 +289,15 @@ def export_runs_by_id(
     recurse: bool = True,
     progress: bool = False,
 ) -> list[str]:
+    """Export runs given by id (original ids of imported runs work too).
+
+    Returns:
+        The ids of every run exported: the given ones and, with ``recurse``, linked ones.
+    """
     from pcs.run import Run
 
     runs = [Run.from_existing_run_id(i) for i in run_ids]
-    export_runs(runs, registry, recurse=recurse, include_artifacts=include_artifacts, progress=progress)
-    return registry.identifiers("runs")
+    return _export(runs, registry, recurse, False, include_artifacts, progress, None)
 
 
 def export_bundle(
@@ -209,44 +310,47 @@ def export_bundle(
     """Write runs into a bundle: a folder (``registry.yaml`` + ``artifacts/``) or a ``.tar.gz``."""
     from pcs.run import Run
 
+    output = Path(output)
     runs = [Run.from_existing_run_id(i) for i in run_ids]
     archive = output.name.endswith((".tar.gz", ".tgz"))
+    if not archive and output.exists():
+        if not output.is_dir() or (
+            not (output / "registry.yaml").exists() and any(output.iterdir())
+        ):
+            raise BundleError(
+                f"{output} exists and is not an empty folder or a pcs bundle; choose "
+                "another output path."
+            )
     staging = Path(tempfile.mkdtemp(prefix="pcs-export-"))
     try:
         folder = staging / "bundle"
         registry = InMemoryRegistry(base_dir=folder)
-        export_runs(
-            runs, registry, recurse=recurse, include_artifacts=include_artifacts,
-            progress=progress, artifacts_root=folder / "artifacts",
+        exported = _export(
+            runs, registry, recurse, False, include_artifacts, progress, folder / "artifacts"
         )
         registry.write_bundle(folder)
+        output.parent.mkdir(parents=True, exist_ok=True)
         if archive:
-            from pcs._archive import make_tar_gz
+            from pcs._archive import write_tar_gz
 
-            output.parent.mkdir(parents=True, exist_ok=True)
             tmp = output.with_name(f".{output.name}.tmp")
-            tmp.write_bytes(make_tar_gz(folder))
-            tmp.replace(output)
+            try:
+                with open(tmp, "wb") as fh:
+                    write_tar_gz(folder, fh)
+                tmp.replace(output)
+            finally:
+                tmp.unlink(missing_ok=True)
         else:
             if output.exists():
-                if not (output / "registry.yaml").exists() and any(output.iterdir()):
-                    raise BundleError(
-                        f"{output} exists and is not an empty folder or a pcs bundle; choose "
-                        "another output path."
-                    )
                 shutil.rmtree(output)
-            output.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(folder), str(output))
-        return ExportResult(output, registry.identifiers("runs"))
+        return ExportResult(output, exported)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _download_all(run: Run, root: Path | None) -> Path:
-    base = root if root is not None else _config.cache_dir("exports") / tempfile.mkdtemp(
-        dir=_config.cache_dir("exports")
-    )
-    target = Path(base) / run.identifier
+def _download_all(run: Run, root: Path) -> Path:
+    target = Path(root) / run.identifier
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
@@ -255,27 +359,46 @@ def _download_all(run: Run, root: Path | None) -> Path:
     return target
 
 
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _hash_tree(folder: Path) -> dict[str, str]:
-    out = {}
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            out[PurePosixPath(path.relative_to(folder)).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return out
+    return {
+        PurePosixPath(path.relative_to(folder)).as_posix(): _sha256_file(path)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
 
 
 # -- import -----------------------------------------------------------------------------------
 
 
 def import_bundle(bundle: Path, trust: bool = False, progress: bool = False) -> dict[str, str]:
-    """Import every run of a bundle folder or ``.tar.gz``; return ``{original id: local id}``."""
+    """Import every run of a bundle (folder, ``.tar.gz`` or its ``registry.yaml``).
+
+    Returns:
+        ``{original id: id in the current store}`` for every run of the bundle.
+
+    Raises:
+        BundleError: the bundle is malformed, truncated or unsafe; nothing was written.
+        FormatVersionError: the bundle was written by a newer pcs.
+    """
+    bundle = Path(bundle)
+    if bundle.is_file() and bundle.name.endswith((".yaml", ".yml")):
+        return _import_all(_load_bundle_registry(bundle), trust, progress)
     if bundle.is_file():
         from pcs._archive import safe_extract_tar
 
         staging = Path(tempfile.mkdtemp(prefix="pcs-import-"))
         try:
-            safe_extract_tar(bundle, staging)
-            folder = _bundle_root(staging)
-            return _import_all(InMemoryRegistry.from_yaml(folder / "registry.yaml"), trust, progress)
+            safe_extract_tar(bundle, staging / "bundle")
+            folder = _bundle_root(staging / "bundle")
+            return _import_all(_load_bundle_registry(folder / "registry.yaml"), trust, progress)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     if not (bundle / "registry.yaml").is_file():
@@ -283,13 +406,22 @@ def import_bundle(bundle: Path, trust: bool = False, progress: bool = False) -> 
             f"{bundle} is not a pcs bundle: it has no registry.yaml. Pass a folder or .tar.gz "
             "written by 'pcs export'."
         )
-    return _import_all(InMemoryRegistry.from_yaml(bundle / "registry.yaml"), trust, progress)
+    return _import_all(_load_bundle_registry(bundle / "registry.yaml"), trust, progress)
 
 
-def _bundle_root(staging: Path) -> Path:
-    if (staging / "registry.yaml").is_file():
-        return staging
-    children = [p for p in staging.iterdir() if p.is_dir()]
+def _load_bundle_registry(path: Path) -> InMemoryRegistry:
+    try:
+        return InMemoryRegistry.from_yaml(path)
+    except (BundleError, FormatVersionError):
+        raise
+    except RegistryError as exc:
+        raise BundleError(f"The bundle's {path.name} cannot be read: {exc}") from None
+
+
+def _bundle_root(folder: Path) -> Path:
+    if (folder / "registry.yaml").is_file():
+        return folder
+    children = [p for p in folder.iterdir() if p.is_dir()]
     if len(children) == 1 and (children[0] / "registry.yaml").is_file():
         return children[0]
     raise BundleError("The archive holds no registry.yaml; it is not a pcs bundle.")
@@ -298,12 +430,23 @@ def _bundle_root(staging: Path) -> Path:
 def _import_all(registry: Registry, trust: bool, progress: bool) -> dict[str, str]:
     ids = registry.identifiers("runs")
     if not ids:
-        raise BundleError("The bundle holds no runs.")
-    return {original: run.identifier for original, run in _import_many(registry, ids, trust, progress).items()}
+        raise BundleError("The bundle holds no runs; export runs with 'pcs export RUN_ID -o ...'.")
+    imported = _import_many(registry, ids, trust, progress)
+    return {original: run.identifier for original, run in imported.items()}
 
 
 def import_run(registry: Registry, run_id: str, trust: bool = False) -> Run:
-    """The run ``run_id`` from the current store, importing it (and linked runs) if missing."""
+    """The run ``run_id`` from the current store, importing it (and linked runs) if missing.
+
+    Args:
+        registry: where to find the run when the store does not hold it.
+        run_id: the run's id (in the store, or its original id in the registry).
+        trust: allow unpickling its pickled return value.
+
+    Raises:
+        RunNotFoundError: neither the store nor the registry holds the run.
+        BundleError: the registry's record of it is malformed, truncated or unsafe.
+    """
     return _import_many(registry, [run_id], trust, False)[run_id]
 
 
@@ -316,29 +459,34 @@ def _existing(run_id: str) -> Run | None:
         return None
 
 
+@dataclass
+class _Planned:
+    """A validated run spec, the registry it came from, and its verified artifacts' folder."""
+
+    spec: dict[str, Any]
+    registry: Registry
+    artifacts: Path | None
+
+
 def _import_many(registry: Registry, run_ids: list[str], trust: bool, progress: bool) -> dict[str, Run]:
     from pcs.component_run import ComponentRun
 
-    resolved: dict[str, Run] = {}
-    plan: list[dict[str, Any]] = []
-    for run_id in run_ids:
-        _plan(registry, run_id, resolved, plan, set())
-    # validation happened while planning; now write, all or nothing
-    created: list[Run] = []
+    resolved, planned = _plan(registry, run_ids)
+    # everything is validated; now write, all or nothing
+    order = _write_order(planned)
+    client = _config.tracking_client()
+    created: list[str] = []
     try:
-        with _progress(progress, len(plan), "importing runs") as bar:
-            for spec in plan:
-                run = _write_run(registry, spec, resolved)
-                created.append(run)
-                resolved[spec["identifier"]] = run
+        with _progress(progress, len(order), "importing runs") as bar:
+            for original in order:
+                run = _write_run(client, planned[original], resolved, created)
+                resolved[original] = run
                 if bar is not None:
                     bar.advance()
+        _fix_links(client, planned, resolved)
     except BaseException:
-        for run in created:
-            try:
-                run.delete()
-            except Exception:  # noqa: BLE001 - best effort cleanup, the original error matters
-                pass
+        for run_id in reversed(created):
+            _discard(client, run_id)
         raise
     for run in resolved.values():
         if isinstance(run, ComponentRun):
@@ -346,37 +494,54 @@ def _import_many(registry: Registry, run_ids: list[str], trust: bool, progress: 
     return {rid: resolved[rid] for rid in run_ids}
 
 
-def _plan(
-    registry: Registry,
-    run_id: str,
-    resolved: dict[str, Run],
-    plan: list[dict[str, Any]],
-    visiting: set[str],
-) -> None:
-    """Order the runs to import so every link points at a run imported before it."""
-    if run_id in resolved or any(p["identifier"] == run_id for p in plan) or run_id in visiting:
-        return
-    existing = _existing(run_id)
-    if existing is not None:
-        resolved[run_id] = existing
-        return
-    if not _RUN_ID_RE.match(run_id):
-        raise BundleError(f"{run_id!r} is not a valid run id.")
-    if not registry.has_run(run_id):
-        raise RunNotFoundError(
-            f"Run {run_id} is neither in the tracking store {_config.tracking_uri()} nor in the "
-            "registry. Check the id, or export the run again with its linked runs."
-        )
-    spec = _validated_spec(registry, run_id)
-    visiting.add(run_id)
-    tags = spec["tags"]
-    # a run linking in a cycle (an outer whose inner is also its dependency) is fine: only
-    # links to runs imported earlier can be rewritten, the rest point at original ids
-    for linked in [tags.get(k) for k in (_keys.PARENT_RUN_ID, _keys.RERUN_OF)] + _depends(tags):
-        if linked and linked not in visiting and (registry.has_run(linked) or _existing(linked)):
-            _plan(registry, linked, resolved, plan, visiting)
-    visiting.discard(run_id)
-    plan.append(spec)
+def _plan(registry: Registry, run_ids: list[str]) -> tuple[dict[str, Run], dict[str, _Planned]]:
+    """Which runs the store already holds, and the validated specs of the ones to import.
+
+    Follows the links of each run to import (outer run, rerun-of, dependencies,
+    inner runs) to runs the registry holds.
+    """
+    resolved: dict[str, Run] = {}
+    planned: dict[str, _Planned] = {}
+    requested = set(run_ids)
+    todo = list(reversed(run_ids))
+    while todo:
+        run_id = todo.pop()
+        if run_id in resolved or run_id in planned:
+            continue
+        existing = _existing(run_id)
+        if existing is not None:
+            resolved[run_id] = existing
+            continue
+        if not isinstance(run_id, str) or not _RUN_ID_RE.fullmatch(run_id):
+            if run_id in requested:
+                raise BundleError(
+                    f"{run_id!r} is not a valid run id (1-64 letters, digits, '_' or '-')."
+                )
+            continue  # a link tag holding something else: it stays as it is
+        if not registry.has_run(run_id):
+            if run_id in requested:
+                raise RunNotFoundError(
+                    f"Run {run_id} is neither in the tracking store {_config.tracking_uri()} "
+                    "nor in the registry. Check the id, or export the run again with its "
+                    "linked runs."
+                )
+            continue  # a link to a run that was not exported: it keeps the original id
+        plan = _validated(registry, run_id)
+        origin = plan.spec["tags"].get(_keys.IMPORTED_FROM)
+        if origin and origin != run_id:
+            # a copy of a run this store holds (exported back after an import)
+            home = _existing(origin)
+            if home is not None:
+                resolved[run_id] = home
+                continue
+        planned[run_id] = plan
+        todo.extend(reversed(_upward_links(plan.spec["tags"]) + plan.spec["inner_runs"]))
+    return resolved, planned
+
+
+def _upward_links(tags: Mapping[str, str]) -> list[str]:
+    """The runs a run points at, which should exist before it: outer, rerun-of, dependencies."""
+    return [tags[k] for k in _LINK_TAGS if tags.get(k)] + _depends(tags)
 
 
 def _depends(tags: Mapping[str, str]) -> list[str]:
@@ -387,58 +552,204 @@ def _depends(tags: Mapping[str, str]) -> list[str]:
     return [str(i) for i in ids] if isinstance(ids, list) else []
 
 
-def _validated_spec(registry: Registry, run_id: str) -> dict[str, Any]:
-    spec = registry.get_run_spec(run_id)
-    check_format_version(spec, f"Run {run_id} in the registry")
+def _write_order(planned: Mapping[str, _Planned]) -> list[str]:
+    """Runs ordered so that a run's outer run, original and dependencies come first.
+
+    A cycle (an outer run that depends on its own inner run) is broken
+    anywhere; ``_fix_links`` rewrites the links that pointed forward.
+    """
+    order: list[str] = []
+    state: dict[str, bool] = {}  # False: being visited, True: placed
+    for root in planned:
+        if root in state:
+            continue
+        state[root] = False
+        stack = [(root, iter(_upward_links(planned[root].spec["tags"])))]
+        while stack:
+            node, links = stack[-1]
+            for linked in links:
+                if linked in planned and linked not in state:
+                    state[linked] = False
+                    stack.append((linked, iter(_upward_links(planned[linked].spec["tags"]))))
+                    break
+            else:
+                stack.pop()
+                state[node] = True
+                order.append(node)
+    return order
+
+
+# -- validation -------------------------------------------------------------------------------
+
+
+def _validated(registry: Registry, run_id: str) -> _Planned:
+    """The run's spec, checked so that writing it cannot fail on its content."""
     where = f"Run {run_id} in the registry"
-    for key, kind in (("params", dict), ("tags", dict), ("metrics", dict)):
-        if not isinstance(spec.get(key, {}), kind):
-            raise BundleError(f"{where} has '{key}' of type {type(spec.get(key)).__name__}; expected a mapping.")
-    spec.setdefault("params", {})
-    spec.setdefault("tags", {})
-    spec.setdefault("metrics", {})
-    for key, history in spec["metrics"].items():
-        if not isinstance(history, list) or not all(
-            isinstance(p, list) and len(p) == 3 and all(isinstance(x, (int, float)) for x in p) for p in history
+    spec = registry.get_run_spec(run_id)
+    check_format_version(spec, where)
+    for key in ("params", "tags", "metrics"):
+        value = spec.setdefault(key, {})
+        if not isinstance(value, dict):
+            raise BundleError(
+                f"{where} has '{key}' of type {type(value).__name__}; expected a mapping."
+            )
+    for key in ("params", "tags"):
+        for name, value in spec[key].items():
+            if not isinstance(name, str) or not isinstance(value, (str, int, float, bool)):
+                raise BundleError(
+                    f"{where} has {key[:-1]} {name!r} = {value!r}; {key} map names to strings."
+                )
+        spec[key] = {name: str(value) for name, value in spec[key].items()}
+    for name, history in spec["metrics"].items():
+        if not isinstance(name, str) or not isinstance(history, list) or not all(
+            isinstance(p, list) and len(p) == 3 and _is_value(p[0])
+            and _is_int(p[1]) and _is_int(p[2]) and p[2] >= 0
+            for p in history
         ):
-            raise BundleError(f"{where} has a malformed history for metric {key!r}; expected [[value, step, timestamp], ...].")
+            raise BundleError(
+                f"{where} has a malformed history for metric {name!r}; expected a list of "
+                "[value, step, timestamp] with a number (or NaN, Infinity, -Infinity), an "
+                "integer step and a non-negative integer timestamp (milliseconds)."
+            )
+    inner = spec.setdefault("inner_runs", [])
+    if not isinstance(inner, list) or not all(isinstance(i, str) for i in inner):
+        raise BundleError(f"{where} has a malformed 'inner_runs'; expected a list of run ids.")
     for key in ("start_time", "end_time"):
-        if spec.get(key) is not None and not isinstance(spec[key], int):
-            raise BundleError(f"{where} has a non-integer {key}.")
-    if spec.get("status") not in ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED"):
-        raise BundleError(f"{where} has status {spec.get('status')!r}, which MLflow does not know.")
+        if spec.get(key) is not None and not (_is_int(spec[key]) and spec[key] >= 0):
+            raise BundleError(f"{where} has {key} {spec[key]!r}; expected milliseconds since 1970.")
+    if spec.get("status", "FINISHED") not in _STATUSES:
+        raise BundleError(
+            f"{where} has status {spec.get('status')!r}; MLflow knows {', '.join(_STATUSES)}."
+        )
+    if spec.get("lifecycle_stage", "active") not in ("active", "deleted"):
+        raise BundleError(f"{where} has lifecycle_stage {spec.get('lifecycle_stage')!r}.")
+    for key in ("run_name", "run_command", "experiment_name"):
+        if spec.get(key) is not None and not isinstance(spec[key], str):
+            raise BundleError(f"{where} has a non-string {key} ({spec[key]!r}).")
+    _check_mlflow_limits(spec, where)
     command_id = spec.get("run_command")
     if command_id:
-        from pcs.run_command import RunCommand
-
-        try:
-            RunCommand.from_registry(registry, command_id)
-        except PcsError as exc:
-            raise BundleError(f"{where} refers to run command {command_id}, which cannot be loaded: {exc}") from None
-    artifacts = spec.get("artifacts")
-    if artifacts is not None:
-        if not isinstance(artifacts, dict):
-            raise BundleError(f"{where} has a malformed artifact list.")
-        folder = registry.run_artifacts_dir(run_id)
-        if folder is None:
+        tagged = spec["tags"].get(_keys.RUN_COMMAND_ID)
+        if tagged and tagged != command_id:
             raise BundleError(
-                f"{where} lists {len(artifacts)} artifact(s) but the bundle has no artifacts "
-                f"folder for it (artifacts/{run_id}/). The bundle is incomplete; export it again."
+                f"{where} names run command {command_id} but is tagged with {tagged}; the "
+                "record was edited or damaged."
             )
-        for rel, digest in artifacts.items():
-            path = _safe_join(folder, rel, where)
-            if not path.is_file():
-                raise BundleError(f"{where}: artifact {rel} is missing from the bundle; it is truncated.")
-            if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
-                raise BundleError(f"{where}: artifact {rel} does not match its recorded sha256; the bundle is damaged.")
-    return spec
+        _check_run_command(registry, command_id, where)
+    artifacts = spec.get("artifacts")
+    if artifacts is None:
+        return _Planned(spec, registry, None)
+    if not isinstance(artifacts, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in artifacts.items()
+    ):
+        raise BundleError(f"{where} has a malformed artifact list; expected path: sha256.")
+    if not artifacts:
+        return _Planned(spec, registry, None)  # a run without artifacts needs no folder
+    folder = registry.run_artifacts_dir(run_id)
+    if folder is None:
+        raise BundleError(
+            f"{where} lists {len(artifacts)} artifact(s) but the bundle has no artifacts "
+            f"folder for it (artifacts/{run_id}/). The bundle is incomplete; export it again."
+        )
+    for rel, digest in artifacts.items():
+        path = _safe_join(folder, rel, where)
+        if not path.is_file():
+            raise BundleError(
+                f"{where}: artifact {rel} is missing from the bundle; it is truncated. "
+                "Export it again."
+            )
+        if _sha256_file(path) != digest:
+            raise BundleError(
+                f"{where}: artifact {rel} does not match its recorded sha256; the bundle is "
+                "damaged. Export it again."
+            )
+    if command_id and _keys.RUN_COMMAND_ARTIFACT in artifacts:
+        _check_run_command_artifact(folder / _keys.RUN_COMMAND_ARTIFACT, command_id, where)
+    return _Planned(spec, registry, folder)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_value(value: Any) -> bool:
+    """A metric value as a spec holds it: a number, or NaN/Infinity/-Infinity as a string."""
+    if isinstance(value, str):
+        return value in _NON_FINITE
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_mlflow_limits(spec: Mapping[str, Any], where: str) -> None:
+    """Refuse names and values MLflow would refuse, before anything is written."""
+    try:
+        from mlflow.exceptions import MlflowException
+        from mlflow.utils.validation import _validate_metric, _validate_param, _validate_tag
+    except ImportError:  # pragma: no cover - private helpers; the write still checks them
+        return
+    try:
+        for key, value in spec["params"].items():
+            _validate_param(key, value)
+        for key, value in spec["tags"].items():
+            _validate_tag(key, value)
+        for key, history in spec["metrics"].items():
+            for value, step, timestamp in history[:1]:
+                _validate_metric(key, _decode_value(value), timestamp, step)
+    except MlflowException as exc:
+        raise BundleError(f"{where} holds something MLflow refuses: {exc.message}") from None
+
+
+def _check_run_command(registry: Registry, command_id: str, where: str) -> None:
+    from pcs.run_command import RunCommand
+
+    try:
+        RunCommand.from_registry(registry, command_id)
+    except FormatVersionError:
+        raise
+    except PcsError as exc:
+        raise BundleError(
+            f"{where} refers to run command {command_id}, which cannot be loaded: {exc}"
+        ) from None
+
+
+def _check_run_command_artifact(path: Path, command_id: str, where: str) -> None:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        _check_run_command(InMemoryRegistry(data), command_id, f"{where} ({_keys.RUN_COMMAND_ARTIFACT})")
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{where}: {_keys.RUN_COMMAND_ARTIFACT} is not YAML ({exc}).") from None
+    except (BundleError, FormatVersionError):
+        raise
+    except RegistryError as exc:
+        raise BundleError(f"{where}: {_keys.RUN_COMMAND_ARTIFACT} is damaged: {exc}") from None
 
 
 def _safe_join(folder: Path, rel: str, where: str) -> Path:
+    """``folder/rel``, refusing paths (or symlinks) that lead out of ``folder``."""
     pure = PurePosixPath(rel)
-    if not rel or pure.is_absolute() or ".." in pure.parts or "\\" in rel or re.match(r"^[A-Za-z]:", rel):
+    if (
+        not rel
+        or pure.is_absolute()
+        or ".." in pure.parts
+        or "\\" in rel
+        or "\x00" in rel
+        or re.match(r"^[A-Za-z]:", rel)
+    ):
         raise BundleError(f"{where}: artifact path {rel!r} leaves its folder; refusing the bundle.")
-    return folder.joinpath(*pure.parts)
+    path = folder.joinpath(*pure.parts)
+    root = folder.resolve()
+    try:
+        path.resolve().relative_to(root)
+    except ValueError:
+        raise BundleError(
+            f"{where}: artifact {rel!r} is a link that leads out of its folder; refusing the "
+            "bundle."
+        ) from None
+    return path
+
+
+# -- writing ----------------------------------------------------------------------------------
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:
@@ -446,69 +757,126 @@ def _chunks(items: list, size: int) -> Iterator[list]:
         yield items[i : i + size]
 
 
-def _write_run(registry: Registry, spec: dict[str, Any], resolved: Mapping[str, Run]) -> Run:
+def _link_tags(tags: Mapping[str, str], resolved: Mapping[str, Run]) -> dict[str, str]:
+    """The run's link tags, pointing at the imported runs where they exist."""
+    out: dict[str, str] = {}
+    for key in _LINK_TAGS:
+        if tags.get(key):
+            out[key] = resolved[tags[key]].identifier if tags[key] in resolved else tags[key]
+    deps = _depends(tags)
+    if deps:
+        out[_keys.DEPENDS_ON] = json.dumps(
+            [resolved[d].identifier if d in resolved else d for d in deps]
+        )
+    return out
+
+
+def _write_run(
+    client: MlflowClient, plan: _Planned, resolved: Mapping[str, Run], created: list[str]
+) -> Run:
     from mlflow.entities import Metric, Param, RunTag
 
     from pcs.run import _wrap
 
+    spec = plan.spec
     original = spec["identifier"]
     tags = dict(spec["tags"])
-    for key in _LINK_TAGS:
-        if tags.get(key) in resolved:
-            tags[key] = resolved[tags[key]].identifier
-    deps = _depends(tags)
-    if deps:
-        tags[_keys.DEPENDS_ON] = json.dumps([resolved[d].identifier if d in resolved else d for d in deps])
+    tags.update(_link_tags(tags, resolved))
     tags[_keys.IMPORTED_FROM] = original
-    tags.pop(_keys.RUN_NAME, None)
-    client = _config.tracking_client()
-    experiment_id = _config.default_experiment_id(client)
-    created = client.create_run(
-        experiment_id,
+    tags.pop(_keys.RUN_NAME, None)  # create_run sets it from run_name
+    items = list(tags.items())
+    made = client.create_run(
+        _config.default_experiment_id(client),
         start_time=spec.get("start_time"),
-        tags={k: str(v) for k, v in list(tags.items())[:_BATCH_TAGS]},
+        tags=dict(items[:_BATCH_TAGS]),
         run_name=spec.get("run_name"),
     )
-    run_id = created.info.run_id
-    try:
-        rest = [RunTag(k, str(v)) for k, v in list(tags.items())[_BATCH_TAGS:]]
-        for chunk in _chunks(rest, _BATCH_TAGS):
-            client.log_batch(run_id, tags=chunk)
-        params = [Param(k, str(v)) for k, v in spec["params"].items()]
-        for chunk in _chunks(params, _BATCH_PARAMS):
-            client.log_batch(run_id, params=chunk)
-        metrics = [
-            Metric(key, float(value), int(timestamp), int(step))
-            for key, history in spec["metrics"].items()
-            for value, step, timestamp in history
-        ]
-        for chunk in _chunks(metrics, _BATCH_METRICS):
-            client.log_batch(run_id, metrics=chunk)
-        folder = registry.run_artifacts_dir(original) if spec.get("artifacts") is not None else None
-        with tempfile.TemporaryDirectory(prefix="pcs-import-") as tmp:
-            staging = Path(tmp)
-            if folder is not None:
-                for rel in spec["artifacts"]:
-                    target = staging.joinpath(*PurePosixPath(rel).parts)
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(folder.joinpath(*PurePosixPath(rel).parts), target)
-            command_id = spec.get("run_command")
-            record = staging / _keys.RUN_COMMAND_ARTIFACT
-            if command_id and not record.exists():
-                # without artifacts, the command's registry still travels with the run
-                from pcs.run_command import RunCommand
-
-                record.parent.mkdir(parents=True, exist_ok=True)
-                record.write_text(RunCommand.from_registry(registry, command_id).to_yaml_text(), encoding="utf-8")
-            if any(staging.iterdir()):
-                client.log_artifacts(run_id, str(staging))
-        status = spec.get("status", "FINISHED")
-        if status not in ("RUNNING", "SCHEDULED"):
-            client.set_terminated(run_id, status=status, end_time=spec.get("end_time"))
-        if spec.get("lifecycle_stage") == "deleted":
-            client.delete_run(run_id)
-    except BaseException:
+    run_id = made.info.run_id
+    created.append(run_id)
+    for chunk in _chunks([RunTag(k, v) for k, v in items[_BATCH_TAGS:]], _BATCH_TAGS):
+        client.log_batch(run_id, tags=chunk)
+    for chunk in _chunks([Param(k, v) for k, v in spec["params"].items()], _BATCH_PARAMS):
+        client.log_batch(run_id, params=chunk)
+    metrics = [
+        Metric(key, _decode_value(value), int(timestamp), int(step))
+        for key, history in spec["metrics"].items()
+        for value, step, timestamp in history
+    ]
+    for chunk in _chunks(metrics, _BATCH_METRICS):
+        client.log_batch(run_id, metrics=chunk)
+    _write_artifacts(client, run_id, plan)
+    status = spec.get("status", "FINISHED")
+    if status not in ("RUNNING", "SCHEDULED"):
+        client.set_terminated(run_id, status=status, end_time=spec.get("end_time"))
+    elif status == "SCHEDULED":
+        client.update_run(run_id, status="SCHEDULED")
+    if spec.get("lifecycle_stage") == "deleted":
         client.delete_run(run_id)
-        raise
     return _wrap(client.get_run(run_id), client)
 
+
+def _write_artifacts(client: MlflowClient, run_id: str, plan: _Planned) -> None:
+    spec = plan.spec
+    with tempfile.TemporaryDirectory(prefix="pcs-import-") as tmp:
+        staging = Path(tmp)
+        if plan.artifacts is not None:
+            for rel, digest in spec["artifacts"].items():
+                parts = PurePosixPath(rel).parts
+                target = staging.joinpath(*parts)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(plan.artifacts.joinpath(*parts), target)
+                # checked again on the copy that is uploaded: the bundle may have
+                # changed since it was validated
+                if _sha256_file(target) != digest:
+                    raise BundleError(
+                        f"Run {spec['identifier']}: artifact {rel} changed while it was being "
+                        "imported; the import was undone. Try again."
+                    )
+        command_id = spec.get("run_command")
+        record = staging / _keys.RUN_COMMAND_ARTIFACT
+        if command_id and not record.exists():
+            # without artifacts, the command's registry still travels with the run
+            from pcs.run_command import RunCommand
+
+            record.parent.mkdir(parents=True, exist_ok=True)
+            text = RunCommand.from_registry(plan.registry, command_id).to_yaml_text()
+            record.write_text(text, encoding="utf-8")
+        if any(staging.iterdir()):
+            client.log_artifacts(run_id, str(staging))
+
+
+def _fix_links(client: MlflowClient, planned: Mapping[str, _Planned], resolved: Mapping[str, Run]) -> None:
+    """Point links that were written before their target existed at the imported target."""
+    from mlflow.entities import RunTag
+
+    for original, plan in planned.items():
+        run = resolved[original]
+        wanted = _link_tags(plan.spec["tags"], resolved)
+        stale = {k: v for k, v in wanted.items() if run.tags.get(k) != v}
+        if stale:
+            client.log_batch(run.identifier, tags=[RunTag(k, v) for k, v in stale.items()])
+            run._changed()
+
+
+def _discard(client: MlflowClient, run_id: str) -> None:
+    """Remove a run written by an import that failed: artifacts, then the run itself.
+
+    Stores that allow it (SQL, file) lose the run entirely; others (a tracking
+    server) keep it as a deleted run.
+    """
+    tracking = getattr(client, "_tracking_client", None)
+    try:
+        tracking._get_artifact_repo(run_id).delete_artifacts()  # type: ignore[union-attr]
+    except Exception:  # noqa: BLE001 - best effort: the original error matters
+        pass
+    hard_delete = getattr(getattr(tracking, "store", None), "_hard_delete_run", None)
+    try:
+        if hard_delete is not None:
+            hard_delete(run_id)
+            return
+    except Exception:  # noqa: BLE001 - fall back to MLflow's soft delete
+        pass
+    try:
+        client.delete_run(run_id)
+    except Exception:  # noqa: BLE001 - best effort
+        pass
