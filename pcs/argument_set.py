@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from pcs.errors import ArgumentError
-from pcs.specs import atomic_write_text, content_hash, to_recordable
+from pcs.specs import atomic_write_text, content_hash, dump_yaml, to_recordable
 
 if TYPE_CHECKING:  # pragma: no cover
     from pcs.registry import Registry
@@ -107,7 +107,7 @@ class ArgumentSet:
         return cls.from_spec(registry.get_argument_set_spec(identifier))
 
     def to_yaml(self, path: str | Path) -> None:
-        atomic_write_text(path, yaml.safe_dump(self._args, sort_keys=True))
+        atomic_write_text(path, dump_yaml(self._args, sort_keys=True))
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> ArgumentSet:

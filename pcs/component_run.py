@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from pcs import _keys
-from pcs.environment import capture_environment, seed_everything
+from pcs.environment import environment_yaml, seed_everything
 from pcs.errors import (
     ArgumentError,
     NotReproducibleError,
@@ -35,7 +35,7 @@ from pcs.registry import InMemoryRegistry
 from pcs.repo import GitRepo, git_state
 from pcs.run import _ACTIVE_RUNS, Run, _push
 from pcs.run_command import RunCommand, read_sources_dir, source_artifact_name
-from pcs.specs import content_hash, sha256_bytes, to_recordable
+from pcs.specs import content_hash, dump_yaml, sha256_bytes, to_recordable
 
 if TYPE_CHECKING:  # pragma: no cover
     from pcs.verification import Verification
@@ -110,8 +110,9 @@ class ComponentRun(Run):
         )
         run._run_command = command
         try:
-            run._log_staged(record)
+            run.log_artifacts(record.folder.name)
         except BaseException:
+            record.folder.cleanup()
             run.end("FAILED")
             raise
         token = _push(run)
@@ -124,36 +125,41 @@ class ComponentRun(Run):
             value = entry(**kwargs)
         except KeyboardInterrupt:
             _ACTIVE_RUNS.reset(token)
+            record.folder.cleanup()
             run.end("KILLED")
             raise
         except BaseException:
             _ACTIVE_RUNS.reset(token)
+            record.folder.cleanup()
             run.end("FAILED")
             raise
         _ACTIVE_RUNS.reset(token)
-        run._finish(value, return_value_format, record.grade)
+        try:
+            run._finish(value, return_value_format, record)
+        except BaseException:
+            run.end("FAILED")
+            raise
+        finally:
+            record.folder.cleanup()
         return run
 
-    def _log_staged(self, record: _Record) -> None:
-        self.log_artifacts(record.folder.name)
-        record.folder.cleanup()
-
-    def _finish(self, value: Any, fmt: str, grade: tuple[str, list[str]]) -> None:
+    def _finish(self, value: Any, fmt: str, record: _Record) -> None:
         tags: dict[str, str] = {}
-        with tempfile.TemporaryDirectory(prefix="pcs-rv-") as tmp:
-            path, used_fmt, digest = _write_return_value(value, fmt, Path(tmp))
-            if path is not None:
-                self.log_artifact(path, _keys.PCS_ARTIFACT_DIR)
-                tags[_keys.RETURN_VALUE_SHA256] = digest
-            else:
-                level, reasons = grade
-                reasons = reasons + [
-                    f"the return value ({type(value).__name__}) cannot be recorded as YAML/JSON; "
-                    "pass return_value_format='dill' to record it"
-                ]
-                tags[_keys.GRADE] = "local" if level == "portable" else level
-                tags[_keys.GRADE_REASONS] = json.dumps(reasons)
-            tags[_keys.RETURN_VALUE_FORMAT] = used_fmt
+        folder = Path(record.folder.name) / "return_value"
+        folder.mkdir()
+        path, used_fmt, digest = _write_return_value(value, fmt, folder)
+        if path is not None:
+            self.log_artifact(path, _keys.PCS_ARTIFACT_DIR)
+            tags[_keys.RETURN_VALUE_SHA256] = digest
+        else:
+            level, reasons = record.grade
+            reasons = reasons + [
+                f"the return value ({type(value).__name__}) cannot be recorded as YAML/JSON; "
+                "pass return_value_format='dill' to record it"
+            ]
+            tags[_keys.GRADE] = "local" if level == "portable" else level
+            tags[_keys.GRADE_REASONS] = json.dumps(reasons)
+        tags[_keys.RETURN_VALUE_FORMAT] = used_fmt
         self.set_tags(tags)
         self._return_value = value
         self.set_terminated("FINISHED")
@@ -395,14 +401,13 @@ def _prepare_record(command: RunCommand) -> _Record:
         (root / _keys.SOURCE_ARTIFACT_DIR / source_artifact_name(entry["sha256"])).write_text(
             text, encoding="utf-8"
         )
-    env = capture_environment()
-    env["seed"] = command.seed
-    (pcs_dir / "environment.yaml").write_text(yaml.safe_dump(env, sort_keys=False), encoding="utf-8")
+    fingerprint, env_text = environment_yaml(command.seed)
+    (pcs_dir / "environment.yaml").write_text(env_text, encoding="utf-8")
 
     code_record, git_tags, git_problems = _capture_code(command, pcs_dir)
     requirements, req_problems = _capture_requirements(components, pcs_dir)
     code_record["requirements"] = requirements
-    (pcs_dir / "code.yaml").write_text(yaml.safe_dump(code_record, sort_keys=False), encoding="utf-8")
+    (pcs_dir / "code.yaml").write_text(dump_yaml(code_record), encoding="utf-8")
 
     level, reasons = _grade(command, git_problems, req_problems)
     tags = {
@@ -410,7 +415,7 @@ def _prepare_record(command: RunCommand) -> _Record:
         _keys.COMPONENT: component.identifier,
         _keys.ENTRY_POINT: command.entry_point,
         _keys.SEED: str(command.seed),
-        _keys.ENVIRONMENT_FINGERPRINT: env["fingerprint"],
+        _keys.ENVIRONMENT_FINGERPRINT: fingerprint,
         _keys.GRADE: level,
         _keys.GRADE_REASONS: json.dumps(reasons),
         **git_tags,
@@ -522,7 +527,7 @@ def _write_return_value(value: Any, fmt: str, folder: Path) -> tuple[Path | None
         text = (
             json.dumps(data, sort_keys=True, indent=1)
             if used == "json"
-            else yaml.safe_dump(data, sort_keys=True)
+            else dump_yaml(data, sort_keys=True)
         )
         path.write_text(text, encoding="utf-8")
         return path, used, content_hash(data)

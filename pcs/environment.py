@@ -16,9 +16,16 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from pcs.specs import content_hash
+from pcs.specs import content_hash, dump_yaml
 
-__all__ = ["capture_environment", "environment_fingerprint", "seed_everything", "draw_seed", "changed_distributions"]
+__all__ = [
+    "capture_environment",
+    "environment_yaml",
+    "environment_fingerprint",
+    "seed_everything",
+    "draw_seed",
+    "changed_distributions",
+]
 
 _CACHE: dict[tuple[str, ...], dict[str, Any]] = {}
 _DIST_RE = re.compile(r"^(?P<name>.+?)-(?P<version>[^-]+?)\.(dist-info|egg-info)$")
@@ -70,6 +77,29 @@ def capture_environment() -> dict[str, Any]:
     env["pythonhashseed"] = os.environ.get("PYTHONHASHSEED")
     env["fingerprint"] = environment_fingerprint(env)
     return env
+
+
+_TEXT_CACHE: dict[tuple[str, ...], tuple[str, str]] = {}
+
+
+def environment_yaml(seed: int) -> tuple[str, str]:
+    """``(fingerprint, text of pcs/environment.yaml)`` for a run with ``seed``.
+
+    The part that does not change within a process (Python, platform,
+    distributions) is rendered once; only the per-run fields are added.
+    """
+    key = tuple(sys.path)
+    cached = _TEXT_CACHE.get(key)
+    if cached is None:
+        env = capture_environment()
+        static = {k: env[k] for k in ("python", "platform", "distributions")}
+        cached = (env["fingerprint"], dump_yaml(static))
+        _TEXT_CACHE[key] = cached
+    fingerprint, static_text = cached
+    tail = dump_yaml(
+        {"pythonhashseed": os.environ.get("PYTHONHASHSEED"), "fingerprint": fingerprint, "seed": seed}
+    )
+    return fingerprint, static_text + tail
 
 
 def environment_fingerprint(env: Mapping[str, Any]) -> str:

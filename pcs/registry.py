@@ -19,7 +19,7 @@ import yaml
 
 from pcs._keys import FORMAT_VERSION
 from pcs.errors import RegistryConflictError, RegistryError, SpecNotFoundError
-from pcs.specs import atomic_write_text, check_format_version
+from pcs.specs import atomic_write_text, check_format_version, dump_yaml
 
 __all__ = ["Registry", "InMemoryRegistry", "SECTIONS"]
 
@@ -266,7 +266,7 @@ class InMemoryRegistry(Registry):
         return cls(data or {}, base_dir=path.parent)
 
     def to_yaml(self, path: str | Path) -> None:
-        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+        atomic_write_text(path, dump_yaml(self.to_dict()))
 
     def write_bundle(self, folder: str | Path, registry_name: str = "registry.yaml") -> Path:
         """Write the registry YAML and every run's artifacts into ``folder``."""

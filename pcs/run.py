@@ -96,6 +96,7 @@ class Run:
         self._tokens: list[contextvars.Token] = []
         self._links: dict[str, Any] = {}
         self._system_monitor: Any = None
+        self._artifact_repository: Any = None
         if _mlflow_run is not None:
             self._cached = _mlflow_run
             self._run_id = _mlflow_run.info.run_id
@@ -309,10 +310,36 @@ class Run:
         self._changed()
 
     def log_artifact(self, local_path: str | Path, artifact_path: str | None = None) -> None:
-        self._client.log_artifact(self._run_id, str(local_path), artifact_path)
+        repo = self._artifacts()
+        if repo is None:
+            self._client.log_artifact(self._run_id, str(local_path), artifact_path)
+        else:
+            repo.log_artifact(str(local_path), artifact_path)
 
     def log_artifacts(self, local_dir: str | Path, artifact_path: str | None = None) -> None:
-        self._client.log_artifacts(self._run_id, str(local_dir), artifact_path)
+        repo = self._artifacts()
+        if repo is None:
+            self._client.log_artifacts(self._run_id, str(local_dir), artifact_path)
+        else:
+            repo.log_artifacts(str(local_dir), artifact_path)
+
+    def _artifacts(self) -> Any:
+        """The run's artifact repository, built from the artifact URI already read.
+
+        MlflowClient would fetch the run again to find it on the first upload.
+        """
+        if self._artifact_repository is None and self._cached is not None:
+            try:
+                from mlflow.store.artifact.artifact_repository_registry import (
+                    get_artifact_repository,
+                )
+
+                self._artifact_repository = get_artifact_repository(
+                    self._cached.info.artifact_uri, tracking_uri=_safe_uri(self._client)
+                )
+            except Exception:  # noqa: BLE001 - fall back to the client's own lookup
+                return None
+        return self._artifact_repository
 
     def log_dict(self, dictionary: Any, artifact_file: str) -> None:
         self._client.log_dict(self._run_id, dictionary, artifact_file)

@@ -12,15 +12,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from pcs._keys import FORMAT_VERSION
 from pcs.argument_set import ArgumentSet
 from pcs.component import Component
 from pcs.environment import draw_seed
 from pcs.errors import ArgumentError, ComponentError, NotReproducibleError, RegistryError
 from pcs.registry import InMemoryRegistry, Registry
-from pcs.specs import check_format_version, content_hash, sha256_bytes
+from pcs.specs import check_format_version, content_hash, dump_yaml, sha256_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
     from pcs.component_run import ComponentRun
@@ -186,7 +184,7 @@ class RunCommand:
 
     def to_yaml_text(self) -> str:
         """The ``pcs/run_command.yaml`` artifact: a registry holding only this command."""
-        return yaml.safe_dump(self.to_registry().to_dict(), sort_keys=False)
+        return dump_yaml(self.to_registry().to_dict())
 
     def use_sources(self, sources: Mapping[str, str]) -> None:
         """Make every component run the recorded source text (a rerun of recorded code)."""

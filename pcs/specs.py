@@ -26,7 +26,16 @@ __all__ = [
     "to_recordable",
     "check_format_version",
     "atomic_write_text",
+    "dump_yaml",
 ]
+
+
+def dump_yaml(data: Any, sort_keys: bool = False) -> str:
+    """Safe YAML text of plain data, with libyaml's C emitter when installed (same output)."""
+    import yaml
+
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    return yaml.dump(data, Dumper=dumper, sort_keys=sort_keys, allow_unicode=False)
 
 
 def canonical_json(value: Any) -> str:
