@@ -528,7 +528,9 @@ def bench_listing(args: argparse.Namespace) -> dict[str, Any]:
             client.set_terminated(run.info.run_id)
             created["bare create_run+set_terminated (tagged)"].append(time.perf_counter() - start)
 
-    experiment_ids = _all_experiment_ids(client)
+    from pcs.run import all_experiment_ids
+
+    experiment_ids = all_experiment_ids(client)
     filter_string = f"tags.`{_keys.RUN_TYPE}` LIKE '%run'"  # the filter pcs uses for pcs_only
     pages: list[int] = []
 
@@ -588,17 +590,6 @@ def bench_listing(args: argparse.Namespace) -> dict[str, Any]:
         "timing": timing,
         "calls": calls,
     }
-
-
-def _all_experiment_ids(client: Any) -> list[str]:
-    ids: list[str] = []
-    token = None
-    while True:
-        page = client.search_experiments(max_results=1000, page_token=token)
-        ids.extend(e.experiment_id for e in page)
-        token = page.token
-        if not token:
-            return ids
 
 
 # -- 3. start-up time ---------------------------------------------------------------------------------

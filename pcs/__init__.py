@@ -35,6 +35,16 @@ from pcs.run_command import RunCommand
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    # the HTTP client pulls in requests; load it only when asked for
+    if name == "WebRegistry":
+        from pcs.web_registry import WebRegistry
+
+        return WebRegistry
+    raise AttributeError(f"module 'pcs' has no attribute {name!r}")
+
+
 __all__ = [
     "ArgumentSet",
     "Component",
@@ -48,6 +58,7 @@ __all__ = [
     "Run",
     "active_run",
     "RunCommand",
+    "WebRegistry",
     "ArgumentError",
     "BundleError",
     "ComponentError",

@@ -362,15 +362,19 @@ class Component:
     def _load_targets(self) -> dict[str, Any]:
         return {c.identifier: c._load_target() for c in self.dependency_list()}
 
-    def _build_objects(self, arg_set: ArgumentSet, targets: Mapping[str, Any]) -> dict[str, Any]:
-        components = self.dependency_list()
-        names = {c.name for c in components}
+    def check_argument_names(self, arg_set: ArgumentSet) -> None:
+        """Refuse arguments for components that are not in this component's DAG."""
+        names = {c.name for c in self.dependency_list()}
         unknown = [n for n in arg_set.component_names() if n not in names]
         if unknown:
             raise ArgumentError(
                 f"The arguments name component(s) {', '.join(unknown)}, which are not part of "
-                f"{self.identifier!r} (its components: {', '.join(sorted(names))})."
+                f"{self.identifier!r} (its components: {', '.join(sorted(names))}). "
+                "Use component names as the top-level keys of the ArgumentSet."
             )
+
+    def _build_objects(self, arg_set: ArgumentSet, targets: Mapping[str, Any]) -> dict[str, Any]:
+        self.check_argument_names(arg_set)
         built: dict[str, Any] = {}
 
         def build(component: Component) -> Any:

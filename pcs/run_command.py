@@ -87,14 +87,7 @@ class RunCommand:
             digest = sha256_bytes(text.encode("utf-8"))
             code[c.identifier] = {"file": c.source_label(), "sha256": digest}
             sources[digest] = text
-        names = {c.name for c in components}
-        unknown = [n for n in arg_set.component_names() if n not in names]
-        if unknown:
-            raise ArgumentError(
-                f"The arguments name component(s) {', '.join(unknown)}, which are not part of "
-                f"{component.identifier!r} (its components: {', '.join(sorted(names))}). "
-                "Use component names as the top-level keys of the ArgumentSet."
-            )
+        component.check_argument_names(arg_set)
         return cls(
             component,
             entry_point,

@@ -77,6 +77,19 @@ def _clean_env(monkeypatch) -> None:
             monkeypatch.delenv(key, raising=False)
 
 
+def make_store(folder: Path, template_store: Path) -> str:
+    """A fresh SQLite store in ``folder`` (a copy of the migrated template); its URI."""
+    folder.mkdir(parents=True, exist_ok=True)
+    db = folder / "mlflow.db"
+    shutil.copy(template_store, db)
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+            (str(folder / "mlruns" / "0"),),
+        )
+    return f"sqlite:///{db}"
+
+
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch, template_store):
     """Own cwd, PCS_HOME and SQLite tracking store for every test."""
@@ -85,14 +98,7 @@ def isolated(tmp_path, monkeypatch, template_store):
     work.mkdir()
     monkeypatch.chdir(work)
     monkeypatch.setenv("PCS_HOME", str(tmp_path / "pcs_home"))
-    db = tmp_path / "mlflow.db"
-    shutil.copy(template_store, db)
-    with sqlite3.connect(db) as conn:
-        conn.execute(
-            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
-            (str(tmp_path / "mlruns" / "0"),),
-        )
-    uri = f"sqlite:///{db}"
+    uri = make_store(tmp_path, template_store)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     from mlflow.tracking import fluent
     from mlflow.tracking._tracking_service import utils as tracking_utils

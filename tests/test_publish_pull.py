@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from _registry_server import start_registry_server
-from conftest import free_port, run_cli, stop_process, wait_for_http
+from conftest import free_port, make_store, run_cli, stop_process, wait_for_http
 
 from pcs import Component, LocalRepo, Run
 from pcs.web_registry import WebRegistry
@@ -54,18 +53,6 @@ def make_pipeline(folder: Path) -> tuple[Run, Run]:
     return data, model
 
 
-def fresh_sqlite_store(template: Path, folder: Path) -> str:
-    folder.mkdir(parents=True, exist_ok=True)
-    db = folder / "mlflow.db"
-    shutil.copy(template, db)
-    with sqlite3.connect(db) as conn:
-        conn.execute(
-            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
-            (str(folder / "mlruns" / "0"),),
-        )
-    return f"sqlite:///{db}"
-
-
 @pytest.fixture(scope="module")
 def registry_server(tmp_path_factory):
     url, process = start_registry_server(tmp_path_factory.mktemp("registry"), token="team-token")
@@ -90,7 +77,7 @@ def test_publish_pull_rerun_through_the_server(registry_server, tmp_path, monkey
     # machine B: another store, another directory, and the sources are gone
     shutil.rmtree(src)
     machine_b = tmp_path / "machine_b"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", fresh_sqlite_store(template_store, machine_b))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", make_store(machine_b, template_store))
     monkeypatch.chdir(machine_b)
     pulled_id = run_cli("pull", model.identifier, "--from", registry_server).stdout.strip().splitlines()[-1]
     pulled = Run.from_existing_run_id(pulled_id)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import run_cli
+from conftest import make_store, run_cli
 
 from pcs import (
     BundleError,
@@ -112,19 +112,6 @@ def write_sources(folder: Path) -> Path:
     (folder / "trainer.py").write_text(TRAINER_PY, encoding="utf-8")
     (folder / "components.yaml").write_text(COMPONENTS_YAML, encoding="utf-8")
     return folder / "components.yaml"
-
-
-def make_store(folder: Path, template_store: Path) -> str:
-    """A fresh SQLite store in ``folder``, copied from the migrated template."""
-    folder.mkdir(parents=True, exist_ok=True)
-    db = folder / "mlflow.db"
-    shutil.copy(template_store, db)
-    with sqlite3.connect(db) as conn:
-        conn.execute(
-            "UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
-            (str(folder / "mlruns" / "0"),),
-        )
-    return f"sqlite:///{db}"
 
 
 def switch_store(folder: Path, template_store: Path, monkeypatch) -> Path:
