@@ -44,6 +44,27 @@ def tracking_uri() -> str:
     return mlflow.get_tracking_uri()
 
 
+def experiment_chosen() -> bool:
+    """Whether the user named an experiment (``mlflow.set_experiment`` or ``MLFLOW_EXPERIMENT_*``)."""
+    from mlflow.tracking import fluent
+
+    return bool(
+        getattr(fluent, "_active_experiment_id", None)
+        or os.environ.get("MLFLOW_EXPERIMENT_ID")
+        or os.environ.get("MLFLOW_EXPERIMENT_NAME")
+    )
+
+
+def experiment_by_name(client: MlflowClient, name: str) -> str:
+    """The id of the experiment called ``name``, created when missing."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None and experiment.lifecycle_stage == "active":
+        return str(experiment.experiment_id)
+    if experiment is not None:
+        return default_experiment_id(client)  # a deleted experiment cannot take runs
+    return str(client.create_experiment(name))
+
+
 def default_experiment_id(client: MlflowClient) -> str:
     """The experiment a new run goes to when none is given.
 
@@ -60,8 +81,5 @@ def default_experiment_id(client: MlflowClient) -> str:
         return os.environ["MLFLOW_EXPERIMENT_ID"]
     name = os.environ.get("MLFLOW_EXPERIMENT_NAME")
     if name:
-        experiment = client.get_experiment_by_name(name)
-        if experiment is not None:
-            return str(experiment.experiment_id)
-        return str(client.create_experiment(name))
+        return experiment_by_name(client, name)
     return "0"

@@ -103,12 +103,11 @@ def print_runs_table(runs: Iterable[Run], out: Console | None = None) -> None:
 
 
 def print_run_status(run: Run, detailed: bool = False, out: Console | None = None) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     out = out or console()
     summary = run_summary(run)
-    from rich.markup import escape
-
     line = (
         f"[bold]{run.identifier}[/bold]  {escape(summary['name'] or '')}  {summary['status']}"
         + (
@@ -134,7 +133,7 @@ def print_run_status(run: Run, detailed: bool = False, out: Console | None = Non
             table.add_column("key")
             table.add_column("value", overflow="fold")
             for key, value in sorted(values.items()):
-                table.add_row(key, str(value))
+                table.add_row(escape(key), escape(str(value)))
             out.print(table)
     tags = Table(title="tags")
     tags.add_column("key")
@@ -145,7 +144,7 @@ def print_run_status(run: Run, detailed: bool = False, out: Console | None = Non
                 value = "; ".join(json.loads(value))
             except (json.JSONDecodeError, TypeError):
                 pass
-        tags.add_row(key, value if len(value) < 300 else value[:297] + "...")
+        tags.add_row(escape(key), escape(value if len(value) < 300 else value[:297] + "..."))
     out.print(tags)
     if run.is_component_run:
         from pcs.component_run import ComponentRun
@@ -165,6 +164,7 @@ def print_run_status(run: Run, detailed: bool = False, out: Console | None = Non
 
 
 def _print_run_command(run: Any, out: Console) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from pcs.errors import PcsError
@@ -179,7 +179,7 @@ def _print_run_command(run: Any, out: Console) -> None:
     table.add_row("component", command.component.identifier)
     table.add_row("entry point", command.entry_point)
     table.add_row("seed", str(command.seed))
-    table.add_row("arguments", json.dumps(command.argument_set.to_dict(), sort_keys=True))
+    table.add_row("arguments", escape(json.dumps(command.argument_set.to_dict(), sort_keys=True)))
     for cid, entry in command.code.items():
         table.add_row(f"code {cid}", f"{entry['file']} sha256 {entry['sha256'][:16]}")
     out.print(table)

@@ -115,6 +115,10 @@ class ArgumentSet:
             data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ArgumentError(f"Argument set file {path} does not exist.") from None
+        except (UnicodeDecodeError, OSError) as exc:
+            raise ArgumentError(
+                f"Argument set file {path} cannot be read as UTF-8 text ({exc})."
+            ) from None
         except yaml.YAMLError as exc:
             raise ArgumentError(f"Argument set file {path} is not valid YAML: {exc}") from None
         return cls(data or {})

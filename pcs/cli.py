@@ -19,9 +19,12 @@ __all__ = ["main", "cli", "parse_assignment"]
 
 
 def parse_assignment(text: str) -> tuple[str, str, str, Any]:
-    """Parse ``component.function.arg=value``; the value is read as YAML (``5`` is an int)."""
-    import yaml
+    """Parse ``component.function.arg=value``.
 
+    The value is read as JSON (``5`` an int, ``1e-3`` a float, ``true`` a bool,
+    ``[1, 2]`` a list); quoted text and YAML flow collections are read as YAML;
+    anything else stays a string (``no`` is the string "no", not False).
+    """
     from pcs.errors import ArgumentError
 
     key, sep, raw = text.partition("=")
@@ -32,11 +35,24 @@ def parse_assignment(text: str) -> tuple[str, str, str, Any]:
             "e.g. agent.run_episodes.num_episodes=5 (FUNCTION is __init__ for constructor "
             "arguments)."
         )
+    return parts[0], parts[1], parts[2], _parse_value(raw)
+
+
+def _parse_value(raw: str) -> Any:
+    import yaml
+
+    text = raw.strip()
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return parts[0], parts[1], parts[2], value
+        return json.loads(text)
+    except ValueError:
+        pass
+    quoted = len(text) >= 2 and text[0] == text[-1] and text[0] in "'\""
+    if quoted or (text and text[0] in "[{"):
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError:
+            return raw
+    return raw
 
 
 def _echo_json(data: Any) -> None:
@@ -71,7 +87,7 @@ def cli(tracking_uri: str | None) -> None:
 def run(component: str, registry_file: str, entry_point: str | None, args: tuple[str, ...],
         arg_set_file: str | None, seed: int | None, run_name: str | None, as_json: bool) -> None:
     """Run COMPONENT's entry point and record it; prints the new run id last."""
-    from pcs import _render
+    from pcs import _keys, _render
     from pcs.argument_set import ArgumentSet
     from pcs.component import Component
 
@@ -82,7 +98,10 @@ def run(component: str, registry_file: str, entry_point: str | None, args: tuple
     comp_obj = Component.from_registry_file(registry_file, component)
     new_run = comp_obj.run_with_arg_set(entry_point, arg_set, seed=seed, run_name=run_name)
     if as_json:
-        _echo_json(_render.run_summary(new_run) | {"return_value_sha256": new_run.tags.get("pcs.return_value_sha256")})
+        _echo_json(
+            _render.run_summary(new_run)
+            | {"return_value_sha256": new_run.tags.get(_keys.RETURN_VALUE_SHA256)}
+        )
         return
     _render.print_run_status(new_run)
     click.echo(new_run.identifier)
@@ -207,13 +226,16 @@ def import_cmd(bundle: str, trust: bool) -> None:
 @click.argument("run_ids", nargs=-1, required=True)
 @click.option("--to", "url", required=True, help="Registry server URL, e.g. http://127.0.0.1:8765")
 @click.option("--token", envvar="PCS_REGISTRY_TOKEN", help="Bearer token for writes (default: PCS_REGISTRY_TOKEN).")
-def publish(run_ids: tuple[str, ...], url: str, token: str | None) -> None:
+@click.option("--force", is_flag=True, help="Replace runs the server already holds in another form (e.g. before they had ended).")
+def publish(run_ids: tuple[str, ...], url: str, token: str | None, force: bool) -> None:
     """Publish RUN_IDs (with artifacts and linked runs) to a registry server."""
     from pcs import transfer
     from pcs.web_registry import WebRegistry
 
     registry = WebRegistry(url, token=token)
-    result = transfer.export_runs_by_id(list(run_ids), registry, include_artifacts=True, progress=True)
+    result = transfer.export_runs_by_id(
+        list(run_ids), registry, include_artifacts=True, progress=True, force=force
+    )
     click.echo(f"published {len(result)} run(s) to {url}")
 
 

@@ -79,7 +79,13 @@ class Component:
         self.dependencies: dict[str, Component] = {}
         self._managed = managed_obj
         self._inline_source = inline_source
+        if repo is not None and not file_path:
+            raise ComponentError(
+                f"Component {identifier!r} has a repo but no file_path; pass the path of its "
+                "source file inside the repo."
+            )
         self._inline_problems = list(inline_problems or [])
+        self._ran_live_class = False
         self._source_override: str | None = None
         self._requirements_override: str | None = None
 
@@ -293,6 +299,12 @@ class Component:
     def snapshot_problems(self) -> list[str]:
         """Reasons the source snapshot may not be enough to rerun anywhere."""
         problems = list(self._inline_problems)
+        if self._ran_live_class:
+            problems.append(
+                f"{self.source_label()} cannot be executed on its own (it imports relative to "
+                "its package), so the class imported in this process ran; the snapshot "
+                "may not match it if the file changed since the import"
+            )
         try:
             text = self.source()
         except ComponentError as exc:
@@ -311,8 +323,23 @@ class Component:
     def _load_target(self) -> Any:
         """The module or class this component manages, freshly executed from its source."""
         if self._managed is not None and self._source_override is None:
-            return self._managed
-        text = self.source()
+            if self.repo is None:
+                return self._managed  # captured from __main__: the snapshot is this class
+            # A class imported from a module file runs from the file's text, like its
+            # snapshot, so an edit since the import cannot make the record lie. A module
+            # that only works inside its package falls back to the imported class.
+            try:
+                target = self._exec_target(self.source())
+                self._ran_live_class = False
+                return target
+            except ComponentError as exc:
+                if not isinstance(exc.__cause__, ImportError):
+                    raise
+                self._ran_live_class = True
+                return self._managed
+        return self._exec_target(self.source())
+
+    def _exec_target(self, text: str) -> Any:
         folder = None
         if self.repo is not None and self.file_path is not None:
             candidate = self.repo.local_file(self.file_path)

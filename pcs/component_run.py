@@ -225,7 +225,7 @@ class ComponentRun(Run):
     @property
     def code_record(self) -> dict[str, Any]:
         """The recorded ``pcs/code.yaml``: source files, their hashes and git state."""
-        return self._read_yaml(f"{_keys.PCS_ARTIFACT_DIR}/code.yaml") or {}
+        return self._read_yaml(_keys.CODE_ARTIFACT) or {}
 
     def _read_yaml(self, artifact: str) -> Any:
         with tempfile.TemporaryDirectory(prefix="pcs-") as tmp:
@@ -250,8 +250,16 @@ class ComponentRun(Run):
                 f"Run {self.identifier} has no recorded return value"
                 + (" (it is still running or failed)." if fmt is None else ".")
             )
+        artifact = f"{_keys.RETURN_VALUE_STEM}.{_EXT.get(fmt, fmt)}"
         with tempfile.TemporaryDirectory(prefix="pcs-") as tmp:
-            path = self._download_quietly(f"{_keys.RETURN_VALUE_STEM}.{_EXT[fmt]}", Path(tmp))
+            try:
+                path = self._download_quietly(artifact, Path(tmp))
+            except Exception:  # noqa: BLE001 - MLflow raises several kinds for "not there"
+                raise NotReproducibleError(
+                    f"Run {self.identifier} records a return value, but its artifact {artifact} "
+                    "cannot be read (was the run exported without artifacts?). Rerun it to "
+                    "compute the value again."
+                ) from None
             data = path.read_bytes()
         if fmt in ("dill", "pickle"):
             if not (trust or self._trusted) and self.tags.get(_keys.IMPORTED_FROM):
@@ -334,6 +342,7 @@ class ComponentRun(Run):
             new = command.run(
                 rerun_of=self,
                 run_name=run_name,
+                experiment_id=self.experiment_id,
                 return_value_format=fmt if fmt in _EXT else "auto",
             )
         if verify or strict:
@@ -351,7 +360,7 @@ class ComponentRun(Run):
             return
         with tempfile.TemporaryDirectory(prefix="pcs-") as tmp:
             try:
-                folder = self._download_quietly(f"{_keys.PCS_ARTIFACT_DIR}/requirements", Path(tmp))
+                folder = self._download_quietly(_keys.REQUIREMENTS_DIR, Path(tmp))
             except Exception:  # noqa: BLE001 - none recorded
                 return
             for c in wanted:
@@ -390,7 +399,7 @@ def _prepare_record(command: RunCommand) -> _Record:
     root = Path(folder.name)
     pcs_dir = root / _keys.PCS_ARTIFACT_DIR
     (root / _keys.SOURCE_ARTIFACT_DIR).mkdir(parents=True)
-    (pcs_dir / "run_command.yaml").write_text(command.to_yaml_text(), encoding="utf-8")
+    (root / _keys.RUN_COMMAND_ARTIFACT).write_text(command.to_yaml_text(), encoding="utf-8")
     for c in components:
         entry = command.code[c.identifier]
         if not entry["sha256"]:
@@ -402,12 +411,12 @@ def _prepare_record(command: RunCommand) -> _Record:
             text, encoding="utf-8"
         )
     fingerprint, env_text = environment_yaml(command.seed)
-    (pcs_dir / "environment.yaml").write_text(env_text, encoding="utf-8")
+    (root / _keys.ENVIRONMENT_ARTIFACT).write_text(env_text, encoding="utf-8")
 
     code_record, git_tags, git_problems = _capture_code(command, pcs_dir)
     requirements, req_problems = _capture_requirements(components, pcs_dir)
     code_record["requirements"] = requirements
-    (pcs_dir / "code.yaml").write_text(dump_yaml(code_record), encoding="utf-8")
+    (root / _keys.CODE_ARTIFACT).write_text(dump_yaml(code_record), encoding="utf-8")
 
     level, reasons = _grade(command, git_problems, req_problems)
     tags = {
@@ -445,7 +454,7 @@ def _capture_code(command: RunCommand, pcs_dir: Path) -> tuple[dict[str, Any], d
             if state is not None:
                 entry["git"] = state.to_dict()
                 if state.dirty:
-                    diff_dir = pcs_dir / "git_diff"
+                    diff_dir = pcs_dir.parent / _keys.DIFF_ARTIFACT_DIR
                     diff_dir.mkdir(exist_ok=True)
                     name = f"{c.name}.diff"
                     (diff_dir / name).write_text(state.diff or "", encoding="utf-8")
@@ -468,7 +477,7 @@ def _capture_requirements(components: list, pcs_dir: Path) -> tuple[dict[str, An
         text = c.requirements_text()
         if text is None:
             continue
-        req_dir = pcs_dir / "requirements"
+        req_dir = pcs_dir.parent / _keys.REQUIREMENTS_DIR
         req_dir.mkdir(exist_ok=True)
         (req_dir / f"{c.name}.txt").write_text(text, encoding="utf-8")
         digest = sha256_bytes(text.encode())

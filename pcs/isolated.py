@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pcs import _config
-from pcs.errors import EnvironmentBuildError, PcsError
+from pcs.errors import EnvironmentBuildError
 
 if TYPE_CHECKING:  # pragma: no cover
     from pcs.component_run import ComponentRun
@@ -46,6 +46,11 @@ def build_recorded_env(environment: Mapping[str, Any], pip_args: list[str] | Non
     Raises:
         EnvironmentBuildError: when Python differs or a distribution cannot be installed.
     """
+    if not environment.get("distributions") or not environment.get("fingerprint"):
+        raise EnvironmentBuildError(
+            "The run has no recorded environment (pcs/environment.yaml is missing or empty), "
+            "so there is nothing to rebuild. Rerun with env='current'."
+        )
     recorded_python = (environment.get("python") or {}).get("version")
     here = ".".join(map(str, sys.version_info[:3]))
     if recorded_python and recorded_python != here:
@@ -140,8 +145,12 @@ def rerun_in_recorded_env(
     args = [str(venv_python(venv)), "-m", "pcs", "rerun", original.identifier, "--code", code]
     result = subprocess.run(args, capture_output=True, text=True, env=env)
     if result.returncode != 0:
-        message = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "no output"
-        raise PcsError(f"The rerun in the recorded environment {venv} failed: {message}")
+        tail = "\n".join(result.stderr.strip().splitlines()[-5:]) or "no output"
+        raise EnvironmentBuildError(
+            f"The rerun in the recorded environment {venv} exited with {result.returncode}:\n"
+            f"{tail}\nIf the environment itself is broken, delete {venv} to rebuild it, or "
+            "rerun with env='current'."
+        )
     new_id = result.stdout.strip().splitlines()[-1]
     new = Run.from_existing_run_id(new_id)
     if run_name:

@@ -259,6 +259,10 @@ class InMemoryRegistry(Registry):
                 f"Registry file {path} does not exist. Pass the path of a components.yaml "
                 "or an exported bundle."
             ) from None
+        except (UnicodeDecodeError, OSError) as exc:
+            raise RegistryError(
+                f"Registry file {path} cannot be read as UTF-8 text ({exc}). Save it as UTF-8."
+            ) from None
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:

@@ -30,7 +30,14 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from pcs import _config, _keys
-from pcs.errors import BundleError, FormatVersionError, PcsError, RegistryError, RunNotFoundError
+from pcs.errors import (
+    BundleError,
+    FormatVersionError,
+    PcsError,
+    RegistryConflictError,
+    RegistryError,
+    RunNotFoundError,
+)
 from pcs.registry import InMemoryRegistry, Registry
 from pcs.specs import check_format_version
 
@@ -274,6 +281,7 @@ def _export(
                 ) as root:
                     folder = _download_all(run, Path(root))
                     spec["artifacts"] = _hash_tree(folder)
+                    _refuse_conflict(registry, spec, force)  # before replacing its artifacts
                     registry.add_run_artifacts(run.identifier, folder)
             # the spec goes last: a reader who sees it finds its artifacts too
             registry.add_run_spec(spec, force=force)
@@ -282,12 +290,24 @@ def _export(
     return [run.identifier for run in selected]
 
 
+def _refuse_conflict(registry: Registry, spec: dict[str, Any], force: bool) -> None:
+    if force or not registry.has_run(spec["identifier"]):
+        return
+    if registry.get_run_spec(spec["identifier"]) != spec:
+        raise RegistryConflictError(
+            f"The registry already holds run {spec['identifier']} in another form (it changed "
+            "since it was exported: new metrics, a new status or new links). Pass force=True "
+            "(CLI: --force) to replace it."
+        )
+
+
 def export_runs_by_id(
     run_ids: list[str],
     registry: Registry,
     include_artifacts: bool = True,
     recurse: bool = True,
     progress: bool = False,
+    force: bool = False,
 ) -> list[str]:
     """Export runs given by id (original ids of imported runs work too).
 
@@ -297,7 +317,7 @@ def export_runs_by_id(
     from pcs.run import Run
 
     runs = [Run.from_existing_run_id(i) for i in run_ids]
-    return _export(runs, registry, recurse, False, include_artifacts, progress, None)
+    return _export(runs, registry, recurse, force, include_artifacts, progress, None)
 
 
 def export_bundle(
@@ -785,8 +805,15 @@ def _write_run(
     tags[_keys.IMPORTED_FROM] = original
     tags.pop(_keys.RUN_NAME, None)  # create_run sets it from run_name
     items = list(tags.items())
+    # the experiment the user chose, else the one the run was in (by name), else the default
+    name = spec.get("experiment_name")
+    experiment_id = (
+        _config.experiment_by_name(client, name)
+        if isinstance(name, str) and name and not _config.experiment_chosen()
+        else _config.default_experiment_id(client)
+    )
     made = client.create_run(
-        _config.default_experiment_id(client),
+        experiment_id,
         start_time=spec.get("start_time"),
         tags=dict(items[:_BATCH_TAGS]),
         run_name=spec.get("run_name"),
@@ -865,6 +892,11 @@ def _discard(client: MlflowClient, run_id: str) -> None:
     server) keep it as a deleted run.
     """
     tracking = getattr(client, "_tracking_client", None)
+    try:
+        # a soft-deleted leftover must not pass for the imported run on the next try
+        client.delete_tag(run_id, _keys.IMPORTED_FROM)
+    except Exception:  # noqa: BLE001 - best effort
+        pass
     try:
         tracking._get_artifact_repo(run_id).delete_artifacts()  # type: ignore[union-attr]
     except Exception:  # noqa: BLE001 - best effort: the original error matters

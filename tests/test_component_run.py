@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import uuid
 from pathlib import Path
 
 import pytest
@@ -404,3 +405,47 @@ def test_component_importing_a_file_next_to_it_runs_and_is_graded_local(store, t
     assert run.return_value == 15
     assert run.grade == "local" and any("helpers" in r for r in run.grade_reasons)
     assert sys.path == before
+
+
+def test_class_imported_before_its_file_changed_runs_the_recorded_code(store, tmp_path, monkeypatch):
+    """The record never lies: what runs is the file's text that is snapshotted."""
+    import importlib
+
+    folder = tmp_path / "nb"
+    write_component(folder, "nbmod.py", "class Step:\n    def go(self):\n        return 1\n")
+    monkeypatch.syspath_prepend(str(folder))
+    module = importlib.import_module("nbmod")
+    (folder / "nbmod.py").write_text("class Step:\n    def go(self):\n        return 2\n")
+    run = Component.from_class(module.Step, instantiate=True).run_with_arg_set("go", {})
+    snapshot = next(iter(run.recorded_sources().values()))
+    assert "return 2" in snapshot
+    assert run.return_value == 2
+    assert run.rerun(verify=True).verification.reproduced
+
+
+def test_rerun_stays_in_the_original_experiment(store):
+    from mlflow import MlflowClient
+
+    experiment = MlflowClient().create_experiment(f"exp-{uuid.uuid4().hex[:8]}")
+    c = Component.from_class(Simple, instantiate=True)
+    run = c.run_with_arg_set(
+        "fn", {"Simple": {"__init__": {"x": 1}, "fn": {"input": 2}}}, experiment_id=experiment
+    )
+    assert run.experiment_id == experiment
+    assert run.rerun().experiment_id == experiment
+
+
+def test_status_of_values_that_look_like_markup(store, capsys):
+    with Run(run_name="[bold]x") as run:
+        run.log_param("path", "[/tmp/data]")
+        run.set_tag("note", "[red]not a style")
+    Run.from_existing_run_id(run.identifier).print_status(detailed=True)
+    out = capsys.readouterr().out
+    assert "[/tmp/data]" in out and "[red]not a style" in out and "[bold]x" in out
+
+
+def test_non_utf8_registry_file_is_a_pcs_error(tmp_path):
+    bad = tmp_path / "latin1.yaml"
+    bad.write_bytes("components: {caf\xe9: {}}\n".encode("latin-1"))
+    with pytest.raises(pcs.RegistryError, match="UTF-8"):
+        Component.from_registry_file(bad, "x")

@@ -37,7 +37,7 @@ def recorded_environment_file(run) -> Path:
 
 def test_python_version_mismatch_is_refused():
     with pytest.raises(EnvironmentBuildError, match="Python 2.7.18"):
-        build_recorded_env({"python": {"version": "2.7.18"}, "distributions": {}})
+        build_recorded_env({"python": {"version": "2.7.18"}, "distributions": {"x": "1"}, "fingerprint": "f"})
 
 
 def test_uninstallable_distribution_is_reported_and_nothing_is_left(tmp_path):

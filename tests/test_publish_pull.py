@@ -152,3 +152,17 @@ def test_team_path_on_postgresql(postgres_databases, tmp_path, monkeypatch):
         stop_process(server)
         stop_process(registry)
         log.close()
+
+
+def test_publishing_a_changed_run_needs_force(registry_server, monkeypatch):
+    monkeypatch.setenv("PCS_REGISTRY_TOKEN", "team-token")
+    with Run(run_name="growing") as run:
+        run.log_metric("m", 1.0)
+    run_cli("publish", run.identifier, "--to", registry_server)
+    with Run.from_existing_run_id(run.identifier) as resumed:
+        resumed.log_metric("m", 2.0, step=1)
+    refused = run_cli("publish", run.identifier, "--to", registry_server, check=False)
+    assert refused.returncode != 0 and "--force" in refused.stderr and "Traceback" not in refused.stderr
+    run_cli("publish", run.identifier, "--to", registry_server, "--force")
+    spec = WebRegistry(registry_server).get_run_spec(run.identifier)
+    assert [point[0] for point in spec["metrics"]["m"]] == [1.0, 2.0]

@@ -1029,3 +1029,21 @@ def test_nan_metrics_and_runs_without_artifacts_travel_through_the_server(
         assert pulled.dependency_runs == [Run.from_existing_run_id(empty.identifier)]
     finally:
         stop_process(process)
+
+
+def test_import_goes_to_the_experiment_of_the_same_name(tmp_path, template_store, monkeypatch):
+    from mlflow import MlflowClient
+
+    from pcs import Component, LocalRepo, Run
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "m.py").write_text("class M:\n    def go(self):\n        return 7\n")
+    experiment = MlflowClient().create_experiment("team-exp")
+    component = Component.from_repo(LocalRepo("s", tmp_path / "src"), "m", "m.py", "M", instantiate=True)
+    run = component.run_with_arg_set("go", {}, experiment_id=experiment)
+    registry = run.to_registry()  # without artifacts
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", make_store(tmp_path / "b", template_store))
+    imported = Run.from_registry(registry, run.identifier)
+    assert MlflowClient().get_experiment(imported.experiment_id).name == "team-exp"
+    with pytest.raises(NotReproducibleError, match="exported without artifacts"):
+        Run.from_existing_run_id(imported.identifier).return_value  # noqa: B018
