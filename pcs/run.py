@@ -328,14 +328,14 @@ class Run:
 
         MlflowClient would fetch the run again to find it on the first upload.
         """
-        if self._artifact_repository is None and self._cached is not None:
+        if self._artifact_repository is None:
             try:
                 from mlflow.store.artifact.artifact_repository_registry import (
                     get_artifact_repository,
                 )
 
                 self._artifact_repository = get_artifact_repository(
-                    self._cached.info.artifact_uri, tracking_uri=_safe_uri(self._client)
+                    self._mlflow_run().info.artifact_uri, tracking_uri=_safe_uri(self._client)
                 )
             except Exception:  # noqa: BLE001 - fall back to the client's own lookup
                 return None
@@ -348,7 +348,10 @@ class Run:
         self._client.log_text(self._run_id, text, artifact_file)
 
     def list_artifacts(self, path: str | None = None) -> list:
-        return self._client.list_artifacts(self._run_id, path)
+        repo = self._artifacts()
+        if repo is None:
+            return self._client.list_artifacts(self._run_id, path)
+        return repo.list_artifacts(path)
 
     def download_artifacts(self, path: str = "", dst_path: str | Path | None = None) -> Path:
         """Download artifacts to a local folder and return its path.
@@ -356,15 +359,7 @@ class Run:
         When another run is active, that run is recorded as depending on this one.
         """
         self._record_use_by_active_run()
-        from mlflow.artifacts import download_artifacts
-
-        local = download_artifacts(
-            run_id=self._run_id,
-            artifact_path=path,
-            dst_path=str(dst_path) if dst_path is not None else None,
-            tracking_uri=self._client._tracking_client.tracking_uri,
-        )
-        return Path(local)
+        return self._download_quietly(path, Path(dst_path) if dst_path is not None else None)
 
     def load_text(self, artifact_file: str) -> str:
         """The text of one artifact (records a dependency link like ``download_artifacts``)."""
@@ -384,18 +379,23 @@ class Run:
         if current is not None and current.identifier != self.identifier:
             current.add_dependency(self)
 
-    def _download_quietly(self, path: str, dst: Path) -> Path:
+    def _download_quietly(self, path: str, dst: Path | None = None) -> Path:
         """Download without recording a link (pcs's own reads of its records)."""
-        from mlflow.artifacts import download_artifacts
+        repo = self._artifacts()
+        if dst is not None:
+            dst.mkdir(parents=True, exist_ok=True)
+        if repo is None:
+            from mlflow.artifacts import download_artifacts
 
-        return Path(
-            download_artifacts(
+            local = download_artifacts(
                 run_id=self._run_id,
                 artifact_path=path,
-                dst_path=str(dst),
-                tracking_uri=self._client._tracking_client.tracking_uri,
+                dst_path=str(dst) if dst is not None else None,
+                tracking_uri=_safe_uri(self._client),
             )
-        )
+        else:
+            local = repo.download_artifacts(path, dst_path=str(dst) if dst is not None else None)
+        return Path(local)
 
     # -- lifecycle ---------------------------------------------------------------
 

@@ -89,7 +89,7 @@ def metric_history(run: Run, key: str) -> list[Metric]:
 def list_artifact_paths(run: Run, path: str | None = None) -> list[str]:
     """Every artifact file of a run (recursive), as paths relative to the artifact root."""
     out: list[str] = []
-    for item in run.client.list_artifacts(run.identifier, path):
+    for item in run.list_artifacts(path):
         if item.is_dir:
             out.extend(list_artifact_paths(run, item.path))
         else:
