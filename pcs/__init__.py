@@ -32,6 +32,7 @@ from pcs.registry import InMemoryRegistry, Registry
 from pcs.repo import GitRepo, LocalRepo, Repo
 from pcs.run import Run, active_run
 from pcs.run_command import RunCommand
+from pcs.verification import Difference, Verification, compare_runs
 
 __version__ = "0.1.0"
 
@@ -58,6 +59,9 @@ __all__ = [
     "Run",
     "active_run",
     "RunCommand",
+    "Verification",
+    "Difference",
+    "compare_runs",
     "WebRegistry",
     "ArgumentError",
     "BundleError",

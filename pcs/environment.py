@@ -27,7 +27,7 @@ __all__ = [
     "changed_distributions",
 ]
 
-_CACHE: dict[tuple[str, ...], dict[str, Any]] = {}
+_CACHE: dict[tuple, dict[str, Any]] = {}
 _DIST_RE = re.compile(r"^(?P<name>.+?)-(?P<version>[^-]+?)\.(dist-info|egg-info)$")
 
 
@@ -53,9 +53,20 @@ def installed_distributions() -> dict[str, str]:
     return dict(sorted(found.items()))
 
 
+def _path_key() -> tuple:
+    """``sys.path`` with each folder's mtime: changes when a distribution is installed."""
+    key = []
+    for entry in sys.path:
+        try:
+            key.append((entry, os.stat(entry or ".").st_mtime_ns))
+        except OSError:
+            key.append((entry, 0))
+    return tuple(key)
+
+
 def capture_environment() -> dict[str, Any]:
-    """Python, platform and distributions of this process (cached per ``sys.path``)."""
-    key = tuple(sys.path)
+    """Python, platform and distributions of this process (cached until an install)."""
+    key = _path_key()
     cached = _CACHE.get(key)
     if cached is None:
         cached = {
@@ -79,7 +90,7 @@ def capture_environment() -> dict[str, Any]:
     return env
 
 
-_TEXT_CACHE: dict[tuple[str, ...], tuple[str, str]] = {}
+_TEXT_CACHE: dict[tuple, tuple[str, str]] = {}
 
 
 def environment_yaml(seed: int) -> tuple[str, str]:
@@ -88,7 +99,7 @@ def environment_yaml(seed: int) -> tuple[str, str]:
     The part that does not change within a process (Python, platform,
     distributions) is rendered once; only the per-run fields are added.
     """
-    key = tuple(sys.path)
+    key = _path_key()
     cached = _TEXT_CACHE.get(key)
     if cached is None:
         env = capture_environment()

@@ -341,7 +341,9 @@ def export_bundle(
                 f"{output} exists and is not an empty folder or a pcs bundle; choose "
                 "another output path."
             )
-    staging = Path(tempfile.mkdtemp(prefix="pcs-export-"))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    # staged next to the output, so the folder is swapped in by rename, never half copied
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
         folder = staging / "bundle"
         registry = InMemoryRegistry(base_dir=folder)
@@ -349,7 +351,6 @@ def export_bundle(
             runs, registry, recurse, False, include_artifacts, progress, folder / "artifacts"
         )
         registry.write_bundle(folder)
-        output.parent.mkdir(parents=True, exist_ok=True)
         if archive:
             from pcs._archive import write_tar_gz
 
@@ -361,9 +362,10 @@ def export_bundle(
             finally:
                 tmp.unlink(missing_ok=True)
         else:
+            old = staging / "previous"
             if output.exists():
-                shutil.rmtree(output)
-            shutil.move(str(folder), str(output))
+                output.replace(old)
+            folder.replace(output)
         return ExportResult(output, exported)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
