@@ -27,6 +27,7 @@ from pcs.errors import (
     RunNotFoundError,
     SpecNotFoundError,
     UnserializableArgumentError,
+    UploadTooLargeError,
 )
 from pcs.registry import InMemoryRegistry, Registry
 from pcs.repo import GitRepo, LocalRepo, Repo
@@ -83,4 +84,5 @@ __all__ = [
     "RunNotFoundError",
     "SpecNotFoundError",
     "UnserializableArgumentError",
+    "UploadTooLargeError",
 ]

@@ -24,6 +24,7 @@ error reaches it; the registry server maps ``http_status`` to its response.
     │   ├── RegistryConflictError   a different spec under the same identifier
     │   ├── FormatVersionError      written by a newer pcs
     │   ├── BundleError             malformed, truncated or unsafe bundle
+    │   │   └── UploadTooLargeError a body larger than the registry server accepts
     │   └── RegistryServerError     the registry server refused or failed
     │       └── RegistryAuthError   a write without a valid token
     └── EnvironmentBuildError       a recorded environment that cannot be rebuilt
@@ -49,6 +50,7 @@ __all__ = [
     "RegistryConflictError",
     "FormatVersionError",
     "BundleError",
+    "UploadTooLargeError",
     "RegistryServerError",
     "RegistryAuthError",
     "EnvironmentBuildError",
@@ -141,6 +143,12 @@ class FormatVersionError(RegistryError):
 
 class BundleError(RegistryError):
     """A bundle or server response that is malformed, truncated or unsafe."""
+
+
+class UploadTooLargeError(BundleError):
+    """A request body larger than the registry server accepts."""
+
+    http_status = 413
 
 
 class RegistryServerError(RegistryError):

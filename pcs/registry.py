@@ -45,8 +45,8 @@ class Registry(ABC):
         """The body stored under ``identifier`` (without the identifier), or None."""
 
     @abstractmethod
-    def _put(self, section: str, identifier: str, body: dict[str, Any]) -> None:
-        """Store ``body`` under ``identifier``."""
+    def _put(self, section: str, identifier: str, body: dict[str, Any], overwrite: bool) -> None:
+        """Store ``body`` under ``identifier``; without ``overwrite``, refuse a different body."""
 
     @abstractmethod
     def identifiers(self, section: str) -> list[str]:
@@ -99,7 +99,9 @@ class Registry(ABC):
                 "the new one another identifier."
             )
         if existing != body:
-            self._put(section, identifier, body)
+            # overwrite only what was seen and forced; a spec someone else added meanwhile
+            # is refused by a registry that checks (the server answers 409)
+            self._put(section, identifier, body, overwrite=existing is not None and force)
 
     def get_repo_spec(self, identifier: str) -> dict[str, Any]:
         return self.get_spec("repos", identifier)
@@ -226,7 +228,7 @@ class InMemoryRegistry(Registry):
     def _get(self, section: str, identifier: str) -> dict[str, Any] | None:
         return self._data[section].get(identifier)
 
-    def _put(self, section: str, identifier: str, body: dict[str, Any]) -> None:
+    def _put(self, section: str, identifier: str, body: dict[str, Any], overwrite: bool) -> None:
         self._data[section][identifier] = body
 
     def identifiers(self, section: str) -> list[str]:

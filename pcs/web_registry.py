@@ -80,11 +80,12 @@ class WebRegistry(Registry):
             )
         return body
 
-    def _put(self, section: str, identifier: str, body: dict[str, Any]) -> None:
-        # Registry.add_spec already refused a conflicting spec unless asked to
-        # force, so here the write always overwrites
+    def _put(self, section: str, identifier: str, body: dict[str, Any], overwrite: bool) -> None:
+        # Registry.add_spec checked for a conflict with what it read; the server checks
+        # again, so a spec another client wrote in between is refused with 409
         response = self._request(
-            "PUT", self._spec_path(section, identifier), params={"force": "true"},
+            "PUT", self._spec_path(section, identifier),
+            params={"force": "true" if overwrite else "false"},
             json=body, headers=self._auth_headers(),
         )
         self._raise_for_status(response, f"store {section} spec {identifier!r}", write=True)

@@ -40,13 +40,13 @@ from pcs.errors import (
     RegistryAuthError,
     RegistryError,
     SpecNotFoundError,
+    UploadTooLargeError,
 )
 from pcs.registry import SECTIONS
 from registry.store import MAX_IDENTIFIER_LENGTH, SpecStore
 
 __all__ = [
     "create_app",
-    "UploadTooLargeError",
     "DEFAULT_MAX_UPLOAD_BYTES",
     "MAX_SPEC_BYTES",
     "API_PREFIX",
@@ -60,12 +60,6 @@ _UNPACK_FACTOR = 4
 _UPLOAD_ADVICE = (
     "Upload fewer artifacts, or restart the server with a larger --max-upload-mb."
 )
-
-
-class UploadTooLargeError(BundleError):
-    """A request body larger than the server accepts."""
-
-    http_status = 413
 
 
 def create_app(

@@ -31,6 +31,7 @@ from pcs.errors import (
     RegistryError,
     RegistryServerError,
     SpecNotFoundError,
+    UploadTooLargeError,
 )
 from pcs.registry import InMemoryRegistry
 from pcs.web_registry import WebRegistry
@@ -195,6 +196,17 @@ def test_conflicting_spec_needs_force(url):
 
     registry.add_component_spec({"identifier": identifier, "version": 2}, force=True)
     assert registry.get_component_spec(identifier)["version"] == 2
+
+
+def test_a_spec_written_meanwhile_by_another_client_is_not_overwritten(url):
+    """Two publishers race: the server, not the client's earlier read, decides."""
+    first, second = WebRegistry(url, token=TOKEN), WebRegistry(url, token=TOKEN)
+    identifier = new_id("race")
+    assert first._get("components", identifier) is None  # first looks: nothing there
+    second.add_component_spec({"identifier": identifier, "version": "second"})
+    with pytest.raises(RegistryConflictError):
+        first._put("components", identifier, {"version": "first"}, overwrite=False)
+    assert first.get_component_spec(identifier)["version"] == "second"
 
 
 def test_http_put_semantics(url):
@@ -469,6 +481,13 @@ def test_upload_limit_is_413(tmp_path):
         assert answer.status_code == 413
         assert not (tmp_path / "server" / "artifacts" / "bigrun").exists()
         assert (tmp_path / "server" / "artifacts" / "smallrun" / "a.txt").read_text() == "fits"
+
+        # the client raises the pcs error the server named
+        too_big = tmp_path / "big"
+        too_big.mkdir()
+        (too_big / "blob.bin").write_bytes(big)
+        with pytest.raises(UploadTooLargeError, match="--max-upload-mb"):
+            WebRegistry(url, token=TOKEN).add_run_artifacts("bigrun", too_big)
     finally:
         stop_process(process)
 
