@@ -198,9 +198,10 @@ class _LimitedReader:
         self.count += len(data)
         if self._limit is not None and self.count > self._limit:
             raise BundleError(
-                f"The archive unpacks to more than {self._limit} bytes, the most this "
-                "reader accepts. Split the artifacts, or raise the limit where it is "
-                "configured (pcs-registry serve --max-upload-mb)."
+                f"The archive unpacks to more than {self._limit} bytes, the most accepted "
+                "for it (far more than its own size suggests a decompression bomb). Split "
+                "the artifacts into smaller bundles; on a registry server, raise "
+                "'pcs-registry serve --max-upload-mb'."
             )
         return data
 

@@ -418,7 +418,7 @@ def import_bundle(bundle: Path, trust: bool = False, progress: bool = False) -> 
 
         staging = Path(tempfile.mkdtemp(prefix="pcs-import-"))
         try:
-            safe_extract_tar(bundle, staging / "bundle")
+            safe_extract_tar(bundle, staging / "bundle", max_size=_unpacked_limit(bundle))
             folder = _bundle_root(staging / "bundle")
             return _import_all(_load_bundle_registry(folder / "registry.yaml"), trust, progress)
         finally:
@@ -438,6 +438,16 @@ def _load_bundle_registry(path: Path) -> InMemoryRegistry:
         raise
     except RegistryError as exc:
         raise BundleError(f"The bundle's {path.name} cannot be read: {exc}") from None
+
+
+# Real bundles (YAML, source, model files) unpack to a few times their size; an
+# archive that unpacks to hundreds of times its size is a decompression bomb.
+_MAX_EXPANSION = 200
+_MIN_UNPACKED_LIMIT = 256 * 1024**2
+
+
+def _unpacked_limit(archive: Path) -> int:
+    return max(_MIN_UNPACKED_LIMIT, archive.stat().st_size * _MAX_EXPANSION)
 
 
 def _bundle_root(folder: Path) -> Path:

@@ -1047,3 +1047,24 @@ def test_import_goes_to_the_experiment_of_the_same_name(tmp_path, template_store
     assert MlflowClient().get_experiment(imported.experiment_id).name == "team-exp"
     with pytest.raises(NotReproducibleError, match="exported without artifacts"):
         Run.from_existing_run_id(imported.identifier).return_value  # noqa: B018
+
+
+def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
+    """An archive that unpacks to far more than its size is refused before the store is touched."""
+    import gzip
+    import io
+    import tarfile
+
+    from pcs import transfer
+
+    monkeypatch.setattr(transfer, "_MIN_UNPACKED_LIMIT", 1024**2)
+    payload = b"\0" * (8 * 1024**2)  # 8 MiB of zeros gzip to a few KiB
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        info = tarfile.TarInfo("bundle/artifacts/x/zeros.bin")
+        info.size = len(payload)
+        tar.addfile(info, io.BytesIO(payload))
+    bomb = tmp_path / "bomb.tar.gz"
+    bomb.write_bytes(gzip.compress(raw.getvalue()))
+    with pytest.raises(BundleError, match="unpacks to more than"):
+        transfer.import_bundle(bomb)
