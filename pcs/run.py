@@ -632,10 +632,14 @@ def _get_mlflow_run(client: MlflowClient, run_id: str) -> MlflowRun:
 def _find_imported(client: MlflowClient, original_id: str) -> MlflowRun | None:
     if not all(c.isalnum() or c in "-_" for c in original_id):
         return None
-    found = search_mlflow_runs(
-        client, f"tags.`{_keys.IMPORTED_FROM}` = '{original_id}'", max_runs=1, include_deleted=True
-    )
-    return found[0] if found else None
+    # the run it was imported from, else the first run of a chain of imports (A -> B -> C)
+    for key in (_keys.IMPORTED_FROM, _keys.ORIGIN_RUN_ID):
+        found = search_mlflow_runs(
+            client, f"tags.`{key}` = '{original_id}'", max_runs=1, include_deleted=True
+        )
+        if found:
+            return found[0]
+    return None
 
 
 def all_experiment_ids(client: MlflowClient) -> list[str]:

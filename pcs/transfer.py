@@ -814,6 +814,9 @@ def _write_run(
     original = spec["identifier"]
     tags = dict(spec["tags"])
     tags.update(_link_tags(tags, resolved))
+    tags[_keys.ORIGIN_RUN_ID] = (
+        tags.get(_keys.ORIGIN_RUN_ID) or tags.get(_keys.IMPORTED_FROM) or original
+    )
     tags[_keys.IMPORTED_FROM] = original
     tags.pop(_keys.RUN_NAME, None)  # create_run sets it from run_name
     items = list(tags.items())

@@ -1068,3 +1068,19 @@ def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
     bomb.write_bytes(gzip.compress(raw.getvalue()))
     with pytest.raises(BundleError, match="unpacks to more than"):
         transfer.import_bundle(bomb)
+
+
+def test_a_copy_of_a_copy_still_resolves_the_first_id(tmp_path, template_store, monkeypatch):
+    from pcs import Run
+
+    with Run(run_name="first") as first:
+        first.log_metric("m", 1.0)
+    registry_a = first.to_registry()
+    switch_store(tmp_path / "b", template_store, monkeypatch)
+    in_b = Run.from_registry(registry_a, first.identifier)
+    registry_b = in_b.to_registry()
+    switch_store(tmp_path / "c", template_store, monkeypatch)
+    in_c = Run.from_registry(registry_b, in_b.identifier)
+    assert in_c.tags["pcs.imported_from"] == in_b.identifier
+    assert Run.from_existing_run_id(first.identifier) == in_c  # A's id resolves in C
+    assert Run.from_existing_run_id(in_b.identifier) == in_c
