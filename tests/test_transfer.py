@@ -103,7 +103,7 @@ class Pickler:
 """
 
 # tags that hold run ids, which an import rewrites to the ids of the new store
-LINK_TAGS = {"pcs.imported_from", "mlflow.parentRunId", "pcs.depends_on", "pcs.rerun_of"}
+LINK_TAGS = {"pcs.imported_from", "pcs.origin_run_id", "mlflow.parentRunId", "pcs.depends_on", "pcs.rerun_of"}
 
 
 def write_sources(folder: Path) -> Path:
