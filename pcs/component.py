@@ -10,7 +10,6 @@ component records a reproducible ``ComponentRun``.
 from __future__ import annotations
 
 import ast
-import importlib.util
 import inspect
 import sys
 import textwrap
@@ -278,7 +277,12 @@ class Component:
                     "Define the class in a module file and use Component.from_repo."
                 )
             return self._inline_source
-        assert self.file_path is not None  # by construction
+        if not self.file_path:
+            raise ComponentError(
+                f"Component {self.identifier!r} has repo {self.repo.identifier!r} but no "
+                "file_path, so pcs cannot find its source. Set file_path to the path of its "
+                "file inside the repo."
+            )
         return self.repo.read_source(self.file_path, self._repo_version())
 
     def _repo_version(self) -> str | None:
@@ -577,9 +581,7 @@ def _exec_module(
         _CODE_CACHE[key] = code
     safe = "".join(c if c.isalnum() else "_" for c in name)
     module_name = f"_pcs_components.{safe}_{digest[:12]}"
-    spec = importlib.util.spec_from_loader(module_name, loader=None, origin=label)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
+    module = types.ModuleType(module_name)
     module.__file__ = label
     sys.modules[module_name] = module
     added = folder is not None and str(folder) not in sys.path

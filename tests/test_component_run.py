@@ -449,3 +449,10 @@ def test_non_utf8_registry_file_is_a_pcs_error(tmp_path):
     bad.write_bytes("components: {caf\xe9: {}}\n".encode("latin-1"))
     with pytest.raises(pcs.RegistryError, match="UTF-8"):
         Component.from_registry_file(bad, "x")
+
+
+def test_component_whose_file_path_was_cleared_gives_a_pcs_error(tmp_path):
+    c = Component.from_repo(LocalRepo("r", tmp_path), "m", "m.py")
+    c.file_path = None
+    with pytest.raises(pcs.ComponentError, match="no file_path"):
+        c.source()
