@@ -490,15 +490,7 @@ class Run:
     def dependency_runs(self) -> list[Run]:
         """Runs whose output this run consumed (one search, not one fetch per run)."""
         ids = self.dependency_ids
-        if not ids:
-            return []
-        quoted = ", ".join(f"'{i}'" for i in ids if all(c.isalnum() or c in "-_" for c in i))
-        found = {
-            r.info.run_id: _wrap(r, self._client)
-            for r in search_mlflow_runs(
-                self._client, f"attributes.run_id IN ({quoted})", include_deleted=True
-            )
-        }
+        found = runs_by_ids(self._client, ids)
         # a dependency imported from another store is found by its original id
         return [found[i] if i in found else Run.from_existing_run_id(i) for i in ids]
 
@@ -640,6 +632,20 @@ def _find_imported(client: MlflowClient, original_id: str) -> MlflowRun | None:
         if found:
             return found[0]
     return None
+
+
+def runs_by_ids(
+    client: MlflowClient, run_ids: Iterable[str], experiment_ids: list[str] | None = None
+) -> dict[str, Run]:
+    """The runs with these ids that the store holds, read by one paged search."""
+    ids = sorted({i for i in run_ids if i and all(c.isalnum() or c in "-_" for c in i)})
+    if not ids:
+        return {}
+    quoted = ", ".join(f"'{i}'" for i in ids)
+    found = search_mlflow_runs(
+        client, f"attributes.run_id IN ({quoted})", experiment_ids, include_deleted=True
+    )
+    return {r.info.run_id: _wrap(r, client) for r in found}
 
 
 def all_experiment_ids(client: MlflowClient) -> list[str]:

@@ -135,28 +135,44 @@ def _linked_ids(run: Run) -> list[str]:
 
 
 def _collect(runs: Iterable[Run], recurse: bool) -> tuple[list[Run], dict[str, list[str]]]:
-    """The runs to export (with ``recurse``, every run linked to them) and their inner runs."""
-    from pcs.run import Run
+    """The runs to export (with ``recurse``, every run linked to them) and their inner runs.
+
+    Walks the links level by level: one search for each run's inner runs, and one
+    search for all the runs a level links to (not one fetch per linked run).
+    """
+    from pcs.run import _wrap, all_experiment_ids, runs_by_ids, search_mlflow_runs
 
     found: dict[str, Run] = {}
     inner: dict[str, list[str]] = {}
-    todo = list(runs)
-    while todo:
-        run = todo.pop()
-        if run.identifier in found:
-            continue
-        found[run.identifier] = run
-        inner_runs = run.inner_runs
-        inner[run.identifier] = [r.identifier for r in inner_runs]
-        if not recurse:
-            continue
-        todo.extend(r for r in inner_runs if r.identifier not in found)
-        for linked in _linked_ids(run):
-            if linked not in found:
-                try:
-                    todo.append(Run.from_existing_run_id(linked))
-                except RunNotFoundError:
-                    continue  # a link to a run this store no longer has
+    frontier = list(runs)
+    if not frontier:
+        return [], {}
+    client = frontier[0].client
+    experiment_ids = all_experiment_ids(client)
+    while frontier:
+        linked: list[str] = []
+        next_frontier: list[Run] = []
+        for run in frontier:
+            if run.identifier in found:
+                continue
+            found[run.identifier] = run
+            inner_runs = [
+                _wrap(r, client)
+                for r in search_mlflow_runs(
+                    client,
+                    f"tags.`{_keys.PARENT_RUN_ID}` = '{run.identifier}'",
+                    experiment_ids,
+                    order_by=["attributes.start_time ASC"],
+                )
+            ]
+            inner[run.identifier] = [r.identifier for r in inner_runs]
+            if recurse:
+                next_frontier.extend(r for r in inner_runs if r.identifier not in found)
+                linked.extend(i for i in _linked_ids(run) if i not in found)
+        if linked:
+            # links to runs this store no longer has are left out
+            next_frontier.extend(runs_by_ids(client, linked, experiment_ids).values())
+        frontier = next_frontier
     return list(found.values()), inner
 
 
