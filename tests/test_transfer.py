@@ -823,14 +823,24 @@ class _Payload:
         return (os.mkdir, (str(self.marker),))
 
 
-def test_pickled_return_value_needs_trust(tmp_path, template_store, monkeypatch):
+def make_pickler_run(tmp_path: Path) -> tuple[Path, Run]:
+    """A component run whose return value (a set) is recorded with dill."""
     from pcs import LocalRepo
 
     sources = tmp_path / "pickler_src"
     sources.mkdir()
     (sources / "pickler.py").write_text(PICKLER_PY, encoding="utf-8")
-    pickler = Component.from_repo(LocalRepo("p", sources), "pickler", "pickler.py", class_name="Pickler", instantiate=True)
-    original = pickler.run_with_arg_set("make", {"pickler": {"make": {"n": 3}}}, seed=1, return_value_format="dill")
+    pickler = Component.from_repo(
+        LocalRepo("p", sources), "pickler", "pickler.py", class_name="Pickler", instantiate=True
+    )
+    run = pickler.run_with_arg_set(
+        "make", {"pickler": {"make": {"n": 3}}}, seed=1, return_value_format="dill"
+    )
+    return sources, run
+
+
+def test_pickled_return_value_needs_trust(tmp_path, template_store, monkeypatch):
+    sources, original = make_pickler_run(tmp_path)
     assert original.tags["pcs.return_value_format"] == "dill"
     honest = tmp_path / "honest"
     transfer.export_bundle([original.identifier], honest)
@@ -869,13 +879,7 @@ def test_pickled_return_value_needs_trust(tmp_path, template_store, monkeypatch)
 
 
 def test_rerun_of_imported_dill_run_reproduces(tmp_path, template_store, monkeypatch):
-    from pcs import LocalRepo
-
-    sources = tmp_path / "pickler_src"
-    sources.mkdir()
-    (sources / "pickler.py").write_text(PICKLER_PY, encoding="utf-8")
-    pickler = Component.from_repo(LocalRepo("p", sources), "pickler", "pickler.py", class_name="Pickler", instantiate=True)
-    original = pickler.run_with_arg_set("make", {"pickler": {"make": {"n": 3}}}, seed=1, return_value_format="dill")
+    sources, original = make_pickler_run(tmp_path)
     registry = original.to_registry(include_artifacts=True)
     shutil.rmtree(sources)
     switch_store(tmp_path / "machine_b", template_store, monkeypatch)
