@@ -26,6 +26,19 @@ ENVIRONMENT_FINGERPRINT = "pcs.environment_fingerprint"
 GRADE = "pcs.reproducibility"
 GRADE_REASONS = "pcs.reproducibility_reasons"
 CODE_DIRTY = "pcs.git.dirty"
+PCS_RUN = "pcs.is_run"  # "True" on every run pcs makes (AgentOS's PCS_RUN_TAG)
+# where a run runs, so a dead run can be told from a live one
+HOST = "pcs.host"
+PID = "pcs.pid"
+HEARTBEAT = "pcs.heartbeat"  # epoch milliseconds, refreshed while the run runs
+HEARTBEAT_INTERVAL = "pcs.heartbeat_s"  # the interval the process promised
+ERROR = "pcs.error"  # "ExceptionType: one-line message" of a failed component run
+ENDED_BY = "pcs.ended_by"  # why pcs ended a run: signal name, or "cleanup"
+IMPORTING = "pcs.importing"  # the original id of a run whose import is in progress
+SWEEP_ID = "pcs.sweep_id"
+TRIAL = "pcs.trial"
+VERIFICATION = "pcs.verification"  # the verdict of a verified rerun, on the new run
+SEED_PARAM = "pcs.seed"  # the seed, also as an MLflow param
 
 # MLflow's own tags
 PARENT_RUN_ID = "mlflow.parentRunId"
@@ -47,3 +60,8 @@ CODE_ARTIFACT = "pcs/code.yaml"
 REQUIREMENTS_DIR = "pcs/requirements"
 ENVIRONMENT_ARTIFACT = "pcs/environment.yaml"
 RETURN_VALUE_STEM = "pcs/return_value"
+TRACEBACK_ARTIFACT = "pcs/traceback.txt"
+STDOUT_ARTIFACT = "pcs/stdout.txt"
+STDERR_ARTIFACT = "pcs/stderr.txt"
+SWEEP_TABLE_ARTIFACT = "pcs/sweep.csv"
+SWEEP_PLOT_ARTIFACT = "pcs/sweep.svg"

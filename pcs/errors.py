@@ -1,4 +1,4 @@
-"""Every error pcs raises on purpose.
+"""Every error pcs raises on purpose, and the exit codes of the ``pcs`` CLI.
 
 All of them derive from :class:`PcsError`, so ``except pcs.PcsError`` catches
 anything pcs refuses to do. Each message says what went wrong, why, and what
@@ -11,8 +11,11 @@ error reaches it; the registry server maps ``http_status`` to its response.
     ├── RunNotFoundError            an id that no tracking store or registry knows
     ├── NotReproducibleError        a run without a RunCommand, or a record too thin to rerun
     ├── ReproducibilityError        a strict verified rerun that diverged
+    ├── UnverifiableError           a strict verified rerun with nothing to compare
     ├── ArgumentError               bad user input (CLI values, argument sets)
-    │   └── UnserializableArgumentError   a value pcs cannot record
+    │   ├── UnserializableArgumentError   a value pcs cannot record
+    │   ├── InputLimitError         input too large, too deep or not representable
+    │   └── AmbiguousRunIdError     a run id prefix that several runs share
     ├── ComponentError              a component that cannot be loaded or run
     │   ├── ComponentFileNotFoundError
     │   ├── EntryPointNotFoundError
@@ -27,18 +30,43 @@ error reaches it; the registry server maps ``http_status`` to its response.
     │   │   └── UploadTooLargeError a body larger than the registry server accepts
     │   └── RegistryServerError     the registry server refused or failed
     │       └── RegistryAuthError   a write without a valid token
-    └── EnvironmentBuildError       a recorded environment that cannot be rebuilt
+    ├── EnvironmentBuildError       a recorded environment that cannot be rebuilt
+    ├── TrackingStoreError          the MLflow tracking store is unreachable or refused
+    └── CacheInUseError             a cache entry that a running pcs process still uses
+
+Exit codes of the ``pcs`` CLI (one table for every command):
+
+====  ======================================================================
+code  meaning
+====  ======================================================================
+0     success (a verified rerun or diff: reproduced)
+1     diverged: a verified rerun or ``pcs diff`` did not reproduce
+2     usage: bad options, arguments or input values
+3     not found: no such run, spec or component
+4     not rerunnable: the record is not enough to execute the run again
+5     unverifiable: nothing that could differ was compared
+6     the component failed: it could not be loaded, or its code raised
+7     registry, bundle or registry server error
+8     a recorded environment cannot be rebuilt
+9     a git repo cannot be read at the recorded version
+10    the MLflow tracking store is unreachable or refused the request
+130   interrupted (Ctrl-C); SIGTERM/SIGHUP end the process as the signal does
+====  ======================================================================
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "EXIT_CODES",
     "PcsError",
     "RunNotFoundError",
     "NotReproducibleError",
     "ReproducibilityError",
+    "UnverifiableError",
     "ArgumentError",
     "UnserializableArgumentError",
+    "InputLimitError",
+    "AmbiguousRunIdError",
     "ComponentError",
     "ComponentFileNotFoundError",
     "EntryPointNotFoundError",
@@ -54,33 +82,61 @@ __all__ = [
     "RegistryServerError",
     "RegistryAuthError",
     "EnvironmentBuildError",
+    "TrackingStoreError",
+    "CacheInUseError",
 ]
+
+# the CLI's exit codes by meaning; the error classes below carry them
+EXIT_CODES = {
+    "ok": 0,
+    "diverged": 1,
+    "usage": 2,
+    "not_found": 3,
+    "not_rerunnable": 4,
+    "unverifiable": 5,
+    "component_failed": 6,
+    "registry": 7,
+    "environment": 8,
+    "repo": 9,
+    "tracking_store": 10,
+    "interrupted": 130,
+}
 
 
 class PcsError(Exception):
     """Root of every error pcs raises on purpose."""
 
-    exit_code = 1
+    exit_code = EXIT_CODES["usage"]
     http_status = 400
 
 
 class RunNotFoundError(PcsError):
     """No tracking store or registry holds a run with this id."""
 
-    exit_code = 3
+    exit_code = EXIT_CODES["not_found"]
     http_status = 404
 
 
 class NotReproducibleError(PcsError):
     """The run's record is not enough to execute it again."""
 
-    exit_code = 4
+    exit_code = EXIT_CODES["not_rerunnable"]
 
 
 class ReproducibilityError(PcsError):
     """A strict verified rerun produced a different result."""
 
-    exit_code = 5
+    exit_code = EXIT_CODES["diverged"]
+
+    def __init__(self, message: str, verification: object = None) -> None:
+        super().__init__(message)
+        self.verification = verification
+
+
+class UnverifiableError(PcsError):
+    """A strict verified rerun compared nothing that could have differed."""
+
+    exit_code = EXIT_CODES["unverifiable"]
 
     def __init__(self, message: str, verification: object = None) -> None:
         super().__init__(message)
@@ -90,15 +146,27 @@ class ReproducibilityError(PcsError):
 class ArgumentError(PcsError):
     """Bad input given by the user."""
 
-    exit_code = 2
+    exit_code = EXIT_CODES["usage"]
 
 
 class UnserializableArgumentError(ArgumentError):
     """A value that cannot be recorded faithfully in YAML/JSON."""
 
 
+class InputLimitError(ArgumentError):
+    """Input larger, deeper or longer than pcs accepts, or a number MLflow cannot hold."""
+
+    http_status = 413
+
+
+class AmbiguousRunIdError(ArgumentError):
+    """A run id prefix that more than one run starts with."""
+
+
 class ComponentError(PcsError):
     """A component that cannot be loaded or run."""
+
+    exit_code = EXIT_CODES["component_failed"]
 
 
 class ComponentFileNotFoundError(ComponentError):
@@ -116,6 +184,8 @@ class DependencyError(ComponentError):
 class RepoError(PcsError):
     """A repo that cannot be read at the requested version."""
 
+    exit_code = EXIT_CODES["repo"]
+
 
 class DirtyRepoError(RepoError):
     """A file has uncommitted changes where a commit is required."""
@@ -124,10 +194,13 @@ class DirtyRepoError(RepoError):
 class RegistryError(PcsError):
     """A registry, a spec or a bundle that cannot be used."""
 
+    exit_code = EXIT_CODES["registry"]
+
 
 class SpecNotFoundError(RegistryError):
     """The registry has no spec with this identifier."""
 
+    exit_code = EXIT_CODES["not_found"]
     http_status = 404
 
 
@@ -165,3 +238,18 @@ class RegistryAuthError(RegistryServerError):
 
 class EnvironmentBuildError(PcsError):
     """A recorded environment cannot be rebuilt on this machine."""
+
+    exit_code = EXIT_CODES["environment"]
+
+
+class TrackingStoreError(PcsError):
+    """The MLflow tracking store cannot be reached, or refused a request."""
+
+    exit_code = EXIT_CODES["tracking_store"]
+    http_status = 502
+
+
+class CacheInUseError(PcsError):
+    """A cache entry that a running pcs process still uses cannot be removed."""
+
+    exit_code = EXIT_CODES["usage"]

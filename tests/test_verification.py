@@ -270,7 +270,7 @@ def test_strict_divergence_raises(tmp_path):
     )
     with pytest.raises(ReproducibilityError) as info:
         load(run).rerun(strict=True)
-    assert info.value.exit_code == 5
+    assert info.value.exit_code == 1
     assert isinstance(info.value.verification, Verification)
     assert not info.value.verification.reproduced
     assert "diverged" in str(info.value)
