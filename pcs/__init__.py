@@ -7,6 +7,8 @@ from pcs.argument_set import ArgumentSet
 from pcs.component import Component
 from pcs.component_run import ComponentRun, active_component_run
 from pcs.errors import (
+    EXIT_CODES,
+    AmbiguousRunIdError,
     ArgumentError,
     BundleError,
     ComponentError,
@@ -16,6 +18,7 @@ from pcs.errors import (
     EntryPointNotFoundError,
     EnvironmentBuildError,
     FormatVersionError,
+    InputLimitError,
     NotReproducibleError,
     PcsError,
     RegistryAuthError,
@@ -26,8 +29,11 @@ from pcs.errors import (
     ReproducibilityError,
     RunNotFoundError,
     SpecNotFoundError,
+    TrackingStoreError,
     UnserializableArgumentError,
+    UnverifiableError,
     UploadTooLargeError,
+    CacheInUseError,
 )
 from pcs.registry import InMemoryRegistry, Registry
 from pcs.repo import GitRepo, LocalRepo, Repo
@@ -64,8 +70,11 @@ __all__ = [
     "Difference",
     "compare_runs",
     "WebRegistry",
+    "EXIT_CODES",
+    "AmbiguousRunIdError",
     "ArgumentError",
     "BundleError",
+    "CacheInUseError",
     "ComponentError",
     "ComponentFileNotFoundError",
     "DependencyError",
@@ -73,6 +82,7 @@ __all__ = [
     "EntryPointNotFoundError",
     "EnvironmentBuildError",
     "FormatVersionError",
+    "InputLimitError",
     "NotReproducibleError",
     "PcsError",
     "RegistryAuthError",
@@ -83,6 +93,8 @@ __all__ = [
     "ReproducibilityError",
     "RunNotFoundError",
     "SpecNotFoundError",
+    "TrackingStoreError",
     "UnserializableArgumentError",
+    "UnverifiableError",
     "UploadTooLargeError",
 ]
