@@ -41,6 +41,9 @@ from pcs.run import Run, active_run
 from pcs.run_command import RunCommand
 from pcs.verification import Difference, Verification, compare_runs
 
+# the features the run core reaches through pcs._features register themselves on import
+from pcs import _render, freeze, isolated, transfer  # noqa: E402, F401  isort: skip
+
 __version__ = "0.1.0"
 
 

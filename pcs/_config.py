@@ -31,11 +31,54 @@ def cache_dir(name: str) -> Path:
     return path
 
 
+# MLflow retries a dead tracking server for minutes by default; pcs fails within seconds
+# unless the user chose otherwise
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+PROBE_TIMEOUT_S = 5.0
+_REACHABLE: set[str] = set()
+
+
 def tracking_client() -> MlflowClient:
-    """An MlflowClient for the tracking store in force right now."""
+    """An MlflowClient for the tracking store in force right now.
+
+    Raises:
+        TrackingStoreError: the tracking URI is an HTTP server that does not answer.
+    """
     from mlflow import MlflowClient
 
-    return MlflowClient()
+    client = MlflowClient()
+    uri = client._tracking_client.tracking_uri
+    if uri.startswith(("http://", "https://")):
+        check_reachable(uri)
+    return client
+
+
+def check_reachable(uri: str) -> None:
+    """Refuse, within seconds, an HTTP tracking server that does not answer (once per process)."""
+    if uri in _REACHABLE:
+        return
+    for key, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    import urllib.error
+    import urllib.request
+
+    from pcs._redact import redact_url
+
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=PROBE_TIMEOUT_S):
+            pass
+    except urllib.error.HTTPError:
+        pass  # something answered; MLflow will say what it thinks of the request
+    except (OSError, ValueError) as exc:
+        from pcs.errors import TrackingStoreError
+
+        reason = getattr(exc, "reason", exc)
+        raise TrackingStoreError(
+            f"Nothing answered at the MLflow tracking server {redact_url(uri)} ({reason}). "
+            "Start the server, or point MLFLOW_TRACKING_URI (or --tracking-uri) at a store "
+            "that is reachable."
+        ) from None
+    _REACHABLE.add(uri)
 
 
 def tracking_uri() -> str:

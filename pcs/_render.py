@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from pcs import _keys
+from pcs._features import provides
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
@@ -72,6 +73,7 @@ def run_summary(run: Run) -> dict[str, Any]:
     }
 
 
+@provides("print_runs_table")
 def print_runs_table(runs: Iterable[Run], out: Console | None = None) -> None:
     from rich.markup import escape
     from rich.table import Table
@@ -102,6 +104,7 @@ def print_runs_table(runs: Iterable[Run], out: Console | None = None) -> None:
     out.print(table)
 
 
+@provides("print_run_status")
 def print_run_status(run: Run, detailed: bool = False, out: Console | None = None) -> None:
     from rich.markup import escape
     from rich.table import Table
@@ -185,6 +188,7 @@ def _print_run_command(run: Any, out: Console) -> None:
     out.print(table)
 
 
+@provides("print_component_tree")
 def print_component_tree(component: Component, out: Console | None = None) -> None:
     from rich.tree import Tree
 

@@ -10,6 +10,7 @@ component records a reproducible ``ComponentRun``.
 from __future__ import annotations
 
 import ast
+import difflib
 import inspect
 import sys
 import textwrap
@@ -18,6 +19,8 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from pcs import _keys
+from pcs._features import feature
 from pcs.argument_set import ArgumentSet
 from pcs.errors import (
     ArgumentError,
@@ -28,6 +31,7 @@ from pcs.errors import (
 )
 from pcs.registry import InMemoryRegistry, Registry
 from pcs.repo import GitRepo, LocalRepo, Repo
+from pcs.run import run_class
 from pcs.specs import sha256_bytes, to_recordable
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -404,6 +408,34 @@ class Component:
                 "Use component names as the top-level keys of the ArgumentSet."
             )
 
+    def check_arguments(
+        self, arg_set: ArgumentSet, entry_point: str, targets: Mapping[str, Any] | None = None
+    ) -> None:
+        """Bind the arguments to the functions they are for, before any run exists.
+
+        Refuses arguments for components outside the DAG, functions a component
+        does not have, names a function does not take (naming the closest one),
+        required arguments that are missing, and an instance method as the entry
+        point of a component that is not instantiated.
+
+        Raises:
+            ArgumentError: with what is wrong and how to fix it.
+        """
+        self.check_argument_names(arg_set)
+        targets = targets if targets is not None else self._load_targets()
+        by_name = {c.name: c for c in self.dependency_list()}
+        given = arg_set.to_dict()
+        for component in by_name.values():
+            target = targets[component.identifier]
+            functions = dict(given.get(component.name, {}))
+            if component is self:
+                functions.setdefault(entry_point, {})
+            if component.instantiate:
+                functions.setdefault("__init__", {})
+            for function, kwargs in functions.items():
+                _check_call(component, target, function, kwargs, entry=function == entry_point
+                            and component is self)
+
     def _build_objects(self, arg_set: ArgumentSet, targets: Mapping[str, Any]) -> dict[str, Any]:
         self.check_argument_names(arg_set)
         built: dict[str, Any] = {}
@@ -432,6 +464,7 @@ class Component:
                 obj = target
                 for attr, dep_obj in deps.items():
                     setattr(obj, attr, dep_obj)
+            _mark_managed(obj, component)
             built[component.identifier] = obj
             return obj
 
@@ -461,12 +494,12 @@ class Component:
         Returns:
             The finished ``ComponentRun``; its ``return_value`` is the entry point's.
         """
-        from pcs.run_command import RunCommand
-
-        command = RunCommand.create(
-            self, self.resolve_entry_point(entry_point), ArgumentSet.coerce(args), seed=seed
-        )
-        return command.run(
+        component_run = run_class(_keys.RUN_TYPE_COMPONENT)
+        return component_run.from_component(  # type: ignore[attr-defined, no-any-return]
+            self,
+            entry_point,
+            ArgumentSet.coerce(args),
+            seed,
             run_name=run_name,
             experiment_id=experiment_id,
             return_value_format=return_value_format,
@@ -519,21 +552,15 @@ class Component:
 
     def to_versioned_component(self, force: bool = False) -> Component:
         """This component pinned to the current commit of the git repo holding its file."""
-        from pcs import freeze
-
-        return freeze.versioned_component(self, force=force)
+        return feature("versioned_component")(self, force=force)  # type: ignore[no-any-return]
 
     def to_frozen_registry(self, force: bool = False) -> InMemoryRegistry:
         """A registry of this component's DAG with every component pinned to a commit."""
-        from pcs import freeze
-
-        return freeze.frozen_registry(self, force=force)
+        return feature("frozen_registry")(self, force=force)  # type: ignore[no-any-return]
 
     def print_status_tree(self) -> None:
         """Print the component's dependency tree."""
-        from pcs import _render
-
-        _render.print_component_tree(self)
+        feature("print_component_tree")(self)
 
     def __repr__(self) -> str:
         return f"Component({self.identifier!r})"
@@ -701,3 +728,101 @@ def _capture_main_source(managed_cls: type) -> tuple[str | None, list[str]]:
         class_source,
     ]
     return "\n".join(p.rstrip("\n") for p in parts) + "\n", problems
+
+
+def _mark_managed(obj: Any, component: Component) -> None:
+    """Give a managed object its component as ``__component__`` (AgentOS code reads it)."""
+    try:
+        obj.__component__ = component
+    except (AttributeError, TypeError):
+        pass  # objects with __slots__ or read-only types cannot carry it
+
+
+def _check_call(
+    component: Component, target: Any, function: str, kwargs: Mapping[str, Any], entry: bool
+) -> None:
+    where = f"{component.name}.{function}"
+    if function == "__init__":
+        if not component.instantiate:
+            if kwargs:
+                raise ArgumentError(
+                    f"Component {component.identifier!r} is not instantiated, so it takes no "
+                    f"__init__ arguments ({', '.join(sorted(kwargs))}). Set instantiate: true in "
+                    "its spec (instantiate=True), or drop the __init__ arguments."
+                )
+            return
+        fn = target.__init__ if inspect.isclass(target) else None
+        takes_self = True
+        if fn is object.__init__:
+            fn, takes_self = None, False
+    else:
+        member = getattr(target, function, None)
+        if function.startswith("__") or member is None or not callable(member):
+            available = sorted(
+                n for n in dir(target) if not n.startswith("_") and callable(getattr(target, n, None))
+            )
+            close = difflib.get_close_matches(function, available, n=1)
+            hint = f" Did you mean {component.name}.{close[0]}?" if close else ""
+            raise ArgumentError(
+                f"The arguments name {where}, but component {component.identifier!r} has no "
+                f"function {function!r}.{hint} Its functions: {', '.join(available) or 'none'}."
+            )
+        fn = member
+        takes_self = inspect.isclass(target) and _is_instance_method(target, function)
+        if takes_self and not component.instantiate and entry:
+            raise ArgumentError(
+                f"{where} is an instance method, but component {component.identifier!r} is not "
+                "instantiated, so there is no instance to call it on. Set instantiate: true in its "
+                "spec (instantiate=True), or make the method a classmethod or staticmethod."
+            )
+    if fn is None:
+        if kwargs:
+            raise ArgumentError(
+                f"{where} takes no arguments, but the ArgumentSet gives "
+                f"{', '.join(sorted(kwargs))}. Remove them."
+            )
+        return
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return  # a builtin without a signature: Python checks the call itself
+    params = list(signature.parameters.values())
+    if takes_self and params and params[0].kind in (
+        inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD
+    ):
+        params = params[1:]
+    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+    names = [
+        p.name for p in params
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    ]
+    unknown = [k for k in kwargs if k not in names]
+    if unknown and not accepts_any:
+        name = unknown[0]
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f" Did you mean {where}.{close[0]}?" if close else ""
+        raise ArgumentError(
+            f"{where} has no argument {name!r}.{hint} It takes: "
+            f"{', '.join(names) or 'no arguments'}."
+        )
+    for p in params:
+        if p.default is not inspect.Parameter.empty or p.name in kwargs:
+            continue
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY):
+            raise ArgumentError(
+                f"{where} needs the argument {p.name!r}, which the ArgumentSet does not give. "
+                f"Add it (CLI: -a {where}.{p.name}=VALUE)."
+            )
+        if p.kind is inspect.Parameter.POSITIONAL_ONLY:
+            raise ArgumentError(
+                f"{where} needs the positional-only argument {p.name!r}, which pcs cannot pass "
+                "by name. Give it a default, or make it a keyword argument."
+            )
+
+
+def _is_instance_method(cls: type, name: str) -> bool:
+    for klass in cls.__mro__:
+        if name in vars(klass):
+            raw = vars(klass)[name]
+            return inspect.isfunction(raw)
+    return False

@@ -19,33 +19,40 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
-from pcs import _keys
+from pcs import _keys, _signals
+from pcs._features import feature
+from pcs._yaml import load_yaml
+from pcs.argument_set import ArgumentSet
 from pcs.environment import environment_yaml, seed_everything
 from pcs.errors import (
     ArgumentError,
     NotReproducibleError,
     ReproducibilityError,
+    UnverifiableError,
 )
 from pcs.registry import InMemoryRegistry
 from pcs.repo import GitRepo, git_state
-from pcs.run import _ACTIVE_RUNS, Run, _push
+from pcs.run import Run, _pop_active, _push_active, active_runs
 from pcs.run_command import RunCommand, read_sources_dir, source_artifact_name
 from pcs.specs import content_hash, dump_yaml, sha256_bytes, to_recordable
 
 if TYPE_CHECKING:  # pragma: no cover
+    from pcs.component import Component
     from pcs.verification import Verification
 
-__all__ = ["ComponentRun", "active_component_run", "GRADES"]
+__all__ = ["ComponentRun", "active_component_run", "GRADES", "argument_params"]
 
 log = logging.getLogger(__name__)
 
 GRADES = ("portable", "local", "not-rerunnable")
 _UNSET = object()
+# MLflow's limit on a param value; longer arguments are logged as a pointer
+_PARAM_VALUE_LIMIT = 6000
+_ERROR_TAG_LIMIT = 1000
 
 
 def active_component_run(managed_object: Any = None) -> ComponentRun | None:
@@ -54,7 +61,7 @@ def active_component_run(managed_object: Any = None) -> ComponentRun | None:
     Call it inside an entry point as ``active_component_run(self)`` to log to
     the run that is executing the object.
     """
-    for run in reversed(_ACTIVE_RUNS.get()):
+    for run in reversed(active_runs()):
         if isinstance(run, ComponentRun):
             if managed_object is None or run._manages(managed_object):
                 return run
@@ -78,6 +85,21 @@ class ComponentRun(Run):
     # -- executing a command -----------------------------------------------------------
 
     @classmethod
+    def from_component(
+        cls,
+        component: Component,
+        entry_point: str | None,
+        args: ArgumentSet | Any = None,
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> ComponentRun:
+        """Record and execute ``entry_point`` of ``component`` with ``args`` as a new run."""
+        command = RunCommand.create(
+            component, component.resolve_entry_point(entry_point), ArgumentSet.coerce(args), seed=seed
+        )
+        return cls.execute(command, **kwargs)
+
+    @classmethod
     def execute(
         cls,
         command: RunCommand,
@@ -87,82 +109,127 @@ class ComponentRun(Run):
         run_name: str | None = None,
         experiment_id: str | None = None,
         return_value_format: str = "auto",
+        tags: dict[str, str] | None = None,
     ) -> ComponentRun:
-        """Record ``command`` as a new run, execute it, record its return value."""
+        """Record ``command`` as a new run, execute it, record its return value.
+
+        Everything that can fail on bad input (the component's files, the entry
+        point, argument names) is checked before the run exists; a run whose
+        code raises ends FAILED with the error recorded (tag ``pcs.error``,
+        artifact ``pcs/traceback.txt``) and the exception propagates.
+        """
         if return_value_format not in ("auto", "yaml", "json", "dill", "pickle"):
             raise ArgumentError(
                 f"return_value_format {return_value_format!r} is not one of auto, yaml, "
                 "json, dill, pickle."
             )
         component = command.component
-        # Everything that can fail on bad input happens before the run exists.
         targets = component._load_targets()
         component.check_entry_point(command.entry_point, targets[component.identifier])
+        component.check_arguments(command.argument_set, command.entry_point, targets)
+        params = argument_params(command)
         record = _prepare_record(command)
-        tags = record.tags
-        if rerun_of is not None:
-            tags[_keys.RERUN_OF] = rerun_of.identifier
-        run = cls(
-            experiment_id=experiment_id,
-            run_name=run_name,
-            tags=tags,
-            outer_run=outer_run,
-        )
-        run._run_command = command
+        counted = _signals.enter()
         try:
-            run.log_artifacts(record.folder.name)
-        except BaseException:
-            record.folder.cleanup()
-            run.end("FAILED")
-            raise
-        token = _push(run)
-        try:
-            seed_everything(command.seed)
-            objects = component._build_objects(command.argument_set, targets)
-            run._managed_ids = {id(o) for o in objects.values()}
-            entry = getattr(objects[component.identifier], command.entry_point)
-            kwargs = command.argument_set.get_function_args(component.name, command.entry_point)
-            value = entry(**kwargs)
-        except KeyboardInterrupt:
-            _ACTIVE_RUNS.reset(token)
-            record.folder.cleanup()
-            run.end("KILLED")
-            raise
-        except BaseException:
-            _ACTIVE_RUNS.reset(token)
-            record.folder.cleanup()
-            run.end("FAILED")
-            raise
-        _ACTIVE_RUNS.reset(token)
-        try:
+            run = cls._start(command, record, params, outer_run, rerun_of, run_name,
+                             experiment_id, tags)
+            value = run._call_entry_point(command, targets, record)
             run._finish(value, return_value_format, record)
-        except BaseException:
-            run.end("FAILED")
+        except BaseException as exc:
+            _signals.leave(counted, exc)
             raise
         finally:
             record.folder.cleanup()
+        _signals.leave(counted, None)
         return run
 
+    @classmethod
+    def _start(cls, command: RunCommand, record: _Record, params: dict[str, str],
+               outer_run: Run | None, rerun_of: Run | None, run_name: str | None,
+               experiment_id: str | None, extra_tags: dict[str, str] | None) -> ComponentRun:
+        tags = dict(record.tags)
+        tags.update(extra_tags or {})
+        if rerun_of is not None:
+            tags[_keys.RERUN_OF] = rerun_of.identifier
+        run = cls(experiment_id=experiment_id, run_name=run_name, tags=tags, outer_run=outer_run)
+        run._run_command = command
+        try:
+            run._log_params_unchecked(params)
+            run.log_artifacts(record.folder.name)
+        except BaseException as exc:
+            run._end_with_error(exc)
+            raise
+        return run
+
+    def _log_params_unchecked(self, params: dict[str, str]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, v) for k, v in params.items()]
+        for i in range(0, len(items), 100):  # MLflow takes 100 params per batch
+            self._client.log_batch(self._run_id, params=items[i : i + 100])
+        self._changed()
+
+    def _call_entry_point(self, command: RunCommand, targets: dict[str, Any], record: _Record) -> Any:
+        component = command.component
+        _push_active(self)
+        try:
+            seed_everything(command.seed)
+            objects = component._build_objects(command.argument_set, targets)
+            self._managed_ids = {id(o) for o in objects.values()}
+            entry = getattr(objects[component.identifier], command.entry_point)
+            kwargs = command.argument_set.get_function_args(component.name, command.entry_point)
+            return entry(**kwargs)
+        except BaseException as exc:
+            self._end_with_error(exc)
+            _note_run(exc, self.identifier)
+            raise
+        finally:
+            _pop_active(self)
+
+    def _end_with_error(self, exc: BaseException) -> None:
+        """End the run FAILED (KILLED for Ctrl-C and signals) with what went wrong recorded."""
+        if isinstance(exc, (KeyboardInterrupt, _signals.ProcessTerminated)):
+            reason = exc.signal_name if isinstance(exc, _signals.ProcessTerminated) else "SIGINT"
+            self._record_end_reason(reason)
+            self.end("KILLED")
+            return
+        try:
+            self.set_tag(_keys.ERROR, _one_line(exc))
+            with tempfile.TemporaryDirectory(prefix="pcs-traceback-") as tmp:
+                path = Path(tmp) / Path(_keys.TRACEBACK_ARTIFACT).name
+                path.write_text(
+                    "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+                    encoding="utf-8",
+                )
+                self.log_artifact(path, _keys.PCS_ARTIFACT_DIR)
+        except Exception as write_error:  # noqa: BLE001 - the run must still end FAILED
+            log.warning("pcs: could not record the error of run %s: %s", self.identifier, write_error)
+        self.end("FAILED")
+
     def _finish(self, value: Any, fmt: str, record: _Record) -> None:
-        tags: dict[str, str] = {}
-        folder = Path(record.folder.name) / "return_value"
-        folder.mkdir()
-        path, used_fmt, digest = _write_return_value(value, fmt, folder)
-        if path is not None:
-            self.log_artifact(path, _keys.PCS_ARTIFACT_DIR)
-            tags[_keys.RETURN_VALUE_SHA256] = digest
-        else:
-            level, reasons = record.grade
-            reasons = reasons + [
-                f"the return value ({type(value).__name__}) cannot be recorded as YAML/JSON; "
-                "pass return_value_format='dill' to record it"
-            ]
-            tags[_keys.GRADE] = "local" if level == "portable" else level
-            tags[_keys.GRADE_REASONS] = json.dumps(reasons)
-        tags[_keys.RETURN_VALUE_FORMAT] = used_fmt
-        self.set_tags(tags)
+        try:
+            tags: dict[str, str] = {}
+            folder = Path(record.folder.name) / "return_value"
+            folder.mkdir()
+            path, used_fmt, digest = _write_return_value(value, fmt, folder)
+            if path is not None:
+                self.log_artifact(path, _keys.PCS_ARTIFACT_DIR)
+                tags[_keys.RETURN_VALUE_SHA256] = digest
+            else:
+                level, reasons = record.grade
+                reasons = reasons + [
+                    f"the return value ({type(value).__name__}) cannot be recorded as YAML/JSON; "
+                    "pass return_value_format='dill' to record it"
+                ]
+                tags[_keys.GRADE] = "local" if level == "portable" else level
+                tags[_keys.GRADE_REASONS] = json.dumps(reasons)
+            tags[_keys.RETURN_VALUE_FORMAT] = used_fmt
+            self.set_tags(tags)
+        except BaseException as exc:
+            self._end_with_error(exc)
+            raise
         self._return_value = value
-        self.set_terminated("FINISHED")
+        self.end("FINISHED")
 
     def _manages(self, obj: Any) -> bool:
         return id(obj) in self._managed_ids
@@ -182,7 +249,9 @@ class ComponentRun(Run):
                         f"{_keys.RUN_COMMAND_ARTIFACT} cannot be read ({exc}). The record is "
                         "incomplete (the run may have been created outside pcs)."
                     ) from None
-                registry = InMemoryRegistry(yaml.safe_load(path.read_text(encoding="utf-8")))
+                registry = InMemoryRegistry(
+                    load_yaml(path.read_text(encoding="utf-8"), f"{_keys.RUN_COMMAND_ARTIFACT} of run {self.identifier}", NotReproducibleError)
+                )
             command_id = self.tags.get(_keys.RUN_COMMAND_ID)
             if not command_id:
                 raise NotReproducibleError(
@@ -233,7 +302,7 @@ class ComponentRun(Run):
                 path = self._download_quietly(artifact, Path(tmp))
             except Exception:  # noqa: BLE001 - missing artifact
                 return None
-            return yaml.safe_load(path.read_text(encoding="utf-8"))
+            return load_yaml(path.read_text(encoding="utf-8"), f"{artifact} of run {self.identifier}", NotReproducibleError)
 
     def return_value_of(self, trust: bool = False) -> Any:
         """The entry point's return value, loaded from the store if not in memory.
@@ -274,7 +343,7 @@ class ComponentRun(Run):
         elif fmt == "json":
             value = json.loads(data)
         else:
-            value = yaml.safe_load(data)
+            value = load_yaml(data, f"the return value of run {self.identifier}", NotReproducibleError)
         self._return_value = value
         return value
 
@@ -301,17 +370,23 @@ class ComponentRun(Run):
         code: str = "recorded",
         env: str = "current",
         run_name: str | None = None,
+        rtol: float = 0.0,
+        atol: float = 0.0,
+        ignore: tuple[str, ...] | list[str] = (),
     ) -> ComponentRun:
         """Execute the recorded command again as a new run, tagged ``pcs.rerun_of``.
 
         Args:
             verify: compare the new run with this one; the report is
-                ``new_run.verification``.
-            strict: raise ``ReproducibilityError`` when the verified rerun diverges.
+                ``new_run.verification`` (its verdict is also tagged on the new run).
+            strict: raise ``ReproducibilityError`` when the verified rerun diverges
+                (``UnverifiableError`` when nothing could be compared).
             code: ``"recorded"`` runs the snapshot taken when this run started;
                 ``"current"`` runs the component files as they are now.
             env: ``"current"`` runs in this process; ``"recorded"`` runs in a
                 virtual environment with the recorded distributions' versions.
+            rtol, atol: tolerance for comparing metric values (``math.isclose``).
+            ignore: metric or param names (glob patterns) not to compare.
         """
         if code not in ("recorded", "current"):
             raise ArgumentError(f"code must be 'recorded' or 'current'; got {code!r}.")
@@ -322,36 +397,43 @@ class ComponentRun(Run):
                 f"Run {self.identifier} was graded not-rerunnable when it was recorded: "
                 + "; ".join(self.grade_reasons)
             )
+        if env == "recorded":
+            new = feature("rerun_in_recorded_env")(self, code=code, run_name=run_name)
+        else:
+            new = self.command_for_rerun(code).run(
+                rerun_of=self,
+                run_name=run_name,
+                experiment_id=self.experiment_id,
+                return_value_format=self._recorded_format(),
+            )
+        if verify or strict:
+            report = feature("compare_runs")(self, new, rtol=rtol, atol=atol, ignore=ignore)
+            new.verification = report
+            new.set_tag(_keys.VERIFICATION, report.verdict)
+            if strict and report.verdict == "unverifiable":
+                raise UnverifiableError(str(report), report)
+            if strict and not report.reproduced:
+                raise ReproducibilityError(str(report), report)
+        return new
+
+    def command_for_rerun(self, code: str = "recorded") -> RunCommand:
+        """A fresh copy of the recorded command, running the recorded snapshot or current files."""
         # a fresh copy: the run's own command may share Component objects with the caller,
         # which must keep running their current code after this rerun
         recorded = self.run_command
         command = RunCommand.from_registry(
-            InMemoryRegistry(yaml.safe_load(recorded.to_yaml_text())), recorded.identifier
+            InMemoryRegistry(load_yaml(recorded.to_yaml_text(), "a run command")),
+            recorded.identifier,
         )
         if code == "recorded":
             command.use_sources(self._sources_for(command))
             self._use_recorded_requirements(command)
-        else:
-            command = command.with_current_code()
-        if env == "recorded":
-            from pcs import isolated
+            return command
+        return command.with_current_code()
 
-            new = isolated.rerun_in_recorded_env(self, command, code=code, run_name=run_name)
-        else:
-            fmt = self.tags.get(_keys.RETURN_VALUE_FORMAT)
-            new = command.run(
-                rerun_of=self,
-                run_name=run_name,
-                experiment_id=self.experiment_id,
-                return_value_format=fmt if fmt in _EXT else "auto",
-            )
-        if verify or strict:
-            from pcs.verification import compare_runs
-
-            new.verification = compare_runs(self, new)
-            if strict and not new.verification.reproduced:
-                raise ReproducibilityError(str(new.verification), new.verification)
-        return new
+    def _recorded_format(self) -> str:
+        fmt = self.tags.get(_keys.RETURN_VALUE_FORMAT)
+        return fmt if fmt in _EXT else "auto"
 
     def _use_recorded_requirements(self, command: RunCommand) -> None:
         """Components read their recorded requirements file, not the (maybe absent) repo's."""
@@ -546,3 +628,53 @@ def _write_return_value(value: Any, fmt: str, folder: Path) -> tuple[Path | None
     path = folder / "return_value.pkl"
     path.write_bytes(blob)
     return path, fmt, sha256_bytes(blob)
+
+
+def argument_params(command: RunCommand) -> dict[str, str]:
+    """The MLflow params of a component run: every argument as ``COMPONENT.FUNCTION.ARG``, and the seed.
+
+    Values are short YAML (``5``, ``'5'``, ``[1, 2]``); a value longer than
+    MLflow keeps is logged as ``sha256:<hex>`` of its canonical form (the
+    value itself stays in the run command).
+    """
+    params: dict[str, str] = {_keys.SEED_PARAM: str(command.seed)}
+    for comp, functions in command.argument_set.to_dict().items():
+        for function, kwargs in functions.items():
+            for name, value in kwargs.items():
+                key = f"{comp}.{function}.{name}"
+                if not _is_param_key(key):
+                    continue  # MLflow refuses this name; the run command still holds the value
+                text = _short_yaml(value)
+                if len(text) > _PARAM_VALUE_LIMIT:
+                    text = f"sha256:{content_hash(value)}"
+                params[key] = text
+    return params
+
+
+def _short_yaml(value: Any) -> str:
+    import yaml
+
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    text = yaml.dump(value, Dumper=dumper, default_flow_style=True, sort_keys=True, width=2**31 - 1)
+    text = text.strip()
+    if text.endswith("\n..."):  # a plain scalar document ends with an explicit end marker
+        text = text[: -len("\n...")]
+    return text
+
+
+def _is_param_key(key: str) -> bool:
+    return 0 < len(key) <= 250 and all(c.isalnum() or c in "_-. /" for c in key)
+
+
+def _one_line(exc: BaseException) -> str:
+    message = " ".join(str(exc).split())
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return text if len(text) <= _ERROR_TAG_LIMIT else text[: _ERROR_TAG_LIMIT - 3] + "..."
+
+
+def _note_run(exc: BaseException, run_id: str) -> None:
+    """Tell whoever catches ``exc`` which run it failed (the CLI prints it)."""
+    try:
+        exc.pcs_run_id = run_id  # type: ignore[attr-defined]
+    except (AttributeError, TypeError):
+        pass

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path, PurePosixPath
 
+from pcs._features import provides
 from pcs.component import Component
 from pcs.errors import ComponentError, DirtyRepoError, RepoError
 from pcs.registry import InMemoryRegistry
@@ -19,6 +20,7 @@ from pcs.specs import sha256_bytes
 __all__ = ["versioned_component", "frozen_registry"]
 
 
+@provides("versioned_component")
 def versioned_component(component: Component, force: bool = False) -> Component:
     """``component`` and its dependencies, each pinned to a git commit (a new DAG).
 
@@ -42,6 +44,7 @@ def versioned_component(component: Component, force: bool = False) -> Component:
     return freeze(component)
 
 
+@provides("frozen_registry")
 def frozen_registry(component: Component, force: bool = False) -> InMemoryRegistry:
     """A registry holding the pinned DAG of ``component`` and its git repos."""
     registry = InMemoryRegistry()

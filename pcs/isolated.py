@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pcs import _config
+from pcs._features import provides
 from pcs.errors import EnvironmentBuildError
+from pcs.run import Run
 
 if TYPE_CHECKING:  # pragma: no cover
     from pcs.component_run import ComponentRun
-    from pcs.run_command import RunCommand
 
 __all__ = ["build_recorded_env", "rerun_in_recorded_env", "venv_python"]
 
@@ -123,15 +124,13 @@ def _install_pcs(venv: Path) -> None:
     shutil.copytree(source, site / "pcs", ignore=shutil.ignore_patterns("__pycache__"))
 
 
+@provides("rerun_in_recorded_env")
 def rerun_in_recorded_env(
     original: ComponentRun,
-    command: RunCommand,
     code: str = "recorded",
     run_name: str | None = None,
 ) -> ComponentRun:
     """Rerun ``original`` in a subprocess inside its rebuilt environment."""
-    from pcs.run import Run
-
     venv = build_recorded_env(original.environment)
     env = dict(os.environ)
     env["MLFLOW_TRACKING_URI"] = _config.tracking_uri()

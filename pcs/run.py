@@ -4,54 +4,89 @@ A ``Run`` talks to the tracking store through ``MlflowClient``, resolved when
 the run is made (so ``mlflow.set_tracking_uri`` and ``MLFLOW_TRACKING_URI`` are
 honoured). It caches the MLflow run it read and batches what it writes.
 
+The active run is MLflow's own: ``with run:`` pushes the run onto MLflow's
+fluent active-run stack (thread-local, as MLflow documents), so
+``mlflow.active_run()`` inside it is this run, ``mlflow.log_*`` lands in it,
+and pcs runs, component runs and ``mlflow.start_run(nested=True)`` nest in any
+order.
+
 Links between runs:
 
-- inner-outer: a run created while another is active (``with run:``) is its
-  inner run, stored as MLflow's ``mlflow.parentRunId`` so the MLflow UI nests it;
+- inner-outer: a run created while another is active is its inner run, stored
+  as MLflow's ``mlflow.parentRunId`` so the MLflow UI nests it;
 - dependency-depender: ``run.add_dependency(other)``, stored as the JSON list
   tag ``pcs.depends_on``; downloading another run's artifacts while a run is
   active records the link by itself;
 - rerun-of: a rerun's ``pcs.rerun_of`` tag.
+
+Every run records where it runs (``pcs.host``, ``pcs.pid``) and a heartbeat
+refreshed while it runs, so a run whose process died can be told from a live
+one (see :mod:`pcs._liveness`); SIGTERM and SIGHUP end it KILLED (see
+:mod:`pcs._signals`).
 """
 
 from __future__ import annotations
 
-import contextvars
+import functools
 import getpass
+import inspect
 import json
 import sys
-import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from pcs import _config, _keys
-from pcs.errors import ArgumentError, NotReproducibleError, PcsError, RunNotFoundError
+from pcs import _config, _keys, _liveness, _signals
+from pcs._features import feature
+from pcs.errors import (
+    AmbiguousRunIdError,
+    ArgumentError,
+    NotReproducibleError,
+    PcsError,
+    RunNotFoundError,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
+    from mlflow.entities import Metric
     from mlflow.entities import Run as MlflowRun
 
-    from pcs.component_run import ComponentRun
     from pcs.registry import Registry
 
-__all__ = ["Run", "active_run", "PAGE_SIZE"]
+__all__ = ["Run", "active_run", "active_runs", "run_class", "PAGE_SIZE"]
 
 PAGE_SIZE = 1000  # runs per search page; listing pages through all of them
+MIN_ID_PREFIX = 8  # the shortest run id prefix accepted in place of a full id
 
-_ACTIVE_RUNS: contextvars.ContextVar[tuple[Run, ...]] = contextvars.ContextVar(
-    "pcs_active_runs", default=()
-)
+_RUN_TYPES: dict[str, type[Run]] = {}
+
+
+def run_class(run_type: str | None) -> type[Run]:
+    """The Run class for runs tagged ``pcs.run_type = run_type`` (plain ``Run`` otherwise).
+
+    Subclasses of Run register themselves by their ``_run_type`` when defined.
+    """
+    return _RUN_TYPES.get(run_type or "", Run)
 
 
 def active_run() -> Run | None:
-    """The innermost run active in this context (thread / asyncio task), or None."""
-    stack = _ACTIVE_RUNS.get()
+    """The innermost active run in this thread (MLflow's active run), as a pcs Run."""
+    stack = active_runs()
     return stack[-1] if stack else None
 
 
-def _push(run: Run) -> contextvars.Token:
-    return _ACTIVE_RUNS.set(_ACTIVE_RUNS.get() + (run,))
+def active_runs() -> list[Run]:
+    """MLflow's active-run stack of this thread, outermost first, as pcs Runs."""
+    fluent = sys.modules.get("mlflow.tracking.fluent")
+    if fluent is None:
+        return []  # MLflow was never imported, so no run can be active
+    out: list[Run] = []
+    for entry in _mlflow_stack():
+        run = getattr(entry, "pcs_run", None)
+        if run is None:
+            run = run_class(entry.data.tags.get(_keys.RUN_TYPE)).lazy(entry.info.run_id)
+        out.append(run)
+    return out
 
 
 class Run:
@@ -59,12 +94,13 @@ class Run:
 
     Args:
         experiment_id: experiment for a new run (default: MLflow's current one).
-        existing_run_id: load this run instead of creating one.
+        existing_run_id: load this run instead of creating one (a unique prefix
+            of 8+ characters, or the original id of an imported run, works too).
         run_name: MLflow run name for a new run.
         tags: extra tags for a new run (written with it, in one call).
         description: the run's note, shown by the MLflow UI.
         outer_run: make the new run an inner run of this one (default: the
-            active run, if any).
+            active run, if any: a pcs run or one from ``mlflow.start_run``).
         log_system_metrics: record CPU/memory while the run is active
             (needs ``psutil``).
 
@@ -73,9 +109,27 @@ class Run:
         with Run(run_name="train") as run:
             run.log_params({"lr": 0.1})
             run.log_metric("loss", 0.3, step=1)
+            run.log_figure(fig, "loss.png")   # any MlflowClient.log_* method
     """
 
-    _run_type = _keys.RUN_TYPE_RUN
+    _run_type: ClassVar[str] = _keys.RUN_TYPE_RUN
+
+    #: the tag every pcs run carries (AgentOS's name for it)
+    PCS_RUN_TAG: ClassVar[str] = _keys.PCS_RUN
+    DEFAULT_EXPERIMENT_ID: ClassVar[str] = "0"
+    #: MlflowClient methods starting with these are callable on a Run, with its run id filled in
+    PASS_THROUGH_FN_PREFIXES: ClassVar[tuple[str, ...]] = (
+        "log",
+        "set_tag",
+        "list_artifacts",
+        "search_runs",
+        "set_terminated",
+        "download_artifacts",
+    )
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _RUN_TYPES[cls._run_type] = cls
 
     def __init__(
         self,
@@ -85,52 +139,67 @@ class Run:
         run_name: str | None = None,
         tags: Mapping[str, Any] | None = None,
         description: str | None = None,
-        outer_run: Run | None = None,
+        outer_run: Run | str | None = None,
         log_system_metrics: bool = False,
         start_time: int | None = None,
         _client: MlflowClient | None = None,
         _mlflow_run: MlflowRun | None = None,
+        _run_id: str | None = None,
     ) -> None:
         self._client = _client if _client is not None else _config.tracking_client()
         self._cached: MlflowRun | None = None
-        self._tokens: list[contextvars.Token] = []
         self._links: dict[str, Any] = {}
         self._system_monitor: Any = None
         self._artifact_repository: Any = None
+        self._guards: list[bool] = []
+        self._ended = False
         if _mlflow_run is not None:
             self._cached = _mlflow_run
             self._run_id = _mlflow_run.info.run_id
             return
+        if _run_id is not None:
+            self._run_id = _run_id  # a lazy handle: read on first use
+            return
         if existing_run_id is not None:
-            self._run_id = existing_run_id
-            self._cached = _get_mlflow_run(self._client, existing_run_id)
+            self._cached = _resolve(self._client, existing_run_id)
             self._run_id = self._cached.info.run_id
             return
         if log_system_metrics:
             _require_psutil()  # refuse before the run exists
         all_tags = self._creation_tags(run_name, description, outer_run)
-        all_tags.update({str(k): str(v) for k, v in (tags or {}).items()})
+        all_tags.update(_user_tags(tags))
         experiment = experiment_id or _config.default_experiment_id(self._client)
         created = self._client.create_run(
             experiment, start_time=start_time, tags=all_tags, run_name=run_name
         )
         self._run_id = created.info.run_id
         self._cached = created
+        _liveness.register(self._run_id, self._client)
         if log_system_metrics:
             self._start_system_metrics()
 
+    @classmethod
+    def lazy(cls, run_id: str, client: MlflowClient | None = None) -> Run:
+        """A handle on ``run_id`` that reads the store only when first used."""
+        return cls(_client=client, _run_id=run_id)
+
     def _creation_tags(
-        self, run_name: str | None, description: str | None, outer_run: Run | None
+        self, run_name: str | None, description: str | None, outer_run: Run | str | None
     ) -> dict[str, str]:
-        outer = outer_run if outer_run is not None else active_run()
+        if outer_run is None:
+            outer_id = _active_run_id()
+        else:
+            outer_id = outer_run.identifier if isinstance(outer_run, Run) else str(outer_run)
         tags = {
             _keys.RUN_TYPE: self._run_type,
+            _keys.PCS_RUN: "True",
             _keys.USER: _user(),
             _keys.SOURCE_NAME: _source_name(),
             _keys.SOURCE_TYPE: "LOCAL",
+            **_liveness.liveness_tags(),
         }
-        if outer is not None:
-            tags[_keys.PARENT_RUN_ID] = outer.identifier
+        if outer_id:
+            tags[_keys.PARENT_RUN_ID] = outer_id
         if description:
             tags[_keys.NOTE] = description
         return tags
@@ -141,20 +210,20 @@ class Run:
     def from_existing_run_id(cls, run_id: str) -> Run:
         """Load a run; a run made by a RunCommand comes back as a ComponentRun.
 
-        Also finds a run imported from another store by its original id.
+        Also finds a run by a unique prefix of its id (8+ characters), and a run
+        imported from another store by its original id.
 
         Raises:
             RunNotFoundError: when no run has this id.
+            AmbiguousRunIdError: when several runs start with this prefix.
         """
         client = _config.tracking_client()
-        try:
-            mlflow_run = _get_mlflow_run(client, run_id)
-        except RunNotFoundError:
-            imported = _find_imported(client, run_id)
-            if imported is None:
-                raise
-            mlflow_run = imported
-        return _wrap(mlflow_run, client)
+        return _wrap(_resolve(client, run_id), client)
+
+    @classmethod
+    def from_run_command(cls, command: Any, **kwargs: Any) -> Run:
+        """Execute a RunCommand and return its (finished) ComponentRun."""
+        return run_class(_keys.RUN_TYPE_COMPONENT).execute(command, **kwargs)  # type: ignore[attr-defined]
 
     @classmethod
     def run_exists(cls, run_id: str) -> bool:
@@ -179,10 +248,10 @@ class Run:
             experiment_ids: where to look (default: every active experiment).
             filter_string: an extra MLflow search filter, ANDed with pcs's.
             include_deleted: also list deleted runs.
-            pcs_only: only runs made by pcs (``Run`` or ``ComponentRun``).
+            pcs_only: only runs made by pcs (runs, component runs, sweeps).
         """
         client = _config.tracking_client()
-        clauses = [f"tags.`{_keys.RUN_TYPE}` LIKE '%run'"] if pcs_only else []
+        clauses = [f"tags.`{_keys.RUN_TYPE}` IS NOT NULL"] if pcs_only else []
         if filter_string:
             clauses.append(filter_string)
         found = search_mlflow_runs(
@@ -196,9 +265,7 @@ class Run:
     @classmethod
     def print_all_status(cls, experiment_ids: Iterable[str] | None = None) -> None:
         """Print a table of every pcs run, newest first."""
-        from pcs import _render
-
-        _render.print_runs_table(cls.get_all_runs(experiment_ids))
+        feature("print_runs_table")(cls.get_all_runs(experiment_ids))
 
     def refresh(self) -> Run:
         """Re-read the run from the store (after another process changed it)."""
@@ -265,6 +332,12 @@ class Run:
     def is_component_run(self) -> bool:
         return self.tags.get(_keys.RUN_TYPE) == _keys.RUN_TYPE_COMPONENT
 
+    @property
+    def stale_reason(self) -> str | None:
+        """Why this RUNNING run looks dead (its process is gone, or no heartbeat), or None."""
+        info = self.info
+        return _liveness.staleness(info.status, self.tags, info.start_time)
+
     # -- logging ---------------------------------------------------------------
 
     def log_param(self, key: str, value: Any) -> None:
@@ -274,9 +347,10 @@ class Run:
         """Log several params in one call."""
         from mlflow.entities import Param
 
-        self._client.log_batch(
-            self._run_id, params=[Param(str(k), str(v)) for k, v in params.items()]
-        )
+        from pcs import _limits
+
+        checked = [Param(*_limits.check_param(str(k), v)) for k, v in params.items()]
+        self._client.log_batch(self._run_id, params=checked)
         self._changed()
 
     def log_metric(
@@ -290,11 +364,14 @@ class Run:
         """Log several metrics at one step in one call."""
         from mlflow.entities import Metric
 
-        ts = timestamp if timestamp is not None else _now_ms()
-        self._client.log_batch(
-            self._run_id,
-            metrics=[Metric(str(k), float(v), ts, step or 0) for k, v in metrics.items()],
-        )
+        from pcs import _limits
+
+        ts = timestamp if timestamp is not None else _liveness.now_ms()
+        entries = []
+        for key, value in metrics.items():
+            name, number, at = _limits.check_metric(str(key), value, step or 0)
+            entries.append(Metric(name, number, ts, at))
+        self._client.log_batch(self._run_id, metrics=entries)
         self._changed()
 
     def set_tag(self, key: str, value: Any) -> None:
@@ -305,7 +382,7 @@ class Run:
         from mlflow.entities import RunTag
 
         self._client.log_batch(
-            self._run_id, tags=[RunTag(str(k), str(v)) for k, v in tags.items()]
+            self._run_id, tags=[RunTag(k, v) for k, v in _user_tags(tags).items()]
         )
         self._changed()
 
@@ -353,6 +430,21 @@ class Run:
             return self._client.list_artifacts(self._run_id, path)
         return repo.list_artifacts(path)
 
+    def artifact_paths(self, path: str | None = None) -> list[str]:
+        """Every artifact file of the run (recursive), relative to its artifact root."""
+        out: list[str] = []
+        for item in self.list_artifacts(path):
+            if item.is_dir:
+                out.extend(self.artifact_paths(item.path))
+            else:
+                out.append(item.path)
+        return sorted(out)
+
+    def metric_history(self, key: str) -> list[Metric]:
+        """Every logged value of a metric, in logging order (step, then timestamp)."""
+        history = self._client.get_metric_history(self._run_id, key)
+        return sorted(history, key=lambda m: (m.step, m.timestamp))
+
     def download_artifacts(self, path: str = "", dst_path: str | Path | None = None) -> Path:
         """Download artifacts to a local folder and return its path.
 
@@ -369,9 +461,9 @@ class Run:
         """A JSON or YAML artifact, parsed (records a dependency link)."""
         text = self.load_text(artifact_file)
         if artifact_file.endswith((".yaml", ".yml")):
-            import yaml
+            from pcs._yaml import load_yaml
 
-            return yaml.safe_load(text)
+            return load_yaml(text, f"artifact {artifact_file} of run {self._run_id}")
         return json.loads(text)
 
     def _record_use_by_active_run(self) -> None:
@@ -397,10 +489,37 @@ class Run:
             local = repo.download_artifacts(path, dst_path=str(dst) if dst is not None else None)
         return Path(local)
 
+    def __getattr__(self, name: str) -> Any:
+        # MlflowClient's own log_*/set_tag*/... methods, with this run's id filled in
+        if name.startswith("_") or not name.startswith(type(self).PASS_THROUGH_FN_PREFIXES):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        method = getattr(self._client, name, None)
+        if method is None or not callable(method):
+            raise AttributeError(
+                f"{type(self).__name__!r} object has no attribute {name!r}, and MlflowClient "
+                f"has no method {name!r} to pass it to."
+            )
+        try:
+            first = next(iter(inspect.signature(method).parameters), None)
+        except (TypeError, ValueError):
+            first = None
+        if first != "run_id":
+            return method
+
+        @functools.wraps(method)
+        def bound(*args: Any, **kwargs: Any) -> Any:
+            result = method(self._run_id, *args, **kwargs)
+            self._changed()
+            return result
+
+        return bound
+
     # -- lifecycle ---------------------------------------------------------------
 
     def set_terminated(self, status: str = "FINISHED", end_time: int | None = None) -> None:
-        self._client.set_terminated(self._run_id, status=status, end_time=end_time)
+        """Set the run's status and end time (MLflow's terminate, without extra reads)."""
+        _terminate(self._client, self._run_id, status, end_time)
+        _liveness.unregister(self._run_id)
         self._changed()
 
     def end(self, status: str = "FINISHED") -> None:
@@ -411,7 +530,9 @@ class Run:
                 "FAILED or KILLED."
             )
         self._stop_system_metrics()
+        _pop_active(self)
         self.set_terminated(status)
+        self._ended = True
 
     def resume(self) -> Run:
         """Set an ended run back to RUNNING, to append late results; ``end()`` it again."""
@@ -420,7 +541,18 @@ class Run:
                 f"Run {self._run_id} is deleted; restore it with run.restore() before "
                 "resuming it."
             )
-        self._client.update_run(self._run_id, status="RUNNING")
+        from mlflow.entities import RunStatus, RunTag
+
+        info = self.info
+        self._client.log_batch(
+            self._run_id,
+            tags=[RunTag(k, v) for k, v in _liveness.liveness_tags().items()],
+        )
+        _store(self._client).update_run_info(
+            self._run_id, run_status=RunStatus.RUNNING, end_time=info.end_time, run_name=None
+        )
+        _liveness.register(self._run_id, self._client)
+        self._ended = False
         self._changed()
         return self
 
@@ -434,27 +566,52 @@ class Run:
         self._changed()
 
     def __enter__(self) -> Run:
-        if self.status != "RUNNING":
-            self.resume()
-        self._tokens.append(_push(self))
+        self._guards.append(_signals.enter())
+        try:
+            if self.status != "RUNNING":
+                self.resume()
+            else:
+                _liveness.register(self._run_id, self._client)
+            _push_active(self)
+        except BaseException as exc:
+            _signals.leave(self._guards.pop(), exc)
+            raise
+        self._ended = False
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if self._tokens:
-            _ACTIVE_RUNS.reset(self._tokens.pop())
-        if exc_type is None:
+        try:
+            if not self._ended:
+                self._end_for(exc)
+            else:
+                _pop_active(self)
+        finally:
+            if self._guards:
+                _signals.leave(self._guards.pop(), exc)
+
+    def _end_for(self, exc: BaseException | None) -> None:
+        """End the run as an exception (or none) leaving its block says."""
+        if exc is None:
             self.end("FINISHED")
-        elif issubclass(exc_type, KeyboardInterrupt):
+        elif isinstance(exc, _signals.ProcessTerminated):
+            self._record_end_reason(exc.signal_name)
+            self.end("KILLED")
+        elif isinstance(exc, KeyboardInterrupt):
+            self._record_end_reason("SIGINT")
             self.end("KILLED")
         else:
             self.end("FAILED")
 
+    def _record_end_reason(self, reason: str) -> None:
+        try:
+            self._client.set_tag(self._run_id, _keys.ENDED_BY, reason)
+        except Exception:  # noqa: BLE001 - the status matters more than the reason
+            pass
+
     def _start_system_metrics(self) -> None:
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-        self._system_monitor = SystemMetricsMonitor(
-            self._run_id, tracking_uri=self._client._tracking_client.tracking_uri
-        )
+        self._system_monitor = SystemMetricsMonitor(self._run_id, tracking_uri=_safe_uri(self._client))
         self._system_monitor.start()
 
     def _stop_system_metrics(self) -> None:
@@ -513,11 +670,12 @@ class Run:
     def add_dependency(self, run: Run | str) -> None:
         """Record that this run consumes ``run``'s output."""
         run_id = run.identifier if isinstance(run, Run) else str(run)
+        if not isinstance(run, Run):
+            run_id = _resolve(self._client, run_id).info.run_id
         if run_id == self._run_id:
-            raise ArgumentError(f"Run {run_id} cannot depend on itself.")
-        if isinstance(run, str) and not Run.run_exists(run_id):
-            raise RunNotFoundError(
-                f"Cannot add dependency {run_id}: no such run in {_config.tracking_uri()}."
+            raise ArgumentError(
+                f"Run {run_id} cannot depend on itself: a dependency is another run whose "
+                "output this one consumes."
             )
         ids = self.dependency_ids
         if run_id not in ids:
@@ -538,12 +696,19 @@ class Run:
 
     # -- reproduction and export ---------------------------------------------------
 
-    def rerun(self, *args: Any, **kwargs: Any) -> ComponentRun:
+    def rerun(self, *args: Any, **kwargs: Any) -> Run:
         """Execute the run's RunCommand again (only runs made by a Component have one)."""
+        tags = self.tags
+        if _keys.RUN_TYPE not in tags:
+            how = (
+                "it is a plain MLflow run (made by mlflow.start_run or MlflowClient, not by "
+                "pcs), so nothing recorded how to compute it"
+            )
+        else:
+            how = "it was created with Run(), not by running a Component"
         raise NotReproducibleError(
-            f"Run {self._run_id} has no RunCommand, so it cannot be rerun: it was created "
-            "with Run(), not by running a Component. Use Component.run_with_arg_set(...) "
-            "(or 'pcs run') to make reproducible runs."
+            f"Run {self._run_id} has no RunCommand, so it cannot be rerun: {how}. Use "
+            "Component.run_with_arg_set(...) (or 'pcs run') to make reproducible runs."
         )
 
     def to_registry(
@@ -562,24 +727,50 @@ class Run:
             force: overwrite conflicting specs instead of refusing.
             include_artifacts: also carry every run's artifacts.
         """
-        from pcs import transfer
-
-        return transfer.export_runs([self], registry, recurse, force, include_artifacts)
+        return feature("export_runs")(
+            [self], registry, recurse=recurse, force=force, include_artifacts=include_artifacts
+        )
 
     @classmethod
     def from_registry(cls, registry: Registry, run_id: str, trust: bool = False) -> Run:
         """The run from the current store, importing it from ``registry`` when missing."""
-        from pcs import transfer
+        return feature("import_run")(registry, run_id, trust=trust)
 
-        return transfer.import_run(registry, run_id, trust=trust)
+    def to_spec(self, flatten: bool = False) -> dict[str, Any]:
+        """A dict spec of the run: ``identifier``, ``info``, ``data`` (params, metrics, tags).
+
+        Args:
+            flatten: one level of dotted keys (``info.status``, ``data.params.lr``)
+                instead of nested dicts.
+        """
+        info = self.info
+        data = self.data
+        spec: dict[str, Any] = {
+            "identifier": self._run_id,
+            "info": {
+                "run_id": info.run_id,
+                "run_name": info.run_name,
+                "experiment_id": info.experiment_id,
+                "user_id": info.user_id,
+                "status": info.status,
+                "start_time": info.start_time,
+                "end_time": info.end_time,
+                "lifecycle_stage": info.lifecycle_stage,
+                "artifact_uri": info.artifact_uri,
+            },
+            "data": {
+                "params": dict(data.params),
+                "metrics": dict(data.metrics),
+                "tags": dict(data.tags),
+            },
+        }
+        return _flatten(spec) if flatten else spec
 
     # -- inspection -------------------------------------------------------------------
 
     def print_status(self, detailed: bool = False) -> None:
         """Print a one-line summary, or (``detailed``) everything pcs knows of the run."""
-        from pcs import _render
-
-        _render.print_run_status(self, detailed)
+        feature("print_run_status")(self, detailed)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Run) and other.identifier == self.identifier
@@ -591,16 +782,79 @@ class Run:
         return f"{type(self).__name__}({self._run_id!r})"
 
 
+# -- MLflow's active-run stack ---------------------------------------------------------------
+
+_ENTRY_CLASS: Any = None
+
+
+def _mlflow_stack() -> list:
+    from mlflow.tracking import fluent
+
+    return fluent._active_run_stack.get()
+
+
+def _active_run_id() -> str | None:
+    fluent = sys.modules.get("mlflow.tracking.fluent")
+    if fluent is None:
+        return None
+    top = fluent.active_run()
+    return top.info.run_id if top is not None else None
+
+
+def _push_active(run: Run) -> None:
+    """Make ``run`` MLflow's active run in this thread (``mlflow.active_run()`` returns it)."""
+    global _ENTRY_CLASS
+    if _ENTRY_CLASS is None:
+        from mlflow.tracking.fluent import ActiveRun
+
+        class PcsActiveRun(ActiveRun):
+            """MLflow's active-run entry for a pcs run; ``pcs_run`` is the pcs handle."""
+
+            pcs_run: Run
+
+        _ENTRY_CLASS = PcsActiveRun
+    entry = _ENTRY_CLASS(run._mlflow_run())
+    entry.pcs_run = run
+    _mlflow_stack().append(entry)
+
+
+def _pop_active(run: Run) -> None:
+    """Take ``run`` off MLflow's active-run stack of this thread, wherever it is."""
+    fluent = sys.modules.get("mlflow.tracking.fluent")
+    if fluent is None:
+        return
+    stack = fluent._active_run_stack.get()
+    for i in range(len(stack) - 1, -1, -1):
+        if getattr(stack[i], "pcs_run", None) is run or stack[i].info.run_id == run.identifier:
+            del stack[i]
+            fluent._last_active_run_id.set(run.identifier)
+            return
+
+
 # -- helpers shared with the other run modules ----------------------------------------------
 
 
 def _wrap(mlflow_run: MlflowRun, client: MlflowClient) -> Run:
-    """A Run or ComponentRun around an MLflow run already fetched (no extra call)."""
-    if mlflow_run.data.tags.get(_keys.RUN_TYPE) == _keys.RUN_TYPE_COMPONENT:
-        from pcs.component_run import ComponentRun
+    """A Run of the right class around an MLflow run already fetched (no extra call)."""
+    cls = run_class(mlflow_run.data.tags.get(_keys.RUN_TYPE))
+    return cls(_client=client, _mlflow_run=mlflow_run)
 
-        return ComponentRun(_client=client, _mlflow_run=mlflow_run)
-    return Run(_client=client, _mlflow_run=mlflow_run)
+
+def _store(client: MlflowClient) -> Any:
+    return client._tracking_client.store
+
+
+def _terminate(client: MlflowClient, run_id: str, status: str, end_time: int | None) -> None:
+    """MLflow's set_terminated without its extra read (and printed link) on a tracking server."""
+    from mlflow.entities import RunStatus
+
+    end = end_time if end_time is not None else _liveness.now_ms()
+    try:
+        store = _store(client)
+    except AttributeError:
+        client.set_terminated(run_id, status=status, end_time=end)
+        return
+    store.update_run_info(run_id, run_status=RunStatus.from_string(status), end_time=end, run_name=None)
 
 
 def _get_mlflow_run(client: MlflowClient, run_id: str) -> MlflowRun:
@@ -608,6 +862,11 @@ def _get_mlflow_run(client: MlflowClient, run_id: str) -> MlflowRun:
 
     if not isinstance(run_id, str) or not run_id.strip():
         raise RunNotFoundError(f"{run_id!r} is not a run id.")
+    if not _is_id_like(run_id):
+        raise RunNotFoundError(
+            f"{run_id[:80]!r} is not a run id: run ids are letters, digits, '-' and '_' "
+            "(MLflow's are 32 hex digits). 'pcs status' lists runs."
+        )
     try:
         return client.get_run(run_id)
     except MlflowException as exc:
@@ -621,8 +880,56 @@ def _get_mlflow_run(client: MlflowClient, run_id: str) -> MlflowRun:
         raise
 
 
+def _is_id_like(text: str) -> bool:
+    return 0 < len(text) <= 64 and all(c.isascii() and (c.isalnum() or c in "-_") for c in text)
+
+
+def _resolve(client: MlflowClient, run_id: str) -> MlflowRun:
+    """The MLflow run ``run_id`` names: its id, a unique prefix, or an imported run's original id."""
+    try:
+        return _get_mlflow_run(client, run_id)
+    except RunNotFoundError:
+        if not isinstance(run_id, str) or not _is_id_like(run_id):
+            raise
+    imported = _find_imported(client, run_id)
+    if imported is not None:
+        return imported
+    if len(run_id) < MIN_ID_PREFIX:
+        raise RunNotFoundError(
+            f"No run with id {run_id!r} in the tracking store {_safe_uri(client)}, and "
+            f"{run_id!r} is too short to be an id prefix (give at least {MIN_ID_PREFIX} "
+            "characters). 'pcs status' lists runs."
+        )
+    matches = _by_prefix(client, run_id)
+    if len(matches) == 1:
+        return next(iter(matches.values()))
+    if matches:
+        shown = ", ".join(sorted(matches)[:10])
+        raise AmbiguousRunIdError(
+            f"{run_id!r} is the start of {len(matches)} run ids ({shown}"
+            f"{', ...' if len(matches) > 10 else ''}). Give more characters of the id."
+        )
+    raise RunNotFoundError(
+        f"No run with id {run_id!r} (or an id starting with it) in the tracking store "
+        f"{_safe_uri(client)}. Check the id ('pcs status' lists runs), or point "
+        "MLFLOW_TRACKING_URI at the store that holds it."
+    )
+
+
+def _by_prefix(client: MlflowClient, prefix: str) -> dict[str, MlflowRun]:
+    """Runs whose id (or original id, when imported) starts with ``prefix``, by id."""
+    found: dict[str, MlflowRun] = {}
+    clauses = [f"attributes.run_id LIKE '{prefix}%'"] + [
+        f"tags.`{key}` LIKE '{prefix}%'" for key in (_keys.IMPORTED_FROM, _keys.ORIGIN_RUN_ID)
+    ]
+    for clause in clauses:
+        for run in search_mlflow_runs(client, clause, include_deleted=True, max_runs=11):
+            found.setdefault(run.info.run_id, run)
+    return found
+
+
 def _find_imported(client: MlflowClient, original_id: str) -> MlflowRun | None:
-    if not all(c.isalnum() or c in "-_" for c in original_id):
+    if not _is_id_like(original_id):
         return None
     # the run it was imported from, else the first run of a chain of imports (A -> B -> C)
     for key in (_keys.IMPORTED_FROM, _keys.ORIGIN_RUN_ID):
@@ -638,7 +945,7 @@ def runs_by_ids(
     client: MlflowClient, run_ids: Iterable[str], experiment_ids: list[str] | None = None
 ) -> dict[str, Run]:
     """The runs with these ids that the store holds, read by one paged search."""
-    ids = sorted({i for i in run_ids if i and all(c.isalnum() or c in "-_" for c in i)})
+    ids = sorted({i for i in run_ids if i and _is_id_like(i)})
     if not ids:
         return {}
     quoted = ", ".join(f"'{i}'" for i in ids)
@@ -692,6 +999,28 @@ def search_mlflow_runs(
             return out
 
 
+def _user_tags(tags: Mapping[str, Any] | None) -> dict[str, str]:
+    """Tags given by the caller, checked against MLflow's limits (never truncated)."""
+    from pcs import _limits
+
+    out: dict[str, str] = {}
+    for key, value in (tags or {}).items():
+        name, text = _limits.check_tag(str(key), value)
+        out[name] = text
+    return out
+
+
+def _flatten(spec: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in spec.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(_flatten(value, f"{path}."))
+        else:
+            out[path] = value
+    return out
+
+
 def _require_psutil() -> None:
     try:
         import psutil  # noqa: F401
@@ -700,10 +1029,6 @@ def _require_psutil() -> None:
             "log_system_metrics=True needs the psutil package, which is not "
             "installed. Install it with 'pip install psutil'."
         ) from None
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _user() -> str:

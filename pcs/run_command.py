@@ -12,12 +12,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pcs import _keys
 from pcs._keys import FORMAT_VERSION
 from pcs.argument_set import ArgumentSet
 from pcs.component import Component
 from pcs.environment import draw_seed
 from pcs.errors import ArgumentError, ComponentError, NotReproducibleError, RegistryError
 from pcs.registry import InMemoryRegistry, Registry
+from pcs.run import run_class
 from pcs.specs import check_format_version, content_hash, dump_yaml, sha256_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -218,9 +220,7 @@ class RunCommand:
         return_value_format: str = "auto",
     ) -> ComponentRun:
         """Execute the command as a new ``ComponentRun`` and return it when finished."""
-        from pcs.component_run import ComponentRun
-
-        return ComponentRun.execute(
+        return run_class(_keys.RUN_TYPE_COMPONENT).execute(  # type: ignore[attr-defined, no-any-return]
             self,
             outer_run=outer_run,
             rerun_of=rerun_of,

@@ -30,6 +30,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from pcs import _config, _keys
+from pcs._features import provides
 from pcs.errors import (
     BundleError,
     FormatVersionError,
@@ -82,19 +83,12 @@ class ExportResult:
 
 def metric_history(run: Run, key: str) -> list[Metric]:
     """Every logged value of a metric, in logging order (step, then timestamp)."""
-    history = run.client.get_metric_history(run.identifier, key)
-    return sorted(history, key=lambda m: (m.step, m.timestamp))
+    return run.metric_history(key)
 
 
 def list_artifact_paths(run: Run, path: str | None = None) -> list[str]:
     """Every artifact file of a run (recursive), as paths relative to the artifact root."""
-    out: list[str] = []
-    for item in run.list_artifacts(path):
-        if item.is_dir:
-            out.extend(list_artifact_paths(run, item.path))
-        else:
-            out.append(item.path)
-    return sorted(out)
+    return run.artifact_paths(path)
 
 
 class _Bar:
@@ -236,6 +230,7 @@ def _decode_value(value: float | str) -> float:
 # -- export -----------------------------------------------------------------------------------
 
 
+@provides("export_runs")
 def export_runs(
     runs: Iterable[Run],
     registry: Registry | None = None,
@@ -483,6 +478,7 @@ def _import_all(registry: Registry, trust: bool, progress: bool) -> dict[str, st
     return {original: run.identifier for original, run in imported.items()}
 
 
+@provides("import_run")
 def import_run(registry: Registry, run_id: str, trust: bool = False) -> Run:
     """The run ``run_id`` from the current store, importing it (and linked runs) if missing.
 

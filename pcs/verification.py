@@ -1,36 +1,56 @@
 """Compare two runs: did they compute the same thing, and if not, what in their record differs?
 
 The outputs compared are the return value's sha256, every metric's full
-history (step by step), params, and the run's own artifacts with their
-sha256 (pcs's record under ``pcs/`` is compared as causes, not outputs). The
+history (step by step; ``system/*`` metrics never), the params the code logged
+(not the arguments and seed pcs logged as params: those are the record), the
+run's own artifacts by sha256, and the entry point's captured stdout. The
 record compared for causes is the code (snapshot hashes, git commit, dirty
-diff), the arguments, the seed, Python, the platform and distributions.
+diff), the arguments, the seed, Python, the platform, the distributions and
+the determinism record (hash seed, thread counts, CPU, GPU).
+
+The verdict is one of:
+
+- ``reproduced``: every output compared is exactly equal;
+- ``reproduced within tolerance``: equal up to ``rtol``/``atol`` (the largest
+  deviation is reported);
+- ``diverged``: an output differs;
+- ``unverifiable``: nothing that could differ was compared (no return value,
+  metrics, artifacts or output), so equality proves nothing.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
+import math
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pcs import _keys
+from pcs._features import provides
+from pcs.component_run import ComponentRun, argument_params
 from pcs.environment import changed_distributions
+from pcs.errors import ArgumentError, PcsError
+from pcs.run import Run
 
-if TYPE_CHECKING:  # pragma: no cover
-    from pcs.run import Run
+__all__ = ["Verification", "Difference", "compare_runs", "VERDICTS"]
 
-__all__ = ["Verification", "Difference", "compare_runs"]
-
-_IGNORED_PARAMS: frozenset[str] = frozenset()
+VERDICTS = ("reproduced", "reproduced within tolerance", "diverged", "unverifiable")
+# pcs's own record is compared as causes; these artifacts of it are outputs
+_OUTPUT_RECORD_ARTIFACTS = {
+    _keys.STDOUT_ARTIFACT: "stdout",
+    _keys.STDERR_ARTIFACT: "stderr",
+}
 
 
 @dataclass(frozen=True)
 class Difference:
     """One output that differs between two runs."""
 
-    kind: str  # return_value | metric | param | artifact
+    kind: str  # return_value | metric | param | artifact | stdout | stderr
     key: str
     detail: str
 
@@ -47,10 +67,26 @@ class Verification:
     differences: list[Difference] = field(default_factory=list)
     causes: list[str] = field(default_factory=list)
     compared: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    suspects: list[str] = field(default_factory=list)
+    rtol: float = 0.0
+    atol: float = 0.0
+    max_deviation: tuple[str, float, float] | None = None  # (what, absolute, relative)
+    relation: str = "vs"  # "vs" for pcs diff, "rerun" for a verified rerun
+
+    @property
+    def verdict(self) -> str:
+        if self.differences:
+            return "diverged"
+        if not self.compared:
+            return "unverifiable"
+        if self.max_deviation is not None:
+            return "reproduced within tolerance"
+        return "reproduced"
 
     @property
     def reproduced(self) -> bool:
-        return not self.differences
+        return self.verdict in ("reproduced", "reproduced within tolerance")
 
     @property
     def first_difference(self) -> Difference | None:
@@ -60,47 +96,135 @@ class Verification:
         return {
             "original": self.original_id,
             "candidate": self.candidate_id,
+            "verdict": self.verdict,
             "reproduced": self.reproduced,
             "differences": [d.__dict__ for d in self.differences],
             "causes": list(self.causes),
+            "suspects": list(self.suspects),
+            "notes": list(self.notes),
             "compared": list(self.compared),
+            "rtol": self.rtol,
+            "atol": self.atol,
+            "max_deviation": (
+                None if self.max_deviation is None
+                else {"where": self.max_deviation[0], "absolute": self.max_deviation[1],
+                      "relative": self.max_deviation[2]}
+            ),
         }
 
+    def _head(self) -> str:
+        if self.relation == "rerun":
+            return f"{self.candidate_id} (rerun of {self.original_id})"
+        return f"{self.original_id} vs {self.candidate_id}"
+
     def __str__(self) -> str:
-        head = f"{self.original_id} -> {self.candidate_id}: "
-        if self.reproduced:
-            lines = [head + "reproduced", f"  compared: {', '.join(self.compared) or 'nothing'}"]
-            return "\n".join(lines)
-        lines = [head + "diverged", f"  first difference: {self.differences[0]}"]
-        if len(self.differences) > 1:
-            lines.append(f"  {len(self.differences) - 1} more difference(s):")
-            lines.extend(f"    - {d}" for d in self.differences[1:11])
-            if len(self.differences) > 11:
-                lines.append(f"    ... and {len(self.differences) - 11} more")
-        if self.causes:
-            lines.append("  differences in the record that can explain it:")
-            lines.extend(f"    - {c}" for c in self.causes)
-        else:
+        verdict = self.verdict
+        if verdict == "reproduced within tolerance":
+            verdict += f" (rtol={self.rtol:g}, atol={self.atol:g})"
+        lines = [f"{self._head()}: {verdict}"]
+        lines.extend(f"  note: {n}" for n in self.notes)
+        if self.differences:
+            lines.append(f"  first difference: {self.differences[0]}")
+            if len(self.differences) > 1:
+                lines.append(f"  {len(self.differences) - 1} more difference(s):")
+                lines.extend(f"    - {d}" for d in self.differences[1:11])
+                if len(self.differences) > 11:
+                    lines.append(f"    ... and {len(self.differences) - 11} more")
+        if self.max_deviation is not None:
+            where, absolute, relative = self.max_deviation
             lines.append(
-                "  no recorded difference explains it: code, arguments, seed, Python and "
-                "distributions are the same. Look for a source of randomness pcs does not "
-                "seed (os.urandom, uuid, time, threads, a generator of your own), or input "
-                "read from outside the run."
+                f"  largest deviation: {where} (absolute {absolute:.3g}, relative {relative:.3g})"
             )
+        lines.append(f"  compared: {', '.join(self.compared) or 'nothing'}")
+        if verdict == "unverifiable":
+            lines.append(
+                "  nothing that could differ was recorded (no return value, metrics, artifacts "
+                "or printed output), so equal runs prove nothing. Return a value, log a metric "
+                "or print the result to make the run verifiable."
+            )
+        if self.causes:
+            lines.append("  differences in the record:")
+            lines.extend(f"    - {c}" for c in self.causes)
+        elif self.differences and not self.notes:
+            lines.append(
+                "  no recorded difference explains it: code, arguments, seed, Python, "
+                "distributions and the determinism record are the same."
+            )
+        if self.differences and not self.causes and self.suspects:
+            lines.append("  suspects, most likely first:")
+            lines.extend(f"    - {s}" for s in self.suspects)
         return "\n".join(lines)
 
 
-def compare_runs(original: Run, candidate: Run) -> Verification:
-    """Compare ``candidate`` with ``original``: outputs first, then the record for causes."""
-    report = Verification(original.identifier, candidate.identifier)
+@provides("compare_runs")
+def compare_runs(
+    original: Run,
+    candidate: Run,
+    rtol: float = 0.0,
+    atol: float = 0.0,
+    ignore: Iterable[str] = (),
+    compare_stderr: bool = False,
+    relation: str | None = None,
+) -> Verification:
+    """Compare ``candidate`` with ``original``: outputs first, then the record for causes.
+
+    Args:
+        original: the run to reproduce.
+        candidate: a rerun of it, or any run to compare with it.
+        rtol, atol: metric values equal within ``math.isclose(rel_tol=rtol,
+            abs_tol=atol)`` count as reproduced within tolerance.
+        ignore: metric, param or output names not to compare (glob patterns,
+            e.g. ``"time/*"``, ``"stdout"``).
+        compare_stderr: also compare the captured stderr (warnings vary, so it is
+            only kept for the record by default).
+        relation: "rerun" or "vs" for the report's first line (default: "rerun"
+            when the candidate is a rerun of the original).
+    """
+    rtol, atol = _tolerance(rtol, atol)
+    patterns = tuple(str(p) for p in ignore)
     original.refresh()
     candidate.refresh()
+    if relation is None:
+        relation = "rerun" if candidate.tags.get(_keys.RERUN_OF) == original.identifier else "vs"
+    report = Verification(original.identifier, candidate.identifier, rtol=rtol, atol=atol,
+                          relation=relation)
+    _note_unfinished(original, candidate, report)
     _compare_return_values(original, candidate, report)
-    _compare_metrics(original, candidate, report)
-    _compare_params(original, candidate, report)
-    _compare_artifacts(original, candidate, report)
+    _compare_metrics(original, candidate, report, patterns)
+    _compare_params(original, candidate, report, patterns)
+    _compare_artifacts(original, candidate, report, patterns, compare_stderr)
     report.causes = _record_causes(original, candidate)
+    if report.differences and not report.causes:
+        report.suspects = _suspects(original, candidate)
     return report
+
+
+def _tolerance(rtol: float, atol: float) -> tuple[float, float]:
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not (
+            0 <= value < math.inf
+        ):
+            raise ArgumentError(
+                f"{name} must be a finite number >= 0; got {value!r}. Example: rtol=1e-9."
+            )
+    return float(rtol), float(atol)
+
+
+def _ignored(name: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def _note_unfinished(a: Run, b: Run, report: Verification) -> None:
+    for which, run in (("original", a), ("candidate", b)):
+        status = run.status
+        if status != "FINISHED":
+            ended = {"KILLED": "was killed", "FAILED": "failed", "RUNNING": "is still running"}
+            report.notes.append(
+                f"the {which} run {run.identifier} {ended.get(status, 'is ' + status)} "
+                f"({status}): it never finished, so its outputs are incomplete and differences "
+                "say nothing about reproducibility"
+                + (f" ({run.tags[_keys.ERROR]})" if run.tags.get(_keys.ERROR) else "")
+            )
 
 
 def _compare_return_values(a: Run, b: Run, report: Verification) -> None:
@@ -108,6 +232,8 @@ def _compare_return_values(a: Run, b: Run, report: Verification) -> None:
     sha_b = b.tags.get(_keys.RETURN_VALUE_SHA256)
     if sha_a is None and sha_b is None:
         return
+    if sha_a is not None and sha_b is not None and _is_null_value(a) and _is_null_value(b):
+        return  # two None return values: nothing was computed into them
     report.compared.append("return value")
     if sha_a != sha_b:
         detail = "return value differs"
@@ -121,10 +247,19 @@ def _compare_return_values(a: Run, b: Run, report: Verification) -> None:
         report.differences.append(Difference("return_value", "return_value", detail))
 
 
-def _short_values(a: Run, b: Run) -> str:
-    from pcs.component_run import ComponentRun
-    from pcs.errors import PcsError
+_NULL_SHA = None
 
+
+def _is_null_value(run: Run) -> bool:
+    global _NULL_SHA
+    if _NULL_SHA is None:
+        from pcs.specs import content_hash
+
+        _NULL_SHA = content_hash(None)
+    return run.tags.get(_keys.RETURN_VALUE_SHA256) == _NULL_SHA
+
+
+def _short_values(a: Run, b: Run) -> str:
     if not (isinstance(a, ComponentRun) and isinstance(b, ComponentRun)):
         return ""
     try:
@@ -136,8 +271,9 @@ def _short_values(a: Run, b: Run) -> str:
     return f"{va} vs {vb}"
 
 
-def _compare_metrics(a: Run, b: Run, report: Verification) -> None:
-    keys_a, keys_b = set(a.data.metrics), set(b.data.metrics)
+def _compare_metrics(a: Run, b: Run, report: Verification, patterns: tuple[str, ...]) -> None:
+    keys_a = {k for k in a.data.metrics if not k.startswith("system/") and not _ignored(k, patterns)}
+    keys_b = {k for k in b.data.metrics if not k.startswith("system/") and not _ignored(k, patterns)}
     if keys_a or keys_b:
         report.compared.append(f"{len(keys_a | keys_b)} metric(s), step by step")
     for key in sorted(keys_a | keys_b):
@@ -147,15 +283,19 @@ def _compare_metrics(a: Run, b: Run, report: Verification) -> None:
                 Difference("metric", key, f"metric {key} is logged only in {where}")
             )
             continue
-        hist_a = _history(a, key)
-        hist_b = _history(b, key)
+        hist_a = [(m.step, m.value) for m in a.metric_history(key)]
+        hist_b = [(m.step, m.value) for m in b.metric_history(key)]
         for i, ((step_a, value_a), (step_b, value_b)) in enumerate(zip(hist_a, hist_b, strict=False)):
-            if step_a != step_b or not _same_number(value_a, value_b):
-                where = f"step {step_a}" if step_a == step_b else f"entry {i} (steps {step_a} vs {step_b})"
-                report.differences.append(
-                    Difference("metric", key, f"metric {key} differs at {where}: {value_a} vs {value_b}")
-                )
-                break
+            where = f"step {step_a}" if step_a == step_b else f"entry {i} (steps {step_a} vs {step_b})"
+            if step_a == step_b and _same_number(value_a, value_b):
+                continue
+            if step_a == step_b and _close(value_a, value_b, report.rtol, report.atol):
+                _track_deviation(report, f"metric {key} at {where}", value_a, value_b)
+                continue
+            report.differences.append(
+                Difference("metric", key, f"metric {key} differs at {where}: {value_a!r} vs {value_b!r}")
+            )
+            break
         else:
             if len(hist_a) != len(hist_b):
                 report.differences.append(
@@ -168,34 +308,51 @@ def _compare_metrics(a: Run, b: Run, report: Verification) -> None:
                 )
 
 
-def _history(run: Run, key: str) -> list[tuple[int, float]]:
-    from pcs.transfer import metric_history
-
-    return [(m.step, m.value) for m in metric_history(run, key)]
-
-
 def _same_number(x: float, y: float) -> bool:
     return x == y or (x != x and y != y)  # NaN equals NaN here
 
 
-def _compare_params(a: Run, b: Run, report: Verification) -> None:
-    pa, pb = a.data.params, b.data.params
+def _close(x: float, y: float, rtol: float, atol: float) -> bool:
+    if not (rtol or atol) or math.isnan(x) or math.isnan(y):
+        return False
+    return math.isclose(x, y, rel_tol=rtol, abs_tol=atol)
+
+
+def _track_deviation(report: Verification, where: str, x: float, y: float) -> None:
+    absolute = abs(x - y)
+    relative = absolute / max(abs(x), abs(y)) if max(abs(x), abs(y)) else 0.0
+    current = report.max_deviation
+    if current is None or relative > current[2] or (relative == current[2] and absolute > current[1]):
+        report.max_deviation = (where, absolute, relative)
+
+
+def _recorded_params(run: Run) -> set[str]:
+    """The params pcs itself logged from the run command (arguments and seed): record, not output."""
+    if not isinstance(run, ComponentRun):
+        return set()
+    try:
+        return set(argument_params(run.run_command))
+    except PcsError:
+        return {_keys.SEED_PARAM}
+
+
+def _compare_params(a: Run, b: Run, report: Verification, patterns: tuple[str, ...]) -> None:
+    skip = _recorded_params(a) | _recorded_params(b)
+    pa = {k: v for k, v in a.data.params.items() if k not in skip and not _ignored(k, patterns)}
+    pb = {k: v for k, v in b.data.params.items() if k not in skip and not _ignored(k, patterns)}
     if pa or pb:
         report.compared.append(f"{len(set(pa) | set(pb))} param(s)")
     for key in sorted(set(pa) | set(pb)):
-        if key in _IGNORED_PARAMS:
-            continue
         if pa.get(key) != pb.get(key):
             report.differences.append(
                 Difference("param", key, f"param {key} differs: {pa.get(key)!r} vs {pb.get(key)!r}")
             )
 
 
-def _artifact_hashes(run: Run) -> dict[str, str]:
-    """sha256 of every artifact outside pcs's own ``pcs/`` record."""
-    from pcs.transfer import list_artifact_paths
-
-    paths = [p for p in list_artifact_paths(run) if not p.startswith(f"{_keys.PCS_ARTIFACT_DIR}/")]
+def _artifact_hashes(run: Run, wanted: set[str]) -> dict[str, str]:
+    """sha256 of every artifact outside pcs's own ``pcs/`` record, plus the ``wanted`` record files."""
+    prefix = f"{_keys.PCS_ARTIFACT_DIR}/"
+    paths = [p for p in run.artifact_paths() if not p.startswith(prefix) or p in wanted]
     if not paths:
         return {}
     out: dict[str, str] = {}
@@ -206,11 +363,28 @@ def _artifact_hashes(run: Run) -> dict[str, str]:
     return out
 
 
-def _compare_artifacts(a: Run, b: Run, report: Verification) -> None:
-    ha, hb = _artifact_hashes(a), _artifact_hashes(b)
-    if ha or hb:
-        report.compared.append(f"{len(set(ha) | set(hb))} artifact(s) by sha256")
-    for path in sorted(set(ha) | set(hb)):
+def _compare_artifacts(
+    a: Run, b: Run, report: Verification, patterns: tuple[str, ...], compare_stderr: bool
+) -> None:
+    wanted = {
+        path for path, name in _OUTPUT_RECORD_ARTIFACTS.items()
+        if not _ignored(name, patterns) and (name != "stderr" or compare_stderr)
+    }
+    ha, hb = _artifact_hashes(a, wanted), _artifact_hashes(b, wanted)
+    files = sorted(p for p in set(ha) | set(hb) if p not in _OUTPUT_RECORD_ARTIFACTS and not _ignored(p, patterns))
+    outputs = sorted(p for p in set(ha) | set(hb) if p in _OUTPUT_RECORD_ARTIFACTS)
+    if files:
+        report.compared.append(f"{len(files)} artifact(s) by sha256")
+    for path in outputs:
+        name = _OUTPUT_RECORD_ARTIFACTS[path]
+        if _is_empty(ha.get(path)) and _is_empty(hb.get(path)):
+            continue  # nothing printed on either side
+        report.compared.append(name)
+        if ha.get(path) != hb.get(path):
+            report.differences.append(
+                Difference(name, name, f"{name} differs{_first_line_difference(a, b, path)}")
+            )
+    for path in files:
         if path not in hb:
             report.differences.append(Difference("artifact", path, f"artifact {path} is missing from the candidate"))
         elif path not in ha:
@@ -221,13 +395,44 @@ def _compare_artifacts(a: Run, b: Run, report: Verification) -> None:
             )
 
 
+_EMPTY_SHA = hashlib.sha256(b"").hexdigest()
+
+
+def _is_empty(digest: str | None) -> bool:
+    return digest is None or digest == _EMPTY_SHA
+
+
+def _first_line_difference(a: Run, b: Run, path: str) -> str:
+    try:
+        with tempfile.TemporaryDirectory(prefix="pcs-verify-") as tmp:
+            lines_a = _read_lines(a, path, Path(tmp) / "a")
+            lines_b = _read_lines(b, path, Path(tmp) / "b")
+    except Exception:  # noqa: BLE001 - the difference stands without the detail
+        return ""
+    for i, (x, y) in enumerate(zip(lines_a, lines_b, strict=False)):
+        if x != y:
+            return f" at line {i + 1}: {_clip(x)!r} vs {_clip(y)!r}"
+    if len(lines_a) != len(lines_b):
+        return f": {len(lines_a)} lines vs {len(lines_b)}"
+    return ""
+
+
+def _read_lines(run: Run, path: str, dst: Path) -> list[str]:
+    try:
+        local = run._download_quietly(path, dst)
+    except Exception:  # noqa: BLE001 - not recorded on this side
+        return []
+    return Path(local).read_text(encoding="utf-8", errors="replace").splitlines()
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 # -- the record: what could explain a difference ------------------------------------------
 
 
 def _record_causes(a: Run, b: Run) -> list[str]:
-    from pcs.component_run import ComponentRun
-    from pcs.errors import PcsError
-
     causes: list[str] = []
     if not (isinstance(a, ComponentRun) and isinstance(b, ComponentRun)):
         if a.tags.get(_keys.SOURCE_GIT_COMMIT) != b.tags.get(_keys.SOURCE_GIT_COMMIT):
@@ -253,51 +458,48 @@ def _record_causes(a: Run, b: Run) -> list[str]:
     return causes
 
 
-def _code_causes(a: Run, b: Run, code_a: dict, code_b: dict) -> list[str]:
-    """Source snapshots that differ, with the git state of those files when both runs have it.
+def _code_causes(a: ComponentRun, b: ComponentRun, code_a: dict, code_b: dict) -> list[str]:
+    """One line for the code: which files changed, and across which commits when git knows.
 
     Git state only explains a difference in a file whose snapshot differs: the
     same text at another commit (or a rerun of the recorded snapshot, which has
     no working tree) computes the same thing.
     """
     causes = []
-    changed = []
+    changed: list[str] = []
+    changed_ids: list[str] = []
     for cid in sorted(set(code_a) | set(code_b)):
         ea, eb = code_a.get(cid), code_b.get(cid)
         if ea is None or eb is None:
             causes.append(f"code: component {cid} is in only one of the runs")
         elif ea.get("sha256") != eb.get("sha256"):
-            changed.append(cid)
-            files = (
-                ea.get("file")
-                if ea.get("file") == eb.get("file")
-                else f"{ea.get('file')} -> {eb.get('file')}"
-            )
-            causes.append(
-                f"code: {files} changed (snapshot sha256 {str(ea.get('sha256'))[:12]} vs "
-                f"{str(eb.get('sha256'))[:12]})"
-            )
-    rec_a = (getattr(a, "code_record", {}) or {}).get("components", {})
-    rec_b = (getattr(b, "code_record", {}) or {}).get("components", {})
-    for cid in changed:
+            changed_ids.append(cid)
+            changed.append(_file_name(ea.get("file") or eb.get("file") or cid))
+    if not changed:
+        return causes
+    rec_a = a.code_record.get("components", {})
+    rec_b = b.code_record.get("components", {})
+    commits: set[tuple[str, str]] = set()
+    dirty = False
+    for cid in changed_ids:
         ga = (rec_a.get(cid) or {}).get("git") or {}
         gb = (rec_b.get(cid) or {}).get("git") or {}
-        if not (ga.get("commit") and gb.get("commit")):
-            continue
-        if ga["commit"] != gb["commit"]:
-            causes.append(f"git commit of {cid}: {ga['commit'][:12]} vs {gb['commit'][:12]}")
-        if ga.get("dirty") or gb.get("dirty"):
-            where = [
-                r["git"]["diff_artifact"]
-                for r in (rec_a.get(cid), rec_b.get(cid))
-                if r and r["git"].get("diff_artifact")
-            ]
-            causes.append(
-                f"uncommitted changes to {cid}'s file: "
-                f"{'dirty' if ga.get('dirty') else 'clean'} vs {'dirty' if gb.get('dirty') else 'clean'}"
-                + (f" (diff in {', '.join(sorted(set(where)))})" if where else "")
-            )
+        if ga.get("commit") and gb.get("commit") and ga["commit"] != gb["commit"]:
+            commits.add((ga["commit"], gb["commit"]))
+        dirty = dirty or bool(ga.get("dirty") or gb.get("dirty"))
+    files = ", ".join(dict.fromkeys(changed))
+    if len(commits) == 1:
+        old, new = next(iter(commits))
+        causes.append(f"code: commit {old[:7]} -> {new[:7]} ({files} changed)")
+    else:
+        edits = " (uncommitted edits)" if dirty else ""
+        causes.append(f"code: {files} changed{edits}")
     return causes
+
+
+def _file_name(label: str) -> str:
+    """``repo_id:path/to/file.py`` -> ``path/to/file.py``."""
+    return label.split(":", 1)[-1]
 
 
 def _argument_causes(args_a: dict, args_b: dict) -> list[str]:
@@ -335,3 +537,20 @@ def _environment_causes(env_a: dict, env_b: dict) -> list[str]:
     if env_a.get("pythonhashseed") != env_b.get("pythonhashseed"):
         causes.append(f"PYTHONHASHSEED: {env_a.get('pythonhashseed')} vs {env_b.get('pythonhashseed')}")
     return causes
+
+
+def _suspects(a: Run, b: Run) -> list[str]:
+    """The usual sources of nondeterminism, for a divergence nothing recorded explains."""
+    env_a = a.environment if isinstance(a, ComponentRun) else {}
+    env_b = b.environment if isinstance(b, ComponentRun) else {}
+    suspects = []
+    if not env_a.get("pythonhashseed") or not env_b.get("pythonhashseed"):
+        suspects.append(
+            "PYTHONHASHSEED is unset, so the order of sets and of str-keyed hashing differs "
+            "between processes; set PYTHONHASHSEED=0 for both runs"
+        )
+    suspects.append(
+        "randomness pcs does not seed: os.urandom, uuid, time, a generator of your own, or "
+        "input read from outside the run"
+    )
+    return suspects

@@ -107,9 +107,7 @@ def isolated(tmp_path, monkeypatch, template_store):
     monkeypatch.setattr(tracking_utils, "_tracking_uri", None, raising=False)
     yield uri
     # runs left active by a failing test must not leak into the next one
-    from pcs import run as run_module
-
-    run_module._ACTIVE_RUNS.set(())
+    fluent._active_run_stack.get().clear()
 
 
 @pytest.fixture(scope="session")

@@ -83,7 +83,10 @@ def test_run_status_rerun(project):
     for expected in ("run command", "count", "value", "pcs.seed", "links"):
         assert expected in detail
     data = json.loads(run_cli("status", run_id, "--json", cwd=project).stdout)
-    assert data["params"] == {"label": "x"}
+    # the code's own param, and the arguments and seed pcs logs as params
+    assert data["params"] == {
+        "label": "x", "counter.count.n": "5", "counter.__init__.start": "10", "pcs.seed": "4",
+    }
 
     rerun = run_cli("rerun", run_id, cwd=project)
     new_id = rerun.stdout.strip().splitlines()[-1]
