@@ -166,7 +166,12 @@ def parse_duration(text: str) -> timedelta:
             f"Cannot read {text!r} as a duration. Write a number and one unit: s (seconds), "
             "m (minutes), h (hours), d (days) or w (weeks), e.g. '30m', '2h', '7d' or '1w'."
         )
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2).lower()])
+    try:
+        return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2).lower()])
+    except OverflowError:
+        raise ArgumentError(
+            f"The duration {text!r} is too long to count. Pass a shorter one, e.g. '52w'."
+        ) from None
 
 
 # -- the in-use lock ---------------------------------------------------------------------

@@ -175,6 +175,11 @@ def test_parse_duration_refuses_other_forms(text):
     assert "'30m', '2h', '7d'" in str(info.value) and repr(text) in str(info.value)
 
 
+def test_parse_duration_refuses_durations_too_long_to_count():
+    with pytest.raises(ArgumentError, match="too long"):
+        parse_duration("99999999999999w")
+
+
 # -- cleaning ----------------------------------------------------------------------------------
 
 
