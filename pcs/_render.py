@@ -16,17 +16,35 @@ if TYPE_CHECKING:  # pragma: no cover
     from pcs.component import Component
     from pcs.run import Run
 
-__all__ = ["console", "print_runs_table", "print_run_status", "print_component_tree", "run_summary"]
+__all__ = [
+    "console",
+    "print_runs_table",
+    "print_run_status",
+    "print_component_tree",
+    "run_summary",
+    "run_details",
+    "print_caches",
+    "print_clean_result",
+    "print_cleanup",
+]
 
 
-def console() -> Console:
+def console(stderr: bool = False) -> Console:
     import shutil
 
     from rich.console import Console
 
     # piped output has no terminal width; keep full run ids readable there
     width = None if shutil.get_terminal_size((0, 0)).columns else 160
-    return Console(soft_wrap=False, width=width)
+    return Console(soft_wrap=False, width=width, stderr=stderr)
+
+
+def _status(run: Run) -> str:
+    """The run's status; a RUNNING run whose process is gone shows as 'RUNNING (stale)'."""
+    status = run.info.status
+    if status == "RUNNING" and run.stale_reason is not None:
+        return "RUNNING (stale)"
+    return status
 
 
 def _time(ms: int | None) -> str:
@@ -58,7 +76,8 @@ def run_summary(run: Run) -> dict[str, Any]:
         "run_id": run.identifier,
         "name": info.run_name,
         "experiment_id": info.experiment_id,
-        "status": info.status,
+        "status": _status(run),
+        "stale_reason": run.stale_reason,
         "lifecycle_stage": info.lifecycle_stage,
         "start_time": info.start_time,
         "end_time": info.end_time,
@@ -70,7 +89,17 @@ def run_summary(run: Run) -> dict[str, Any]:
         "depends_on": run.dependency_ids,
         "rerun_of": tags.get(_keys.RERUN_OF),
         "imported_from": tags.get(_keys.IMPORTED_FROM),
+        "error": tags.get(_keys.ERROR),
+        "verification": tags.get(_keys.VERIFICATION),
+        "sweep_id": tags.get(_keys.SWEEP_ID),
     }
+
+
+def run_details(run: Run) -> dict[str, Any]:
+    """Everything ``pcs status RUN_ID --json`` prints."""
+    data = run_summary(run)
+    data.update(params=run.params, metrics=run.metrics, tags=run.tags)
+    return data
 
 
 @provides("print_runs_table")
@@ -92,7 +121,7 @@ def print_runs_table(runs: Iterable[Run], out: Console | None = None) -> None:
         table.add_row(
             run.identifier,
             escape(run.info.run_name or ""),
-            run.info.status,
+            _status(run),
             _time(run.info.start_time),
             escape(f"{component}.{entry}") if entry else "-",
             tags.get(_keys.GRADE, "-"),
@@ -129,7 +158,16 @@ def print_run_status(run: Run, detailed: bool = False, out: Console | None = Non
         info.add_row(key, str(summary[key]))
     info.add_row("start", _time(summary["start_time"]))
     info.add_row("end", _time(summary["end_time"]))
+    if summary["stale_reason"]:
+        info.add_row("stale", escape(summary["stale_reason"] + " ('pcs cleanup' ends it as KILLED)"))
+    if summary["verification"]:
+        info.add_row("verification", escape(summary["verification"]))
     out.print(info)
+    if summary["error"]:
+        out.print(f"[red]error:[/red] {escape(summary['error'])}")
+        tail = _traceback_tail(run)
+        if tail:
+            out.print(escape(tail), highlight=False)
     for title, values in (("params", run.params), ("metrics", run.metrics)):
         if values:
             table = Table(title=title)
@@ -164,6 +202,76 @@ def print_run_status(run: Run, detailed: bool = False, out: Console | None = Non
     link_table.add_row("rerun of", summary["rerun_of"] or "-")
     link_table.add_row("reruns", ", ".join(r.identifier for r in run.reruns) or "-")
     out.print(link_table)
+    out.print(f"picture of its lineage: pcs graph {run.identifier} -o lineage.html")
+
+
+def _traceback_tail(run: Run, lines: int = 12) -> str:
+    """The last lines of the run's recorded traceback (``pcs/traceback.txt``), or ''."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory(prefix="pcs-status-") as tmp:
+        try:
+            local = run._download_quietly(_keys.TRACEBACK_ARTIFACT, Path(tmp))
+            text = Path(local).read_text(encoding="utf-8", errors="replace")
+        except Exception:  # noqa: BLE001 - no traceback recorded
+            return ""
+    kept = text.rstrip().splitlines()[-lines:]
+    return f"traceback ({_keys.TRACEBACK_ARTIFACT}, last {len(kept)} lines):\n" + "\n".join(kept)
+
+
+def _size(num: int) -> str:
+    value = float(num)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GB"
+
+
+def print_caches(summaries: Iterable[Any], out: Console | None = None) -> None:
+    """The table of ``pcs cache list``."""
+    from rich.table import Table
+
+    out = out or console()
+    table = Table(title="pcs caches")
+    for column in ("cache", "entries", "size", "path"):
+        table.add_column(column, overflow="fold")
+    total = 0
+    for s in summaries:
+        size = s.size_bytes + s.other_bytes
+        total += size
+        table.add_row(s.kind, str(len(s.entries)), _size(size), str(s.path))
+    out.print(table)
+    out.print(f"total: {_size(total)}")
+
+
+def print_clean_result(result: Any, out: Console | None = None) -> None:
+    """What ``pcs cache clean`` removed and skipped."""
+    out = out or console()
+    verb = "would remove" if result.dry_run else "removed"
+    for entry in result.removed:
+        out.print(f"{verb} {entry.kind}/{entry.name} ({_size(entry.size_bytes)})")
+    for entry in result.skipped_in_use:
+        out.print(f"skipped {entry.kind}/{entry.name}: in use by a running pcs process")
+    out.print(
+        f"{'would free' if result.dry_run else 'freed'} {_size(result.freed_bytes)}; "
+        f"{len(result.skipped_in_use)} entr{'y' if len(result.skipped_in_use) == 1 else 'ies'} in use"
+    )
+
+
+def print_cleanup(stale: Iterable[Any], dry_run: bool, out: Console | None = None) -> None:
+    """What ``pcs cleanup`` ended (or would end)."""
+    from rich.markup import escape
+
+    out = out or console()
+    count = 0
+    for run in stale:
+        count += 1
+        verb = "would end" if dry_run else "ended"
+        out.print(f"{verb} {run.run_id} ({escape(run.name or '')}) as KILLED: {escape(run.reason)}")
+    if count == 0:
+        out.print("No stale runs: every RUNNING run has a live process or a recent heartbeat.")
 
 
 def _print_run_command(run: Any, out: Console) -> None:

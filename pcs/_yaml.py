@@ -16,3 +16,18 @@ def load_yaml(text: str | bytes, where: str, error: type[PcsError] = ArgumentErr
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise error(f"{where} is not valid YAML: {' '.join(str(exc).split())[:300]}") from None
+
+
+def parse_value(raw: str, where: str) -> Any:
+    """A value written on the command line, read as YAML (JSON numbers stay numbers)."""
+    import json
+
+    text = raw.strip()
+    try:
+        value = json.loads(text)
+    except ValueError:
+        pass
+    else:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return value
+    return load_yaml(text, where) if text else ""

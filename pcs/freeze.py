@@ -114,3 +114,16 @@ def _repo_identifier(url: str) -> str:
     tail = url.rstrip("/").split("/")[-1].removesuffix(".git") or "repo"
     safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in tail)
     return f"{safe}_git"
+
+
+class FreezeResult:
+    """A frozen registry, and notes on what others may not be able to fetch."""
+
+    def __init__(self, registry: InMemoryRegistry, notes: list[str]) -> None:
+        self.registry = registry
+        self.notes = notes
+
+
+def freeze_components(component: Component, force: bool = False) -> FreezeResult:
+    """The frozen registry of ``component``'s DAG, with notes (interim: no notes yet)."""
+    return FreezeResult(frozen_registry(component, force=force), [])

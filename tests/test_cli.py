@@ -58,8 +58,10 @@ def test_parse_assignment_reads_yaml_values():
     assert parse_assignment("agent.run.name='5'") == ("agent", "run", "name", "5")
     assert parse_assignment("agent.run.xs=[1, 2]") == ("agent", "run", "xs", [1, 2])
     assert parse_assignment("agent.run.lr=1e-3") == ("agent", "run", "lr", 0.001)
-    assert parse_assignment("agent.run.country=no") == ("agent", "run", "country", "no")
-    assert parse_assignment("agent.run.code=012") == ("agent", "run", "code", "012")
+    # YAML, as documented and as --arg-set files read it: yes/no are booleans
+    assert parse_assignment("agent.run.flag=yes") == ("agent", "run", "flag", True)
+    assert parse_assignment("agent.run.country=no") == ("agent", "run", "country", False)
+    assert parse_assignment("agent.run.country='no'") == ("agent", "run", "country", "no")
     assert parse_assignment("agent.run.flag=true") == ("agent", "run", "flag", True)
     assert parse_assignment("agent.run.d={a: 1}") == ("agent", "run", "d", {"a": 1})
     assert parse_assignment("agent.run.path=/tmp/x=y") == ("agent", "run", "path", "/tmp/x=y")

@@ -1,0 +1,131 @@
+"""The ``pcs`` command line: it resolves what is implicit, calls the library, prints.
+
+Each command lives in its own module of this package and only presents what
+a library function returns. Errors reach :func:`main`, which prints their
+message (no traceback) and exits with the error's exit code; the table of
+exit codes is in :mod:`pcs.errors`. MLflow is imported only by the commands
+that need it, so ``pcs --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from pcs.cli._common import parse_assignment
+from pcs.cli.cache import cache
+from pcs.cli.cleanup import cleanup
+from pcs.cli.freeze import freeze
+from pcs.cli.graph import graph
+from pcs.cli.run import diff, rerun, run
+from pcs.cli.status import status
+from pcs.cli.transfer import export_cmd, import_cmd, publish, pull
+
+__all__ = ["main", "cli", "parse_assignment"]
+
+# commands that open the tracking store (the others never touch it)
+_STORE_COMMANDS = {
+    "run", "status", "rerun", "diff", "export", "import", "publish", "pull", "graph",
+    "cleanup", "sweep",
+}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--tracking-uri",
+    envvar="MLFLOW_TRACKING_URI",
+    help="MLflow tracking store (default: MLFLOW_TRACKING_URI, else MLflow's default sqlite:///mlflow.db).",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Show MLflow's own INFO logs.")
+@click.version_option(package_name="pcs", prog_name="pcs")
+@click.pass_context
+def cli(ctx: click.Context, tracking_uri: str | None, verbose: bool) -> None:
+    """pcs: reproducible runs of Python code, recorded in MLflow.
+
+    \b
+    Exit codes: 0 ok, 1 diverged, 2 usage, 3 not found, 4 not rerunnable,
+    5 unverifiable, 6 the component failed, 7 registry/bundle, 8 environment
+    build, 9 git repo, 10 tracking store unreachable, 130 interrupted.
+    """
+    if tracking_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    if not verbose:
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    # MLflow prints "View run ... at" lines on stdout for tracking servers; pcs prints its own
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    if ctx.invoked_subcommand in _STORE_COMMANDS:
+        _note_new_store()
+
+
+def _note_new_store() -> None:
+    """Say so (on stderr) when the command is about to create a new local store."""
+    from mlflow.tracking._tracking_service.utils import get_tracking_uri
+
+    uri = get_tracking_uri()
+    if uri.startswith("sqlite:///"):
+        path = uri[len("sqlite:///"):]
+        if path and path != ":memory:" and not os.path.exists(path):
+            click.echo(
+                f"pcs: no MLflow store at {path} yet; creating one (set MLFLOW_TRACKING_URI "
+                "or --tracking-uri to use another store).",
+                err=True,
+            )
+
+
+for _command in (run, status, rerun, diff, freeze, export_cmd, import_cmd, publish, pull, graph,
+                 cache, cleanup):
+    cli.add_command(_command)
+
+
+def _add_optional_commands() -> None:
+    try:
+        from pcs.cli.sweep import sweep
+    except ImportError:  # pragma: no cover - the sweep command ships with pcs
+        return
+    cli.add_command(sweep)
+
+
+_add_optional_commands()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``pcs`` console script."""
+    from pcs.errors import EXIT_CODES, PcsError
+
+    try:
+        result: Any = cli.main(args=argv, prog_name="pcs", standalone_mode=False)
+    except PcsError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("Aborted.", err=True)
+        sys.exit(EXIT_CODES["interrupted"])
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except SystemExit:
+        raise
+    except Exception as exc:
+        run_id = getattr(exc, "pcs_run_id", None)
+        if run_id:
+            message = " ".join(str(exc).split())[:500]
+            click.echo(
+                f"Error: run {run_id} FAILED: {type(exc).__name__}: {message}. The traceback is "
+                f"recorded in the run (pcs status {run_id}).",
+                err=True,
+            )
+            sys.exit(EXIT_CODES["component_failed"])
+        if type(exc).__module__.startswith(("mlflow", "sqlalchemy", "requests", "urllib3")):
+            # the store refused or could not be reached: not a pcs bug, say what it said
+            message = " ".join(str(exc).split())[:500]
+            click.echo(
+                f"Error: the MLflow tracking store refused the request: {message}. Check "
+                "MLFLOW_TRACKING_URI (or --tracking-uri) and that the store is reachable.",
+                err=True,
+            )
+            sys.exit(EXIT_CODES["tracking_store"])
+        raise
+    sys.exit(result if isinstance(result, int) else 0)

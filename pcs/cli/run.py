@@ -1,0 +1,163 @@
+"""``pcs run``, ``pcs rerun`` and ``pcs diff``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from pcs.cli._common import emit_json, json_option, parse_assignment, progress_option, working
+
+__all__ = ["run", "rerun", "diff"]
+
+_RETURN_VALUE_SHOWN = 300  # characters of the return value printed by 'pcs run'
+
+
+@click.command()
+@click.argument("component")
+@click.option("-r", "--registry-file", default="components.yaml", show_default=True,
+              type=click.Path(dir_okay=False), help="Registry YAML that defines the component.")
+@click.option("-e", "--entry-point", default=None, help="Entry point to call (default: the component's DEFAULT_ENTRY_POINT, else 'run').")
+@click.option("-a", "--arg", "args", multiple=True, metavar="COMPONENT.FUNCTION.ARG=VALUE",
+              help="One argument; VALUE is read as YAML (5 is an int, yes is true, '5' a string, "
+                   "[1, 2] a list). Repeatable.")
+@click.option("--arg-set", "arg_set_file", type=click.Path(dir_okay=False),
+              help="YAML file with an ArgumentSet; -a values override it.")
+@click.option("--seed", type=click.IntRange(0), default=None, help="Seed for random/NumPy/PyTorch (default: drawn and recorded).")
+@click.option("--run-name", default=None, help="MLflow run name.")
+@click.option("--experiment", "experiment_name", default=None,
+              help="MLflow experiment (by name; created when missing). Default: MLflow's current one.")
+@json_option
+def run(component: str, registry_file: str, entry_point: str | None, args: tuple[str, ...],
+        arg_set_file: str | None, seed: int | None, run_name: str | None,
+        experiment_name: str | None, as_json: bool) -> None:
+    """Run COMPONENT's entry point and record it; prints the return value, then the run id."""
+    from pcs import _config, _keys, _render
+    from pcs.argument_set import ArgumentSet
+    from pcs.component import Component
+
+    with working(as_json):
+        arg_set = ArgumentSet.from_yaml(arg_set_file) if arg_set_file else ArgumentSet()
+        for text in args:
+            comp, fn, name, value = parse_assignment(text)
+            arg_set = arg_set.with_args(comp, fn, **{name: value})
+        comp_obj = Component.from_registry_file(registry_file, component)
+        experiment_id = (
+            _config.experiment_by_name(_config.tracking_client(), experiment_name)
+            if experiment_name else None
+        )
+        new_run = comp_obj.run_with_arg_set(
+            entry_point, arg_set, seed=seed, run_name=run_name, experiment_id=experiment_id
+        )
+    value = new_run.return_value_of() if new_run.tags.get(_keys.RETURN_VALUE_FORMAT) not in (None, "none") else None
+    if as_json:
+        emit_json(
+            _render.run_summary(new_run)
+            | {
+                "return_value_sha256": new_run.tags.get(_keys.RETURN_VALUE_SHA256),
+                "return_value": _json_safe(value),
+            }
+        )
+        return
+    _render.print_run_status(new_run)
+    if value is not None:
+        click.echo(f"return value: {_short(repr(value))}")
+    click.echo(new_run.identifier)
+
+
+def _short(text: str) -> str:
+    if len(text) <= _RETURN_VALUE_SHOWN:
+        return text
+    return f"{text[:_RETURN_VALUE_SHOWN - 3]}... ({len(text)} characters; the full value is the run's return value)"
+
+
+def _json_safe(value: Any) -> Any:
+    import json
+
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        return _short(repr(value))
+    return value if len(text) <= 100_000 else _short(text)
+
+
+def _tolerance_options(fn: Any) -> Any:
+    fn = click.option("--ignore", "ignore", multiple=True, metavar="NAME",
+                      help="A metric, param or output (stdout) not to compare; glob patterns work. Repeatable.")(fn)
+    fn = click.option("--atol", type=click.FloatRange(0), default=0.0, show_default=True,
+                      help="Absolute tolerance for metric values.")(fn)
+    fn = click.option("--rtol", type=click.FloatRange(0), default=0.0, show_default=True,
+                      help="Relative tolerance for metric values.")(fn)
+    return fn
+
+
+def _verdict_exit(report: Any) -> int:
+    from pcs.errors import EXIT_CODES
+
+    if report is None or report.reproduced:
+        return EXIT_CODES["ok"]
+    if report.verdict == "unverifiable":
+        return EXIT_CODES["unverifiable"]
+    return EXIT_CODES["diverged"]
+
+
+@click.command()
+@click.argument("run_id")
+@click.option("--verify", is_flag=True, help="Compare the new run with the original and print the verdict.")
+@click.option("--strict", is_flag=True, help="Like --verify; also fails (exit 1/5) when not reproduced.")
+@click.option("--code", type=click.Choice(["recorded", "current", "git"]), default="recorded", show_default=True,
+              help="Run the recorded source snapshot, the files as they are now, or the recorded git commit.")
+@click.option("--env", type=click.Choice(["current", "recorded"]), default="current", show_default=True,
+              help="Run here, or in a virtual environment with the recorded distributions.")
+@_tolerance_options
+@progress_option
+@json_option
+def rerun(run_id: str, verify: bool, strict: bool, code: str, env: str, rtol: float, atol: float,
+          ignore: tuple[str, ...], show_progress: bool | None, as_json: bool) -> int:
+    """Execute RUN_ID's recorded command again; prints the verdict (with --verify), then the new id.
+
+    Exits 0 when reproduced, 1 when diverged, 5 when nothing could be compared.
+    """
+    from pcs.run import Run
+
+    with working(as_json):
+        original = Run.from_existing_run_id(run_id)
+        new_run = original.rerun(
+            verify=verify or strict, code=code, env=env, rtol=rtol, atol=atol, ignore=ignore,
+        )
+    report = new_run.verification
+    if as_json:
+        data: dict[str, Any] = {"run_id": new_run.identifier, "rerun_of": original.identifier}
+        if report is not None:
+            data["verification"] = report.to_dict()
+        emit_json(data)
+    else:
+        if report is not None:
+            click.echo(str(report))
+        click.echo(new_run.identifier)
+    return _verdict_exit(report)
+
+
+@click.command()
+@click.argument("run_a")
+@click.argument("run_b")
+@_tolerance_options
+@json_option
+def diff(run_a: str, run_b: str, rtol: float, atol: float, ignore: tuple[str, ...], as_json: bool) -> int:
+    """Compare two runs: outputs (return value, metrics step by step, params, artifacts, stdout), then the record.
+
+    Exits 0 when they agree, 1 when they differ, 5 when nothing could be compared.
+    """
+    from pcs.run import Run
+    from pcs.verification import compare_runs
+
+    with working(as_json):
+        report = compare_runs(
+            Run.from_existing_run_id(run_a), Run.from_existing_run_id(run_b),
+            rtol=rtol, atol=atol, ignore=ignore, relation="vs",
+        )
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        click.echo(str(report))
+    return _verdict_exit(report)
