@@ -468,6 +468,7 @@ class GitState:
     diff: str = ""
     untracked: tuple[str, ...] = field(default_factory=tuple)
     pushed: bool = False
+    remote_name: str | None = None  # which remote remote_url is (not recorded)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -554,6 +555,7 @@ def git_state(paths: list[Path]) -> GitState | None:
             diff=diff,
             untracked=untracked,
             pushed=pushed,
+            remote_name=remote.name if remote is not None else None,
         )
     except (git.GitCommandError, git.InvalidGitRepositoryError, git.NoSuchPathError):
         return None
