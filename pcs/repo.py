@@ -322,13 +322,16 @@ class GitRepo(Repo):
 
     def _fetch_commit(self, repo, sha: str) -> str:  # repo: git.Repo
         """Fetch one commit by its full sha; '' on success, else git's (redacted) reason."""
+        import git
+
         try:
-            self._git(
-                repo, "fetch", "--quiet", "--no-tags", self._fetch_url,
-                f"+{sha}:refs/pcs/pinned/{sha}", action="fetch",
+            repo.git.execute(
+                ["git", "fetch", "--quiet", "--no-tags", self._fetch_url,
+                 f"+{sha}:refs/pcs/pinned/{sha}"],
+                env=_git_env(),
             )
-        except RepoError as exc:
-            return str(exc)
+        except git.GitCommandError as exc:
+            return _git_message(exc) or "git fetch failed"
         return ""
 
     def _fetch_fallback(self, repo) -> None:  # repo: git.Repo
@@ -622,7 +625,7 @@ def _lookup(repo, key: str) -> tuple[str | None, bool]:  # repo: git.Repo
 def _missing_detail(key: str, refusal: str) -> str:
     """Why a sha was not found, for the end of a 'has no commit' message."""
     if refusal:
-        return f" (asking for the commit itself failed too: {refusal.rstrip('.')})"
+        return f" (fetching it by its sha failed too: {refusal})"
     if _looks_like_sha(key) and not _is_full_sha(key):
         return (
             " (a commit that no branch or tag holds, such as a pull request's head, can "
@@ -711,5 +714,13 @@ def _reach_advice(exc: Exception) -> str:
 
 
 def _git_message(exc: Exception) -> str:
+    """git's own words from a failed command: one line, without credentials or progress."""
     text = str(getattr(exc, "stderr", "") or exc).strip()
-    return redact_text(" ".join(text.split()))[:300]
+    if text.startswith("stderr:"):  # GitPython's wrapping: stderr: '...'
+        text = text[len("stderr:"):].strip().removeprefix("'").removesuffix("'")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not ln.startswith("Cloning into")]
+    unique = dict.fromkeys(
+        ln.removeprefix("fatal: ").removeprefix("error: ").rstrip(".") for ln in lines
+    )
+    return redact_text(" ".join("; ".join(unique).split()))[:300]

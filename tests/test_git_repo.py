@@ -616,7 +616,7 @@ def test_a_server_that_refuses_unadvertised_commits_says_so(served, monkeypatch)
         GitRepo("models", url=served.with_token).resolve(served.pr_1)
     message = str(info.value)
     assert f"has no commit, branch or tag {served.pr_1!r}" in message
-    assert "asking for the commit itself failed too" in message
+    assert "fetching it by its sha failed too" in message
     assert "unadvertised object" in message
     assert served.token not in message and "\n" not in message
 
