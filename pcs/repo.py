@@ -160,6 +160,12 @@ class GitRepo(Repo):
         super().__init__(identifier)
         if not url or not isinstance(url, str):
             raise RepoError(f"Git repo {identifier!r} needs a URL or path.")
+        if url.startswith("-"):
+            # it would reach git as an option (--upload-pack=...), from a registry file
+            raise RepoError(
+                f"Git repo {identifier!r} has the URL {redact_url(url)!r}, which starts with "
+                "'-'; a git URL or path cannot. Fix the repo's 'url'."
+            )
         if _is_relative_local_url(url) or url.startswith("~"):
             url = str(Path(url).expanduser().resolve())
         self.url = redact_url(url)
@@ -256,7 +262,7 @@ class GitRepo(Repo):
 
     def _remote_head(self, repo) -> str | None:  # repo: git.Repo
         """The branch the remote's HEAD names (``refs/heads/main``), or None when it has none."""
-        out = self._git(repo, "ls-remote", "--symref", self._fetch_url, "HEAD", action="clone")
+        out = self._git(repo, "ls-remote", "--symref", "--", self._fetch_url, "HEAD", action="clone")
         for line in out.splitlines():
             if line.startswith("ref: ") and line.endswith("\tHEAD"):
                 return line[len("ref: "):-len("\tHEAD")]
@@ -315,7 +321,7 @@ class GitRepo(Repo):
 
     def _fetch(self, repo, action: str = "fetch") -> None:  # repo: git.Repo
         self._git(
-            repo, "fetch", "--quiet", "--prune", "--force", self._fetch_url,
+            repo, "fetch", "--quiet", "--prune", "--force", "--", self._fetch_url,
             "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*",
             action=action,
         )
@@ -326,7 +332,7 @@ class GitRepo(Repo):
 
         try:
             repo.git.execute(
-                ["git", "fetch", "--quiet", "--no-tags", self._fetch_url,
+                ["git", "fetch", "--quiet", "--no-tags", "--", self._fetch_url,
                  f"+{sha}:refs/pcs/pinned/{sha}"],
                 env=_git_env(),
             )
@@ -338,7 +344,7 @@ class GitRepo(Repo):
         """Fetch the fallback repository's branches and HEAD under ``refs/pcs/local/``."""
         try:
             self._git(
-                repo, "fetch", "--quiet", "--no-tags", "--force", str(self._fallback),
+                repo, "fetch", "--quiet", "--no-tags", "--force", "--", str(self._fallback),
                 "+HEAD:refs/pcs/local/HEAD", "+refs/heads/*:refs/pcs/local/heads/*",
                 action="fetch",
             )

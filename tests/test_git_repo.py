@@ -224,6 +224,19 @@ def test_empty_url_is_refused():
         GitRepo("r", url="")
 
 
+def test_a_url_that_git_would_take_for_an_option_is_refused(tmp_path):
+    marker = tmp_path / "ran"
+    registry = InMemoryRegistry.from_dict(
+        {
+            "repos": {"r": {"type": "git", "url": f"--upload-pack=touch {marker}"}},
+            "components": {"m==main": {"repo": "r", "file_path": "m.py"}},
+        }
+    )
+    with pytest.raises(RepoError, match="starts with '-'"):
+        Component.from_registry(registry, "m==main").source()
+    assert not marker.exists()
+
+
 def test_one_clone_in_pcs_home_serves_every_read(two_commits):
     src, sha_a, sha_b = two_commits
     cache_root = Path(os.environ["PCS_HOME"]) / "git"
