@@ -403,6 +403,8 @@ class GitRepo(Repo):
                 f"{target}: it exists and is not an empty folder. Choose a new folder."
             )
         tree = repo.commit(sha).tree
+        if isinstance(paths, str):
+            paths = [paths]  # one path, not its characters
         if paths is None:
             roots = [tree]
         else:
@@ -426,7 +428,12 @@ class GitRepo(Repo):
         try:
             written: set[str] = set()
             for root in roots:
-                blobs = [root] if root.type == "blob" else root.traverse()
+                if root.type == "blob":
+                    blobs = [root]
+                elif root.type == "tree":
+                    blobs = root.traverse()
+                else:
+                    blobs = []  # a submodule: its commits live in another repo
                 for item in blobs:
                     if item.type == "blob" and item.path not in written:
                         _write_blob(item, tmp, f"git repo {self.identifier!r}")
@@ -440,7 +447,16 @@ class GitRepo(Repo):
         return target
 
     def is_pushed(self, sha: str) -> bool:
-        """Whether the repo at the URL itself holds commit ``sha`` (not only the fallback)."""
+        """Whether the repo at the URL itself holds commit ``sha`` (not only the fallback).
+
+        Args:
+            sha: a commit sha, full or short.
+
+        Returns:
+            True when a branch or tag of the URL holds it, or the URL gives it
+            when asked by its full sha; False when it cannot tell or the URL is
+            unreachable.
+        """
         try:
             repo, fresh = self._clone()
             if not fresh:
@@ -683,14 +699,13 @@ def _write_blob(blob, root: Path, where: str) -> None:  # blob: git.Blob
     rel = _checked_rel(blob.path, where)
     target = root.joinpath(*PurePosixPath(rel).parts)
     target.parent.mkdir(parents=True, exist_ok=True)
-    data = blob.data_stream.read()
     if blob.mode == _SYMLINK_MODE:
-        os.symlink(os.fsdecode(data), target)
+        os.symlink(os.fsdecode(blob.data_stream.read()), target)
         return
     mode = 0o777 if blob.mode & 0o111 else 0o666  # the umask trims it, as git does
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     with os.fdopen(fd, "wb") as out:
-        out.write(data)
+        blob.stream_data(out)
 
 
 _SYMLINK_MODE = 0o120000

@@ -645,7 +645,7 @@ def test_a_short_sha_of_a_pull_request_commit_asks_for_the_full_sha(served):
 
 @pytest.fixture
 def tree_repo(tmp_path):
-    """A repo with a package, an executable script and a symlink (commit 1), then changes (2)."""
+    """A package, an executable script, a symlink and a submodule (commit 1), then changes (2)."""
     repo = make_repo(tmp_path / "tree")
     (repo / "pkg").mkdir()
     (repo / "pkg" / "a.py").write_text("A = 1\n", encoding="utf-8")
@@ -654,6 +654,8 @@ def tree_repo(tmp_path):
     (repo / "run.sh").chmod(0o755)
     os.symlink("pkg/a.py", repo / "link.py")
     git(repo, "add", "-A")
+    # a submodule's entry: a commit of another repo, which has no files here
+    git(repo, "update-index", "--add", "--cacheinfo", f"160000,{'ab' * 20},vendor/lib")
     git(repo, "commit", "-q", "-m", "one")
     first = git(repo, "rev-parse", "HEAD")
     (repo / "pkg" / "a.py").write_text("A = 2\n", encoding="utf-8")
@@ -699,6 +701,9 @@ def test_export_files_writes_only_the_paths_asked_for(tree_repo, tmp_path):
     repo = GitRepo("t", url=str(src))
     assert tree_of(repo.export_files(second, ["pkg/a.py", "new.py"], tmp_path / "two")) == {
         "new.py": "NEW = True\n", "pkg/a.py": "A = 2\n",
+    }
+    assert tree_of(repo.export_files(first, "run.sh", tmp_path / "one")) == {
+        "run.sh": "#!/bin/sh\necho hi\n",
     }
     empty = tmp_path / "empty"
     empty.mkdir()  # an empty folder may be the destination too
