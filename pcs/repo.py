@@ -254,7 +254,7 @@ class GitRepo(Repo):
 
         try:
             return repo.git.execute(["git", *args], env=_git_env())
-        except git.GitCommandError as exc:
+        except git.CommandError as exc:  # GitCommandNotFound too: no secret in a traceback
             raise RepoError(
                 f"Could not {action} git repo {self.identifier!r} from {self.url}: "
                 f"{_git_message(exc)}. {_reach_advice(exc)}"
@@ -336,7 +336,7 @@ class GitRepo(Repo):
                  f"+{sha}:refs/pcs/pinned/{sha}"],
                 env=_git_env(),
             )
-        except git.GitCommandError as exc:
+        except git.CommandError as exc:
             return _git_message(exc) or "git fetch failed"
         return ""
 
