@@ -1,20 +1,143 @@
-"""Removing secrets from URLs before they are recorded (interim; the full version lands with the repo work)."""
+"""Credentials out of URLs and messages, before pcs records or shows them.
+
+A git remote may carry a secret (``https://user:token@host/repo.git``, a
+``?private_token=`` query). pcs records clean URLs only: the userinfo of
+http(s) URLs (tokens are often given as the user name), any password in other
+URLs, and query or fragment parameters that carry secrets are removed;
+everything else is kept character for character. A clean URL still works
+when the user's git credential helper supplies the secret.
+
+The ssh user of ``ssh://git@host/repo`` or ``git@host:org/repo.git`` is not a
+secret and stays.
+"""
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
+import re
+from urllib.parse import unquote_plus
 
-__all__ = ["redact_url"]
+__all__ = ["redact_url", "redact_text"]
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
+
+# query parameters whose value is a secret (names compared lower-case, '-' as '_')
+_SECRET_NAMES = frozenset(
+    {
+        "token", "access_token", "private_token", "refresh_token", "id_token", "auth_token",
+        "session_token", "security_token", "oauth_token", "job_token",
+        "password", "passwd", "pwd", "pass", "secret", "client_secret",
+        "key", "api_key", "apikey", "access_key", "secret_key", "private_key",
+        "sig", "signature", "auth", "authorization", "credential", "credentials",
+    }
+)
+_SECRET_PREFIXES = ("x_amz_", "x_goog_")
+_SECRET_SUFFIXES = ("_token", "_secret", "_password", "_passwd", "_signature", "_key")
+
+# a URL inside free text: a scheme, then anything up to a space or quote
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]+")
+# scp-like ``user:password@host:path`` inside free text
+_SCP_PASSWORD_IN_TEXT = re.compile(r"(?<![\w/.:@-])([\w.+-]+):[^\s@/'\"]+@(?=[\w.-]+:)")
+_AUTH_HEADER = re.compile(r"(?i)\b(authorization:\s*)(?:(basic|bearer|token|digest)\s+)?\S+")
+_BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]+")
 
 
 def redact_url(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-    except ValueError:
+    """``url`` without the credentials it carries; everything else kept exactly.
+
+    Args:
+        url: a git remote or any URL: ``https://...``, ``ssh://...``,
+            ``git@host:org/repo.git``, a local path (returned unchanged).
+
+    Returns:
+        The URL without userinfo (http/https), without passwords (other schemes
+        and scp-like remotes) and without secret query or fragment parameters.
+
+    Example::
+
+        redact_url("https://oauth2:glpat-x@gitlab.example/team/m.git")
+        # 'https://gitlab.example/team/m.git'
+    """
+    if not isinstance(url, str) or not url:
         return url
-    if parts.scheme in ("http", "https") and parts.username is not None:
-        host = parts.hostname or ""
-        if parts.port:
-            host = f"{host}:{parts.port}"
-        return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-    return url
+    match = _SCHEME.match(url)
+    if match is None:
+        return _redact_scp_like(url)
+    scheme = match.group(1).lower()
+    start = match.end()
+    end = len(url)
+    for stop in "/?#":
+        found = url.find(stop, start)
+        if found != -1:
+            end = min(end, found)
+    authority = url[start:end]
+    userinfo, at, host = authority.rpartition("@")
+    if at:
+        if scheme in ("http", "https") or scheme.endswith(("+http", "+https")):
+            authority = host
+        elif ":" in userinfo:
+            authority = f"{userinfo.split(':', 1)[0]}@{host}"
+    rest = url[end:]
+    return url[:start] + authority + _redact_query(rest)
+
+
+def redact_text(text: str) -> str:
+    """``text`` (an error message, git's stderr) with every credential in it removed.
+
+    Args:
+        text: free text that may quote URLs or HTTP headers.
+
+    Returns:
+        The text with each URL redacted as :func:`redact_url` does, scp-like
+        passwords dropped and ``Authorization``/``Bearer`` values replaced by ``***``.
+    """
+    if not isinstance(text, str) or not text:
+        return text
+    text = _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
+    text = _SCP_PASSWORD_IN_TEXT.sub(lambda m: f"{m.group(1)}@", text)
+    text = _AUTH_HEADER.sub(
+        lambda m: f"{m.group(1)}{m.group(2) + ' ' if m.group(2) else ''}***", text
+    )
+    return _BEARER.sub(lambda m: f"{m.group(1)} ***", text)
+
+
+def _redact_scp_like(url: str) -> str:
+    """``user:password@host:path`` → ``user@host:path``; paths are returned unchanged."""
+    if url.startswith(("/", ".", "~", "\\")) or _WINDOWS_DRIVE.match(url):
+        return url
+    slash = url.find("/")
+    head = url if slash == -1 else url[:slash]
+    at = head.rfind("@")
+    if at == -1 or ":" not in head[at:]:
+        return url  # not ``[user@]host:path``
+    userinfo = head[:at]
+    if ":" not in userinfo:
+        return url
+    return userinfo.split(":", 1)[0] + url[at:]
+
+
+def _redact_query(rest: str) -> str:
+    """The path, query and fragment of a URL with secret parameters removed."""
+    path, hash_mark, fragment = rest.partition("#")
+    path, question, query = path.partition("?")
+    if question:
+        query = _drop_secret_params(query)
+        question = "?" if query else ""
+    if hash_mark and "=" in fragment:
+        fragment = _drop_secret_params(fragment)
+        hash_mark = "#" if fragment else ""
+    return f"{path}{question}{query}{hash_mark}{fragment}"
+
+
+def _drop_secret_params(params: str) -> str:
+    kept = [p for p in params.split("&") if not _is_secret_name(p.partition("=")[0])]
+    return "&".join(kept)
+
+
+def _is_secret_name(raw: str) -> bool:
+    name = unquote_plus(raw).strip().lower().replace("-", "_")
+    return (
+        name in _SECRET_NAMES
+        or name.startswith(_SECRET_PREFIXES)
+        or name.endswith(_SECRET_SUFFIXES)
+    )

@@ -18,6 +18,7 @@ from pcs import (
     LocalRepo,
     RepoError,
 )
+from pcs.freeze import freeze_components, frozen_registry
 
 AGENT = """\
 class Agent:
@@ -217,24 +218,89 @@ def test_inline_component_cannot_be_frozen():
         component.to_versioned_component()
 
 
-def test_pushed_commit_is_pinned_to_the_remote(tmp_path):
+def clone_with_origin(tmp_path, origin_url: str | None = None) -> tuple[Path, Path]:
+    """A bare ``origin`` and a working tree whose remote it is, with helper.py committed."""
     origin = tmp_path / "origin.git"
     subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], check=True)
     work = init_repo(tmp_path / "clone")
-    git(work, "remote", "add", "origin", str(origin))
+    git(work, "remote", "add", "origin", origin_url or str(origin))
     (work / "helper.py").write_text(HELPER, encoding="utf-8")
     git(work, "add", ".")
     git(work, "commit", "-q", "-m", "first")
+    return origin, work
+
+
+def test_the_remote_is_pinned_and_an_unpushed_commit_is_named(tmp_path):
+    origin, work = clone_with_origin(tmp_path)
+    sha = head(work)
     component = Component.from_repo(LocalRepo("w", work), "helper", "helper.py", "Helper", True)
 
-    # not pushed yet: only the local clone holds the commit
-    assert component.to_versioned_component().repo.url == str(work.resolve())
+    # not pushed yet: the registry pins the remote all the same, and says to push
+    result = freeze_components(component)
+    (repo_spec,) = result.registry.to_dict()["repos"].values()
+    assert repo_spec == {"type": "git", "url": str(origin)}
+    (note,) = result.notes
+    assert f"Commit {sha[:12]} of {work.resolve()} is not on its remote {origin}" in note
+    assert "git push" in note
+    # the pinned component still runs here: commits the remote lacks come from the clone
+    pinned = component.to_versioned_component()
+    assert pinned.repo.url == str(origin)
+    assert pinned.run("double", x=4) == 8
+    assert not pinned.repo.is_pushed(sha)
 
     git(work, "push", "-q", "origin", "main")
+    result = freeze_components(component)
+    assert result.notes == []
     pinned = component.to_versioned_component()
     assert pinned.repo.url == str(origin)
     assert pinned.repo.identifier == "origin_git"
+    assert pinned.repo.is_pushed(sha)
     assert pinned.run("double", x=5) == 10
+
+
+def test_without_a_remote_the_local_path_is_pinned_and_named(project):
+    result = freeze_components(agent_of(project))
+    (repo_spec,) = result.registry.to_dict()["repos"].values()
+    assert repo_spec["url"] == str(project.resolve())
+    (note,) = result.notes  # one note for the two components of the same tree
+    assert f"{project.resolve()} has no git remote" in note
+    assert "local path" in note and "git remote add" in note
+    assert frozen_registry(agent_of(project)).to_dict() == result.registry.to_dict()
+
+
+def test_a_remote_with_credentials_is_frozen_without_them(tmp_path):
+    secret_url = "https://bot:ghp_s3cret@example.invalid/team/models.git?private_token=glpat-s3cret"
+    _, work = clone_with_origin(tmp_path, origin_url=secret_url)
+    component = Component.from_repo(LocalRepo("w", work), "helper", "helper.py", "Helper", True)
+
+    result = freeze_components(component)
+    out = tmp_path / "frozen.yaml"
+    result.registry.to_yaml(out)
+    text = out.read_text()
+    assert "s3cret" not in text and "bot" not in text
+    data = yaml.safe_load(text)
+    assert data["repos"] == {
+        "models_git": {"type": "git", "url": "https://example.invalid/team/models.git"}
+    }
+    assert all("s3cret" not in note for note in result.notes)
+    assert "is not on its remote https://example.invalid/team/models.git" in result.notes[0]
+
+
+def test_a_forced_freeze_says_what_it_left_out(project):
+    sha = head(project)
+    (project / "agent.py").write_text(AGENT.format(offset=7), encoding="utf-8")
+    result = freeze_components(agent_of(project), force=True)
+    assert result.registry.has_spec("components", f"agent=={sha}")
+    assert any(
+        "agent.py has uncommitted changes" in note and sha[:12] in note for note in result.notes
+    )
+
+
+def test_a_git_repo_at_a_local_path_is_named(project):
+    repo = GitRepo("p", url=str(project))
+    component = Component.from_repo(repo, "helper==main", "lib/helper.py", "Helper", True)
+    (note,) = freeze_components(component).notes
+    assert "'p' is a local path" in note and str(project) in note
 
 
 def test_already_versioned_git_component_is_pinned_to_its_commit(project):
