@@ -4,6 +4,7 @@
 """
 
 from pcs.argument_set import ArgumentSet
+from pcs.cleanup import cleanup_stale_runs
 from pcs.component import Component
 from pcs.component_run import ComponentRun, active_component_run
 from pcs.errors import (
@@ -58,6 +59,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "ArgumentSet",
+    "cleanup_stale_runs",
     "Component",
     "ComponentRun",
     "active_component_run",
