@@ -25,6 +25,7 @@ both give the same data and refuse the same limits.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -45,7 +46,7 @@ from pcs._limits import (
 )
 from pcs.errors import ArgumentError, InputLimitError, PcsError
 
-__all__ = ["load_yaml", "parse_value"]
+__all__ = ["load_yaml", "load_json", "parse_value"]
 
 _BaseLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -112,6 +113,74 @@ def load_yaml(
         data = load_yaml(path.read_text(encoding="utf-8"), f"Registry file {path}", RegistryError)
     """
     return _load(text, where, error, max_bytes, max_depth, inspect, _Loader)
+
+
+def load_json(
+    text: str | bytes,
+    where: str,
+    error: type[PcsError] = ArgumentError,
+    max_bytes: int = MAX_YAML_BYTES,
+    max_depth: int = MAX_DOCUMENT_DEPTH,
+    allow_nan: bool = True,
+) -> Any:
+    """Parse JSON from outside (a request body, a stored artifact) within the same limits.
+
+    JSON has no aliases, but deep nesting makes ``json.loads`` raise
+    ``RecursionError``, huge ints raise ``ValueError`` and ``\\ud800`` escapes
+    give lone surrogates; each is refused here in one line.
+
+    Args:
+        text: the JSON text (bytes are read as UTF-8).
+        where: what it is, to start every message (``"The request body"``).
+        error: the class raised for syntax problems.
+        max_bytes: the largest text accepted, in UTF-8 bytes.
+        max_depth: the deepest nesting of lists and objects accepted.
+        allow_nan: when False, ``NaN`` and ``Infinity`` are refused (class ``error``).
+
+    Returns:
+        The parsed value.
+
+    Raises:
+        InputLimitError: too large, too deep, an int beyond ``MAX_INT_BITS`` bits,
+            a number beyond the float range, or a lone surrogate.
+        error: not valid JSON (or a NaN/Infinity constant when not allowed).
+    """
+    _check_size(text, where, max_bytes)
+
+    def refuse_constant(name: str) -> Any:
+        raise error(
+            f"{_cap(where)} holds {name}, which is not a JSON number and cannot be recorded "
+            "exactly. Send a finite number, or a string."
+        )
+
+    def finite(number: str) -> float:
+        value = float(number)
+        if math.isinf(value):  # json.loads would turn 1e400 into inf without a word
+            raise InputLimitError(
+                f"{_cap(where)} holds {_clip(number, 40)}, beyond the largest float (about "
+                "1.8e308). Send a smaller number, or a string."
+            )
+        return value
+
+    try:
+        value = json.loads(
+            text, parse_float=finite, parse_constant=None if allow_nan else refuse_constant
+        )
+    except RecursionError:
+        raise depth_error(where, max_depth) from None
+    except UnicodeDecodeError as exc:
+        raise error(
+            f"{_cap(where)} is not UTF-8 text (byte {exc.start} cannot be decoded)."
+        ) from None
+    except ValueError as exc:
+        if "integer string conversion" in str(exc):  # more than 4300 digits
+            raise InputLimitError(
+                f"{_cap(where)} holds an int of more than 4300 digits; pcs accepts ints up to "
+                f"{MAX_INT_BITS} bits. Send large numbers as strings."
+            ) from None
+        raise error(f"{_cap(where)} is not valid JSON: {_clip(str(exc))}.") from None
+    check_value(value, where, max_depth)
+    return value
 
 
 def parse_value(text: str, where: str, max_bytes: int = MAX_YAML_BYTES) -> Any:

@@ -26,7 +26,7 @@ from pcs._limits import (
     check_tag,
     check_value,
 )
-from pcs._yaml import load_yaml, parse_value
+from pcs._yaml import load_json, load_yaml, parse_value
 from pcs.errors import ArgumentError, InputLimitError, RegistryError, UnserializableArgumentError
 from pcs.specs import canonical_json, dump_yaml, to_recordable
 
@@ -426,3 +426,27 @@ def test_params_and_tags_over_mlflows_limits_are_refused_not_truncated():
         check_tag("note", "\udcff")
     with pytest.raises(InputLimitError, match="Param 'n' is an int of 16610 bits"):
         check_param("n", 10**5000)
+
+
+# -- JSON from outside (the registry server's request bodies, stored artifacts) --------
+
+
+def test_load_json_applies_the_same_limits():
+    assert load_json('{"a": [1, 2.5, "x", null]}', "The request body") == {"a": [1, 2.5, "x", None]}
+    cases = [
+        ("[" * 5000 + "]" * 5000, "levels deep"),
+        ("[" * (MAX_DOCUMENT_DEPTH + 1) + "]" * (MAX_DOCUMENT_DEPTH + 1), "levels deep"),
+        ("9" * 5000, "more than 4300 digits"),
+        (json.dumps({"n": 2**64}), r"The request body\['n'\] is an int of 65 bits"),
+        ('["\\ud800"]', "lone surrogate"),
+        ("[1e400]", "beyond the largest float"),
+        ("x" * 200, "more than the 100 bytes"),
+    ]
+    for text, match in cases:
+        with pytest.raises(InputLimitError, match=match):
+            load_json(text, "The request body", RegistryError, max_bytes=100 if len(text) == 200 else 10**6)
+    for text, match in [("{a", "is not valid JSON"), ('{"a": NaN}', "holds NaN"), (b"\xff", "not UTF-8")]:
+        with pytest.raises(RegistryError, match=match) as caught:
+            load_json(text, "The request body", RegistryError, allow_nan=False)
+        assert not isinstance(caught.value, InputLimitError)
+    assert math.isnan(load_json("NaN", "v"))
