@@ -19,7 +19,12 @@ any Python object, and refuses, in one line:
 Syntax and shape problems raise the caller's error class (``RegistryError`` for
 registries, ``ArgumentError`` for arguments); limits raise ``InputLimitError``.
 libyaml's C parser is used when installed, PyYAML's pure-Python one otherwise;
-both give the same data and refuse the same limits.
+both give the same data and refuse the same limits. (One difference: libyaml
+refuses a ``"\\ud800"`` escape as a syntax error, where the pure-Python parser
+decodes it and the check here refuses it as a lone surrogate.)
+
+:func:`load_json` applies the same limits to JSON from outside, and
+:func:`parse_value` reads the value of a CLI ``-a`` option.
 """
 
 from __future__ import annotations
