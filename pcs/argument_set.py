@@ -1,21 +1,34 @@
-"""ArgumentSet: the arguments of every function a run calls, by component."""
+"""ArgumentSet: the arguments of every function a run calls, by component.
+
+Argument-set files (``--arg-set FILE``) are read with pcs's safe YAML loader.
+AgentOS's argument files sometimes carry a top-level section that exists only
+to define YAML anchors for the others (its acme ``arguments.yaml`` has
+``dummy: {shared: &shared {...}}``, merged into real sections with
+``<<: *shared``). Such a section names no component: ``from_yaml`` drops it with
+one warning on the ``pcs`` logger and lists its name in ``anchor_sections``,
+instead of refusing the file. Every other section is kept as it is, and one
+that names no component of the run is refused when the run is created.
+"""
 
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
-from pcs.errors import ArgumentError
+from pcs._limits import MAX_YAML_BYTES
+from pcs._yaml import load_yaml
+from pcs.errors import ArgumentError, InputLimitError
 from pcs.specs import atomic_write_text, content_hash, dump_yaml, to_recordable
 
 if TYPE_CHECKING:  # pragma: no cover
     from pcs.registry import Registry
 
 __all__ = ["ArgumentSet"]
+
+log = logging.getLogger("pcs")
 
 
 class ArgumentSet:
@@ -29,6 +42,10 @@ class ArgumentSet:
 
         ArgumentSet({"agent": {"__init__": {"x": 1}, "run_episodes": {"num_episodes": 5}}})
     """
+
+    #: top-level sections of the file this set was read from that only defined YAML
+    #: anchors, and were dropped (see ``from_yaml``); not part of the content or identifier
+    anchor_sections: tuple[str, ...] = ()
 
     def __init__(self, arguments: Mapping[str, Any] | None = None) -> None:
         self._args: dict[str, dict[str, dict[str, Any]]] = _validate(arguments or {})
@@ -111,17 +128,58 @@ class ArgumentSet:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> ArgumentSet:
+        """Read an argument-set file ``{component: {function: {arg: value}}}``.
+
+        YAML anchors and merge keys work. A top-level section that only defines
+        anchors for other sections is dropped with a warning (its name is kept in
+        ``anchor_sections``). A section counts as anchor-only when the document
+        reuses it elsewhere through an alias, or when it has no ``__init__`` entry
+        and every entry in it is reused elsewhere through an alias.
+
+        Args:
+            path: the YAML file.
+
+        Returns:
+            The ArgumentSet.
+
+        Raises:
+            ArgumentError: the file is missing, not UTF-8, not valid YAML, or not of
+                the shape ``{component: {function: {arg: value}}}``.
+            InputLimitError: the file is too large, expands too much through YAML
+                aliases, nests too deep, or holds values no store can keep.
+        """
+        what = f"Argument set file {path}"
         try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+            size = Path(path).stat().st_size
+            if size > MAX_YAML_BYTES:  # refuse before reading it into memory
+                raise InputLimitError(
+                    f"{what} is {size} bytes, more than the {MAX_YAML_BYTES} bytes pcs reads "
+                    "from one YAML document. Keep large data in artifacts, not in YAML."
+                )
+            text = Path(path).read_text(encoding="utf-8")
         except FileNotFoundError:
             raise ArgumentError(f"Argument set file {path} does not exist.") from None
         except (UnicodeDecodeError, OSError) as exc:
             raise ArgumentError(
                 f"Argument set file {path} cannot be read as UTF-8 text ({exc})."
             ) from None
-        except yaml.YAMLError as exc:
-            raise ArgumentError(f"Argument set file {path} is not valid YAML: {exc}") from None
-        return cls(data or {})
+        anchor_only: list[str] = []
+        data = load_yaml(
+            text, what, ArgumentError, inspect=lambda root: anchor_only.extend(_anchor_only(root))
+        )
+        if isinstance(data, dict):
+            for name in anchor_only:
+                if name in data:
+                    del data[name]
+                    log.warning(
+                        "%s: section %r only defines YAML anchors that other sections use and "
+                        "names no component, so pcs ignores it.",
+                        what,
+                        name,
+                    )
+        arg_set = cls({} if data is None else data)
+        arg_set.anchor_sections = tuple(anchor_only)
+        return arg_set
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ArgumentSet):
@@ -133,6 +191,56 @@ class ArgumentSet:
 
     def __repr__(self) -> str:
         return f"ArgumentSet({self._args!r})"
+
+
+def _anchor_only(root: Any) -> list[str]:
+    """Names of the top-level sections of a composed YAML document that only hold anchors.
+
+    Aliases share node objects, so "reused elsewhere" is "referenced by more
+    parents than the one being looked at". Counted on the node graph before any
+    Python object is built (merge keys are still there to be counted).
+    """
+    import yaml
+
+    if not isinstance(root, yaml.MappingNode):
+        return []
+    refs: dict[int, int] = {}  # id(node) -> how many times a parent refers to it
+    seen: set[int] = set()
+    todo = [root]
+    while todo:
+        node = todo.pop()
+        if id(node) in seen or isinstance(node, yaml.ScalarNode):
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            kids = list(node.value)
+        else:
+            kids = [item for pair in node.value for item in pair]
+        for kid in kids:
+            refs[id(kid)] = refs.get(id(kid), 0) + 1
+            todo.append(kid)
+
+    def reused(node: Any, parent: Any) -> bool:
+        if isinstance(parent, yaml.SequenceNode):
+            own = sum(1 for kid in parent.value if kid is node)
+        else:
+            own = sum((k is node) + (v is node) for k, v in parent.value)
+        return refs.get(id(node), 0) > own
+
+    found = []
+    for key, section in root.value:
+        if not isinstance(key, yaml.ScalarNode) or key.tag != "tag:yaml.org,2002:str":
+            continue
+        if reused(section, root):
+            found.append(key.value)
+        elif isinstance(section, yaml.MappingNode) and section.value:
+            names = {k.value for k, _ in section.value if isinstance(k, yaml.ScalarNode)}
+            if "__init__" not in names and all(reused(v, section) for _, v in section.value):
+                found.append(key.value)
+        elif isinstance(section, yaml.SequenceNode) and section.value:
+            if all(reused(v, section) for v in section.value):
+                found.append(key.value)
+    return found
 
 
 def _validate(arguments: Mapping[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:

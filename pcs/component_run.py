@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from pcs import _keys, _signals
 from pcs._features import feature
-from pcs._yaml import load_yaml
+from pcs._yaml import load_json, load_yaml
 from pcs.argument_set import ArgumentSet
 from pcs.environment import environment_yaml, seed_everything
 from pcs.errors import (
@@ -281,7 +281,7 @@ class ComponentRun(Run):
         raw = self.tags.get(_keys.GRADE_REASONS, "[]")
         try:
             return list(json.loads(raw))
-        except (json.JSONDecodeError, TypeError):
+        except (ValueError, TypeError, RecursionError):
             return [raw]
 
     @property
@@ -341,7 +341,7 @@ class ComponentRun(Run):
 
             value = dill.loads(data)
         elif fmt == "json":
-            value = json.loads(data)
+            value = load_json(data, f"the return value of run {self.identifier}", NotReproducibleError)
         else:
             value = load_yaml(data, f"the return value of run {self.identifier}", NotReproducibleError)
         self._return_value = value

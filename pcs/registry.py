@@ -4,6 +4,15 @@ A registry is what lets a run travel: ``components.yaml`` files (the AgentOS
 shape, ``repos:`` and ``components:``), exported run bundles and the registry
 server all hold the same sections. Every spec is a flat dict with an
 ``identifier``; in the serialized form each section maps identifier → body.
+
+A registry file's top level holds only ``pcs_format`` and the sections in
+``SECTIONS`` (plus AgentOS 0.2's empty ``registries: []``). Anything else is
+refused by name rather than ignored, so a file pcs cannot interpret (such as
+later AgentOS versions' ``specs:`` format) never loads as an empty registry.
+
+``from pcs.registry import WebRegistry`` works as it did in AgentOS: a
+compatibility alias, resolved lazily to :class:`pcs.web_registry.WebRegistry`
+(so importing this module does not import the HTTP client).
 """
 
 from __future__ import annotations
@@ -15,15 +24,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pcs._keys import FORMAT_VERSION
-from pcs.errors import RegistryConflictError, RegistryError, SpecNotFoundError
+from pcs._limits import MAX_YAML_BYTES
+from pcs._yaml import load_yaml
+from pcs.errors import InputLimitError, RegistryConflictError, RegistryError, SpecNotFoundError
 from pcs.specs import atomic_write_text, check_format_version, dump_yaml
 
 __all__ = ["Registry", "InMemoryRegistry", "SECTIONS"]
 
 SECTIONS = ("repos", "components", "argument_sets", "run_commands", "runs")
+# top-level keys a registry file may hold besides SECTIONS
+_FORMAT_KEY = "pcs_format"
+_AGENTOS_REGISTRIES = "registries"  # AgentOS 0.2 wrote "registries: []" (nested registries)
 _SINGULAR = {
     "repos": "repo",
     "components": "component",
@@ -203,13 +215,14 @@ class InMemoryRegistry(Registry):
         if data:
             self._load(data)
 
-    def _load(self, data: Mapping[str, Any]) -> None:
+    def _load(self, data: Mapping[str, Any], what: str = "This registry") -> None:
         if not isinstance(data, Mapping):
             raise RegistryError(
-                f"A registry is a mapping of sections ({', '.join(SECTIONS)}); got "
-                f"{type(data).__name__}."
+                f"{what} is not a registry: a registry is a mapping of sections "
+                f"({', '.join(SECTIONS)}); got {type(data).__name__}."
             )
-        check_format_version(dict(data), "This registry")
+        _check_top_level(data, what)
+        check_format_version(dict(data), what)
         for section in SECTIONS:
             entries = data.get(section) or {}
             if not isinstance(entries, Mapping):
@@ -252,9 +265,32 @@ class InMemoryRegistry(Registry):
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> InMemoryRegistry:
-        """Load a registry file; relative local repo paths resolve against its folder."""
+        """Load a registry file; relative local repo paths resolve against its folder.
+
+        The file is read with pcs's safe YAML loader (``pcs._yaml.load_yaml``).
+
+        Args:
+            path: a ``components.yaml``, a bundle's ``registry.yaml``, or any file
+                written by ``to_yaml``.
+
+        Returns:
+            The registry.
+
+        Raises:
+            RegistryError: the file is missing, not UTF-8, not valid YAML, or holds
+                top-level keys pcs does not understand (such as ``specs:``).
+            InputLimitError: the file is too large, expands too much through YAML
+                aliases, nests too deep, or holds values no store can keep.
+        """
         path = Path(path)
+        what = f"Registry file {path}"
         try:
+            size = path.stat().st_size
+            if size > MAX_YAML_BYTES:  # refuse before reading it into memory
+                raise InputLimitError(
+                    f"{what} is {size} bytes, more than the {MAX_YAML_BYTES} bytes pcs reads "
+                    "from one YAML document. Keep large data in artifacts, not in YAML."
+                )
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise RegistryError(
@@ -265,11 +301,10 @@ class InMemoryRegistry(Registry):
             raise RegistryError(
                 f"Registry file {path} cannot be read as UTF-8 text ({exc}). Save it as UTF-8."
             ) from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise RegistryError(f"Registry file {path} is not valid YAML: {exc}") from None
-        return cls(data or {}, base_dir=path.parent)
+        data = load_yaml(text, what, RegistryError)
+        registry = cls(base_dir=path.parent)
+        registry._load({} if data is None else data, what)
+        return registry
 
     def to_yaml(self, path: str | Path) -> None:
         atomic_write_text(path, dump_yaml(self.to_dict()))
@@ -291,6 +326,52 @@ class InMemoryRegistry(Registry):
     def __repr__(self) -> str:
         counts = ", ".join(f"{s}={len(self._data[s])}" for s in SECTIONS)
         return f"InMemoryRegistry({counts})"
+
+
+def _check_top_level(data: Mapping[str, Any], what: str) -> None:
+    """Refuse top-level keys pcs cannot interpret, naming them."""
+    unknown = [
+        key for key in data
+        if key not in SECTIONS and key != _FORMAT_KEY and key != _AGENTOS_REGISTRIES
+    ]
+    if data.get(_AGENTOS_REGISTRIES):
+        raise RegistryError(
+            f"{what} lists other registries under 'registries:' (AgentOS's nested "
+            "registries), which pcs does not follow. Merge their repos and components into "
+            "this file, or load each one with InMemoryRegistry.from_yaml and update()."
+        )
+    if not unknown:
+        return
+    names = ", ".join(repr(_short_key(k)) for k in unknown[:5])
+    more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+    if "specs" in unknown:
+        raise RegistryError(
+            f"{what} is in the 'specs:' format of later AgentOS versions (every spec under "
+            f"'specs:' with a 'type:'), which pcs does not read; its top-level key(s) {names}"
+            f"{more} are not understood. Write it in the AgentOS 0.2 shape pcs reads: "
+            "'repos:' (type local/git/github) and 'components:' (repo, file_path, "
+            "class_name, instantiate, dependencies)."
+        )
+    raise RegistryError(
+        f"{what} has top-level key(s) {names}{more}, which pcs does not understand; a "
+        f"registry holds {_FORMAT_KEY} and the sections {', '.join(SECTIONS)}. Fix the key "
+        "(a typo or wrong indentation?) or move the data into one of those sections."
+    )
+
+
+def _short_key(key: Any) -> str:
+    text = key if isinstance(key, str) else repr(key)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def __getattr__(name: str) -> Any:
+    # AgentOS exported WebRegistry from its registry module; keep that import working
+    # without loading the HTTP client until it is asked for
+    if name == "WebRegistry":
+        from pcs.web_registry import WebRegistry
+
+        return WebRegistry
+    raise AttributeError(f"module 'pcs.registry' has no attribute {name!r}")
 
 
 def _check_section(section: str) -> None:

@@ -349,7 +349,7 @@ class Run:
 
         from pcs import _limits
 
-        checked = [Param(*_limits.check_param(str(k), v)) for k, v in params.items()]
+        checked = [Param(str(k), _limits.check_param(str(k), v)) for k, v in params.items()]
         self._client.log_batch(self._run_id, params=checked)
         self._changed()
 
@@ -367,10 +367,11 @@ class Run:
         from pcs import _limits
 
         ts = timestamp if timestamp is not None else _liveness.now_ms()
-        entries = []
-        for key, value in metrics.items():
-            name, number, at = _limits.check_metric(str(key), value, step or 0)
-            entries.append(Metric(name, number, ts, at))
+        at = _limits.check_step(step or 0, "the step")
+        entries = [
+            Metric(str(key), _limits.check_metric(str(key), value, at, ts), ts, at)
+            for key, value in metrics.items()
+        ]
         self._client.log_batch(self._run_id, metrics=entries)
         self._changed()
 
@@ -460,11 +461,12 @@ class Run:
     def load_dict(self, artifact_file: str) -> Any:
         """A JSON or YAML artifact, parsed (records a dependency link)."""
         text = self.load_text(artifact_file)
-        if artifact_file.endswith((".yaml", ".yml")):
-            from pcs._yaml import load_yaml
+        from pcs._yaml import load_json, load_yaml
 
-            return load_yaml(text, f"artifact {artifact_file} of run {self._run_id}")
-        return json.loads(text)
+        where = f"artifact {artifact_file} of run {self._run_id}"
+        if artifact_file.endswith((".yaml", ".yml")):
+            return load_yaml(text, where)
+        return load_json(text, where)
 
     def _record_use_by_active_run(self) -> None:
         current = active_run()
@@ -639,7 +641,7 @@ class Run:
             return []
         try:
             ids = json.loads(raw)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             return []
         return [str(i) for i in ids] if isinstance(ids, list) else []
 
@@ -1005,8 +1007,7 @@ def _user_tags(tags: Mapping[str, Any] | None) -> dict[str, str]:
 
     out: dict[str, str] = {}
     for key, value in (tags or {}).items():
-        name, text = _limits.check_tag(str(key), value)
-        out[name] = text
+        out[str(key)] = _limits.check_tag(str(key), value)
     return out
 
 

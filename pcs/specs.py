@@ -7,6 +7,7 @@ content always gives the same identifier.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -16,6 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from pcs._keys import FORMAT_VERSION
+from pcs._limits import (
+    MAX_DEPTH,
+    MAX_DOCUMENT_DEPTH,
+    check_int,
+    check_text,
+    depth_error,
+    describe_int,
+)
 from pcs.errors import FormatVersionError, UnserializableArgumentError
 
 __all__ = [
@@ -31,17 +40,31 @@ __all__ = [
 
 
 def dump_yaml(data: Any, sort_keys: bool = False) -> str:
-    """Safe YAML text of plain data, with libyaml's C emitter when installed (same output)."""
+    """Safe YAML text of plain data, with libyaml's C emitter when installed (same output).
+
+    Data that appears twice is written out twice, never as an anchor and alias,
+    so what pcs writes never counts against the alias limit of what pcs reads.
+    """
     import yaml
 
-    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-    return yaml.dump(data, Dumper=dumper, sort_keys=sort_keys, allow_unicode=False)
+    return yaml.dump(data, Dumper=_dumper(), sort_keys=sort_keys, allow_unicode=False)
+
+
+@functools.lru_cache(maxsize=1)
+def _dumper() -> Any:
+    import yaml
+
+    class _NoAliasDumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
+        def ignore_aliases(self, data: Any) -> bool:
+            return True
+
+    return _NoAliasDumper
 
 
 def canonical_json(value: Any) -> str:
     """The one JSON text of a recordable value (sorted keys, no spaces)."""
     return json.dumps(
-        to_recordable(value, "value"),
+        to_recordable(value, "value", MAX_DOCUMENT_DEPTH),
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,
@@ -58,18 +81,39 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def to_recordable(value: Any, where: str) -> Any:
+def to_recordable(value: Any, where: str, max_depth: int = MAX_DEPTH) -> Any:
     """Return ``value`` as plain JSON data (tuples become lists).
+
+    Limits (``pcs._limits``) are enforced on the way, with a depth counter, so
+    any value gives a one-line error, never a ``RecursionError``.
+
+    Args:
+        value: the value to record (an argument, a return value, a spec).
+        where: what it is, for messages (``"argument agent.run"``).
+        max_depth: how many nested lists/dicts are allowed (``MAX_DEPTH``; specs,
+            which hold values inside their own structure, use ``MAX_DOCUMENT_DEPTH``).
+
+    Returns:
+        A copy of ``value`` made of dicts, lists, strings, numbers, bools and None.
 
     Raises:
         UnserializableArgumentError: when ``value`` holds something that
             YAML/JSON cannot record faithfully (objects, functions, NaN,
             non-string keys).
+        InputLimitError: nesting deeper than ``max_depth`` (or a value that
+            contains itself), an int beyond ``MAX_INT_BITS`` bits, or text with a
+            lone surrogate; the message names the field.
     """
-    if value is None or isinstance(value, (bool, str)):
+    return _recordable(value, where, max_depth, 0)
+
+
+def _recordable(value: Any, where: str, max_depth: int, depth: int) -> Any:
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, str):
+        return check_text(value, where)
     if isinstance(value, int):
-        return int(value)
+        return check_int(int(value), where)
     if isinstance(value, float):
         if math.isnan(value) or math.isinf(value):
             raise UnserializableArgumentError(
@@ -77,18 +121,23 @@ def to_recordable(value: Any, where: str) -> Any:
                 "Pass a finite number, or a string such as 'inf'."
             )
         return float(value)
-    if isinstance(value, (list, tuple)):
-        return [to_recordable(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if isinstance(value, dict):
-        out = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise UnserializableArgumentError(
-                    f"{where} has the key {key!r} of type {type(key).__name__}; "
-                    "recorded mappings need string keys. Convert the key to a string."
-                )
-            out[key] = to_recordable(item, f"{where}[{key!r}]")
-        return out
+    if isinstance(value, (list, tuple, dict)):
+        if depth >= max_depth:
+            raise depth_error(_short_path(where), max_depth)
+        if isinstance(value, dict):
+            out = {}
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise UnserializableArgumentError(
+                        f"{where} has the key {_short_repr(key)} of type {type(key).__name__}; "
+                        "recorded mappings need string keys. Convert the key to a string."
+                    )
+                check_text(key, f"a key of {where}")
+                out[key] = _recordable(item, f"{where}[{_short_repr(key)}]", max_depth, depth + 1)
+            return out
+        return [
+            _recordable(v, f"{where}[{i}]", max_depth, depth + 1) for i, v in enumerate(value)
+        ]
     raise UnserializableArgumentError(
         f"{where} is a {type(value).__name__} ({_short_repr(value)}), which pcs cannot "
         "record in YAML/JSON, so a rerun could not pass it again. Pass plain data "
@@ -97,11 +146,25 @@ def to_recordable(value: Any, where: str) -> Any:
     )
 
 
-def check_recordable(value: Any, where: str) -> None:
-    to_recordable(value, where)
+def check_recordable(value: Any, where: str, max_depth: int = MAX_DEPTH) -> None:
+    """Refuse a value that ``to_recordable`` would refuse.
+
+    Args:
+        value: the value to check.
+        where: what it is, for messages.
+        max_depth: how many nested lists/dicts are allowed.
+    """
+    to_recordable(value, where, max_depth)
+
+
+def _short_path(where: str) -> str:
+    # the path to a value 100 levels down is mostly "[0][0]..."; keep both ends
+    return where if len(where) <= 160 else f"{where[:100]}...{where[-40:]}"
 
 
 def _short_repr(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return describe_int(value)  # repr of a huge int raises
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import pytest
 
 import pcs
@@ -171,3 +173,79 @@ def test_local_repo_reads_files(tmp_path):
     with pytest.raises(pcs.ComponentFileNotFoundError, match="does not exist"):
         repo.read_source("n.py")
     assert repo.to_spec() == {"identifier": "r", "type": "local", "path": str(tmp_path.resolve())}
+
+
+# later AgentOS versions put every spec under "specs:", each with a "type:"
+SPECS_FORMAT = """\
+specs:
+  here:
+    type: LocalRepo
+    path: .
+  agent:
+    type: Instance
+    instance_of:
+      type: Class
+      name: Agent
+      module: {type: Module, repo: "spec:here", file_path: ./agent.py}
+"""
+
+
+def test_registry_files_pcs_cannot_interpret_are_refused_by_name(tmp_path):
+    (tmp_path / "specs.yaml").write_text(SPECS_FORMAT)
+    with pytest.raises(pcs.RegistryError, match="'specs:' format of later AgentOS") as caught:
+        InMemoryRegistry.from_yaml(tmp_path / "specs.yaml")
+    assert "'specs'" in str(caught.value) and "\n" not in str(caught.value)
+    (tmp_path / "typo.yaml").write_text(
+        "repos: {r: {type: local, path: .}}\ncomponets: {c: {repo: r, file_path: c.py}}\nextra: 1\n"
+    )
+    with pytest.raises(pcs.RegistryError, match="top-level key\\(s\\) 'componets', 'extra'"):
+        InMemoryRegistry.from_yaml(tmp_path / "typo.yaml")
+    with pytest.raises(pcs.RegistryError, match="'specs:' format"):
+        InMemoryRegistry({"specs": {}})
+    (tmp_path / "list.yaml").write_text("- repos\n- components\n")
+    with pytest.raises(pcs.RegistryError, match="is not a registry"):
+        InMemoryRegistry.from_yaml(tmp_path / "list.yaml")
+
+
+def test_agentos_empty_registries_list_is_accepted_and_a_full_one_refused(tmp_path):
+    (tmp_path / "old.yaml").write_text(AGENTOS_YAML + "registries: []\nruns: {}\nrun_commands: {}\n")
+    registry = InMemoryRegistry.from_yaml(tmp_path / "old.yaml")
+    assert set(registry.identifiers("components")) == {"agent", "env==1.0"}
+    (tmp_path / "nested.yaml").write_text(AGENTOS_YAML + "registries: [other.yaml]\n")
+    with pytest.raises(pcs.RegistryError, match="'registries:'"):
+        InMemoryRegistry.from_yaml(tmp_path / "nested.yaml")
+
+
+def test_registry_files_are_read_with_the_safe_loader(tmp_path):
+    bomb = "".join(
+        f"x{i}: &x{i} [" + ", ".join([f"*x{i - 1}"] * 9 if i else ["lol"] * 9) + "]\n"
+        for i in range(12)
+    )
+    (tmp_path / "bomb.yaml").write_text(
+        "repos:\n  r:\n    type: local\n    path: .\n    extra:\n" + textwrap.indent(bomb, " " * 6)
+    )
+    with pytest.raises(pcs.InputLimitError, match="alias bomb") as caught:
+        InMemoryRegistry.from_yaml(tmp_path / "bomb.yaml")
+    assert "\n" not in str(caught.value) and "lol" not in str(caught.value)
+    (tmp_path / "bad.yaml").write_text("repos: {r: [1, 2}\n")
+    with pytest.raises(pcs.RegistryError, match="bad.yaml is not valid YAML: .*line 1") as caught:
+        InMemoryRegistry.from_yaml(tmp_path / "bad.yaml")
+    assert "\n" not in str(caught.value)
+    (tmp_path / "code.yaml").write_text("repos: !!python/object/apply:os.getcwd []\n")
+    with pytest.raises(pcs.RegistryError, match="could not determine a constructor"):
+        InMemoryRegistry.from_yaml(tmp_path / "code.yaml")
+
+
+def test_web_registry_is_importable_from_the_registry_module_as_in_agentos():
+    import subprocess
+    import sys
+
+    from pcs.registry import WebRegistry
+    from pcs.web_registry import WebRegistry as Real
+
+    assert WebRegistry is Real
+    code = "import sys, pcs.registry; print('pcs.web_registry' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"  # the alias loads the HTTP client only when used
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        pcs.registry.Nope  # noqa: B018

@@ -73,7 +73,7 @@ def parse_assignment(text: str) -> tuple[str, str, str, Any]:
             "e.g. agent.run_episodes.num_episodes=5 (FUNCTION is __init__ for constructor "
             "arguments)."
         )
-    return parts[0], parts[1], parts[2], parse_value(raw, f"-a {key}")
+    return parts[0], parts[1], parts[2], parse_value(raw, f"argument {key}")
 
 
 def parse_value(raw: str, where: str) -> Any:
