@@ -367,7 +367,8 @@ class Run:
         from pcs import _limits
 
         ts = timestamp if timestamp is not None else _liveness.now_ms()
-        at = _limits.check_step(step or 0, "the step")
+        names = ", ".join(repr(str(k)) for k in list(metrics)[:3])
+        at = _limits.check_step(step or 0, f"metric {names}")
         entries = [
             Metric(str(key), _limits.check_metric(str(key), value, at, ts), ts, at)
             for key, value in metrics.items()
@@ -382,10 +383,23 @@ class Run:
         """Set several tags in one call."""
         from mlflow.entities import RunTag
 
-        self._client.log_batch(
-            self._run_id, tags=[RunTag(k, v) for k, v in _user_tags(tags).items()]
-        )
+        checked = _user_tags(tags)
+        self._refuse_self_links(checked)
+        self._client.log_batch(self._run_id, tags=[RunTag(k, v) for k, v in checked.items()])
         self._changed()
+
+    def _refuse_self_links(self, tags: Mapping[str, str]) -> None:
+        for key in (_keys.PARENT_RUN_ID, _keys.RERUN_OF):
+            if tags.get(key) == self._run_id:
+                raise ArgumentError(
+                    f"Run {self._run_id} cannot link to itself with {key}: an outer run or the "
+                    "run a rerun reproduces is always another run."
+                )
+        if _keys.DEPENDS_ON in tags and self._run_id in tags[_keys.DEPENDS_ON]:
+            raise ArgumentError(
+                f"Run {self._run_id} cannot depend on itself: a dependency is another run whose "
+                "output this one consumes."
+            )
 
     def log_artifact(self, local_path: str | Path, artifact_path: str | None = None) -> None:
         repo = self._artifacts()
