@@ -62,7 +62,7 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 # progress(description, done_bytes, total_bytes_or_None); see the shared protocols
 ProgressCallback = Callable[[str, int, int | None], None]
 _API = "/api/v1"
-_CHUNK = 1 << 20
+_DOWNLOAD_CHUNK = 64 * 1024
 _PROGRESS_STEP = 256 * 1024
 _MAX_TOKEN_FILE_BYTES = 64 * 1024
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -149,15 +149,19 @@ def resolve_token(
 
 
 def redact_url(url: str) -> str:
-    """``url`` with any ``user:password@`` replaced by ``***@``, safe to show or log."""
+    """``url`` with any ``user:password@`` replaced by ``***@`` (and a query by ``***``).
+
+    Safe to show or log: the query goes too, since it may hold an API key.
+    """
     try:
         parts = urlsplit(url)
     except ValueError:
-        return re.sub(r"(://)[^/?#]*@", r"\1***@", url)
-    if "@" not in parts.netloc:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"***@{host}"))
+        return re.sub(r"\?.*", "?***", re.sub(r"(://)[^/?#]*@", r"\1***@", url), flags=re.S)
+    if "@" in parts.netloc:
+        parts = parts._replace(netloc=f"***@{parts.netloc.rpartition('@')[2]}")
+    if parts.query:
+        parts = parts._replace(query="***")
+    return urlunsplit(parts)
 
 
 class _BearerAuth(requests.auth.AuthBase):
@@ -316,7 +320,7 @@ class WebRegistry(Registry):
             report = _Reporter(f"downloading artifacts of run {run_id}", total, progress)
             with tempfile.TemporaryFile(dir=cache, prefix=f"pcs-{os.getpid()}-download-") as archive:
                 try:
-                    for chunk in response.iter_content(_CHUNK):
+                    for chunk in response.iter_content(_DOWNLOAD_CHUNK):
                         archive.write(chunk)
                         report.advance(len(chunk))
                 except requests.RequestException as exc:
