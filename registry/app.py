@@ -273,6 +273,12 @@ def create_app(
             write_tar_gz(folder, spool)
             size = spool.tell()
             spool.seek(0)
+        except FileNotFoundError:
+            spool.close()
+            raise _with_status(RegistryServerError(
+                f"The artifacts of run {run_id!r} were replaced by an upload while the "
+                "registry packed them. Download them again."
+            ), 503) from None
         except OSError as exc:
             spool.close()
             raise _disk_error(f"pack the artifacts of run {run_id!r}", exc) from None
@@ -309,6 +315,8 @@ def create_app(
         require_token(request)
         _check_section(section)
         check_identifier(identifier)
+        if section == "runs":
+            check_run_id(identifier)  # a run spec's artifacts live under its identifier
         body = await _read_json_object(request)
         result = await run_in_threadpool(store.put, section, identifier, body, force)
         return JSONResponse(

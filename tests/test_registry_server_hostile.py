@@ -139,6 +139,7 @@ CASES: dict[str, tuple[Callable[[str], Answer], int, str]] = {
     "empty_identifier": (put("/api/v1/components/"), 400, "RegistryError"),
     "run_id_with_dots": (get("/api/v1/runs/..%2F..%2Fetc/artifacts"), 400, "BundleError"),
     "empty_run_id": (put("/api/v1/runs//artifacts", data=b"x", json=None), 400, "BundleError"),
+    "run_spec_with_a_bad_run_id": (put("/api/v1/runs/a%20b"), 400, "BundleError"),
     # spec bodies
     "nul_escape_in_value": (put_body(b'{"a": "x\\u0000y"}'), 400, "UnserializableArgumentError"),
     "nul_escape_in_key": (put_body(b'{"a\\u0000": 1}'), 400, "UnserializableArgumentError"),
