@@ -52,9 +52,10 @@ RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 _CHUNK = 1 << 20
 _ARCHIVE_ERRORS = (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error)
-# '.<target>.pcs-<pid>-<purpose>-<hex>' or '.pcs-<pid>-<purpose>-<hex>': hidden, so a
-# folder of run ids or cache entries never holds a name that looks like one of ours
-_TEMP_NAME = re.compile(r"^\.(?:.+\.)?pcs-(\d+)-[a-z]+-[0-9a-f]{8,}$", re.DOTALL)
+# '.<target>.pcs-<pid>-<purpose>-<random>', '.pcs-<pid>-…' (hidden: a folder of run ids or
+# cache entries never holds such a name) or 'pcs-<pid>-…' (in the system temp folder;
+# tempfile.mkdtemp(prefix='pcs-<pid>-<purpose>-') makes those too)
+_TEMP_NAME = re.compile(r"^(\.(?:.+\.)?)?pcs-(\d+)-[a-z]+-[0-9a-z_]{6,}$", re.DOTALL)
 # extraction errors caused by the archive itself (e.g. a file member named like
 # an earlier directory), as opposed to the disk being full or unwritable
 _LAYOUT_ERRORS = (FileExistsError, NotADirectoryError, IsADirectoryError)
@@ -74,32 +75,46 @@ def check_run_id(run_id: str) -> str:
 # -- temporary names -----------------------------------------------------------------
 
 
-def temp_name(purpose: str, target: str | None = None) -> str:
-    """A hidden, pid-marked name for a temporary file or folder.
+def temp_name(purpose: str, target: str | None = None, *, hidden: bool = True) -> str:
+    """A pid-marked name for a temporary file or folder (``pcs-<pid>-<purpose>-<random>``).
 
     Args:
         purpose: a lowercase word saying what the temp is for (``upload``, ``extract``).
         target: the name of the file or folder the temp will become or replace, if any.
+        hidden: start the name with a dot. Only hidden names are swept from a
+            folder by default (:func:`sweep_stale_temp`); use ``hidden=False``
+            for temps in the system temp folder.
 
     Returns:
-        ``.<target>.pcs-<pid>-<purpose>-<random>``, or ``.pcs-<pid>-<purpose>-<random>``
-        without a target.
+        ``.<target>.pcs-<pid>-<purpose>-<random>`` with a target,
+        ``.pcs-<pid>-<purpose>-<random>`` without, and no leading dot when not hidden.
     """
     if not re.fullmatch(r"[a-z]+", purpose):
         raise ValueError(f"temp purpose {purpose!r} must be lowercase letters")
     marker = f"pcs-{os.getpid()}-{purpose}-{uuid.uuid4().hex}"
     # cut long targets: the whole name must stay within the 255 bytes file systems allow
     short = target.encode()[:100].decode(errors="ignore") if target else ""
-    return f".{short}.{marker}" if short else f".{marker}"
+    if short:
+        return f".{short}.{marker}" if hidden else f"{short}.{marker}"
+    return f".{marker}" if hidden else marker
 
 
-def temp_name_pid(name: str) -> int | None:
-    """The pid in a name made by :func:`temp_name`, or None for any other name."""
+def temp_name_pid(name: str, *, hidden_only: bool = True) -> int | None:
+    """The pid in a name made by :func:`temp_name`, or None for any other name.
+
+    Args:
+        name: a file or folder name.
+        hidden_only: only names that start with a dot count, so a run id or
+            cache entry that happens to look like ``pcs-1-x-abcdef`` is never one.
+    """
     match = _TEMP_NAME.match(name)
-    return int(match.group(1)) if match else None
+    if match is None or (hidden_only and match.group(1) is None):
+        return None
+    return int(match.group(2))
 
 
-def sweep_stale_temp(folder: str | os.PathLike[str], *, include_own: bool = False) -> list[Path]:
+def sweep_stale_temp(folder: str | os.PathLike[str], *, include_own: bool = False,
+                     hidden_only: bool = True) -> list[Path]:
     """Remove the temps in ``folder`` (not below it) whose creating process is gone.
 
     Only names made by :func:`temp_name` are touched. A process that just
@@ -110,6 +125,8 @@ def sweep_stale_temp(folder: str | os.PathLike[str], *, include_own: bool = Fals
     Args:
         folder: the folder to sweep; a missing folder holds nothing.
         include_own: also remove temps marked with this process's pid.
+        hidden_only: leave names without a leading dot alone; pass False only
+            for a folder that holds nothing but temps (the system temp folder).
 
     Returns:
         The paths removed.
@@ -121,7 +138,7 @@ def sweep_stale_temp(folder: str | os.PathLike[str], *, include_own: bool = Fals
         return removed
     own = os.getpid()
     for entry in entries:
-        pid = temp_name_pid(entry.name)
+        pid = temp_name_pid(entry.name, hidden_only=hidden_only)
         if pid is None or (pid == own and not include_own) or (pid != own and _pid_alive(pid)):
             continue
         path = Path(entry.path)

@@ -127,14 +127,21 @@ def create_app(
 
     Raises:
         ArgumentError: the token holds a line break or another control character.
-        RegistryError: the database URL is unusable.
+        RegistryError: the database URL or the artifacts folder is unusable.
     """
     token = normalize_token(token, "The registry server's token")
     expected = token.encode("utf-8") if token else None
     store = SpecStore(db_url)
     artifacts = Path(artifacts_dir).resolve()
-    artifacts.mkdir(parents=True, exist_ok=True)
-    swept = sweep_stale_temp(artifacts, include_own=True)
+    try:
+        artifacts.mkdir(parents=True, exist_ok=True)
+        swept = sweep_stale_temp(artifacts, include_own=True)
+    except OSError as exc:
+        store.close()
+        raise RegistryError(
+            f"Cannot use the artifacts folder {artifacts}: {exc.strerror or exc}. Give a "
+            "folder this server may create, read and write (--artifacts)."
+        ) from None
     stopping = threading.Event()
     jobs = _Jobs()
 

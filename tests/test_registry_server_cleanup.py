@@ -17,6 +17,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -356,6 +357,14 @@ def test_temp_names_carry_the_pid_and_only_dead_pids_are_swept(tmp_path):
         [mine, next_to, "pcs-1-upload-abcdef12", "run"])
     assert len(sweep_stale_temp(folder, include_own=True)) == 2
     assert sweep_stale_temp(folder / "missing") == []
+
+    # in the system temp folder names need no dot; tempfile's own suffixes count as random
+    assert temp_name("import", hidden=False).startswith(f"pcs-{os.getpid()}-import-")
+    plain = tempfile.mkdtemp(prefix=f"pcs-{gone}-import-", dir=folder)
+    assert temp_name_pid(Path(plain).name) is None
+    assert temp_name_pid(Path(plain).name, hidden_only=False) == gone
+    assert sweep_stale_temp(folder, hidden_only=False) == [Path(plain)]
+    assert sorted(p.name for p in folder.iterdir()) == ["pcs-1-upload-abcdef12", "run"]  # pid 1 lives
 
 
 def _folder_with_files(root: Path, count: int) -> Path:
