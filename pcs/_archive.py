@@ -8,6 +8,11 @@ caps the unpacked size, and extracts into a temporary folder next to the
 destination that is renamed into place only when everything succeeded — so a
 refused archive leaves nothing behind.
 
+Temporary files and folders carry the pid of the process that made them
+(``.<name>.pcs-<pid>-<purpose>-<random>``, see :func:`temp_name`), so that
+what a killed process left behind can be swept by the next one
+(:func:`sweep_stale_temp`).
+
 Example::
 
     data = make_tar_gz("mlruns/0/abc/artifacts")
@@ -26,7 +31,7 @@ import tarfile
 import uuid
 import zlib
 from pathlib import Path, PurePosixPath
-from typing import IO, BinaryIO
+from typing import IO, BinaryIO, Protocol
 
 from pcs.errors import BundleError
 
@@ -36,6 +41,9 @@ __all__ = [
     "make_tar_gz",
     "write_tar_gz",
     "safe_extract_tar",
+    "temp_name",
+    "temp_name_pid",
+    "sweep_stale_temp",
 ]
 
 # MLflow run ids are 32 hex digits; allow a little more, but never anything that
@@ -44,6 +52,10 @@ RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 _CHUNK = 1 << 20
 _ARCHIVE_ERRORS = (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error)
+# '.<target>.pcs-<pid>-<purpose>-<random>', '.pcs-<pid>-…' (hidden: a folder of run ids or
+# cache entries never holds such a name) or 'pcs-<pid>-…' (in the system temp folder;
+# tempfile.mkdtemp(prefix='pcs-<pid>-<purpose>-') makes those too)
+_TEMP_NAME = re.compile(r"^(\.(?:.+\.)?)?pcs-(\d+)-[a-z]+-[0-9a-z_]{6,}$", re.DOTALL)
 # extraction errors caused by the archive itself (e.g. a file member named like
 # an earlier directory), as opposed to the disk being full or unwritable
 _LAYOUT_ERRORS = (FileExistsError, NotADirectoryError, IsADirectoryError)
@@ -58,6 +70,98 @@ def check_run_id(run_id: str) -> str:
             "you mean."
         )
     return run_id
+
+
+# -- temporary names -----------------------------------------------------------------
+
+
+def temp_name(purpose: str, target: str | None = None, *, hidden: bool = True) -> str:
+    """A pid-marked name for a temporary file or folder (``pcs-<pid>-<purpose>-<random>``).
+
+    Args:
+        purpose: a lowercase word saying what the temp is for (``upload``, ``extract``).
+        target: the name of the file or folder the temp will become or replace, if any.
+        hidden: start the name with a dot. Only hidden names are swept from a
+            folder by default (:func:`sweep_stale_temp`); use ``hidden=False``
+            for temps in the system temp folder.
+
+    Returns:
+        ``.<target>.pcs-<pid>-<purpose>-<random>`` with a target,
+        ``.pcs-<pid>-<purpose>-<random>`` without, and no leading dot when not hidden.
+    """
+    if not re.fullmatch(r"[a-z]+", purpose):
+        raise ValueError(f"temp purpose {purpose!r} must be lowercase letters")
+    marker = f"pcs-{os.getpid()}-{purpose}-{uuid.uuid4().hex}"
+    # cut long targets: the whole name must stay within the 255 bytes file systems allow
+    short = target.encode()[:100].decode(errors="ignore") if target else ""
+    if short:
+        return f".{short}.{marker}" if hidden else f"{short}.{marker}"
+    return f".{marker}" if hidden else marker
+
+
+def temp_name_pid(name: str, *, hidden_only: bool = True) -> int | None:
+    """The pid in a name made by :func:`temp_name`, or None for any other name.
+
+    Args:
+        name: a file or folder name.
+        hidden_only: only names that start with a dot count, so a run id or
+            cache entry that happens to look like ``pcs-1-x-abcdef`` is never one.
+    """
+    match = _TEMP_NAME.match(name)
+    if match is None or (hidden_only and match.group(1) is None):
+        return None
+    return int(match.group(2))
+
+
+def sweep_stale_temp(folder: str | os.PathLike[str], *, include_own: bool = False,
+                     hidden_only: bool = True) -> list[Path]:
+    """Remove the temps in ``folder`` (not below it) whose creating process is gone.
+
+    Only names made by :func:`temp_name` are touched. A process that just
+    started may pass ``include_own=True``: temps marked with its own pid were
+    then left by an earlier process that had the same pid (a restarted
+    container).
+
+    Args:
+        folder: the folder to sweep; a missing folder holds nothing.
+        include_own: also remove temps marked with this process's pid.
+        hidden_only: leave names without a leading dot alone; pass False only
+            for a folder that holds nothing but temps (the system temp folder).
+
+    Returns:
+        The paths removed.
+    """
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return removed
+    own = os.getpid()
+    for entry in entries:
+        pid = temp_name_pid(entry.name, hidden_only=hidden_only)
+        if pid is None or (pid == own and not include_own) or (pid != own and _pid_alive(pid)):
+            continue
+        path = Path(entry.path)
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        if not path.exists():
+            removed.append(path)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process with this pid runs on this host (unsure counts as alive)."""
+    if pid <= 0:
+        return True  # never signal a process group
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
 
 
 # -- packing -------------------------------------------------------------------------
@@ -132,8 +236,12 @@ def _walk(root: Path) -> list[Path]:
 # -- unpacking -----------------------------------------------------------------------
 
 
+class _Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
 def safe_extract_tar(
-    archive: str | os.PathLike[str] | bytes | IO[bytes],
+    archive: str | os.PathLike[str] | bytes | IO[bytes] | _Readable,
     dest: str | os.PathLike[str],
     *,
     replace: bool = False,
@@ -143,8 +251,8 @@ def safe_extract_tar(
 
     Args:
         archive: the path of a ``.tar.gz`` file, its bytes, or a binary file
-            object positioned at its start (read sequentially, so a network
-            stream works).
+            object positioned at its start (only its ``read`` is used, front to
+            back, so a network stream works).
         dest: the folder to create. It must not exist (an empty folder is
             fine) unless ``replace`` is true.
         replace: swap out an existing ``dest`` once the new content is
@@ -168,7 +276,7 @@ def safe_extract_tar(
         )
     dest.parent.mkdir(parents=True, exist_ok=True)
     # next to dest, so the final rename stays on one file system
-    staging = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex}"
+    staging = dest.parent / temp_name("extract", dest.name)
     staging.mkdir()
     try:
         if isinstance(archive, (bytes, bytearray)):
@@ -206,7 +314,8 @@ class _LimitedReader:
         return data
 
 
-def _extract_all(raw: BinaryIO | IO[bytes], target: Path, max_size: int | None) -> None:
+def _extract_all(raw: BinaryIO | IO[bytes] | _Readable, target: Path,
+                 max_size: int | None) -> None:
     reader = _LimitedReader(gzip.GzipFile(fileobj=raw, mode="rb"), max_size)  # type: ignore[arg-type]
     try:
         # "r|" reads the stream front to back, member by member
@@ -285,7 +394,7 @@ def _move_into_place(staging: Path, dest: Path) -> None:
     for _ in range(5):
         old: Path | None = None
         if dest.exists():
-            old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex}"
+            old = dest.parent / temp_name("old", dest.name)
             try:
                 dest.rename(old)
             except FileNotFoundError:  # someone else moved it away meanwhile

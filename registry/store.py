@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -20,15 +21,18 @@ from typing import Any, Literal
 
 from sqlalchemy import DateTime, String, Text, UniqueConstraint, create_engine, make_url, select
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError, StatementError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from pcs.errors import RegistryConflictError, RegistryError, RegistryServerError
 from pcs.specs import canonical_json
 
-__all__ = ["SpecStore", "SpecRow", "PutResult", "MAX_IDENTIFIER_LENGTH"]
+__all__ = ["SpecStore", "SpecRow", "PutResult", "MAX_IDENTIFIER_LENGTH", "check_identifier"]
 
 MAX_IDENTIFIER_LENGTH = 1024
+# control characters (NUL above all: PostgreSQL text cannot hold it) and lone
+# surrogates (not encodable as UTF-8) can be neither stored nor shown safely
+_UNSTORABLE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 
 PutResult = Literal["created", "updated", "unchanged"]
 
@@ -55,16 +59,21 @@ class SpecStore:
     """Specs in a SQL database; creates its table on first use."""
 
     def __init__(self, db_url: str) -> None:
+        shown = _hide_password(db_url)
         try:
-            self._engine = create_engine(_with_available_driver(make_url(db_url)))
+            # pre-ping: a restarted PostgreSQL must not fail the first request after it
+            self._engine = create_engine(
+                _with_available_driver(make_url(db_url)), pool_pre_ping=True
+            )
         except (SQLAlchemyError, ValueError) as exc:
             raise RegistryError(
-                f"Cannot use the database URL {db_url!r}: {exc}. Give a SQLAlchemy URL "
+                f"Cannot use the database URL {shown!r}: "
+                f"{_hide_password(str(exc)).replace(db_url, shown)}. Give a SQLAlchemy URL "
                 "such as sqlite:///registry.db or postgresql://user@host:5432/dbname."
             ) from None
         except ImportError as exc:
             raise RegistryError(
-                f"Cannot use the database URL {db_url!r}: its driver is not installed "
+                f"Cannot use the database URL {shown!r}: its driver is not installed "
                 f"({exc}). Install it (for PostgreSQL: pip install psycopg2-binary), or "
                 "name an installed one in the URL (postgresql+psycopg2://...)."
             ) from None
@@ -75,9 +84,15 @@ class SpecStore:
 
     def get(self, section: str, identifier: str) -> dict[str, Any] | None:
         """The body stored under (section, identifier), or None."""
+        text = self.get_json(section, identifier)
+        return None if text is None else json.loads(text)
+
+    def get_json(self, section: str, identifier: str) -> str | None:
+        """The body stored under (section, identifier) as its canonical JSON text, or None."""
+        check_identifier(identifier)
         with self._errors("read a spec"), self._sessions() as session:
             row = self._row(session, section, identifier)
-            return None if row is None else json.loads(row.body)
+            return None if row is None else row.body
 
     def identifiers(self, section: str) -> list[str]:
         """Every identifier of a section, sorted."""
@@ -95,7 +110,9 @@ class SpecStore:
         Raises:
             RegistryConflictError: a different body is stored and ``force`` is false.
             ArgumentError: the body holds values JSON cannot record (NaN, inf).
+            RegistryError: the identifier is empty, too long or holds control characters.
         """
+        check_identifier(identifier)
         text = canonical_json(body)
         # a concurrent insert of the same key makes ours fail; the second pass
         # then finds that row and compares against it
@@ -132,6 +149,7 @@ class SpecStore:
         )
 
     def close(self) -> None:
+        """Close the database connections this store holds."""
         self._engine.dispose()
 
     @staticmethod
@@ -146,12 +164,53 @@ class SpecStore:
         """Turn database failures into a RegistryServerError that names the database."""
         try:
             yield
-        except SQLAlchemyError as exc:
-            raise RegistryServerError(
-                f"The registry could not {action}: its database {self.display_url} "
-                f"failed ({type(exc).__name__}: {str(exc).splitlines()[0]}). Check that "
-                "the database is running and reachable, then retry."
+        except (StatementError, ValueError) as exc:
+            # the driver refused a value before sending it (e.g. NUL for PostgreSQL);
+            # SQLAlchemy passes that on bare or wrapped, depending on where it happens
+            refusal = exc.orig if isinstance(exc, StatementError) else exc
+            if not isinstance(refusal, ValueError):  # UnicodeError is a ValueError
+                raise self._failed(action, exc) from None  # type: ignore[arg-type]
+            raise RegistryError(
+                f"The registry could not {action}: its database {self.display_url} cannot "
+                f"hold a value of this request ({refusal}). Remove NUL bytes and other "
+                "control characters from identifiers and spec bodies."
             ) from None
+        except SQLAlchemyError as exc:
+            raise self._failed(action, exc) from None
+
+    def _failed(self, action: str, exc: SQLAlchemyError) -> RegistryServerError:
+        return RegistryServerError(
+            f"The registry could not {action}: its database {self.display_url} "
+            f"failed ({type(exc).__name__}: {str(exc).splitlines()[0]}). Check that "
+            "the database is running and reachable, then retry."
+        )
+
+
+def check_identifier(identifier: str) -> str:
+    """Return ``identifier`` if the store can hold it, else raise RegistryError.
+
+    Raises:
+        RegistryError: it is empty, longer than :data:`MAX_IDENTIFIER_LENGTH`
+            characters, or holds a control character or a lone surrogate.
+    """
+    if not identifier or len(identifier) > MAX_IDENTIFIER_LENGTH:
+        raise RegistryError(
+            f"A spec identifier must be 1 to {MAX_IDENTIFIER_LENGTH} characters long; got "
+            f"{len(identifier)}. Use a shorter identifier."
+        )
+    bad = _UNSTORABLE.search(identifier)
+    if bad:
+        raise RegistryError(
+            f"The spec identifier {identifier[:100]!r} holds the character "
+            f"{bad.group()!r} at position {bad.start()}; identifiers may not hold NUL "
+            "bytes, other control characters or unpaired surrogates. Rename the spec."
+        )
+    return identifier
+
+
+def _hide_password(text: str) -> str:
+    """``text`` with the password of any ``scheme://user:password@`` in it masked."""
+    return re.sub(r"(://[^/@:\s]*:)[^/\s]*@", r"\1***@", text)
 
 
 def _with_available_driver(url: URL) -> URL:

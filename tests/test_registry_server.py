@@ -1,8 +1,9 @@
 """The registry server and WebRegistry, against real server processes on 127.0.0.1.
 
-One SQLite-backed server runs per module; tests that need another
-configuration (read-only, a small upload limit, PostgreSQL) start their own.
-Every test uses fresh identifiers, so tests never see each other's specs.
+The session's shared SQLite-backed server serves most tests; tests that need
+another configuration (read-only, a small upload limit, PostgreSQL) start
+their own. Every test uses fresh identifiers, so tests never see each other's
+specs.
 """
 
 from __future__ import annotations
@@ -15,12 +16,17 @@ import os
 import tarfile
 import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
-from _registry_server import start_registry_server, stop_process
+from _registry_server import (
+    TOKEN,
+    postgres_database,
+    shared_registry_server,
+    start_registry_server,
+    stop_process,
+)
 from conftest import free_port
 
 from pcs._archive import make_tar_gz, safe_extract_tar
@@ -36,18 +42,13 @@ from pcs.errors import (
 from pcs.registry import InMemoryRegistry
 from pcs.web_registry import WebRegistry
 
-TOKEN = "secret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[tuple[str, Path]]:
-    """(base URL, server folder) of a registry server with token 'secret'."""
-    folder = tmp_path_factory.mktemp("registry_server")
-    url, process = start_registry_server(folder, token=TOKEN)
-    yield url, folder
-    stop_process(process)
+def server(tmp_path_factory) -> tuple[str, Path]:
+    """(base URL, server folder) of the session's registry server with token 'secret'."""
+    return shared_registry_server(tmp_path_factory)
 
 
 @pytest.fixture
@@ -570,23 +571,9 @@ def test_safe_extract_tar_caps_the_unpacked_size(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def postgres_db() -> Iterator[str]:
-    """A fresh PostgreSQL database, dropped afterwards; skips when none answers."""
-    psycopg2 = pytest.importorskip("psycopg2", reason="psycopg2 is not installed")
-    try:
-        conn = psycopg2.connect(PG_URL, connect_timeout=3)
-    except psycopg2.OperationalError as exc:
-        pytest.skip(f"PostgreSQL does not answer at {PG_URL}: {str(exc).strip()}")
-    conn.autocommit = True
-    name = f"pcs_reg_{uuid.uuid4().hex[:12]}"
-    with conn.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield PG_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with conn.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.close()
+def postgres_db() -> str:
+    """A fresh PostgreSQL database, dropped at the end; skips when none answers."""
+    return postgres_database()
 
 
 @pytest.mark.postgres
