@@ -26,6 +26,7 @@ import random
 import re
 import sys
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from pcs._determinism import (
@@ -49,7 +50,10 @@ __all__ = [
     "draw_seed",
     "environment_fingerprint",
     "environment_yaml",
+    "imported_modules",
     "installed_distributions",
+    "loaded_top_level_modules",
+    "modules_used_by_run",
     "required_distributions",
     "seed_everything",
     "seeded",
@@ -69,9 +73,13 @@ def _normalize(name: str) -> str:
 class _Scan:
     """Every distribution importable for one ``sys.path`` state."""
 
-    def __init__(self, versions: dict[str, str], dists: dict[str, Distribution]) -> None:
+    def __init__(
+        self, versions: dict[str, str], dists: dict[str, Distribution], requires: dict[str, list[str]]
+    ) -> None:
         self.versions = versions  # normalized name -> version (the first on sys.path wins)
         self.dists = dists  # normalized name -> the distribution that wins
+        self.requires = requires  # normalized name -> its Requires-Dist lines
+        self._parsed: dict[str, list[tuple[str, Any, frozenset[str]]]] = {}
         self._providers: dict[str, list[str]] = {}  # top-level module -> normalized names
         self._files: dict[str, tuple[list[str], str]] = {}  # name -> (top_level.txt, RECORD)
 
@@ -89,6 +97,23 @@ class _Scan:
             found = [name for name, dist in self.dists.items() if self._provides(name, dist, top)]
             self._providers[top] = found
         return found
+
+    def requirements(self, name: str) -> list[tuple[str, Any, frozenset[str]]]:
+        """``(normalized name, marker or None, extras)`` of each requirement of ``name``."""
+        parsed = self._parsed.get(name)
+        if parsed is None:
+            from packaging.requirements import InvalidRequirement, Requirement
+
+            parsed = []
+            for text in self.requires.get(name, ()):
+                try:
+                    requirement = Requirement(text)
+                except InvalidRequirement:
+                    continue  # metadata pip would refuse too
+                extras = frozenset(_normalize(e) for e in requirement.extras)
+                parsed.append((_normalize(requirement.name), requirement.marker, extras))
+            self._parsed[name] = parsed
+        return parsed
 
     def _provides(self, name: str, dist: Distribution, top: str) -> bool:
         files = self._files.get(name)
@@ -126,14 +151,34 @@ def _remember(cache: dict, key: Any, value: Any, size: int = 4) -> None:
         del cache[next(iter(cache))]
 
 
+_LISTINGS: dict[str, tuple[int, frozenset[str]]] = {}
+_METADATA_SUFFIXES = (".dist-info", ".egg-info", ".egg")
+
+
 def _path_key() -> tuple:
-    """``sys.path`` with each folder's mtime: changes when a distribution is installed."""
-    key = []
+    """``sys.path`` with the metadata folders in each entry: changes when one is installed.
+
+    A folder is listed again only when its mtime changed, so the key costs a
+    ``stat`` per entry; a working directory that changes all the time (a run
+    writing artifacts or a SQLite journal there) does not count as an install.
+    """
+    key: list[tuple[str, frozenset[str] | None]] = []
     for entry in sys.path:
+        folder = os.path.abspath(entry or ".")
         try:
-            key.append((entry, os.stat(entry or ".").st_mtime_ns))
+            mtime = os.stat(folder).st_mtime_ns
         except OSError:
-            key.append((entry, 0))
+            key.append((folder, None))
+            continue
+        known = _LISTINGS.get(folder)
+        if known is None or known[0] != mtime:
+            try:
+                names = frozenset(n for n in os.listdir(folder) if n.endswith(_METADATA_SUFFIXES))
+            except OSError:  # a zip file, or unreadable
+                names = frozenset()
+            known = (mtime, names)
+            _LISTINGS[folder] = known
+        key.append((folder, known[1]))
     return tuple(key)
 
 
@@ -142,29 +187,33 @@ def _metadata_text(dist: Distribution) -> str:
     return dist.read_text("METADATA") or dist.read_text("PKG-INFO") or dist.read_text("") or ""
 
 
-def _name_and_version(dist: Distribution) -> tuple[str | None, str | None]:
-    """``Name`` and ``Version`` from the metadata's header, which ends at the first blank line.
+def _header(dist: Distribution) -> tuple[str | None, str | None, list[str]]:
+    """``Name``, ``Version`` and ``Requires-Dist`` from the metadata's header.
 
-    Reading two header fields instead of parsing the whole message (with its
-    long description) makes the scan several times faster; the answer is
-    ``dist.metadata["Name"]`` and ``dist.version``.
+    The header ends at the first blank line; reading a few fields of it
+    instead of parsing the whole message (with its long description) makes
+    the scan several times faster. The answers are ``dist.metadata["Name"]``,
+    ``dist.version`` and ``dist.requires``.
     """
     name = version = None
+    requires: list[str] = []
     for line in _metadata_text(dist).partition("\n\n")[0].splitlines():
-        if not line.strip():
-            break
+        if not line:
+            break  # a blank line ends the header; lines of spaces continue a folded field
         if name is None and line.startswith("Name:"):
             name = line[5:].strip()
         elif version is None and line.startswith("Version:"):
             version = line[8:].strip()
-        if name and version:
-            return name, version
+        elif line.startswith("Requires-Dist:"):
+            requires.append(line[14:].strip())
     if name is None or version is None:  # an unusual file: let importlib.metadata parse it
         try:
             name, version = name or dist.metadata["Name"], version or dist.version
         except Exception:  # noqa: BLE001 - unreadable metadata is a broken install, skip it
-            return None, None
-    return name, version
+            return None, None, []
+    if not requires and dist.read_text("requires.txt") is not None:
+        requires = list(dist.requires or [])  # an egg-info keeps them in requires.txt
+    return name, version, requires
 
 
 def _scan() -> _Scan:
@@ -175,8 +224,9 @@ def _scan() -> _Scan:
 
         versions: dict[str, str] = {}
         dists: dict[str, Distribution] = {}
+        requires: dict[str, list[str]] = {}
         for dist in distributions():
-            name, version = _name_and_version(dist)
+            name, version, needs = _header(dist)
             if not name or version is None:
                 continue
             normalized = _normalize(name)
@@ -184,7 +234,8 @@ def _scan() -> _Scan:
                 continue  # shadowed by one earlier on sys.path, as for imports
             versions[normalized] = version
             dists[normalized] = dist
-        scan = _Scan(dict(sorted(versions.items())), dists)
+            requires[normalized] = needs
+        scan = _Scan(dict(sorted(versions.items())), dists, requires)
         _remember(_SCANS, key, scan)
     return scan
 
@@ -231,7 +282,97 @@ def used_distributions(module_names: Iterable[str]) -> dict[str, str]:
     return dict(sorted(used.items()))
 
 
-_CLOSURES: dict[tuple, dict[str, str]] = {}
+def imported_modules(sources: Iterable[str]) -> set[str]:
+    """Top-level modules that Python sources import (anywhere in them, functions included).
+
+    Relative imports (files next to a component) are left out: no
+    distribution provides them.
+
+    Args:
+        sources: source texts, e.g. a run's component source snapshots.
+
+    Returns:
+        Top-level module names, e.g. ``{"numpy", "random"}``.
+    """
+    names: set[str] = set()
+    for source in sources:
+        names |= _imports_of(source)
+    return names
+
+
+@lru_cache(maxsize=256)
+def _imports_of(source: str) -> frozenset[str]:
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return frozenset()
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.partition(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.partition(".")[0])
+    return frozenset(names)
+
+
+def loaded_top_level_modules() -> frozenset[str]:
+    """The top-level names of every module imported in this process so far.
+
+    Taken before a run's components load and again at its end, the
+    difference is what the run imported that nothing had imported before
+    (its code, or libraries it loaded on the way).
+
+    Returns:
+        Top-level module names.
+    """
+    return frozenset(name.partition(".")[0] for name in list(sys.modules))
+
+
+_CLOSURES: dict[tuple, frozenset[str]] = {}
+
+
+def _closure(names: Iterable[str], *, into_pcs: bool) -> frozenset[str]:
+    """Normalized names of what ``names`` require, transitively, among installed distributions.
+
+    ``into_pcs`` follows pcs's own requirements too (its runtime); otherwise
+    the walk stops at pcs.
+    """
+    from packaging.markers import InvalidMarker, UndefinedComparison, UndefinedEnvironmentName
+
+    scan = _scan()
+    start = frozenset(names)
+    key = (_path_key(), start, into_pcs)
+    cached = _CLOSURES.get(key)
+    if cached is not None:
+        return cached
+    found: set[str] = set()
+    none: frozenset[str] = frozenset()
+    todo: list[tuple[str, frozenset[str]]] = [
+        (name, none) for name in start if into_pcs or name != "pcs"
+    ]
+    done: set[tuple[str, frozenset[str]]] = set()
+    while todo:
+        item = todo.pop()
+        if item in done:
+            continue
+        done.add(item)
+        name, extras = item
+        for dependency, marker, wanted_extras in scan.requirements(name):
+            if dependency not in scan.versions or (dependency == "pcs" and not into_pcs):
+                continue
+            if marker is not None:
+                try:
+                    if not any(marker.evaluate({"extra": extra}) for extra in ("", *extras)):
+                        continue
+                except (InvalidMarker, UndefinedComparison, UndefinedEnvironmentName):
+                    continue
+            found.add(dependency)
+            todo.append((dependency, wanted_extras))
+    result = frozenset(found - start)
+    _remember(_CLOSURES, key, result)
+    return result
 
 
 def required_distributions(used: Mapping[str, str]) -> dict[str, str]:
@@ -248,43 +389,42 @@ def required_distributions(used: Mapping[str, str]) -> dict[str, str]:
     Returns:
         ``{normalized name: version}``, sorted.
     """
-    from packaging.markers import InvalidMarker, UndefinedComparison, UndefinedEnvironmentName
-    from packaging.requirements import InvalidRequirement, Requirement
+    versions = _scan().versions
+    return {name: versions[name] for name in sorted(_closure(used, into_pcs=False))}
 
-    scan = _scan()
-    key = (_path_key(), tuple(sorted(used)))
-    cached = _CLOSURES.get(key)
-    if cached is not None:
-        return dict(cached)
-    found: dict[str, str] = {}
-    todo: list[tuple[str, frozenset[str]]] = [(name, frozenset()) for name in used if name != "pcs"]
-    done: set[tuple[str, frozenset[str]]] = set()
-    while todo:
-        item = todo.pop()
-        if item in done:
-            continue
-        done.add(item)
-        name, extras = item
-        dist = scan.dists.get(name)
-        if dist is None:
-            continue
-        for text in dist.requires or []:
-            try:
-                requirement = Requirement(text)
-                wanted = requirement.marker is None or any(
-                    requirement.marker.evaluate({"extra": extra}) for extra in ("", *extras)
-                )
-            except (InvalidRequirement, InvalidMarker, UndefinedComparison, UndefinedEnvironmentName):
-                continue  # metadata pip would refuse too
-            dependency = _normalize(requirement.name)
-            if not wanted or dependency == "pcs" or dependency not in scan.versions:
-                continue
-            if dependency not in used:
-                found[dependency] = scan.versions[dependency]
-            todo.append((dependency, frozenset(_normalize(e) for e in requirement.extras)))
-    result = dict(sorted(found.items()))
-    _remember(_CLOSURES, key, result)
-    return dict(result)
+
+def modules_used_by_run(sources: Iterable[str], loaded_before: frozenset[str]) -> set[str]:
+    """The modules a run's code used: what its sources import, and what it loaded on the way.
+
+    The second part (top-level modules first imported while the run ran)
+    catches imports no source names (``importlib.import_module``, plugins),
+    leaving out modules of pcs's own runtime (MLflow loading more of itself
+    during a process's first run), which a rebuilt environment reaches anyway.
+    Transitive imports need no listing: :func:`required_distributions`
+    follows the requirements of what is listed.
+
+    Args:
+        sources: the source texts of the run's components.
+        loaded_before: :func:`loaded_top_level_modules` taken when the run
+            started executing (after pcs created it, before its objects were built).
+
+    Returns:
+        Top-level module names for :func:`used_environment_yaml`.
+    """
+    names = imported_modules(sources)
+    stdlib = sys.stdlib_module_names  # type: ignore[attr-defined]  # Python 3.10+
+    new = [top for top in loaded_top_level_modules() - loaded_before - names if top not in stdlib]
+    if new:
+        scan = _scan()
+        runtime: frozenset[str] | None = None
+        for top in new:
+            providers = scan.providers(top)
+            if providers:
+                if runtime is None:  # pcs's runtime, worked out only when needed
+                    runtime = _closure(["pcs"], into_pcs=True) | {"pcs"}
+                if not set(providers) <= runtime:
+                    names.add(top)
+    return names
 
 
 # -- the records -----------------------------------------------------------------------------
@@ -372,16 +512,17 @@ def used_environment_yaml(
 
     Returns:
         The fingerprint over Python, platform and the used distributions (pcs
-        included), which a rerun in the environment rebuilt from this record
+        included) with their requirements, which a rerun in the environment rebuilt from this record
         reproduces, and the YAML text.
     """
     used = used_distributions(module_names)
+    required = required_distributions(used)
     record: dict[str, Any] = _python_and_platform()
-    record["used_distributions"] = used
+    record.update(used_distributions=used, required_distributions=required)
     fingerprint = environment_fingerprint(record)
     end = {
         "used_distributions": used,
-        "required_distributions": required_distributions(used),
+        "required_distributions": required,
         "fingerprint": fingerprint,
         "determinism": determinism_record(),
     }
@@ -394,8 +535,8 @@ def environment_fingerprint(env: Mapping[str, Any]) -> str:
     """A hash of what decides a computation's result.
 
     Python version and implementation, OS and machine, and the distributions
-    the run used (``used_distributions``, pcs included) when recorded; a
-    record without them (the start record, or a run from an older pcs) is
+    the run used with what they require (``used_distributions``, pcs
+    included, and ``required_distributions``) when recorded; a record without them (the start record, or a run from an older pcs) is
     hashed over every installed distribution.
 
     Args:
@@ -407,9 +548,8 @@ def environment_fingerprint(env: Mapping[str, Any]) -> str:
     python = {k: env["python"][k] for k in ("version", "implementation")}
     system = {k: env["platform"][k] for k in ("system", "machine")}
     if env.get("used_distributions") is not None:
-        return content_hash(
-            {"python": python, "platform": system, "used_distributions": env["used_distributions"]}
-        )[:16]
+        used = {**(env.get("required_distributions") or {}), **env["used_distributions"]}
+        return content_hash({"python": python, "platform": system, "used_distributions": used})[:16]
     return content_hash({"python": python, "platform": system, "distributions": env["distributions"]})[:16]
 
 

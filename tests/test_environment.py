@@ -9,6 +9,7 @@ import os
 import platform
 import random
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,10 @@ from pcs.environment import (
     _normalize,
     capture_environment,
     environment_fingerprint,
+    imported_modules,
     installed_distributions,
+    loaded_top_level_modules,
+    modules_used_by_run,
     required_distributions,
     used_distributions,
     used_environment_yaml,
@@ -299,6 +303,46 @@ def test_required_distributions_follow_requirements_extras_and_markers(site_dir)
     assert required == {"pcs-lib-b": "1.5", "pcs-lib-c": "2.0", "pcs-lib-d": "3.0"}
 
 
+def test_requirements_are_read_as_importlib_metadata_reads_them():
+    from pcs.environment import _scan
+
+    scan = _scan()
+    for name, dist in scan.dists.items():
+        assert sorted(scan.requires[name]) == sorted(dist.requires or []), name
+
+
+def test_imported_modules_are_read_from_the_sources():
+    source = textwrap.dedent(
+        """
+        import os, numpy.linalg as la
+        from yaml import safe_load
+        from . import sibling
+        from .pkg import thing
+
+        def later():
+            import torch
+            from sklearn.linear_model import LinearRegression
+        """
+    )
+    assert imported_modules([source, "import random\n", "this is not python ("]) == {
+        "os", "numpy", "yaml", "torch", "sklearn", "random",
+    }
+
+
+def test_modules_used_by_run_add_what_the_run_loaded_but_not_pcs_runtime(site_dir, monkeypatch):
+    dist_info(site_dir, "pcs-plugin-dist", "1.0", top_level=["pcs_plugin"])
+    (site_dir / "pcs_plugin.py").write_text("VALUE = 1\n")
+    for name in ("pcs_plugin", "json", "uvicorn"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    before = loaded_top_level_modules()
+    importlib.import_module("pcs_plugin")  # loaded by name: no source says "import pcs_plugin"
+    importlib.import_module("json")  # the standard library
+    importlib.import_module("uvicorn")  # pcs's runtime (as MLflow loading more of itself)
+    names = modules_used_by_run(["import random\n"], before)
+    assert names == {"random", "pcs_plugin"}
+    assert used_distributions(names)["pcs-plugin-dist"] == "1.0"
+
+
 def test_used_record_and_its_fingerprint(site_dir):
     import pcs
 
@@ -317,6 +361,9 @@ def test_used_record_and_its_fingerprint(site_dir):
     whole = {**start, **end}
     assert environment_fingerprint(whole) == fingerprint
     changed = dict(whole, used_distributions={**end["used_distributions"], "pcs-app": "1.1"})
+    assert environment_fingerprint(changed) != fingerprint
+    # what they require counts too: it decides what the used code runs on
+    changed = dict(whole, required_distributions={"pcs-lib-b": "1.6"})
     assert environment_fingerprint(changed) != fingerprint
     more_installed = dict(whole, distributions={**start["distributions"], "other": "1"})
     assert environment_fingerprint(more_installed) == fingerprint
