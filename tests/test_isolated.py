@@ -318,6 +318,9 @@ def test_rerun_of_the_random_agent_in_its_rebuilt_environment_reproduces(tmp_pat
     assert again.rerun_of == run
     executable = again.environment["python"]["executable"]
     assert str(venvs(tmp_path)) in executable  # it really ran in the rebuilt environment
+    # the same fingerprint: over what the run used once component_run records the end of a
+    # run; until then over what is installed, which the environment reproduces as well
+    # (pcs with its metadata, then pcs's runtime) unless PYTHONPATH added distributions here
     assert again.tags["pcs.environment_fingerprint"] == run.tags["pcs.environment_fingerprint"]
     (venv,) = [p for p in venvs(tmp_path).iterdir() if p.is_dir()]
     assert yaml.safe_load((venv / MARKER).read_text())["installed"] == {}  # only pcs: tiny
