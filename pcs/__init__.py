@@ -12,6 +12,7 @@ from pcs.errors import (
     AmbiguousRunIdError,
     ArgumentError,
     BundleError,
+    CacheInUseError,
     ComponentError,
     ComponentFileNotFoundError,
     DependencyError,
@@ -34,7 +35,6 @@ from pcs.errors import (
     UnserializableArgumentError,
     UnverifiableError,
     UploadTooLargeError,
-    CacheInUseError,
 )
 from pcs.registry import InMemoryRegistry, Registry
 from pcs.repo import GitRepo, LocalRepo, Repo
@@ -45,7 +45,7 @@ from pcs.verification import Difference, Verification, compare_runs
 # the features the run core reaches through pcs._features register themselves on import
 from pcs import _render, freeze, isolated, transfer  # noqa: E402, F401  isort: skip
 
-__version__ = "0.1.0"
+from pcs._version import __version__  # noqa: E402
 
 
 def __getattr__(name: str):

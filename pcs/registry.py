@@ -28,6 +28,7 @@ from pcs._keys import FORMAT_VERSION
 from pcs._limits import MAX_YAML_BYTES
 from pcs._yaml import load_yaml
 from pcs.errors import InputLimitError, RegistryConflictError, RegistryError, SpecNotFoundError
+from pcs.progress import ProgressCallback
 from pcs.specs import atomic_write_text, check_format_version, dump_yaml
 
 __all__ = ["Registry", "InMemoryRegistry", "SECTIONS"]
@@ -65,11 +66,15 @@ class Registry(ABC):
         """Every identifier stored in a section."""
 
     @abstractmethod
-    def add_run_artifacts(self, run_id: str, local_dir: Path) -> None:
-        """Store a copy of a run's artifact folder."""
+    def add_run_artifacts(
+        self, run_id: str, local_dir: Path, progress: ProgressCallback | None = None
+    ) -> None:
+        """Store a copy of a run's artifact folder (``progress`` hears of bytes sent)."""
 
     @abstractmethod
-    def run_artifacts_dir(self, run_id: str) -> Path | None:
+    def run_artifacts_dir(
+        self, run_id: str, progress: ProgressCallback | None = None
+    ) -> Path | None:
         """A local folder with the run's artifacts, or None when the registry has none."""
 
     # -- spec access -------------------------------------------------------------
@@ -247,10 +252,14 @@ class InMemoryRegistry(Registry):
     def identifiers(self, section: str) -> list[str]:
         return list(self._data[section])
 
-    def add_run_artifacts(self, run_id: str, local_dir: Path) -> None:
+    def add_run_artifacts(
+        self, run_id: str, local_dir: Path, progress: ProgressCallback | None = None
+    ) -> None:
         self._artifacts[run_id] = Path(local_dir)
 
-    def run_artifacts_dir(self, run_id: str) -> Path | None:
+    def run_artifacts_dir(
+        self, run_id: str, progress: ProgressCallback | None = None
+    ) -> Path | None:
         if run_id in self._artifacts:
             return self._artifacts[run_id]
         if self.base_dir is not None:

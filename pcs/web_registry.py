@@ -25,7 +25,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -45,6 +45,7 @@ from pcs.errors import (
     RegistryError,
     RegistryServerError,
 )
+from pcs.progress import ProgressCallback
 from pcs.registry import SECTIONS, Registry
 
 __all__ = [
@@ -60,7 +61,6 @@ __all__ = [
 TOKEN_ENV = "PCS_REGISTRY_TOKEN"
 DEFAULT_CONNECT_TIMEOUT = 10.0
 # progress(description, done_bytes, total_bytes_or_None); see the shared protocols
-ProgressCallback = Callable[[str, int, int | None], None]
 _API = "/api/v1"
 _DOWNLOAD_CHUNK = 64 * 1024
 _PROGRESS_STEP = 256 * 1024

@@ -5,9 +5,11 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import json
+import os
 import platform
 import random
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,19 @@ from pcs import (
     NotReproducibleError,
     Run,
 )
-from pcs.environment import environment_fingerprint
+from pcs.environment import (
+    SeedReport,
+    _normalize,
+    capture_environment,
+    environment_fingerprint,
+    imported_modules,
+    installed_distributions,
+    loaded_top_level_modules,
+    modules_used_by_run,
+    required_distributions,
+    used_distributions,
+    used_environment_yaml,
+)
 
 RANDOM_SOURCE = """\
 import random
@@ -73,6 +87,16 @@ def read_artifact(run: Run, path: str, tmp_path: Path) -> str:
 # -- environment ------------------------------------------------------------------------
 
 
+def recorded_environment(run: Run, tmp_path: Path) -> dict:
+    """``{**start, **end}``: pcs/environment.yaml with pcs/environment_used.yaml when recorded."""
+    env = yaml.safe_load(read_artifact(run, "pcs/environment.yaml", tmp_path / "start"))
+    try:
+        end = yaml.safe_load(read_artifact(run, "pcs/environment_used.yaml", tmp_path / "end"))
+    except Exception:  # noqa: BLE001 - not recorded (component_run does not write it yet)
+        end = None
+    return {**env, **(end or {})}
+
+
 def test_environment_yaml_and_fingerprint_tag(tmp_path):
     run = component_in(tmp_path / "src", "draw", RANDOM_SOURCE, "Draw").run_with_arg_set(
         "run", {}, seed=1
@@ -88,10 +112,14 @@ def test_environment_yaml_and_fingerprint_tag(tmp_path):
     assert distributions["pyyaml"] == importlib.metadata.version("PyYAML")
     assert distributions["gitpython"] == importlib.metadata.version("GitPython")
     assert len(distributions) > 10
+    assert env["seed"] == 1
+    assert env["determinism"]["cpu"]["count"] == os.cpu_count()
+    assert "numpy" in env["determinism"]["frameworks"]  # MLflow imported it before the run
 
+    # the tag is the fingerprint of the run's record as it stands at its end
     fingerprint = run.tags["pcs.environment_fingerprint"]
-    assert fingerprint == env["fingerprint"] == environment_fingerprint(env)
-    assert run.environment == env  # the property reads the same artifact
+    whole = recorded_environment(run, tmp_path / "whole")
+    assert fingerprint == whole["fingerprint"] == environment_fingerprint(whole)
     # the same process makes the same fingerprint
     again = component_in(tmp_path / "src2", "draw", RANDOM_SOURCE, "Draw").run_with_arg_set(
         "run", {}, seed=2
@@ -154,6 +182,200 @@ def test_missing_requirements_file_fails_before_the_run(tmp_path):
     with pytest.raises(ComponentFileNotFoundError, match="nope.txt"):
         component.run_with_arg_set("run", {}, seed=1)
     assert Run.get_all_runs() == []
+
+
+# -- distributions ----------------------------------------------------------------------
+
+
+def dist_info(folder: Path, name: str, version: str, *, requires=(), top_level=None, files=()) -> None:
+    """A real installed distribution: a *.dist-info folder (and its files) in ``folder``."""
+    stem = f"{name.replace('-', '_')}-{version}"
+    info = folder / f"{stem}.dist-info"
+    info.mkdir(parents=True)
+    lines = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
+    lines += [f"Requires-Dist: {r}" for r in requires]
+    (info / "METADATA").write_text("\n".join(lines) + "\n\nA long description.\n")
+    if top_level is not None:
+        (info / "top_level.txt").write_text("".join(f"{t}\n" for t in top_level))
+    record = []
+    for path in files:
+        target = folder / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text("VALUE = 1\n")
+        record.append(f"{path},sha256=x,10")
+    record.append(f"{info.name}/RECORD,,")
+    (info / "RECORD").write_text("\n".join(record) + "\n")
+
+
+@pytest.fixture
+def site_dir(tmp_path, monkeypatch):
+    """An empty folder first on sys.path, for distributions made by a test."""
+    folder = tmp_path / "site"
+    folder.mkdir()
+    monkeypatch.syspath_prepend(str(folder))
+    return folder
+
+
+def test_installed_distributions_agree_with_importlib_metadata():
+    expected: dict[str, str] = {}
+    for dist in importlib.metadata.distributions():
+        expected.setdefault(_normalize(dist.metadata["Name"]), dist.version)
+    assert installed_distributions() == expected
+
+
+def test_egg_info_names_come_from_their_metadata(site_dir):
+    # folder names that a name-version pattern reads wrongly, or not at all
+    (site_dir / "foo-1-0.egg-info").mkdir()
+    (site_dir / "foo-1-0.egg-info" / "PKG-INFO").write_text("Metadata-Version: 1.1\nName: foo\nVersion: 1.0\n")
+    (site_dir / "bar.egg-info").mkdir()  # a development install: no version in the name
+    (site_dir / "bar.egg-info" / "PKG-INFO").write_text("Metadata-Version: 1.1\nName: Bar_Baz\nVersion: 2.0\n")
+    (site_dir / "qux_dist-3.0-py3.11.egg-info").write_text(  # a single-file egg-info
+        "Metadata-Version: 1.1\nName: qux.dist\nVersion: 3.0\n"
+    )
+    found = installed_distributions()
+    assert found["foo"] == "1.0" and "foo-1" not in found
+    assert found["bar-baz"] == "2.0"
+    assert found["qux-dist"] == "3.0"
+
+
+def test_distributions_are_read_once_per_sys_path_state(site_dir):
+    import time
+
+    installed_distributions()
+    start = time.perf_counter()
+    for _ in range(100):
+        installed_distributions()
+    assert (time.perf_counter() - start) / 100 < 0.002  # cached: no metadata is read again
+    dist_info(site_dir, "late-arrival", "0.1")  # installing changes the folder's mtime
+    assert installed_distributions()["late-arrival"] == "0.1"
+
+
+def test_used_distributions_map_modules_to_their_distributions(site_dir):
+    import pcs
+
+    dist_info(site_dir, "pcs-declared-dist", "1.0", top_level=["pcs_declared"])
+    dist_info(site_dir, "pcs-record-dist", "2.0", files=["pcs_recorded/__init__.py", "pcs_single.py"])
+    used = used_distributions(
+        [
+            "numpy.linalg", "yaml", "pcs_declared", "pcs_recorded.sub", "pcs_single",
+            "random", "os.path", "sys",  # the standard library
+            "_pcs_components.draw_0123", "no_such_module",  # provided by no distribution
+        ]
+    )
+    assert used == {
+        "numpy": importlib.metadata.version("numpy"),
+        "pcs": pcs.__version__,  # always in: the run ran under pcs
+        "pcs-declared-dist": "1.0",
+        "pcs-record-dist": "2.0",
+        "pyyaml": importlib.metadata.version("PyYAML"),
+    }
+    assert list(used) == sorted(used)
+    assert used_distributions([]) == {"pcs": pcs.__version__}
+
+
+def test_used_distributions_agree_with_packages_distributions():
+    mapping = importlib.metadata.packages_distributions()
+    versions = installed_distributions()
+    copies: dict[str, int] = {}
+    for dist in importlib.metadata.distributions():
+        name = _normalize(dist.metadata["Name"])
+        copies[name] = copies.get(name, 0) + 1
+    for module, names in mapping.items():
+        if not module.isidentifier() or module in sys.stdlib_module_names or module == "pcs":
+            continue
+        if any(copies.get(_normalize(n), 0) > 1 for n in names):
+            # a distribution installed twice on sys.path (one shadows the other): the map
+            # names it for the files of both copies, pcs for those of the one that wins
+            continue
+        expected = {_normalize(n): versions[_normalize(n)] for n in names if _normalize(n) in versions}
+        expected.pop("pcs", None)  # pcs is always in, at the running version: checked elsewhere
+        used = used_distributions([module])
+        used.pop("pcs")
+        assert used == expected, module
+
+
+def test_required_distributions_follow_requirements_extras_and_markers(site_dir):
+    dist_info(site_dir, "pcs-app", "1.0", requires=[
+        "pcs-lib-b>=1",
+        "pcs-lib-c[fast]",
+        'pcs-lib-old; python_version < "3"',  # not for this Python
+        "pcs-not-installed",  # unmet where the run ran: left out
+        "pcs",  # pcs's own requirements are its runtime, not the run's
+    ])
+    dist_info(site_dir, "pcs-lib-b", "1.5")
+    dist_info(site_dir, "pcs-lib-c", "2.0", requires=['pcs-lib-d; extra == "fast"', 'pcs-lib-e; extra == "slow"'])
+    dist_info(site_dir, "pcs-lib-d", "3.0", requires=["pcs-app"])  # a cycle back to a used one
+    dist_info(site_dir, "pcs-lib-e", "4.0")
+    dist_info(site_dir, "pcs-lib-old", "5.0")
+    required = required_distributions({"pcs-app": "1.0", "pcs": "0"})
+    assert required == {"pcs-lib-b": "1.5", "pcs-lib-c": "2.0", "pcs-lib-d": "3.0"}
+
+
+def test_requirements_are_read_as_importlib_metadata_reads_them():
+    from pcs.environment import _scan
+
+    scan = _scan()
+    for name, dist in scan.dists.items():
+        assert sorted(scan.requires[name]) == sorted(dist.requires or []), name
+
+
+def test_imported_modules_are_read_from_the_sources():
+    source = textwrap.dedent(
+        """
+        import os, numpy.linalg as la
+        from yaml import safe_load
+        from . import sibling
+        from .pkg import thing
+
+        def later():
+            import torch
+            from sklearn.linear_model import LinearRegression
+        """
+    )
+    assert imported_modules([source, "import random\n", "this is not python ("]) == {
+        "os", "numpy", "yaml", "torch", "sklearn", "random",
+    }
+
+
+def test_modules_used_by_run_add_what_the_run_loaded_but_not_pcs_runtime(site_dir, monkeypatch):
+    dist_info(site_dir, "pcs-plugin-dist", "1.0", top_level=["pcs_plugin"])
+    (site_dir / "pcs_plugin.py").write_text("VALUE = 1\n")
+    for name in ("pcs_plugin", "json", "uvicorn"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    before = loaded_top_level_modules()
+    importlib.import_module("pcs_plugin")  # loaded by name: no source says "import pcs_plugin"
+    importlib.import_module("json")  # the standard library
+    importlib.import_module("uvicorn")  # pcs's runtime (as MLflow loading more of itself)
+    names = modules_used_by_run(["import random\n"], before)
+    assert names == {"random", "pcs_plugin"}
+    assert used_distributions(names)["pcs-plugin-dist"] == "1.0"
+
+
+def test_used_record_and_its_fingerprint(site_dir):
+    import pcs
+
+    dist_info(site_dir, "pcs-app", "1.0", top_level=["pcs_app"], requires=["pcs-lib-b"])
+    dist_info(site_dir, "pcs-lib-b", "1.5")
+    report = SeedReport(5, ["random", "numpy"], ["numpy"])
+    fingerprint, text = used_environment_yaml(["pcs_app", "random"], report)
+    end = yaml.safe_load(text)
+    assert end["used_distributions"] == {"pcs": pcs.__version__, "pcs-app": "1.0"}
+    assert end["required_distributions"] == {"pcs-lib-b": "1.5"}
+    assert end["fingerprint"] == fingerprint
+    assert end["seeded"] == report.to_dict()
+    assert end["determinism"]["cpu"]["count"] == os.cpu_count()
+    # the fingerprint covers Python, platform and used distributions, not everything installed
+    start = capture_environment()
+    whole = {**start, **end}
+    assert environment_fingerprint(whole) == fingerprint
+    changed = dict(whole, used_distributions={**end["used_distributions"], "pcs-app": "1.1"})
+    assert environment_fingerprint(changed) != fingerprint
+    # what they require counts too: it decides what the used code runs on
+    changed = dict(whole, required_distributions={"pcs-lib-b": "1.6"})
+    assert environment_fingerprint(changed) != fingerprint
+    more_installed = dict(whole, distributions={**start["distributions"], "other": "1"})
+    assert environment_fingerprint(more_installed) == fingerprint
+    assert environment_fingerprint(start) != fingerprint  # no used record: over what is installed
 
 
 # -- seeds ------------------------------------------------------------------------------

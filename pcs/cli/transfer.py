@@ -72,10 +72,10 @@ def publish(run_ids: tuple[str, ...], url: str, token: str | None, token_file: s
             force: bool, show_progress: bool | None, as_json: bool) -> None:
     """Publish RUN_IDs (with artifacts and linked runs) to a registry server."""
     from pcs import transfer
-    from pcs.web_registry import WebRegistry
+    from pcs.web_registry import WebRegistry, resolve_token
 
     with working(as_json), progress_callback(show_progress) as progress:
-        registry = WebRegistry(url, token=_token(token, token_file))
+        registry = WebRegistry(url, token=resolve_token(token, token_file))
         published = transfer.export_runs_by_id(
             list(run_ids), registry, include_artifacts=True, progress=progress, force=force
         )
@@ -104,19 +104,3 @@ def pull(run_id: str, url: str, trust: bool, show_progress: bool | None, as_json
     else:
         click.echo(pulled.identifier)
 
-
-def _token(token: str | None, token_file: str | None) -> str | None:
-    import os
-
-    from pcs.errors import ArgumentError
-
-    if token_file:
-        try:
-            text = Path(token_file).read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ArgumentError(f"Cannot read the token file {token_file}: {exc}.") from None
-        if not text:
-            raise ArgumentError(f"The token file {token_file} is empty.")
-        return text
-    value = token if token is not None else os.environ.get("PCS_REGISTRY_TOKEN")
-    return value.strip() if value and value.strip() else None
