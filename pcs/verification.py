@@ -32,7 +32,7 @@ from typing import Any
 from pcs import _keys
 from pcs._features import provides
 from pcs.component_run import ComponentRun, argument_params
-from pcs.environment import changed_distributions
+from pcs.environment import changed_distributions, determinism_suspects
 from pcs.errors import ArgumentError, PcsError
 from pcs.run import Run
 
@@ -530,25 +530,31 @@ def _environment_causes(env_a: dict, env_b: dict) -> list[str]:
     for key in ("system", "machine"):
         if pl_a.get(key) != pl_b.get(key):
             causes.append(f"platform {key}: {pl_a.get(key)} vs {pl_b.get(key)}")
-    changed = changed_distributions(env_a.get("distributions") or {}, env_b.get("distributions") or {})
+    changed = changed_distributions(_distributions(env_a, env_b), _distributions(env_b, env_a))
     if changed:
         shown = ", ".join(changed[:10]) + (f" and {len(changed) - 10} more" if len(changed) > 10 else "")
         causes.append(f"distributions changed: {shown}")
-    if env_a.get("pythonhashseed") != env_b.get("pythonhashseed"):
-        causes.append(f"PYTHONHASHSEED: {env_a.get('pythonhashseed')} vs {env_b.get('pythonhashseed')}")
     return causes
 
 
+def _distributions(env: dict, other: dict) -> dict[str, str]:
+    """The distributions that can explain a difference: the ones the run used, when both runs
+    recorded them (an unused distribution changes nothing), else every installed one."""
+    if env.get("used_distributions") is not None and other.get("used_distributions") is not None:
+        return {**(env.get("required_distributions") or {}), **env["used_distributions"]}
+    return dict(env.get("distributions") or {})
+
+
 def _suspects(a: Run, b: Run) -> list[str]:
-    """The usual sources of nondeterminism, for a divergence nothing recorded explains."""
+    """The usual sources of nondeterminism, in order, for a divergence nothing recorded explains.
+
+    First what differed between the two runs' determinism records (hash seed,
+    thread counts, CPU, GPU), then the risks both share, then randomness pcs
+    cannot see.
+    """
     env_a = a.environment if isinstance(a, ComponentRun) else {}
     env_b = b.environment if isinstance(b, ComponentRun) else {}
-    suspects = []
-    if not env_a.get("pythonhashseed") or not env_b.get("pythonhashseed"):
-        suspects.append(
-            "PYTHONHASHSEED is unset, so the order of sets and of str-keyed hashing differs "
-            "between processes; set PYTHONHASHSEED=0 for both runs"
-        )
+    suspects = determinism_suspects(env_a.get("determinism") or {}, env_b.get("determinism") or {})
     suspects.append(
         "randomness pcs does not seed: os.urandom, uuid, time, a generator of your own, or "
         "input read from outside the run"

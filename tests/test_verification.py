@@ -332,3 +332,34 @@ def test_rerun_leaves_the_users_component_running_current_code(tmp_path):
     run.rerun(verify=True)  # the in-memory run, not one loaded from the store
     (tmp_path / "src" / "agent.py").write_text(SEEDED.replace("n=3", "n=1"), encoding="utf-8")
     assert len(component.run_with_arg_set("run", {}, seed=3).return_value) == 1
+
+
+HASHING = """
+class Hasher:
+    def order(self):
+        return sorted({"alpha", "beta", "gamma", "delta"}, key=hash)
+"""
+
+
+def test_an_unexplained_divergence_names_the_suspects_in_order(tmp_path):
+    from conftest import run_cli
+
+    project = tmp_path / "hashing"
+    project.mkdir()
+    (project / "hasher.py").write_text(HASHING)
+    (project / "components.yaml").write_text(
+        "repos: {here: {type: local, path: .}}\n"
+        "components: {hasher: {repo: here, file_path: hasher.py, class_name: Hasher, instantiate: true}}\n"
+    )
+    first = run_cli("run", "hasher", "-e", "order", "--seed", "1", cwd=project,
+                    env={"PYTHONHASHSEED": "1"}).stdout.splitlines()[-1]
+    second = run_cli("run", "hasher", "-e", "order", "--seed", "1", cwd=project,
+                     env={"PYTHONHASHSEED": "2"}).stdout.splitlines()[-1]
+    result = run_cli("diff", first, second, cwd=project, check=False)
+
+    assert result.returncode == 1
+    text = result.stdout
+    assert "diverged" in text and "return value differs" in text
+    suspects = text.split("suspects, most likely first:")[1].strip().splitlines()
+    assert suspects[0].strip() == "- PYTHONHASHSEED: 1 vs 2"
+    assert "randomness pcs does not seed" in suspects[-1]
