@@ -37,6 +37,7 @@ from pcs.errors import (
 from pcs.registry import InMemoryRegistry
 from pcs.repo import GitRepo, git_state
 from pcs.run import Run, _pop_active, _push_active, active_runs
+from pcs.run import _flatten as _flatten_spec
 from pcs.run_command import RunCommand, read_sources_dir, source_artifact_name
 from pcs.specs import content_hash, dump_yaml, sha256_bytes, to_recordable
 
@@ -351,6 +352,12 @@ class ComponentRun(Run):
     def return_value(self) -> Any:
         """The entry point's return value (loaded from the store when needed)."""
         return self.return_value_of()
+
+    def to_spec(self, flatten: bool = False) -> dict[str, Any]:
+        """The run's spec (info, data) with its ``run_command`` spec; see ``Run.to_spec``."""
+        spec = super().to_spec()
+        spec["run_command"] = self.run_command.to_spec()
+        return _flatten_spec(spec) if flatten else spec
 
     # -- reproduction ---------------------------------------------------------------------
 

@@ -53,6 +53,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pcs._archive import check_run_id, safe_extract_tar, sweep_stale_temp, temp_name, write_tar_gz
+from pcs._limits import MAX_DOCUMENT_DEPTH
 from pcs.errors import (
     ArgumentError,
     BundleError,
@@ -83,7 +84,7 @@ DEFAULT_MAX_UPLOAD_BYTES = 2 * 1024**3
 MAX_SPEC_BYTES = 16 * 1024**2
 # deep enough for any spec pcs writes (argument sets nest user data a few levels
 # below the spec), shallow enough that no recursive code on the way can overflow
-MAX_SPEC_DEPTH = 256
+MAX_SPEC_DEPTH = MAX_DOCUMENT_DEPTH  # what pcs records (pcs._limits), so a stored spec reads back
 # each JSON array or object costs ~60-200 bytes of memory once parsed; a 16 MiB
 # body of '[],' would otherwise become several hundred MB
 MAX_SPEC_CONTAINERS = 1_000_000

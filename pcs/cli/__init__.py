@@ -93,12 +93,13 @@ _add_optional_commands()
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``pcs`` console script."""
+    from pcs._redact import redact_text
     from pcs.errors import EXIT_CODES, PcsError
 
     try:
         result: Any = cli.main(args=argv, prog_name="pcs", standalone_mode=False)
     except PcsError as exc:
-        click.echo(f"Error: {exc}", err=True)
+        click.echo(f"Error: {redact_text(str(exc))}", err=True)
         sys.exit(exc.exit_code)
     except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("Aborted.", err=True)
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         run_id = getattr(exc, "pcs_run_id", None)
         if run_id:
-            message = " ".join(str(exc).split())[:500]
+            message = redact_text(" ".join(str(exc).split())[:500])
             click.echo(
                 f"Error: run {run_id} FAILED: {type(exc).__name__}: {message}. The traceback is "
                 f"recorded in the run (pcs status {run_id}).",
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(EXIT_CODES["component_failed"])
         if type(exc).__module__.startswith(("mlflow", "sqlalchemy", "requests", "urllib3")):
             # the store refused or could not be reached: not a pcs bug, say what it said
-            message = " ".join(str(exc).split())[:500]
+            message = redact_text(" ".join(str(exc).split())[:500])
             click.echo(
                 f"Error: the MLflow tracking store refused the request: {message}. Check "
                 "MLFLOW_TRACKING_URI (or --tracking-uri) and that the store is reachable.",
