@@ -45,7 +45,7 @@ from pcs.verification import Difference, Verification, compare_runs
 # the features the run core reaches through pcs._features register themselves on import
 from pcs import _render, freeze, isolated, transfer  # noqa: E402, F401  isort: skip
 
-from pcs._version import __version__  # noqa: E402
+from pcs._version import __version__ as __version__  # noqa: E402
 
 
 def __getattr__(name: str):

@@ -114,9 +114,8 @@ def test_no_module_imports_a_higher_layer():
 
 
 def test_the_core_reaches_features_only_by_name():
-    from pcs import _features
-
     import pcs  # noqa: F401  (imports every feature, which registers itself)
+    from pcs import _features
 
     for name in ("export_runs", "import_run", "compare_runs", "rerun_in_recorded_env",
                  "print_run_status", "print_runs_table", "print_component_tree",

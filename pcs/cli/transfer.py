@@ -96,7 +96,7 @@ def pull(run_id: str, url: str, trust: bool, show_progress: bool | None, as_json
     from pcs.run import Run
     from pcs.web_registry import WebRegistry
 
-    with working(as_json), progress_callback(show_progress) as progress:
+    with working(as_json), progress_callback(show_progress):
         registry = WebRegistry(url)
         pulled = Run.from_registry(registry, run_id, trust=trust)
     if as_json:
