@@ -1059,9 +1059,9 @@ def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
     import io
     import tarfile
 
-    from pcs import transfer
+    from pcs.transfer import bundle
 
-    monkeypatch.setattr(transfer, "_MIN_UNPACKED_LIMIT", 1024**2)
+    monkeypatch.setattr(bundle, "MIN_UNPACKED_LIMIT", 1024**2)
     payload = b"\0" * (8 * 1024**2)  # 8 MiB of zeros gzip to a few KiB
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w") as tar:
