@@ -161,11 +161,15 @@ class Holder:
             _keys.HEARTBEAT: str(_liveness.now_ms()),
             _keys.HEARTBEAT_INTERVAL: _seconds(self.interval),
         }
+        from mlflow.exceptions import MlflowException
+
         with _TOKENS_LOCK:
             _TOKENS.add(self.token)
-        self.record_id = str(
-            self.client.create_experiment(f"{HOLDER_PREFIX}{host}/{pid}/{self.token}", tags=tags)
-        )
+        name = f"{HOLDER_PREFIX}{host}/{pid}/{self.token}"
+        try:
+            self.record_id = str(self.client.create_experiment(name, tags=tags))
+        except MlflowException as exc:
+            raise _refused(name, exc) from None
         self._thread = threading.Thread(
             target=self._beat, name="pcs-import-heartbeat", daemon=True
         )
@@ -286,7 +290,7 @@ class Holder:
                     experiment_id = self.client.create_experiment(name, tags=tags)
             except MlflowException as exc:
                 if exc.error_code != _ALREADY_EXISTS:
-                    raise
+                    raise _refused(name, exc) from None
             else:
                 self.claims[original] = Claim(original, generation, str(experiment_id))
                 return None
@@ -375,6 +379,15 @@ class Holder:
                 "dead. What it wrote was removed; import the bundle again to get the other "
                 "importer's runs."
             )
+
+
+def _refused(name: str, exc: Exception) -> TrackingStoreError:
+    message = getattr(exc, "message", None) or str(exc)
+    return TrackingStoreError(
+        f"The tracking store refused to create the experiment {name!r}, which pcs uses to "
+        f"make sure one import at a time writes a run ({message}). Check that you may create "
+        "experiments in this store; nothing was imported."
+    )
 
 
 def _describe(tags: Mapping[str, str]) -> str:

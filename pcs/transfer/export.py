@@ -80,7 +80,7 @@ def export_runs(
         The registry.
     """
     registry = registry if registry is not None else InMemoryRegistry()
-    _temps.sweep(None, _config.cache_dir("exports"))
+    _temps.sweep(None, _config.pcs_home() / "exports")
     with _signals.guarded():
         _export(runs, registry, recurse, force, include_artifacts, _callback(progress), artifacts_root)
     return registry

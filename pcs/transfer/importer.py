@@ -502,10 +502,21 @@ def _write_all(store: _Store, plan: _Plan, progress: ProgressCallback | None) ->
                     _complete(client, planned[original].spec, run_id)
                     completed.add(run_id)
             except BaseException:
-                for run_id in reversed(created):
-                    if run_id not in completed:
-                        _discard(client, run_id)
+                _undo(store, created, completed, planned)
                 raise
+
+
+def _undo(store: _Store, created: list[str], completed: set[str], planned: Mapping[str, Planned]) -> None:
+    """Remove every run this import wrote but did not complete (it still holds their claims)."""
+    runs = list(reversed(created))
+    try:
+        # also a run whose creation was interrupted before its id came back
+        runs += store.partial({o: p.spec for o, p in planned.items()})
+    except Exception as exc:  # noqa: BLE001 - the store may be what failed; remove what is known
+        log.debug("pcs: could not look for half-written runs: %s", exc)
+    for run_id in dict.fromkeys(runs):
+        if run_id not in completed:
+            _discard(store.client, run_id)
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:
