@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 _BATCH_METRICS = 1000
 _BATCH_PARAMS = 100
 _BATCH_TAGS = 100
+_BATCH_ENTITIES = 1000  # metrics, params and tags of one log_batch call together
 # a search of imported runs by start-time window reads at most this many runs per
 # run looked up (plus a margin) before falling back to one search per run
 _WINDOW_RUNS_PER_ID = 8
@@ -519,9 +520,14 @@ def _undo(store: _Store, created: list[str], completed: set[str], planned: Mappi
             _discard(store.client, run_id)
 
 
-def _chunks(items: list, size: int) -> Iterator[list]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
+def _batches(tags: list, params: list, metrics: list) -> Iterator[tuple[list, list, list]]:
+    """Tags, params and metrics packed into as few ``log_batch`` calls as MLflow's limits allow."""
+    while tags or params or metrics:
+        batch_tags, tags = tags[:_BATCH_TAGS], tags[_BATCH_TAGS:]
+        batch_params, params = params[:_BATCH_PARAMS], params[_BATCH_PARAMS:]
+        room = _BATCH_ENTITIES - len(batch_tags) - len(batch_params)
+        batch_metrics, metrics = metrics[: min(room, _BATCH_METRICS)], metrics[min(room, _BATCH_METRICS) :]
+        yield batch_tags, batch_params, batch_metrics
 
 
 def _link_tags(tags: Mapping[str, str], resolved: Mapping[str, Run]) -> dict[str, str]:
@@ -568,17 +574,17 @@ def _write_run(
     )
     run_id = made.info.run_id
     created.append(run_id)
-    for chunk in _chunks([RunTag(k, v) for k, v in items[_BATCH_TAGS:]], _BATCH_TAGS):
-        client.log_batch(run_id, tags=chunk)
-    for chunk in _chunks([Param(k, v) for k, v in spec["params"].items()], _BATCH_PARAMS):
-        client.log_batch(run_id, params=chunk)
     metrics = [
         Metric(key, decode_value(value), int(timestamp), int(step))
         for key, history in spec["metrics"].items()
         for value, step, timestamp in history
     ]
-    for chunk in _chunks(metrics, _BATCH_METRICS):
-        client.log_batch(run_id, metrics=chunk)
+    for tags_, params, metrics_ in _batches(
+        [RunTag(k, v) for k, v in items[_BATCH_TAGS:]],
+        [Param(k, v) for k, v in spec["params"].items()],
+        metrics,
+    ):
+        client.log_batch(run_id, metrics=metrics_, params=params, tags=tags_)
     _write_artifacts(client, made.info.artifact_uri, run_id, plan, rep)
     status = spec.get("status", "FINISHED")
     if status not in ("RUNNING", "SCHEDULED"):
