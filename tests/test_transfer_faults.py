@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -63,6 +64,7 @@ def tmpdir_env(tmp_path, monkeypatch) -> Path:
     folder = tmp_path / "tmp"
     folder.mkdir()
     monkeypatch.setenv("TMPDIR", str(folder))
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
     return folder
 
 
@@ -102,7 +104,7 @@ def test_a_killed_export_is_swept_by_the_next_one(tmp_path, hook, tmpdir_env):
     old = time.time() - 60
     os.utime(left, (old, old))
 
-    run_cli("export", model.identifier, "-o", str(out / "again.tar.gz"))
+    transfer.export_bundle([model.identifier], out / "again.tar.gz")
 
     assert sorted(p.name for p in out.iterdir()) == ["again.tar.gz"]
     with tarfile.open(out / "again.tar.gz") as tar:

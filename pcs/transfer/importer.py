@@ -69,6 +69,7 @@ _BATCH_ENTITIES = 1000  # metrics, params and tags of one log_batch call togethe
 _WINDOW_RUNS_PER_ID = 8
 _WINDOW_MARGIN = 1000
 _TERMINAL = ("FINISHED", "FAILED", "KILLED")
+_IDS_PER_SEARCH = 500  # run ids in one ``attributes.run_id IN (...)`` filter
 
 
 # -- entry points -----------------------------------------------------------------------------
@@ -222,7 +223,11 @@ class _Store:
         """The runs the store holds under these very ids."""
         from pcs.run import runs_by_ids
 
-        return runs_by_ids(self.client, run_ids, self.experiment_ids())
+        found: dict[str, Run] = {}
+        for start in range(0, len(run_ids), _IDS_PER_SEARCH):
+            chunk = run_ids[start : start + _IDS_PER_SEARCH]
+            found.update(runs_by_ids(self.client, chunk, self.experiment_ids()))
+        return found
 
     def tagged(
         self, key: str, specs: Mapping[str, Mapping[str, Any]], fresh: bool = False
