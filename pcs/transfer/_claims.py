@@ -151,6 +151,8 @@ class Holder:
 
     def _open(self) -> None:
         """Create this holder's record and start its heartbeat (before the first claim)."""
+        from mlflow.exceptions import MlflowException
+
         if self.record_id is not None:
             return
         host, pid = _liveness.this_host(), os.getpid()
@@ -161,8 +163,6 @@ class Holder:
             _keys.HEARTBEAT: str(_liveness.now_ms()),
             _keys.HEARTBEAT_INTERVAL: _seconds(self.interval),
         }
-        from mlflow.exceptions import MlflowException
-
         with _TOKENS_LOCK:
             _TOKENS.add(self.token)
         name = f"{HOLDER_PREFIX}{host}/{pid}/{self.token}"
@@ -348,6 +348,7 @@ class Holder:
     def _bury(self, original: str, taken: _Taken) -> None:
         """After a takeover: hide the dead claim, and end the dead holder's record."""
         self.took_over[original] = taken.dead or "its importer looks dead"
+        log.info("pcs: took over the import of run %s: %s.", original, self.took_over[original])
         _quietly(self.client.delete_experiment, taken.experiment.experiment_id)
         record_id = taken.experiment.tags.get(HOLDER_ID)
         if record_id:

@@ -35,6 +35,7 @@ from pcs.errors import BundleError, RunNotFoundError
 from pcs.progress import CountingReader, ProgressCallback, reporter
 from pcs.registry import Registry
 from pcs.transfer import _claims, _temps
+from pcs.transfer._lookup import Store, origin_of
 from pcs.transfer.bundle import (
     LINK_TAGS,
     RUN_ID_RE,
@@ -51,7 +52,6 @@ from pcs.transfer.bundle import (
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
-    from mlflow.entities import Run as MlflowRun
 
     from pcs.progress import Reporter
     from pcs.run import Run
@@ -64,12 +64,6 @@ _BATCH_METRICS = 1000
 _BATCH_PARAMS = 100
 _BATCH_TAGS = 100
 _BATCH_ENTITIES = 1000  # metrics, params and tags of one log_batch call together
-# a search of imported runs by start-time window reads at most this many runs per
-# run looked up (plus a margin) before falling back to one search per run
-_WINDOW_RUNS_PER_ID = 8
-_WINDOW_MARGIN = 1000
-_TERMINAL = ("FINISHED", "FAILED", "KILLED")
-_IDS_PER_SEARCH = 500  # run ids in one ``attributes.run_id IN (...)`` filter
 
 
 # -- entry points -----------------------------------------------------------------------------
@@ -172,7 +166,7 @@ def _import_many(
 ) -> dict[str, Run]:
     from pcs.component_run import ComponentRun
 
-    store = _Store(_config.tracking_client())
+    store = Store(_config.tracking_client())
     plan = _plan(registry, run_ids, store, progress)
     if plan.planned:
         _write_all(store, plan, progress)
@@ -180,175 +174,6 @@ def _import_many(
         if isinstance(run, ComponentRun):
             run._trusted = trust
     return {rid: plan.resolved[rid] for rid in run_ids}
-
-
-# -- what the store holds -----------------------------------------------------------------------
-
-
-class _Store:
-    """The reads of the tracking store an import needs, each a paged search for many runs."""
-
-    def __init__(self, client: MlflowClient) -> None:
-        self.client = client
-        self._experiment_ids: list[str] | None = None
-
-    def experiment_ids(self, fresh: bool = False) -> list[str]:
-        """Every active experiment's id, claims and holders left out."""
-        if fresh or self._experiment_ids is None:
-            ids: list[str] = []
-            token = None
-            while True:
-                page = self.client.search_experiments(max_results=1000, page_token=token)
-                ids.extend(
-                    e.experiment_id for e in page
-                    if not e.name.startswith((_claims.CLAIM_PREFIX, _claims.HOLDER_PREFIX))
-                )
-                token = page.token
-                if not token:
-                    break
-            self._experiment_ids = ids
-        return self._experiment_ids
-
-    def search(
-        self, clause: str, max_runs: int | None = None, fresh: bool = False
-    ) -> list[MlflowRun]:
-        from pcs.run import search_mlflow_runs
-
-        return search_mlflow_runs(
-            self.client, clause, self.experiment_ids(fresh), include_deleted=True,
-            max_runs=max_runs,
-        )
-
-    def by_ids(self, run_ids: list[str]) -> dict[str, Run]:
-        """The runs the store holds under these very ids."""
-        from pcs.run import runs_by_ids
-
-        found: dict[str, Run] = {}
-        for start in range(0, len(run_ids), _IDS_PER_SEARCH):
-            chunk = run_ids[start : start + _IDS_PER_SEARCH]
-            found.update(runs_by_ids(self.client, chunk, self.experiment_ids()))
-        return found
-
-    def tagged(
-        self, key: str, specs: Mapping[str, Mapping[str, Any]], fresh: bool = False
-    ) -> list[MlflowRun]:
-        """Runs tagged ``key`` that may belong to these specs' runs (a superset).
-
-        Imported runs keep their original's start time, so one search over the
-        specs' start-time window finds them all; specs without a start time, or
-        a window holding too many runs, are looked up one value at a time.
-        """
-        if not specs:
-            return []
-        starts = [s.get("start_time") for s in specs.values()]
-        timed = [t for t in starts if isinstance(t, int)]
-        exact = [i for i, s in specs.items() if not isinstance(s.get("start_time"), int)]
-        found: list[MlflowRun] = []
-        if timed:
-            limit = _WINDOW_RUNS_PER_ID * len(timed) + _WINDOW_MARGIN
-            window = self.search(
-                f"attributes.start_time >= {min(timed)} AND attributes.start_time <= "
-                f"{max(timed)} AND tags.`{key}` IS NOT NULL",
-                max_runs=limit + 1, fresh=fresh,
-            )
-            if len(window) <= limit:
-                found += window
-                fresh = False
-            else:
-                exact = list(specs)
-        # a copy of a copy carries the first run's id as its origin
-        keys = [key, _keys.ORIGIN_RUN_ID] if key == _keys.IMPORTED_FROM else [key]
-        for value in _values_to_match(key, specs, exact):
-            for name in keys:
-                found += self.search(f"tags.`{name}` = '{value}'", fresh=fresh)
-                fresh = False
-        return found
-
-    def copies(self, specs: Mapping[str, Mapping[str, Any]], fresh: bool = False) -> _Copies:
-        """The complete (and older pcs's incomplete) copies of these runs, and their origins' homes."""
-        from pcs.run import _wrap
-
-        copies = _Copies()
-        if not specs:
-            return copies
-        by_imported: dict[str, list[MlflowRun]] = {}
-        by_origin: dict[str, list[MlflowRun]] = {}
-        for run in self.tagged(_keys.IMPORTED_FROM, specs, fresh):
-            tags = run.data.tags
-            by_imported.setdefault(tags[_keys.IMPORTED_FROM], []).append(run)
-            if tags.get(_keys.ORIGIN_RUN_ID):
-                by_origin.setdefault(tags[_keys.ORIGIN_RUN_ID], []).append(run)
-        for original, spec in specs.items():
-            complete = None
-            for run in by_imported.get(original, []):
-                if _unfinished_by_older_pcs(run, spec):
-                    copies.unfinished.setdefault(original, []).append(run.info.run_id)
-                elif complete is None:
-                    complete = run
-            if complete is None and by_origin.get(original):
-                complete = by_origin[original][0]  # a copy of a copy of it
-            if complete is not None:
-                copies.complete[original] = _wrap(complete, self.client)
-        # the run a bundle's run was itself imported from (exported back to its first store)
-        origins = {
-            o for o in (_origin_of(s) for s in specs.values()) if o and o not in specs
-        }
-        if origins:
-            homes = self.by_ids(sorted(origins))
-            for origin in origins - set(homes):
-                found = by_imported.get(origin) or by_origin.get(origin)
-                if found:
-                    homes[origin] = _wrap(found[0], self.client)
-            copies.homes.update(homes)
-        return copies
-
-    def partial(self, specs: Mapping[str, Mapping[str, Any]]) -> list[str]:
-        """Ids of runs half-written by importers of these runs (no ``pcs.imported_from``)."""
-        return [
-            run.info.run_id
-            for run in self.tagged(_keys.IMPORTING, specs, fresh=True)
-            if run.data.tags.get(_keys.IMPORTING) in specs
-            and not run.data.tags.get(_keys.IMPORTED_FROM)
-        ]
-
-
-def _values_to_match(key: str, specs: Mapping[str, Mapping[str, Any]], ids: list[str]) -> list[str]:
-    values = list(ids)
-    if key == _keys.IMPORTED_FROM:
-        values += [o for o in (_origin_of(specs[i]) for i in ids) if o]
-    return sorted(v for v in set(values) if RUN_ID_RE.fullmatch(v))
-
-
-def _origin_of(spec: Mapping[str, Any]) -> str | None:
-    """The run a bundle's run was itself imported from, if any."""
-    tags = spec.get("tags")
-    origin = tags.get(_keys.IMPORTED_FROM) if isinstance(tags, Mapping) else None
-    return origin if isinstance(origin, str) and origin != spec.get("identifier") else None
-
-
-def _unfinished_by_older_pcs(run: MlflowRun, spec: Mapping[str, Any]) -> bool:
-    """A copy an older pcs (which tagged runs imported at creation) left half-written.
-
-    It is still RUNNING although the record says the run ended, and lacks some
-    of the record's params or metrics. A complete copy that was resumed later
-    holds all of them, so it never looks unfinished.
-    """
-    if run.data.tags.get(_keys.IMPORTING) or run.info.status != "RUNNING":
-        return False
-    if spec.get("status", "FINISHED") not in _TERMINAL:
-        return False
-    params = spec.get("params")
-    metrics = spec.get("metrics")
-    wanted_params = set(params) if isinstance(params, Mapping) else set()
-    wanted_metrics = set(metrics) if isinstance(metrics, Mapping) else set()
-    return not (wanted_params <= set(run.data.params) and wanted_metrics <= set(run.data.metrics))
-
-
-@dataclass
-class _Copies:
-    complete: dict[str, Run] = field(default_factory=dict)  # original id -> its copy
-    unfinished: dict[str, list[str]] = field(default_factory=dict)  # original id -> run ids
-    homes: dict[str, Run] = field(default_factory=dict)  # origin id -> its run here
 
 
 # -- planning -----------------------------------------------------------------------------------
@@ -362,7 +187,7 @@ class _Plan:
 
 
 def _plan(
-    registry: Registry, run_ids: list[str], store: _Store, progress: ProgressCallback | None
+    registry: Registry, run_ids: list[str], store: Store, progress: ProgressCallback | None
 ) -> _Plan:
     """Which runs the store already holds, and the validated specs of the ones to write.
 
@@ -405,7 +230,7 @@ def _plan(
                 if run_id in copies.complete:
                     plan.resolved[run_id] = copies.complete[run_id]
                     continue
-                origin = _origin_of(spec)
+                origin = origin_of(spec)
                 if origin and origin in copies.homes:
                     plan.resolved[run_id] = copies.homes[origin]
                     continue
@@ -460,7 +285,7 @@ def _write_order(planned: Mapping[str, Planned]) -> list[str]:
 # -- writing ------------------------------------------------------------------------------------
 
 
-def _write_all(store: _Store, plan: _Plan, progress: ProgressCallback | None) -> None:
+def _write_all(store: Store, plan: _Plan, progress: ProgressCallback | None) -> None:
     """Claim, write, link and complete the planned runs; undo what is unfinished on failure."""
     client = store.client
     planned = plan.planned
@@ -512,7 +337,7 @@ def _write_all(store: _Store, plan: _Plan, progress: ProgressCallback | None) ->
                 raise
 
 
-def _undo(store: _Store, created: list[str], completed: set[str], planned: Mapping[str, Planned]) -> None:
+def _undo(store: Store, created: list[str], completed: set[str], planned: Mapping[str, Planned]) -> None:
     """Remove every run this import wrote but did not complete (it still holds their claims)."""
     runs = list(reversed(created))
     try:
