@@ -1059,9 +1059,9 @@ def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
     import io
     import tarfile
 
-    from pcs import transfer
+    from pcs.transfer import bundle
 
-    monkeypatch.setattr(transfer, "_MIN_UNPACKED_LIMIT", 1024**2)
+    monkeypatch.setattr(bundle, "MIN_UNPACKED_LIMIT", 1024**2)
     payload = b"\0" * (8 * 1024**2)  # 8 MiB of zeros gzip to a few KiB
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w") as tar:
@@ -1088,3 +1088,64 @@ def test_a_copy_of_a_copy_still_resolves_the_first_id(tmp_path, template_store, 
     assert in_c.tags["pcs.imported_from"] == in_b.identifier
     assert Run.from_existing_run_id(first.identifier) == in_c  # A's id resolves in C
     assert Run.from_existing_run_id(in_b.identifier) == in_c
+
+
+# -- the package's face, progress ------------------------------------------------------------------
+
+
+def test_the_public_names_and_features_stay_where_they_were():
+    from pcs._features import feature
+    from pcs.transfer import bundle, export, importer
+
+    for name in transfer.__all__:
+        assert getattr(transfer, name) is not None
+    assert feature("export_runs") is transfer.export_runs is export.export_runs
+    assert feature("import_run") is transfer.import_run is importer.import_run
+    assert transfer.run_spec is bundle.run_spec
+
+
+def by_description(calls: list[tuple[str, int, int | None]]) -> dict[str, list[tuple[int, int | None]]]:
+    out: dict[str, list[tuple[int, int | None]]] = {}
+    for description, done, total in calls:
+        out.setdefault(description, []).append((done, total))
+    return out
+
+
+def assert_monotonic_and_complete(reports: list[tuple[int, int | None]]) -> int:
+    dones = [done for done, _ in reports]
+    assert dones == sorted(dones)
+    assert reports[-1][0] == reports[-1][1]  # it ends at its total
+    return reports[-1][0]
+
+
+def test_export_and_import_report_bytes(tmp_path, template_store, monkeypatch):
+    (tmp_path / "blob.bin").write_bytes(os.urandom(300_000))
+    with Run(run_name="data") as data:
+        data.log_artifact(tmp_path / "blob.bin", "raw")
+    with Run(run_name="model") as model:
+        model.add_dependency(data)
+        model.log_dict({"w": [1, 2, 3]}, "model.json")
+    artifact_bytes = sum(
+        path.stat().st_size
+        for run in (data, model)
+        for path in Path(run.info.artifact_uri).rglob("*") if path.is_file()
+    )
+    archive = tmp_path / "b.tar.gz"
+    calls: list = []
+
+    transfer.export_bundle([model.identifier], archive, progress=lambda *a: calls.append(a))
+
+    reports = by_description(calls)
+    assert sorted(reports) == ["exporting 2 run(s)", "packing b.tar.gz"]
+    assert assert_monotonic_and_complete(reports["exporting 2 run(s)"]) == artifact_bytes
+    assert assert_monotonic_and_complete(reports["packing b.tar.gz"]) == archive.stat().st_size
+
+    switch_store(tmp_path / "machine_b", template_store, monkeypatch)
+    calls.clear()
+    transfer.import_bundle(archive, progress=lambda *a: calls.append(a))
+
+    reports = by_description(calls)
+    assert sorted(reports) == ["checking runs", "importing 2 run(s)", "unpacking b.tar.gz"]
+    assert assert_monotonic_and_complete(reports["unpacking b.tar.gz"]) == archive.stat().st_size
+    assert assert_monotonic_and_complete(reports["checking runs"]) == artifact_bytes
+    assert assert_monotonic_and_complete(reports["importing 2 run(s)"]) == artifact_bytes
