@@ -57,7 +57,9 @@ def find_stale_runs(
     limit = int(older_than.total_seconds() * 1000) if older_than is not None else None
     now = _liveness.now_ms()
     out = []
-    for run in search_mlflow_runs(client, "attributes.status = 'RUNNING'", experiment_ids):
+    # a run being imported carries its original's host and pid; its importer owns it
+    running = f"attributes.status = 'RUNNING' and tags.`{_keys.IMPORTING}` IS NULL"
+    for run in search_mlflow_runs(client, running, experiment_ids):
         tags = run.data.tags
         reason = _liveness.staleness(run.info.status, tags, run.info.start_time, limit, now)
         if reason is None:

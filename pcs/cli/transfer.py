@@ -93,12 +93,12 @@ def publish(run_ids: tuple[str, ...], url: str, token: str | None, token_file: s
 @json_option
 def pull(run_id: str, url: str, trust: bool, show_progress: bool | None, as_json: bool) -> None:
     """Pull RUN_ID from a registry server into the current tracking store; prints its local id."""
-    from pcs.run import Run
+    from pcs import transfer
     from pcs.web_registry import WebRegistry
 
-    with working(as_json), progress_callback(show_progress):
+    with working(as_json), progress_callback(show_progress) as progress:
         registry = WebRegistry(url)
-        pulled = Run.from_registry(registry, run_id, trust=trust)
+        pulled = transfer.import_run(registry, run_id, trust=trust, progress=progress)
     if as_json:
         emit_json({"run_id": pulled.identifier, "original": run_id})
     else:
