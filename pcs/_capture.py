@@ -15,7 +15,10 @@ descriptors), writes to ``sys.stdout.buffer``, and streams a library took
 hold of before the run started (e.g. a logging handler made earlier keeps
 writing to the original stream object).
 
-Only the first :data:`LIMIT_BYTES` of each stream are kept; when a run prints
+A stream the entry point wrote nothing to gets no file (for ``pcs diff`` a
+missing file and an empty one both mean "nothing printed"), which keeps runs
+that print nothing as cheap as before. Only the first :data:`LIMIT_BYTES` of
+each stream are kept; when a run prints
 more, the file ends with a line saying how much was cut, and the run is
 tagged ``pcs.stdout_cut_bytes`` / ``pcs.stderr_cut_bytes`` with the number of
 bytes not kept. Nothing is dropped silently.
@@ -104,8 +107,8 @@ class OutputCapture:
         tags = capture.write_files(folder)   # stdout.txt, stderr.txt
     """
 
-    def __init__(self, limit_bytes: int = LIMIT_BYTES) -> None:
-        self.limit_bytes = limit_bytes
+    def __init__(self, limit_bytes: int | None = None) -> None:
+        self.limit_bytes = limit_bytes if limit_bytes is not None else LIMIT_BYTES
         self._tees: dict[str, _Tee] = {}
         self._originals: dict[str, Any] = {}
 
@@ -127,7 +130,7 @@ class OutputCapture:
             # writing through without keeping anything
 
     def write_files(self, folder: Path) -> dict[str, str]:
-        """Write ``stdout.txt`` and ``stderr.txt`` into ``folder``; the tags of what was cut.
+        """Write ``stdout.txt`` and ``stderr.txt`` (each when written to) into ``folder``.
 
         Args:
             folder: an existing folder.
@@ -139,6 +142,8 @@ class OutputCapture:
         for name, file_name in STREAM_FILES.items():
             tee = self._tees.get(name)
             text, kept, cut = tee.text() if tee is not None else ("", 0, 0)
+            if not text and not cut:
+                continue  # nothing printed: no file (verification reads that as empty)
             if cut:
                 text += (
                     f"\n[pcs: {name} cut here: the run printed {kept + cut} bytes, and only the "

@@ -161,6 +161,7 @@ class Session:
         self._stashed: list[dict[str, Any]] = []
         self._local_files: set[str] = set()
         self._listings: dict[Path, dict[str, str]] = {}
+        self._misses: set[str] = set()  # top-level names not found on sys.path under a root
         self._stack: ExitStack | None = None
         self._opened = False
         self._finder: _Finder | None = None
@@ -240,12 +241,11 @@ class Session:
         ] + [str(t.fallback[1]) + os.sep for t in self.trees if t.fallback is not None]
         if roots:
             prefixes = tuple(roots)
+            files = _FILES
             for name, module in list(sys.modules.items()):
-                try:
-                    file = getattr(module, "__file__", None)
-                except Exception:  # noqa: BLE001 - lazy modules may raise on any attribute
-                    continue
-                if isinstance(file, str) and file.startswith(prefixes) and not excluded_path(file):
+                seen = files.get(name)
+                file = seen[1] if seen is not None and seen[0] == id(module) else _file_of(name, module)
+                if file is not None and file.startswith(prefixes):
                     names.add(name)
         names = {n for n in names if n.split(".", 1)[0] not in _NEVER_SERVED}
         tops = {n for n in names if n in sys.modules}
@@ -316,8 +316,17 @@ class Session:
 
     # -- resolution -------------------------------------------------------------------------------
 
-    def _lookup(self, name: str) -> Served | tuple[Tree, list[Path], Path] | None:
-        """What this session serves for ``name``: a pinned module, a namespace package, or None."""
+    def _lookup(
+        self, name: str, by_local_code: bool = True
+    ) -> Served | tuple[Tree, list[Path], Path] | None:
+        """What this session serves for ``name``: a pinned module, a namespace package, or None.
+
+        Args:
+            name: the full module name.
+            by_local_code: the import comes from the closure's own code (a static
+                scan), so modules on ``sys.path`` under a repo root are looked for
+                without looking at who imports.
+        """
         if name in self._pinned:
             return self._pinned[name]
         if name in self._namespaces:
@@ -355,11 +364,16 @@ class Session:
                 found = self._in_folder(tree, folder, name, name, base)
                 if found is not None:
                     return found
+        if name in self._misses or not (by_local_code or self._importer_is_local()):
+            # the closure's own imports only: a library probing for an optional module
+            # (torch, pyspark) must not pay for a search of sys.path on every run
+            return None
         for tree in self.trees:
             if tree.root is not None and tree.search_path and tree.live:
                 found = self._on_sys_path(tree, name)
                 if found is not None:
                     return found
+        self._misses.add(name)
         return None
 
     def _search_folders(self, tree: Tree) -> list[tuple[Path, Path]]:
@@ -511,11 +525,13 @@ class Session:
         return served
 
     def _importer_is_local(self) -> bool:
-        """Whether the code asking for an import (past importlib's frames) is the closure's."""
-        frame = sys._getframe(2)
+        """Whether the code asking for an import (past importlib's and pcs's frames) is the closure's."""
+        frame = sys._getframe(1)
         while frame is not None:
             module = frame.f_globals.get("__name__", "")
-            if isinstance(module, str) and not module.startswith(("importlib", "_frozen_importlib")):
+            if isinstance(module, str) and not module.startswith(
+                ("importlib", "_frozen_importlib", "pcs._closure")
+            ):
                 if not frame.f_code.co_filename.startswith("<frozen"):
                     file = frame.f_globals.get("__file__")
                     return isinstance(file, str) and file in self._local_files
@@ -533,7 +549,7 @@ class _Finder:
         self, fullname: str, path: Sequence[str] | None = None, target: types.ModuleType | None = None
     ) -> importlib.machinery.ModuleSpec | None:
         session = self.session
-        found = session._lookup(fullname)
+        found = session._lookup(fullname, by_local_code=False)
         if found is None:
             if "." not in fullname and session._importer_is_local():
                 session.imports.add(fullname)
@@ -554,6 +570,7 @@ class _Finder:
 
     def invalidate_caches(self) -> None:
         self.session._listings.clear()
+        self.session._misses.clear()
 
 
 class _Loader(importlib.abc.Loader):
@@ -588,6 +605,21 @@ class _Loader(importlib.abc.Loader):
         if self.served is None:
             raise ImportError(f"{fullname} is a namespace package")
         return str(self.served.file)
+
+
+# sys.modules name -> (id of the module, its file; None when it has none or it is installed)
+_FILES: dict[str, tuple[int, str | None]] = {}
+
+
+def _file_of(name: str, module: Any) -> str | None:
+    """The ``__file__`` of a ``sys.modules`` entry unless installed, remembered per entry."""
+    try:
+        file = getattr(module, "__file__", None)
+    except Exception:  # noqa: BLE001 - lazy modules may raise on any attribute
+        file = None
+    found = file if isinstance(file, str) and not excluded_path(file) else None
+    _FILES[name] = (id(module), found)
+    return found
 
 
 def compiled(text: str, filename: str, digest: str | None = None) -> types.CodeType:

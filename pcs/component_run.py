@@ -18,8 +18,8 @@ the entry point prints is shown live and captured (see :mod:`pcs._capture`).
 
 At the end of the run (also when it fails), in one upload: the return value
 (``pcs/return_value.yaml``, tag ``pcs.return_value_sha256``), the captured
-``pcs/stdout.txt`` and ``pcs/stderr.txt``, ``pcs/imports.yaml`` (the top-level
-modules the closure imports from elsewhere), and, when the entry point
+``pcs/stdout.txt`` and ``pcs/stderr.txt`` (when written to), ``pcs/imports.yaml``
+(the top-level modules the code imports from elsewhere, when any), and, when the entry point
 imported modules of its repo that were not known at the start (dynamic
 imports), the record rewritten to cover them (run command, its id tag,
 snapshot and ``pcs/code.yaml``).
@@ -235,11 +235,12 @@ class ComponentRun(Run):
                 tags.update(self._capture.write_files(end))
             grew = command.absorb(session)
             self._imports = _third_party(command.imports)
-            (end / Path(IMPORTS_ARTIFACT).name).write_text(dump_yaml({
-                "pcs_format": _keys.FORMAT_VERSION,
-                "modules": self._imports,
-                "stdlib": sorted(n for n in command.imports if n in sys.stdlib_module_names),
-            }), encoding="utf-8")
+            if command.imports:  # none: no file, read as an empty list
+                (end / Path(IMPORTS_ARTIFACT).name).write_text(dump_yaml({
+                    "pcs_format": _keys.FORMAT_VERSION,
+                    "modules": self._imports,
+                    "stdlib": sorted(n for n in command.imports if n in sys.stdlib_module_names),
+                }), encoding="utf-8")
             if grew:
                 # modules first imported while the entry point ran: the record must cover them
                 record.rewrite(command, end)
