@@ -233,29 +233,51 @@ class Session:
                 sys.modules.setdefault(name, module)
 
     def _take_out(self) -> dict[str, Any]:
-        """Take out of ``sys.modules`` every entry this session may serve."""
-        names = set(self._pinned)
-        roots = [
-            str(t.root) + os.sep for t in self.trees
-            if t.root is not None and t.live and not excluded_path(str(t.root))
-        ] + [str(t.fallback[1]) + os.sep for t in self.trees if t.fallback is not None]
+        """Take out of ``sys.modules`` every entry this session may serve.
+
+        That is: every module whose file lies under a live tree's root, and every
+        name a tree serves (pinned, or a module in a component's folder) unless
+        the entry in ``sys.modules`` is installed (site-packages, the standard
+        library): an installed library keeps its name, so that pcs and MLflow,
+        which run inside the session too, never get a project's ``yaml.py``.
+        """
+        files = _FILES
+        candidates = set(self._pinned)
+        live = [t for t in self.trees if t.root is not None and t.live and not excluded_path(str(t.root))]
+        for tree in live:
+            candidates.update(n for n, kind in self._listing(tree.folder).items() if kind != "dir"
+                              or (tree.folder / n / "__init__.py").is_file())
+        for tree in self.trees:
+            if tree.fallback is not None:
+                candidates.update(self._listing(tree.fallback[1]))
+        names: set[str] = set()
+        for name in candidates:
+            module = sys.modules.get(name)
+            if module is None or name.split(".", 1)[0] in _NEVER_SERVED or name in sys.stdlib_module_names:
+                continue
+            seen = files.get(name)
+            if seen is None or seen[0] != id(module):
+                seen = _remember(name, module)
+            if not seen[2]:
+                names.add(name)
+        roots = tuple(str(t.root) + os.sep for t in live) + tuple(
+            str(t.fallback[1]) + os.sep for t in self.trees if t.fallback is not None
+        )
         if roots:
-            prefixes = tuple(roots)
-            files = _FILES
             for name, module in list(sys.modules.items()):
                 seen = files.get(name)
-                file = seen[1] if seen is not None and seen[0] == id(module) else _file_of(name, module)
-                if file is not None and file.startswith(prefixes):
+                if seen is None or seen[0] != id(module):
+                    seen = _remember(name, module)
+                if seen[1] is not None and not seen[2] and seen[1].startswith(roots):
                     names.add(name)
         names = {n for n in names if n.split(".", 1)[0] not in _NEVER_SERVED}
-        tops = {n for n in names if n in sys.modules}
-        if not tops:
+        if not names:
             return {}
-        below = tuple(t + "." for t in tops)
+        below = tuple(t + "." for t in names)
         return {
             name: sys.modules.pop(name)
             for name in list(sys.modules)
-            if name in tops or name.startswith(below)
+            if name in names or name.startswith(below)
         }
 
     # -- what was found -------------------------------------------------------------------------
@@ -607,19 +629,20 @@ class _Loader(importlib.abc.Loader):
         return str(self.served.file)
 
 
-# sys.modules name -> (id of the module, its file; None when it has none or it is installed)
-_FILES: dict[str, tuple[int, str | None]] = {}
+# sys.modules name -> (id of the module, its __file__ or None, whether it is installed)
+_FILES: dict[str, tuple[int, str | None, bool]] = {}
 
 
-def _file_of(name: str, module: Any) -> str | None:
-    """The ``__file__`` of a ``sys.modules`` entry unless installed, remembered per entry."""
+def _remember(name: str, module: Any) -> tuple[int, str | None, bool]:
+    """Note a ``sys.modules`` entry's file and whether it is installed (scans stay cheap)."""
     try:
         file = getattr(module, "__file__", None)
     except Exception:  # noqa: BLE001 - lazy modules may raise on any attribute
         file = None
-    found = file if isinstance(file, str) and not excluded_path(file) else None
-    _FILES[name] = (id(module), found)
-    return found
+    path = file if isinstance(file, str) else None
+    seen = (id(module), path, path is not None and excluded_path(path))
+    _FILES[name] = seen
+    return seen
 
 
 def compiled(text: str, filename: str, digest: str | None = None) -> types.CodeType:
