@@ -60,11 +60,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from pcs.component import Component
     from pcs.verification import Verification
 
-__all__ = [
-    "ComponentRun", "active_component_run", "GRADES", "argument_params", "IMPORTS_ARTIFACT",
-]
+__all__ = ["ComponentRun", "active_component_run", "GRADES", "argument_params"]
 
 #: the top-level names of the modules a run's code imports from outside its repo
+#: (to move to pcs._keys with the other stored names)
 IMPORTS_ARTIFACT = "pcs/imports.yaml"
 
 log = logging.getLogger(__name__)
@@ -152,8 +151,7 @@ class ComponentRun(Run):
             with session:
                 if targets is None:
                     targets = component._load_targets_in(session)
-                    session.scan()
-                    command.absorb(session)
+                    command.scan(session)
                 component.check_entry_point(command.entry_point, targets[component.identifier])
                 component.check_arguments(command.argument_set, command.entry_point, targets)
                 params = argument_params(command)

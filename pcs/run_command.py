@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from pcs.component_run import ComponentRun
     from pcs.run import Run
 
-__all__ = ["RunCommand", "PORTABLE_LOCAL_PATH"]
+__all__ = ["RunCommand"]
 
 #: the path of every local repo in a run command's registry: where the files lay is
 #: machine-specific and lives in the run's pcs/code.yaml instead
@@ -128,16 +128,20 @@ class RunCommand:
         try:
             with session:
                 targets = component._load_targets_in(session, components)
-                session.scan(
-                    (c.identifier, sources[code[c.identifier]["sha256"]])
-                    for c in components
-                    if session.tree(c.identifier) is not None and code[c.identifier]["sha256"]
-                )
+                command.scan(session)
         finally:
             session.close()
-        command.absorb(session)
         command._prepared = (session, targets)
         return command
+
+    def scan(self, session: _closure.Session) -> None:
+        """Find the closure's literal imports (inside functions too) in ``session``, and absorb it."""
+        session.scan(
+            (cid, self.sources[entry["sha256"]])
+            for cid, entry in self.code.items()
+            if "module" not in entry and entry.get("sha256") in self.sources
+        )
+        self.absorb(session)
 
     def absorb(self, session: _closure.Session) -> bool:
         """Add the modules ``session`` pinned to the closure; whether the code map changed."""
