@@ -5,21 +5,28 @@ captured from ``__main__``), how to build its managed object (the module, the
 class, or an instance of the class), and which other components to inject as
 attributes before ``__init__`` runs. Running an entry point through a
 component records a reproducible ``ComponentRun``.
+
+A component file is loaded fresh for every run, together with the modules it
+imports from its own repo (its closure, see :mod:`pcs._closure`): they are
+served from the files as they are (a first run), from a git commit exported
+into ``$PCS_HOME/sources``, or from a recorded snapshot materialised there (a
+rerun), never from a stale ``sys.modules`` entry; ``__file__`` is a real path.
 """
 
 from __future__ import annotations
 
-import ast
 import difflib
 import inspect
+import posixpath
 import sys
 import textwrap
 import types
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from pcs import _keys
+from pcs import _closure, _keys
 from pcs._features import feature
 from pcs.argument_set import ArgumentSet
 from pcs.errors import (
@@ -41,7 +48,8 @@ __all__ = ["Component", "DEFAULT_ENTRY_POINT_NAME"]
 
 DEFAULT_ENTRY_POINT_NAME = "run"
 
-_CODE_CACHE: dict[tuple[str, str], types.CodeType] = {}
+# A closure handed to a tree: the modules pinned, and their text by sha256.
+Closure = tuple[Sequence[_closure.ModuleFile], Mapping[str, str]]
 
 
 class Component:
@@ -91,6 +99,11 @@ class Component:
         self._ran_live_class = False
         self._source_override: str | None = None
         self._requirements_override: str | None = None
+        # a rerun of recorded code: the recorded closure, served from a materialised snapshot
+        self._recorded_closure: Closure | None = None
+        # a record from before closures were recorded: (root, folder) on disk where its
+        # sibling imports were found, as they were then
+        self._legacy_dirs: tuple[Path, Path] | None = None
 
     # -- constructors -------------------------------------------------------------
 
@@ -105,8 +118,10 @@ class Component:
         """A component that manages a class already imported in this process.
 
         A class from a module file is recorded as that file in a LocalRepo of its
-        folder. A class defined in ``__main__`` (a script or a REPL), or inside a
-        function, has its source and the globals it uses captured with dill.
+        folder, named after the module's import path (not the folder's place on
+        disk, so two copies of the code record the same command). A class
+        defined in ``__main__`` (a script or a REPL), or inside a function, has
+        its source and the globals it uses captured with dill.
         """
         if not inspect.isclass(managed_cls):
             raise ComponentError(
@@ -118,7 +133,9 @@ class Component:
         top_level = getattr(module, managed_cls.__name__, None) is managed_cls
         if managed_cls.__module__ != "__main__" and module_file and top_level:
             path = Path(module_file).resolve()
-            repo = repo or LocalRepo(f"local_dir_{sha256_bytes(str(path.parent).encode())[:8]}", path.parent)
+            # the folder's import name (the package, or the top-level module itself)
+            where = managed_cls.__module__.rpartition(".")[0] or managed_cls.__module__
+            repo = repo or LocalRepo(f"local_dir_{sha256_bytes(where.encode())[:8]}", path.parent)
             if isinstance(repo, LocalRepo):
                 file_path = _relative_file_path(path, repo.local_dir)
             else:
@@ -292,6 +309,21 @@ class Component:
     def _repo_version(self) -> str | None:
         return self.version if isinstance(self.repo, GitRepo) else None
 
+    def _use_git_commit(
+        self, repo: GitRepo, file_path: str, commit: str, requirements_path: str | None
+    ) -> None:
+        """Read this component from ``repo`` at ``commit`` from now on (``code="git"``)."""
+        self.repo = repo
+        self.file_path = file_path
+        self.version = commit
+        self.identifier = f"{self.name}=={commit}"
+        self.requirements_path = requirements_path
+        self._managed = None
+        self._source_override = None
+        self._requirements_override = None
+        self._recorded_closure = None
+        self._legacy_dirs = None
+
     def source_label(self) -> str:
         """A readable name for the component's source file."""
         if self.repo is None:
@@ -317,19 +349,73 @@ class Component:
             text = self.source()
         except ComponentError as exc:
             return problems + [str(exc)]
-        local = self.local_source_file()
-        siblings = _local_imports(text, local.parent if local else None)
-        if siblings:
+        relative = _relative_imports(text)
+        if relative:
             problems.append(
-                f"{self.source_label()} imports files next to it ({', '.join(siblings)}) "
-                "that the snapshot does not hold"
+                f"{self.source_label()} imports files next to it relative to its package "
+                f"({', '.join(relative)}), which pcs can only import from the package as installed"
             )
         return problems
 
     # -- building the managed object ----------------------------------------------------------
 
+    def _tree(self, closure: Closure | None = None) -> _closure.Tree | None:
+        """Where this component's files are for a load: live folder, git commit or snapshot.
+
+        Args:
+            closure: modules pinned already (default: the recorded closure of a rerun).
+        """
+        if self.repo is None or not self.file_path:
+            return None
+        known, texts = closure if closure is not None else (self._recorded_closure or ((), {}))
+        file_path = PurePosixPath(self.file_path.replace("\\", "/")).as_posix()
+        if self._source_override is not None:
+            files = {file_path: self._source_override}
+            files.update({m.path: texts[m.sha256] for m in known if m.sha256 in texts})
+            return _closure.Tree(
+                self.identifier, file_path,
+                opener=lambda stack: _closure.materialise(files, stack),
+                known=known, texts=texts, live=False, fallback=self._legacy_dirs,
+            )
+        if isinstance(self.repo, GitRepo):
+            repo, version = self.repo, self._repo_version()
+            folder = posixpath.dirname(file_path)
+
+            def export(stack: ExitStack) -> Path:
+                return _closure.git_tree(repo, repo.resolve(version), folder, stack)
+
+            return _closure.Tree(self.identifier, file_path, opener=export, known=known, texts=texts)
+        local = self.repo.local_file(self.file_path)
+        if local is None:
+            return None
+        root = self._live_root()
+        assert root is not None
+        installed = _closure.excluded_path(str(root))
+        return _closure.Tree(
+            self.identifier, _relative_file_path(local, root), root=root, known=known,
+            texts=texts, live=not installed, search_path=not installed,
+        )
+
+    def _live_root(self) -> Path | None:
+        """The folder a first run resolves this component's files from (its repo root)."""
+        if not isinstance(self.repo, LocalRepo) or not self.file_path or self._source_override is not None:
+            return None
+        local = self.repo.local_file(self.file_path)
+        root = self.repo.local_dir
+        try:
+            local.relative_to(root)
+        except ValueError:
+            return local.parent  # a file_path leading out of the repo folder
+        return root
+
     def _load_target(self) -> Any:
         """The module or class this component manages, freshly executed from its source."""
+        return self._load_targets(components=[self])[self.identifier]
+
+    def _load_target_in(self, session: _closure.Session) -> Any:
+        """Execute this component's source in ``session``'s namespace; its module or class."""
+        tree = session.tree(self.identifier)
+        path = tree.component_file if tree is not None else None
         if self._managed is not None and self._source_override is None:
             if self.repo is None:
                 return self._managed  # captured from __main__: the snapshot is this class
@@ -337,7 +423,7 @@ class Component:
             # snapshot, so an edit since the import cannot make the record lie. A module
             # that only works inside its package falls back to the imported class.
             try:
-                target = self._exec_target(self.source())
+                target = self._exec_target(self.source(), path, session)
                 self._ran_live_class = False
                 return target
             except ComponentError as exc:
@@ -345,14 +431,12 @@ class Component:
                     raise
                 self._ran_live_class = True
                 return self._managed
-        return self._exec_target(self.source())
+        return self._exec_target(self.source(), path, session)
 
-    def _exec_target(self, text: str) -> Any:
-        folder = None
-        if self.repo is not None and self.file_path is not None:
-            candidate = self.repo.local_file(self.file_path)
-            folder = candidate.parent if candidate is not None and candidate.parent.is_dir() else None
-        module = _exec_module(text, self.source_label(), self.name, folder)
+    def _exec_target(self, text: str, path: Path | None, session: _closure.Session) -> Any:
+        if path is not None:
+            session.note_local_file(path)
+        module = _exec_module(text, self.source_label(), self.name, path)
         if self.class_name is None:
             return module
         try:
@@ -394,8 +478,21 @@ class Component:
         objects = self._build_objects(ArgumentSet.coerce(arg_set), self._load_targets())
         return objects[self.identifier]
 
-    def _load_targets(self) -> dict[str, Any]:
-        return {c.identifier: c._load_target() for c in self.dependency_list()}
+    def _load_targets(self, components: list[Component] | None = None) -> dict[str, Any]:
+        """Load the DAG's components (or ``components``) in a session of their own."""
+        components = components if components is not None else self.dependency_list()
+        session = session_for(components)
+        try:
+            with session:
+                return self._load_targets_in(session, components)
+        finally:
+            session.close()
+
+    def _load_targets_in(
+        self, session: _closure.Session, components: list[Component] | None = None
+    ) -> dict[str, Any]:
+        components = components if components is not None else self.dependency_list()
+        return {c.identifier: c._load_target_in(session) for c in components}
 
     def check_argument_names(self, arg_set: ArgumentSet) -> None:
         """Refuse arguments for components that are not in this component's DAG."""
@@ -587,33 +684,29 @@ def _relative_file_path(path: Path, root: Path) -> str:
 
 
 def _exec_module(
-    source: str, label: str, name: str, folder: Path | None = None
+    source: str, label: str, name: str, path: Path | None = None
 ) -> types.ModuleType:
     """Execute ``source`` as a fresh module.
 
     Each run gets a fresh module (no state leaks between runs); compiled code is
     cached by content. The module is registered in ``sys.modules`` under a name
-    derived from its content so dataclasses and pickling can find it. The
-    file's ``folder`` is on ``sys.path`` only while the module body runs, so its
-    top-level imports of files next to it work and ``sys.path`` does not grow.
+    derived from its content so dataclasses and pickling can find it. Its
+    ``__file__`` is ``path``, the file on disk it was read from (a live file,
+    an exported commit or a materialised snapshot), or the label when the
+    source has no file (captured from ``__main__``). Imports of the files next
+    to it are served by the active closure session, not by ``sys.path``.
     """
     digest = sha256_bytes(source.encode("utf-8"))
-    key = (digest, label)
-    code = _CODE_CACHE.get(key)
-    if code is None:
-        try:
-            code = compile(source, label, "exec", dont_inherit=True)
-        except SyntaxError as exc:
-            raise ComponentError(f"{label} does not compile: {exc}") from None
-        _CODE_CACHE[key] = code
+    filename = str(path) if path is not None else label
+    try:
+        code = _closure.compiled(source, filename, digest)
+    except SyntaxError as exc:
+        raise ComponentError(f"{label} does not compile: {exc}") from None
     safe = "".join(c if c.isalnum() else "_" for c in name)
     module_name = f"_pcs_components.{safe}_{digest[:12]}"
     module = types.ModuleType(module_name)
-    module.__file__ = label
+    module.__file__ = filename
     sys.modules[module_name] = module
-    added = folder is not None and str(folder) not in sys.path
-    if added:
-        sys.path.insert(0, str(folder))
     try:
         exec(code, module.__dict__)  # noqa: S102 - running the component's code is the point
     except Exception as exc:
@@ -621,12 +714,6 @@ def _exec_module(
         raise ComponentError(
             f"Loading {label} failed with {type(exc).__name__}: {exc}"
         ) from exc
-    finally:
-        if added:
-            try:
-                sys.path.remove(str(folder))
-            except ValueError:
-                pass
     return module
 
 
@@ -643,27 +730,32 @@ def _argument_error(
     raise exc
 
 
-def _local_imports(source: str, folder: Path | None) -> list[str]:
-    """Modules imported by ``source`` that are files next to it (or relative imports)."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return []
-    found = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level > 0:
-            found.append("." * node.level + (node.module or ""))
-            continue
-        names = []
-        if isinstance(node, ast.Import):
-            names = [a.name.split(".")[0] for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names = [node.module.split(".")[0]]
-        if folder is not None:
-            for mod in names:
-                if (folder / f"{mod}.py").exists() or (folder / mod / "__init__.py").exists():
-                    found.append(mod)
+def _relative_imports(source: str) -> list[str]:
+    """Modules ``source`` imports relative to its package (``from . import x``)."""
+    found = [
+        "." * level + module
+        for level, module, _ in _closure.literal_imports(source)
+        if level > 0
+    ]
     return sorted(set(found))
+
+
+def session_for(
+    components: Sequence[Component], closures: Mapping[str, Closure] | None = None
+) -> _closure.Session:
+    """A closure session over ``components``' trees (see :mod:`pcs._closure`).
+
+    Args:
+        components: the components to load, root first.
+        closures: modules pinned per component identifier (default: none for a
+            first run, the recorded closure for a rerun of recorded code).
+    """
+    trees = []
+    for c in components:
+        tree = c._tree((closures or {}).get(c.identifier))
+        if tree is not None:
+            trees.append(tree)
+    return _closure.Session(trees)
 
 
 def _capture_main_source(managed_cls: type) -> tuple[str | None, list[str]]:

@@ -4,26 +4,41 @@ When a component run starts, before any user code, pcs records in the MLflow
 run (one ``create_run`` with every tag, one ``log_artifacts`` with every file):
 
 - ``pcs/run_command.yaml``: a registry with the command, its components and repos;
-- ``pcs/source/<sha256>.py``: the source of every component, as run;
+- ``pcs/source/<sha256>.py``: the source of every component, and of every module
+  in its closure (the modules it loads from its own repo), as run;
 - ``pcs/environment.yaml``: Python, platform, distributions;
-- ``pcs/code.yaml`` (+ ``pcs/git_diff/``): where the sources sit in git;
+- ``pcs/code.yaml`` (+ ``pcs/git_diff/``): where the sources were on disk and
+  where they sit in git;
 - tags: run command id, entry point, seed, environment fingerprint, git commit,
   reproducibility grade with its reasons.
 
-After the entry point returns, its value goes to ``pcs/return_value.yaml``
-with a ``pcs.return_value_sha256`` tag.
+The components are loaded before the run exists, in a fresh module namespace
+that stays active while the entry point runs (see :mod:`pcs._closure`). What
+the entry point prints is shown live and captured (see :mod:`pcs._capture`).
+
+At the end of the run (also when it fails), in one upload: the return value
+(``pcs/return_value.yaml``, tag ``pcs.return_value_sha256``), the captured
+``pcs/stdout.txt`` and ``pcs/stderr.txt`` (when written to), ``pcs/imports.yaml``
+(the top-level modules the code imports from elsewhere, when any), and, when the entry point
+imported modules of its repo that were not known at the start (dynamic
+imports), the record rewritten to cover them (run command, its id tag,
+snapshot and ``pcs/code.yaml``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import posixpath
+import sys
 import tempfile
 import traceback
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from pcs import _keys, _signals
+from pcs import _closure, _keys, _signals
+from pcs._capture import OutputCapture
 from pcs._features import feature
 from pcs._yaml import load_json, load_yaml
 from pcs.argument_set import ArgumentSet
@@ -31,11 +46,12 @@ from pcs.environment import environment_yaml, seed_everything
 from pcs.errors import (
     ArgumentError,
     NotReproducibleError,
+    PcsError,
     ReproducibilityError,
     UnverifiableError,
 )
 from pcs.registry import InMemoryRegistry
-from pcs.repo import GitRepo, git_state
+from pcs.repo import GitRepo, GitState, LocalRepo, git_state
 from pcs.run import Run, _pop_active, _push_active, active_runs
 from pcs.run import _flatten as _flatten_spec
 from pcs.run_command import RunCommand, read_sources_dir, source_artifact_name
@@ -46,6 +62,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from pcs.verification import Verification
 
 __all__ = ["ComponentRun", "active_component_run", "GRADES", "argument_params"]
+
+#: the top-level names of the modules a run's code imports from outside its repo
+#: (to move to pcs._keys with the other stored names)
+IMPORTS_ARTIFACT = "pcs/imports.yaml"
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +101,8 @@ class ComponentRun(Run):
         self._managed_ids: set[int] = set()
         self._environment: dict[str, Any] | None = None
         self._trusted = False
+        self._imports: list[str] | None = None
+        self._capture: OutputCapture | None = None
         self.verification: Verification | None = None
 
     # -- executing a command -----------------------------------------------------------
@@ -125,23 +147,30 @@ class ComponentRun(Run):
                 "json, dill, pickle."
             )
         component = command.component
-        targets = component._load_targets()
-        component.check_entry_point(command.entry_point, targets[component.identifier])
-        component.check_arguments(command.argument_set, command.entry_point, targets)
-        params = argument_params(command)
-        record = _prepare_record(command)
-        counted = _signals.enter()
+        session, targets = command.take_session()
         try:
-            run = cls._start(command, record, params, outer_run, rerun_of, run_name,
-                             experiment_id, tags)
-            value = run._call_entry_point(command, targets, record)
-            run._finish(value, return_value_format, record)
-        except BaseException as exc:
-            _signals.leave(counted, exc)
-            raise
+            with session:
+                if targets is None:
+                    targets = component._load_targets_in(session)
+                    command.scan(session)
+                component.check_entry_point(command.entry_point, targets[component.identifier])
+                component.check_arguments(command.argument_set, command.entry_point, targets)
+                params = argument_params(command)
+                record = _prepare_record(command)
+                counted = _signals.enter()
+                try:
+                    run = cls._start(command, record, params, outer_run, rerun_of, run_name,
+                                     experiment_id, tags)
+                    value = run._call_entry_point(command, targets, record, session)
+                    run._finish(value, return_value_format, record, session)
+                except BaseException as exc:
+                    _signals.leave(counted, exc)
+                    raise
+                finally:
+                    record.folder.cleanup()
+                _signals.leave(counted, None)
         finally:
-            record.folder.cleanup()
-        _signals.leave(counted, None)
+            session.close()
         return run
 
     @classmethod
@@ -170,51 +199,95 @@ class ComponentRun(Run):
             self._client.log_batch(self._run_id, params=items[i : i + 100])
         self._changed()
 
-    def _call_entry_point(self, command: RunCommand, targets: dict[str, Any], record: _Record) -> Any:
+    def _call_entry_point(
+        self, command: RunCommand, targets: dict[str, Any], record: _Record,
+        session: _closure.Session,
+    ) -> Any:
         component = command.component
+        capture = self._capture = OutputCapture()
         _push_active(self)
         try:
             seed_everything(command.seed)
-            objects = component._build_objects(command.argument_set, targets)
-            self._managed_ids = {id(o) for o in objects.values()}
-            entry = getattr(objects[component.identifier], command.entry_point)
-            kwargs = command.argument_set.get_function_args(component.name, command.entry_point)
-            return entry(**kwargs)
+            with capture:
+                objects = component._build_objects(command.argument_set, targets)
+                self._managed_ids = {id(o) for o in objects.values()}
+                entry = getattr(objects[component.identifier], command.entry_point)
+                kwargs = command.argument_set.get_function_args(component.name, command.entry_point)
+                return entry(**kwargs)
         except BaseException as exc:
-            self._end_with_error(exc)
+            end, tags = self._end_files(command, record, session)
+            self._end_with_error(exc, end, tags)
             _note_run(exc, self.identifier)
             raise
         finally:
             _pop_active(self)
 
-    def _end_with_error(self, exc: BaseException) -> None:
-        """End the run FAILED (KILLED for Ctrl-C and signals) with what went wrong recorded."""
-        if isinstance(exc, (KeyboardInterrupt, _signals.ProcessTerminated)):
+    def _end_files(
+        self, command: RunCommand, record: _Record, session: _closure.Session
+    ) -> tuple[Path, dict[str, str]]:
+        """Stage what the end of a run records (output, imports, a grown closure); its tags."""
+        end = Path(record.folder.name) / "end"
+        end.mkdir(exist_ok=True)
+        tags: dict[str, str] = {}
+        try:
+            if self._capture is not None:
+                tags.update(self._capture.write_files(end))
+            grew = command.absorb(session)
+            self._imports = _third_party(command.imports)
+            if command.imports:  # none: no file, read as an empty list
+                (end / Path(IMPORTS_ARTIFACT).name).write_text(dump_yaml({
+                    "pcs_format": _keys.FORMAT_VERSION,
+                    "modules": self._imports,
+                    "stdlib": sorted(n for n in command.imports if n in sys.stdlib_module_names),
+                }), encoding="utf-8")
+            if grew:
+                # modules first imported while the entry point ran: the record must cover them
+                record.rewrite(command, end)
+                tags[_keys.RUN_COMMAND_ID] = command.identifier
+        except Exception as exc:  # noqa: BLE001 - the run must still end; say what is missing
+            log.warning("pcs: could not stage the end of run %s: %s", self.identifier, exc)
+        return end, tags
+
+    def _end_with_error(
+        self, exc: BaseException, end: Path | None = None, end_tags: dict[str, str] | None = None
+    ) -> None:
+        """End the run FAILED (KILLED for Ctrl-C and signals) with what went wrong recorded.
+
+        Args:
+            exc: what ended it.
+            end: a folder of end-of-run files to upload with the traceback.
+            end_tags: tags to set with the error.
+        """
+        killed = isinstance(exc, (KeyboardInterrupt, _signals.ProcessTerminated))
+        try:
+            tags = dict(end_tags or {})
+            with tempfile.TemporaryDirectory(prefix=f"pcs-{os.getpid()}-traceback-") as tmp:
+                folder = end if end is not None else Path(tmp)
+                if not killed:
+                    tags[_keys.ERROR] = _one_line(exc)
+                    (folder / Path(_keys.TRACEBACK_ARTIFACT).name).write_text(
+                        "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+                        encoding="utf-8",
+                    )
+                if any(folder.iterdir()):
+                    self.log_artifacts(folder, _keys.PCS_ARTIFACT_DIR)
+            if tags:
+                self.set_tags(tags)
+        except Exception as write_error:  # noqa: BLE001 - the run must still end FAILED
+            log.warning("pcs: could not record the error of run %s: %s", self.identifier, write_error)
+        if killed:
             reason = exc.signal_name if isinstance(exc, _signals.ProcessTerminated) else "SIGINT"
             self._record_end_reason(reason)
             self.end("KILLED")
             return
-        try:
-            self.set_tag(_keys.ERROR, _one_line(exc))
-            with tempfile.TemporaryDirectory(prefix="pcs-traceback-") as tmp:
-                path = Path(tmp) / Path(_keys.TRACEBACK_ARTIFACT).name
-                path.write_text(
-                    "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
-                    encoding="utf-8",
-                )
-                self.log_artifact(path, _keys.PCS_ARTIFACT_DIR)
-        except Exception as write_error:  # noqa: BLE001 - the run must still end FAILED
-            log.warning("pcs: could not record the error of run %s: %s", self.identifier, write_error)
         self.end("FAILED")
 
-    def _finish(self, value: Any, fmt: str, record: _Record) -> None:
+    def _finish(self, value: Any, fmt: str, record: _Record, session: _closure.Session) -> None:
+        command = self.run_command
         try:
-            tags: dict[str, str] = {}
-            folder = Path(record.folder.name) / "return_value"
-            folder.mkdir()
-            path, used_fmt, digest = _write_return_value(value, fmt, folder)
+            end, tags = self._end_files(command, record, session)
+            path, used_fmt, digest = _write_return_value(value, fmt, end)
             if path is not None:
-                self.log_artifact(path, _keys.PCS_ARTIFACT_DIR)
                 tags[_keys.RETURN_VALUE_SHA256] = digest
             else:
                 level, reasons = record.grade
@@ -225,6 +298,7 @@ class ComponentRun(Run):
                 tags[_keys.GRADE] = "local" if level == "portable" else level
                 tags[_keys.GRADE_REASONS] = json.dumps(reasons)
             tags[_keys.RETURN_VALUE_FORMAT] = used_fmt
+            self.log_artifacts(end, _keys.PCS_ARTIFACT_DIR)
             self.set_tags(tags)
         except BaseException as exc:
             self._end_with_error(exc)
@@ -363,12 +437,27 @@ class ComponentRun(Run):
 
     def recorded_sources(self) -> dict[str, str]:
         """The source snapshot recorded at run start, by sha256."""
-        with tempfile.TemporaryDirectory(prefix="pcs-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=f"pcs-{os.getpid()}-sources-") as tmp:
             try:
                 folder = self._download_quietly(_keys.SOURCE_ARTIFACT_DIR, Path(tmp))
             except Exception:  # noqa: BLE001 - no snapshot recorded
                 return {}
             return read_sources_dir(folder)
+
+    @property
+    def imported_modules(self) -> list[str]:
+        """Top-level names of the modules outside the standard library that the run's code imports.
+
+        Found while the components loaded and the entry point ran (imports of
+        modules already loaded by someone else are seen only when written as
+        literal import statements). Read from ``pcs/imports.yaml``; an older run
+        without it gives an empty list.
+        """
+        if self._imports is None:
+            data = self._read_yaml(IMPORTS_ARTIFACT)
+            modules = data.get("modules") if isinstance(data, dict) else None
+            self._imports = [str(m) for m in modules] if isinstance(modules, list) else []
+        return list(self._imports)
 
     def rerun(
         self,
@@ -388,15 +477,19 @@ class ComponentRun(Run):
                 ``new_run.verification`` (its verdict is also tagged on the new run).
             strict: raise ``ReproducibilityError`` when the verified rerun diverges
                 (``UnverifiableError`` when nothing could be compared).
-            code: ``"recorded"`` runs the snapshot taken when this run started;
-                ``"current"`` runs the component files as they are now.
+            code: ``"recorded"`` runs the snapshot taken when this run started
+                (components and the modules they imported from their repos),
+                without reaching any git remote; ``"current"`` runs the component
+                files as they are now; ``"git"`` runs the recorded commit of every
+                component, read from its git repo (a local folder's recorded
+                remote), and fails when a repo cannot be reached.
             env: ``"current"`` runs in this process; ``"recorded"`` runs in a
                 virtual environment with the recorded distributions' versions.
             rtol, atol: tolerance for comparing metric values (``math.isclose``).
             ignore: metric or param names (glob patterns) not to compare.
         """
-        if code not in ("recorded", "current"):
-            raise ArgumentError(f"code must be 'recorded' or 'current'; got {code!r}.")
+        if code not in ("recorded", "current", "git"):
+            raise ArgumentError(f"code must be 'recorded', 'current' or 'git'; got {code!r}.")
         if env not in ("current", "recorded"):
             raise ArgumentError(f"env must be 'current' or 'recorded'; got {env!r}.")
         if self.grade == "not-rerunnable":
@@ -424,18 +517,28 @@ class ComponentRun(Run):
         return new
 
     def command_for_rerun(self, code: str = "recorded") -> RunCommand:
-        """A fresh copy of the recorded command, running the recorded snapshot or current files."""
+        """A fresh copy of the recorded command, over the recorded snapshot, current files or git commits.
+
+        Args:
+            code: ``"recorded"``, ``"current"`` or ``"git"`` (see :meth:`rerun`).
+        """
         # a fresh copy: the run's own command may share Component objects with the caller,
         # which must keep running their current code after this rerun
-        recorded = self.run_command
-        command = RunCommand.from_registry(
-            InMemoryRegistry(load_yaml(recorded.to_yaml_text(), "a run command")),
-            recorded.identifier,
-        )
+        command = self.run_command.copy()
+        components = command.component.dependency_list()
         if code == "recorded":
             command.use_sources(self._sources_for(command))
             self._use_recorded_requirements(command)
+            if any(isinstance(c.repo, GitRepo) for c in components):
+                command.recorded_code = self.code_record  # its git state, so no remote is asked
             return command
+        record = self.code_record.get("components") or {}
+        if code == "git":
+            return _pin_to_recorded_commits(command, record, self.identifier)
+        for c in components:
+            where = (record.get(c.identifier) or {}).get("local_dir")
+            if isinstance(c.repo, LocalRepo) and isinstance(where, str) and Path(where).is_dir():
+                c.repo = LocalRepo(c.repo.identifier, where)  # where the files were
         return command.with_current_code()
 
     def _recorded_format(self) -> str:
@@ -447,7 +550,7 @@ class ComponentRun(Run):
         wanted = [c for c in command.component.dependency_list() if c.requirements_path]
         if not wanted:
             return
-        with tempfile.TemporaryDirectory(prefix="pcs-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=f"pcs-{os.getpid()}-requirements-") as tmp:
             try:
                 folder = self._download_quietly(_keys.REQUIREMENTS_DIR, Path(tmp))
             except Exception:  # noqa: BLE001 - none recorded
@@ -460,45 +563,122 @@ class ComponentRun(Run):
     def _sources_for(self, command: RunCommand) -> dict[str, str]:
         sources = self.recorded_sources()
         for component in command.component.dependency_list():
+            if not isinstance(component.repo, GitRepo):
+                continue
+            # no snapshot artifact (e.g. an export without artifacts): the pinned commit
             entry = command.code.get(component.identifier, {})
             digest = entry.get("sha256")
-            if digest and digest not in sources and isinstance(component.repo, GitRepo):
-                # no snapshot artifact (e.g. an export without artifacts): the pinned commit
+            if digest and digest not in sources:
                 text = component.source()
                 if sha256_bytes(text.encode("utf-8")) == digest:
                     sources[digest] = text
+            for module in command.closure_entries(component.identifier).values():
+                digest = module.get("sha256")
+                if digest and digest not in sources:
+                    try:
+                        text = component.repo.read_source(str(module["path"]), component.version)
+                    except PcsError:
+                        continue  # use_sources says which snapshot is missing
+                    if sha256_bytes(text.encode("utf-8")) == digest:
+                        sources[digest] = text
         return sources
+
+
+def _pin_to_recorded_commits(command: RunCommand, record: dict[str, Any], run_id: str) -> RunCommand:
+    """``command`` over the recorded git commit of every component (``code="git"``)."""
+    repos: dict[str, GitRepo] = {}
+    missing: list[str] = []
+    for c in command.component.dependency_list():
+        git = (record.get(c.identifier) or {}).get("git") or {}
+        commit = git.get("commit")
+        if isinstance(c.repo, GitRepo) and c.file_path:
+            c._use_git_commit(c.repo, c.file_path, str(commit or c.version or "HEAD"),
+                              c.requirements_path)
+            continue
+        files = git.get("files") or []
+        url = git.get("remote_url")
+        if not (isinstance(c.repo, LocalRepo) and c.file_path and commit and url and files):
+            missing.append(c.identifier)
+            continue
+        repo = repos.get(url)
+        if repo is None:
+            repo = repos[url] = GitRepo.for_url(url)
+        in_git = str(files[0])  # the component's file, relative to the work tree's root
+        requirements = c.requirements_path
+        if requirements:
+            # relative to the component's folder in git, as it was to its local repo folder
+            folder = posixpath.dirname(in_git)
+            depth = len(PurePosixPath(c.file_path.replace("\\", "/")).parent.parts)
+            for _ in range(depth):
+                folder = posixpath.dirname(folder)
+            requirements = posixpath.normpath(posixpath.join(folder, requirements))
+        c._use_git_commit(repo, in_git, str(commit), requirements)
+    if missing:
+        raise NotReproducibleError(
+            f"Run {run_id} cannot be rerun with code='git': component(s) {', '.join(missing)} "
+            "were not in a git repository with a remote when it was recorded, so no commit "
+            "of theirs can be checked out. Rerun with code='recorded' (the snapshot) or "
+            "code='current'."
+        )
+    return RunCommand.create(command.component, command.entry_point, command.argument_set, command.seed)
+
+
+def _third_party(names: set[str]) -> list[str]:
+    """The top-level module names that are not part of the standard library, sorted."""
+    return sorted(n for n in names if n not in sys.stdlib_module_names and not n.startswith("_pcs"))
 
 
 # -- the record written at run start --------------------------------------------------------
 
 
 class _Record:
-    def __init__(self, folder: tempfile.TemporaryDirectory, tags: dict[str, str], grade: tuple[str, list[str]]):
+    """The artifacts and tags of a new component run, staged in a temp folder."""
+
+    def __init__(self, folder: tempfile.TemporaryDirectory, tags: dict[str, str],
+                 grade: tuple[str, list[str]], code_record: dict[str, Any]):
         self.folder = folder
         self.tags = tags
         self.grade = grade
+        self.code_record = code_record
+
+    def rewrite(self, command: RunCommand, end: Path) -> None:
+        """Stage, in ``end`` (uploaded as ``pcs/``), the record of a closure that grew during the run."""
+        (end / Path(_keys.RUN_COMMAND_ARTIFACT).name).write_text(
+            command.to_yaml_text(), encoding="utf-8"
+        )
+        _write_sources(command, end / Path(_keys.SOURCE_ARTIFACT_DIR).name)
+        _describe_closure(command, self.code_record)
+        (end / Path(_keys.CODE_ARTIFACT).name).write_text(dump_yaml(self.code_record), encoding="utf-8")
+
+
+def _write_sources(command: RunCommand, folder: Path) -> None:
+    """Every snapshot text the command's code map names, as ``<sha256>.py`` in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    components = {c.identifier: c for c in command.component.dependency_list()}
+    for key, entry in command.code.items():
+        digest = entry.get("sha256")
+        if not digest:
+            continue  # no source could be captured; the grade says so
+        text = command.sources.get(digest)
+        if text is None and key in components:
+            text = components[key].source()
+        if text is None:
+            continue
+        target = folder / source_artifact_name(digest)
+        if not target.exists():
+            target.write_text(text, encoding="utf-8")
 
 
 def _prepare_record(command: RunCommand) -> _Record:
     """Stage every artifact and tag of a new component run, before the run exists."""
     component = command.component
     components = component.dependency_list()
-    folder = tempfile.TemporaryDirectory(prefix="pcs-record-")
+    folder = tempfile.TemporaryDirectory(prefix=f"pcs-{os.getpid()}-record-")
     root = Path(folder.name)
     pcs_dir = root / _keys.PCS_ARTIFACT_DIR
-    (root / _keys.SOURCE_ARTIFACT_DIR).mkdir(parents=True)
+    pcs_dir.mkdir()
     (root / _keys.RUN_COMMAND_ARTIFACT).write_text(command.to_yaml_text(), encoding="utf-8")
-    for c in components:
-        entry = command.code[c.identifier]
-        if not entry["sha256"]:
-            continue  # no source could be captured; the grade says so
-        text = command.sources.get(entry["sha256"])
-        if text is None:
-            text = c.source()
-        (root / _keys.SOURCE_ARTIFACT_DIR / source_artifact_name(entry["sha256"])).write_text(
-            text, encoding="utf-8"
-        )
+    _write_sources(command, root / _keys.SOURCE_ARTIFACT_DIR)
     fingerprint, env_text = environment_yaml(command.seed)
     (root / _keys.ENVIRONMENT_ARTIFACT).write_text(env_text, encoding="utf-8")
 
@@ -518,19 +698,29 @@ def _prepare_record(command: RunCommand) -> _Record:
         _keys.GRADE_REASONS: json.dumps(reasons),
         **git_tags,
     }
-    return _Record(folder, tags, (level, reasons))
+    return _Record(folder, tags, (level, reasons), code_record)
 
 
 def _capture_code(command: RunCommand, pcs_dir: Path) -> tuple[dict[str, Any], dict[str, str], list[str]]:
-    """Per component: source label, sha256, and git state of its file when in a work tree."""
+    """Per component: source label, sha256, where it was on disk and its git state.
+
+    A rerun of recorded code takes the git state of git-pinned components from
+    the recorded ``code.yaml``, so it reaches no git remote.
+    """
     record: dict[str, Any] = {"components": {}}
     tags: dict[str, str] = {}
     problems: list[str] = []
+    states: dict[str, GitState] = {}
     root_component = command.component
+    recorded = (command.recorded_code or {}).get("components") or {}
     for c in root_component.dependency_list():
         entry: dict[str, Any] = dict(command.code[c.identifier])
         if isinstance(c.repo, GitRepo):
-            commit = c.repo.resolve(c.version)
+            old = (recorded.get(c.identifier) or {}).get("git") or {}
+            if c._source_override is not None and old.get("commit"):
+                commit = str(old["commit"])  # the snapshot of this commit runs: no remote asked
+            else:
+                commit = c.repo.resolve(c.version)
             entry["git"] = {"url": c.repo.url, "commit": commit, "version": c.version}
             if not _is_remote_url(c.repo.url):
                 problems.append(f"{c.identifier} is pinned to a git repo at a local path ({c.repo.url})")
@@ -539,8 +729,17 @@ def _capture_code(command: RunCommand, pcs_dir: Path) -> tuple[dict[str, Any], d
                 tags[_keys.SOURCE_GIT_REPO_URL] = c.repo.url
         else:
             local = c.local_source_file()
-            state = git_state([local]) if local is not None else None
+            live_root = c._live_root()
+            if local is not None and live_root is not None:
+                entry["local_dir"] = str(c.repo.local_dir) if isinstance(c.repo, LocalRepo) else str(live_root)
+                entry["local_path"] = str(local)
+            closure_files = [
+                live_root / PurePosixPath(e["path"])
+                for e in command.closure_entries(c.identifier).values()
+            ] if live_root is not None else []
+            state = git_state([local] + closure_files) if local is not None else None
             if state is not None:
+                states[c.identifier] = state
                 entry["git"] = state.to_dict()
                 if state.dirty:
                     diff_dir = pcs_dir.parent / _keys.DIFF_ARTIFACT_DIR
@@ -556,7 +755,48 @@ def _capture_code(command: RunCommand, pcs_dir: Path) -> tuple[dict[str, Any], d
                     if state.remote_url:
                         tags[_keys.SOURCE_GIT_REPO_URL] = state.remote_url
         record["components"][c.identifier] = entry
+    _describe_closure(command, record, states)
     return record, tags, problems
+
+
+def _describe_closure(
+    command: RunCommand, record: dict[str, Any], states: dict[str, GitState] | None = None
+) -> None:
+    """Add every closure module to ``record["components"]``: where it was, and its git state.
+
+    Args:
+        command: the command whose closure is described.
+        record: the ``code.yaml`` data; entries already in it are kept.
+        states: the git state of each component's files, when just captured
+            (tells which closure files have uncommitted edits).
+    """
+    entries = record.setdefault("components", {})
+    for c in command.component.dependency_list():
+        owner = entries.get(c.identifier) or {}
+        git = owner.get("git") or {}
+        state = (states or {}).get(c.identifier)
+        live_root = c._live_root()
+        for key, module in command.closure_entries(c.identifier).items():
+            if key in entries:
+                continue
+            entry: dict[str, Any] = dict(module)
+            local = live_root / PurePosixPath(module["path"]) if live_root is not None else None
+            if local is not None:
+                entry["local_path"] = str(local)
+            if git:
+                entry["git"] = {k: git[k] for k in ("url", "commit", "version", "branch", "remote_url")
+                                if k in git}
+                if "dirty" in git:
+                    entry["git"]["dirty"] = _file_dirty(state, local) if state else bool(git["dirty"])
+            entries[key] = entry
+
+
+def _file_dirty(state: GitState, local: Path | None) -> bool:
+    """Whether one file of a captured git state has uncommitted edits (or is not committed)."""
+    if not state.dirty or local is None:
+        return state.dirty
+    rel = os.path.relpath(local.resolve(), state.root).replace(os.sep, "/")
+    return rel in state.untracked or f"diff --git a/{rel} b/{rel}" in state.diff
 
 
 def _capture_requirements(components: list, pcs_dir: Path) -> tuple[dict[str, Any], list[str]]:
@@ -582,12 +822,18 @@ def _capture_requirements(components: list, pcs_dir: Path) -> tuple[dict[str, An
 
 
 def _grade(command: RunCommand, git_problems: list[str], req_problems: list[str]) -> tuple[str, list[str]]:
-    """The reproducibility grade of a command, with reasons, at record time."""
+    """The reproducibility grade of a command, with reasons, at record time.
+
+    The modules a component imports from its own repo are in the snapshot (its
+    closure), so they do not lower the grade; modules the snapshot cannot hold
+    (compiled ones) and relative imports make it ``local``.
+    """
     blocking: list[str] = []
     local: list[str] = []
     for c in command.component.dependency_list():
         for problem in c.snapshot_problems():
             (local if "imports files next to it" in problem else blocking).append(problem)
+    local.extend(command.closure_problems)
     local.extend(git_problems)
     local.extend(req_problems)
     if blocking:

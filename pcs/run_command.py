@@ -2,23 +2,35 @@
 
 The identifier is the sha256 of the command's canonical spec, which covers the
 component DAG's structure, the entry point, every argument, the seed and a
-sha256 of every component's source. Editing a component file therefore makes
-a different command; running the same command again is the same computation.
+sha256 of every component's source and of every module in its closure (the
+modules it loads from its own repo, see :mod:`pcs._closure`). Editing a
+component file or a helper it imports therefore makes a different command;
+running the same command again is the same computation.
+
+``code`` maps each component identifier to ``{file, sha256}``, and each module
+of a component's closure, under ``"<component>:<module>"``, to ``{component,
+module, path, file, sha256}`` (``path`` relative to the component's repo root).
+Nothing in a command depends on where its files lie on disk: a local repo is
+written into the command's registry as ``path: "."`` (where the files were is
+in the run's ``pcs/code.yaml``), so the same code in two folders makes the same
+command, and publishing it from either does not conflict.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pcs import _keys
+from pcs import _closure, _keys
 from pcs._keys import FORMAT_VERSION
 from pcs.argument_set import ArgumentSet
-from pcs.component import Component
+from pcs.component import Closure, Component, session_for
 from pcs.environment import draw_seed
 from pcs.errors import ArgumentError, ComponentError, NotReproducibleError, RegistryError
 from pcs.registry import InMemoryRegistry, Registry
+from pcs.repo import LocalRepo, Repo
 from pcs.run import run_class
 from pcs.specs import check_format_version, content_hash, dump_yaml, sha256_bytes
 
@@ -27,6 +39,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from pcs.run import Run
 
 __all__ = ["RunCommand"]
+
+#: the path of every local repo in a run command's registry: where the files lay is
+#: machine-specific and lives in the run's pcs/code.yaml instead
+PORTABLE_LOCAL_PATH = "."
 
 
 class RunCommand:
@@ -57,6 +73,13 @@ class RunCommand:
         # source text by sha256, when this process holds it (not part of the spec)
         self.sources: dict[str, str] = dict(sources or {})
         self._identifier: str | None = None
+        # a session that loaded the components for this command, kept for its first run
+        self._prepared: tuple[_closure.Session, dict[str, Any]] | None = None
+        self.closure_problems: list[str] = []  # closure modules the snapshot cannot hold
+        self.imports: set[str] = set()  # top-level names the closure imports from elsewhere
+        # the code.yaml of the run a rerun of recorded code reproduces (its git state)
+        self.recorded_code: dict[str, Any] | None = None
+        self._registry_data: dict[str, Any] | None = None  # the registry it was read from
 
     @classmethod
     def create(
@@ -68,12 +91,16 @@ class RunCommand:
     ) -> RunCommand:
         """A command for running ``entry_point`` on ``component`` now.
 
-        Reads every component's source (the snapshot a rerun will use) and draws
-        a seed when none is given. Refuses unknown entry points and arguments
-        that name components outside the DAG before anything is recorded.
+        Reads every component's source (the snapshot a rerun will use), loads
+        the components in a fresh namespace to find the modules they import from
+        their repos (and the ones their code imports literally, inside functions
+        too), and draws a seed when none is given. Refuses unknown entry points
+        and arguments that name components outside the DAG before anything is
+        recorded. The loaded components are kept for this command's first run.
         """
         arg_set = ArgumentSet.coerce(argument_set)
         components = component.dependency_list()
+        component.check_argument_names(arg_set)
         code: dict[str, dict[str, str]] = {}
         sources: dict[str, str] = {}
         for c in components:
@@ -89,8 +116,7 @@ class RunCommand:
             digest = sha256_bytes(text.encode("utf-8"))
             code[c.identifier] = {"file": c.source_label(), "sha256": digest}
             sources[digest] = text
-        component.check_argument_names(arg_set)
-        return cls(
+        command = cls(
             component,
             entry_point,
             arg_set,
@@ -98,6 +124,83 @@ class RunCommand:
             code,
             sources,
         )
+        session = session_for(components)
+        try:
+            with session:
+                targets = component._load_targets_in(session, components)
+                command.scan(session)
+        finally:
+            session.close()
+        command._prepared = (session, targets)
+        return command
+
+    def scan(self, session: _closure.Session) -> None:
+        """Find the closure's literal imports (inside functions too) in ``session``, and absorb it."""
+        session.scan(
+            (cid, self.sources[entry["sha256"]])
+            for cid, entry in self.code.items()
+            if "module" not in entry and entry.get("sha256") in self.sources
+        )
+        self.absorb(session)
+
+    def absorb(self, session: _closure.Session) -> bool:
+        """Add the modules ``session`` pinned to the closure; whether the code map changed."""
+        by_id = {c.identifier: c for c in self.component.dependency_list()}
+        changed = False
+        for served in session.closure():
+            owner = by_id.get(served.key)
+            if owner is None:
+                continue
+            key = closure_key(served.key, served.name)
+            repo_id = owner.repo.identifier if owner.repo is not None else "<inline>"
+            entry = {
+                "component": served.key,
+                "module": served.name,
+                "path": served.module.path,
+                "file": f"{repo_id}:{served.module.path}",
+                "sha256": served.module.sha256,
+            }
+            if served.text is not None:
+                self.sources.setdefault(served.module.sha256, served.text)
+            if self.code.get(key) != entry:
+                self.code[key] = entry
+                changed = True
+        if changed:
+            self.code = dict(sorted(self.code.items()))
+            self._identifier = None
+        self.imports.update(session.imports)
+        for problem in session.problems:
+            if problem not in self.closure_problems:
+                self.closure_problems.append(problem)
+        return changed
+
+    def closure_entries(self, component_id: str) -> dict[str, dict[str, str]]:
+        """The code entries of ``component_id``'s closure, by key."""
+        return {
+            key: entry for key, entry in self.code.items()
+            if key != component_id and entry.get("component") == component_id and "module" in entry
+        }
+
+    def closures(self) -> dict[str, Closure]:
+        """Per component identifier: its closure's modules and the texts this process holds."""
+        out: dict[str, Closure] = {}
+        for c in self.component.dependency_list():
+            known = [
+                _closure.ModuleFile(str(e["module"]), str(e["path"]), str(e["sha256"]))
+                for e in self.closure_entries(c.identifier).values()
+                if e.get("sha256")
+            ]
+            out[c.identifier] = (known, {m.sha256: self.sources[m.sha256] for m in known
+                                         if m.sha256 in self.sources})
+        return out
+
+    def take_session(self) -> tuple[_closure.Session, dict[str, Any] | None]:
+        """The session that loaded this command's components (once), else a new one to load in."""
+        if self._prepared is not None:
+            session, targets = self._prepared
+            self._prepared = None
+            return session, targets
+        return session_for(self.component.dependency_list(), self.closures()), None
 
     @property
     def identifier(self) -> str:
@@ -164,50 +267,81 @@ class RunCommand:
         return command
 
     def to_registry(self, registry: Registry | None = None, force: bool = False) -> Registry:
-        """Add the command, its argument set, components and repos to a registry."""
+        """Add the command, its argument set, components and repos to a registry.
+
+        Local repos are added as ``path: "."`` (:data:`PORTABLE_LOCAL_PATH`), so the
+        same command from two folders or machines adds equal specs.
+        """
         registry = registry if registry is not None else InMemoryRegistry()
-        self.component.to_registry(registry, recurse=True, force=force)
+        for component in self.component.dependency_list():
+            if component.repo is not None:
+                registry.add_repo_spec(_portable_repo_spec(component.repo), force=force)
+            registry.add_component_spec(component.to_spec(), force=force)
         registry.add_argument_set_spec(self.argument_set.to_spec(), force=force)
         registry.add_run_command_spec(self.to_spec(), force=force)
         return registry
 
     @classmethod
     def from_registry(cls, registry: Registry, identifier: str) -> RunCommand:
+        """Rebuild the command ``identifier`` and its components from a registry."""
         spec = registry.get_run_command_spec(identifier)
         component = Component.from_registry(registry, str(spec.get("component")))
-        return cls.from_spec(spec, component)
+        command = cls.from_spec(spec, component)
+        _, repo_specs = registry.get_component_dag_specs(str(spec.get("component")))
+        for c in component.dependency_list():
+            raw = repo_specs.get(c.repo.identifier) if c.repo is not None else None
+            if (
+                isinstance(c.repo, LocalRepo) and raw is not None and c.file_path
+                and raw.get("path") != PORTABLE_LOCAL_PATH and Path(str(raw.get("path"))).is_absolute()
+                and not command.closure_entries(c.identifier)
+            ):
+                # written before closures were recorded: its sibling imports came from
+                # its folder, so a rerun may still find them there
+                local = c.repo.local_file(c.file_path)
+                if local.parent.is_dir():
+                    c._legacy_dirs = (c.repo.local_dir, local.parent)
+        if isinstance(registry, InMemoryRegistry):
+            command._registry_data = registry.to_dict()
+        return command
+
+    def copy(self) -> RunCommand:
+        """A new command with new Component objects, read back from this command's record."""
+        data = self._registry_data if self._registry_data is not None else self.to_registry().to_dict()
+        command = RunCommand.from_registry(InMemoryRegistry(copy.deepcopy(data)), self.identifier)
+        command.sources.update(self.sources)
+        return command
 
     def to_yaml_text(self) -> str:
         """The ``pcs/run_command.yaml`` artifact: a registry holding only this command."""
         return dump_yaml(self.to_registry().to_dict())
 
     def use_sources(self, sources: Mapping[str, str]) -> None:
-        """Make every component run the recorded source text (a rerun of recorded code)."""
+        """Make every component run the recorded source text and closure (a rerun of recorded code)."""
         for component in self.component.dependency_list():
             entry = self.code.get(component.identifier)
             if entry is None:
                 raise NotReproducibleError(
                     f"The run command records no code for component {component.identifier!r}."
                 )
-            text = sources.get(entry["sha256"])
-            if text is None:
-                raise NotReproducibleError(
-                    f"The snapshot of {entry['file']} (sha256 {entry['sha256'][:12]}) is missing "
-                    "from the run's artifacts, so the recorded code cannot be run. Rerun with "
-                    "code='current' to run the files as they are now."
-                )
-            if sha256_bytes(text.encode("utf-8")) != entry["sha256"]:
-                raise NotReproducibleError(
-                    f"The snapshot of {entry['file']} does not match its recorded sha256; the "
-                    "artifact was altered."
-                )
-            component._source_override = text
+            component._source_override = _recorded_text(entry, sources)
+            known: list[_closure.ModuleFile] = []
+            texts: dict[str, str] = {}
+            for module_entry in self.closure_entries(component.identifier).values():
+                if not module_entry.get("sha256"):
+                    continue  # a compiled module: the run was graded local for it
+                texts[module_entry["sha256"]] = _recorded_text(module_entry, sources)
+                known.append(_closure.ModuleFile(
+                    str(module_entry["module"]), str(module_entry["path"]), module_entry["sha256"]
+                ))
+            component._recorded_closure = (known, texts)
         self.sources.update(sources)
 
     def with_current_code(self) -> RunCommand:
-        """The same command over the component files as they are now."""
+        """The same command over the component files (and the modules they import) as they are now."""
         for component in self.component.dependency_list():
             component._source_override = None
+            component._recorded_closure = None
+            component._legacy_dirs = None
         return RunCommand.create(self.component, self.entry_point, self.argument_set, self.seed)
 
     def run(
@@ -240,6 +374,36 @@ class RunCommand:
             f"RunCommand({self.component.identifier!r}, {self.entry_point!r}, "
             f"seed={self.seed}, id={self.identifier[:12]})"
         )
+
+
+def closure_key(component_id: str, module: str) -> str:
+    """The key of a closure module's entry in a command's code map."""
+    return f"{component_id}:{module}"
+
+
+def _recorded_text(entry: Mapping[str, Any], sources: Mapping[str, str]) -> str:
+    """The recorded text of a code entry, checked against its sha256."""
+    text = sources.get(entry["sha256"])
+    if text is None:
+        raise NotReproducibleError(
+            f"The snapshot of {entry['file']} (sha256 {entry['sha256'][:12]}) is missing "
+            "from the run's artifacts, so the recorded code cannot be run. Rerun with "
+            "code='current' to run the files as they are now."
+        )
+    if sha256_bytes(text.encode("utf-8")) != entry["sha256"]:
+        raise NotReproducibleError(
+            f"The snapshot of {entry['file']} does not match its recorded sha256; the "
+            "artifact was altered."
+        )
+    return text
+
+
+def _portable_repo_spec(repo: Repo) -> dict[str, Any]:
+    """A repo's spec without the place of a local folder on this machine."""
+    spec = repo.to_spec()
+    if isinstance(repo, LocalRepo):
+        spec["path"] = PORTABLE_LOCAL_PATH
+    return spec
 
 
 def source_artifact_name(digest: str) -> str:

@@ -391,7 +391,8 @@ def test_print_status_tree(capsys, tmp_path, model_component):
     assert "model" in out and "simple = Simple" in out
 
 
-def test_component_importing_a_file_next_to_it_runs_and_is_graded_local(store, tmp_path):
+def test_component_importing_a_file_next_to_it_records_it_and_is_portable(store, tmp_path):
+    """The helper is part of the snapshot (the closure), so the run is portable (it was 'local')."""
     write_component(tmp_path / "p", "helpers.py", "def triple(x):\n    return 3 * x\n")
     write_component(tmp_path / "p", "main_mod.py", """
         from helpers import triple
@@ -403,8 +404,12 @@ def test_component_importing_a_file_next_to_it_runs_and_is_graded_local(store, t
     c = Component.from_repo(LocalRepo("p", tmp_path / "p"), "main_mod", "main_mod.py")
     run = c.run_with_arg_set("run", {"main_mod": {"run": {"x": 5}}})
     assert run.return_value == 15
-    assert run.grade == "local" and any("helpers" in r for r in run.grade_reasons)
+    assert run.grade == "portable", run.grade_reasons
+    entry = run.run_command.code["main_mod:helpers"]
+    assert entry["path"] == "helpers.py" and entry["module"] == "helpers"
+    assert (tmp_path / "p" / "helpers.py").read_text() in run.recorded_sources().values()
     assert sys.path == before
+    assert "helpers" not in sys.modules
 
 
 def test_class_imported_before_its_file_changed_runs_the_recorded_code(store, tmp_path, monkeypatch):

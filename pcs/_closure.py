@@ -1,0 +1,815 @@
+"""The code closure of components: every module a component loads from its own repo.
+
+A component's file rarely stands alone: it imports helpers from its folder
+(``from helpers import step``), at the top or inside a function. pcs finds
+these modules, records their text with the run, and makes every later load,
+first run or rerun, take them from one place:
+
+- A :class:`Tree` says where one component's files are: its repo root on disk
+  (a local folder, a git commit exported into ``$PCS_HOME/sources``, or a
+  recorded snapshot materialised there), the component's folder inside it, and
+  the modules already pinned (name -> path and sha256).
+- A :class:`Session` loads components in a fresh module namespace. While it is
+  active it holds the sources-cache entries its trees use (``pcs.cache.in_use``),
+  takes out of ``sys.modules`` every entry that a tree could serve (any module
+  whose file lies under a live tree's root, and every pinned name), and puts a
+  finder first on ``sys.meta_path`` that serves them: a module name found in a
+  component's folder, a module found on ``sys.path`` whose file lies under a
+  local repo root, a submodule of a served package, or a pinned (recorded) name.
+  A served module is executed from the text pcs read and hashed, with a real
+  ``__file__``, so lazy imports and ``Path(__file__).parent`` work. When the
+  session ends, the served modules leave ``sys.modules`` and the entries taken
+  out come back.
+- :meth:`Session.scan` finds literal imports in the served modules (also those
+  inside functions) without running them, so the closure is known before the
+  entry point runs; modules first imported while it runs (dynamic imports) are
+  served and pinned too, and reported by :meth:`Session.closure`.
+
+What is never served: the standard library, pcs itself, ``__main__``, names
+already imported from elsewhere (an installed module wins over a file of the
+same name, as it did when the folder was put on ``sys.path``), and any file
+inside the interpreter's prefixes or site-packages (a virtual environment
+inside a project is not the project's code).
+
+Thread safety: ``sys.modules`` and ``sys.meta_path`` belong to the process.
+Entering and leaving a session is serialised by a lock, and sessions nest
+(a component run inside another's entry point stashes and restores around
+itself). While a session is active, every thread of the process sees its
+modules under their names. Two sessions active at once in different threads
+are safe only when their components share no module names; pcs does not run
+component runs in parallel threads itself (sweeps use processes).
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import os
+import shutil
+import site
+import sys
+import tempfile
+import threading
+import types
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from pcs.specs import sha256_bytes
+
+__all__ = [
+    "ModuleFile",
+    "Served",
+    "Tree",
+    "Session",
+    "materialise",
+    "git_tree",
+    "literal_imports",
+    "excluded_path",
+]
+
+_LOCK = threading.RLock()
+_CODE_CACHE: dict[tuple[str, str], types.CodeType] = {}
+_EXTENSION_SUFFIXES = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+_NEVER_SERVED = frozenset({"__main__", "__future__", "pcs", "_pcs_components"})
+
+
+@dataclass(frozen=True)
+class ModuleFile:
+    """One module of a closure: its import name, path under the tree root, and text's sha256."""
+
+    name: str
+    path: str  # posix, relative to the tree root: "helpers.py", "lib/__init__.py"
+    sha256: str
+
+
+@dataclass
+class Served:
+    """A module a session pinned: where it came from and the exact text it runs."""
+
+    key: str  # the identifier of the component whose tree holds it
+    module: ModuleFile
+    text: str | None  # None for an extension module (it cannot be snapshotted)
+    file: Path  # where it lies on disk now
+    is_package: bool
+
+    @property
+    def name(self) -> str:
+        return self.module.name
+
+
+@dataclass
+class Tree:
+    """Where one component's files are, and which of its modules are already pinned.
+
+    Args:
+        key: the component's identifier.
+        file_path: the component file, posix, relative to the root.
+        root: the repo root on disk; or None, with ``opener`` giving it when the
+            session opens (materialising a snapshot, exporting a commit).
+        opener: called with the session's ExitStack; returns the root.
+        known: modules pinned already (a recorded closure, or one found before).
+        texts: text by sha256 for ``known``.
+        live: resolve names that are not pinned in the component's folder.
+        search_path: modules found on ``sys.path`` whose file lies under the root
+            are the component's too (a local repo).
+        fallback: (root, folder) of a live folder to resolve unpinned names in,
+            for records made before closures were recorded.
+    """
+
+    key: str
+    file_path: str
+    root: Path | None = None
+    opener: Callable[[ExitStack], Path] | None = None
+    known: Sequence[ModuleFile] = ()
+    texts: Mapping[str, str] = field(default_factory=dict)
+    live: bool = True
+    search_path: bool = False
+    fallback: tuple[Path, Path] | None = None
+
+    @property
+    def component_file(self) -> Path:
+        """The component's file on disk (valid once the session opened the tree)."""
+        if self.root is None:
+            raise RuntimeError("the tree is not open")  # pragma: no cover - internal misuse
+        return self.root.joinpath(*PurePosixPath(self.file_path).parts)
+
+    @property
+    def folder(self) -> Path:
+        return self.component_file.parent
+
+
+class Session:
+    """Components loaded in a fresh module namespace, with their closure watched.
+
+    Use as a context manager around loading the components and running the
+    entry point; it can be entered again later (the modules it loaded come
+    back under their names). See the module docstring for what it promises.
+    """
+
+    def __init__(self, trees: Sequence[Tree]) -> None:
+        self.trees = list(trees)
+        self._by_key = {t.key: t for t in self.trees}
+        self._pinned: dict[str, Served] = {}
+        self._namespaces: dict[str, tuple[Tree, list[Path], Path]] = {}
+        self._loaded: dict[str, types.ModuleType] = {}
+        self._stashed: list[dict[str, Any]] = []
+        self._local_files: set[str] = set()
+        self._listings: dict[Path, dict[str, str]] = {}
+        self._misses: set[str] = set()  # top-level names not found on sys.path under a root
+        self._stack: ExitStack | None = None
+        self._opened = False
+        self._finder: _Finder | None = None
+        self._depth = 0
+        self.imports: set[str] = set()  # top-level names of modules the closure imports from elsewhere
+        self.problems: list[str] = []
+
+    # -- entering and leaving ---------------------------------------------------------------
+
+    def open(self) -> None:
+        """Hold the trees' roots (materialised or exported when missing) in use until :meth:`close`."""
+        if self._stack is not None:
+            return
+        stack = ExitStack()
+        try:
+            for tree in self.trees:
+                if tree.opener is not None:
+                    tree.root = tree.opener(stack)
+        except BaseException:
+            stack.close()
+            raise
+        self._stack = stack
+        if self._opened:
+            return
+        self._opened = True
+        for tree in self.trees:
+            if tree.root is None:
+                continue
+            self._local_files.add(str(tree.component_file))
+            for module in tree.known:
+                if module.name not in self._pinned:
+                    self._pin(tree, module, tree.root, tree.texts.get(module.sha256))
+
+    def close(self) -> None:
+        """Release the cache entries the trees use (the session can be opened again)."""
+        if self._stack is not None:
+            self._stack.close()
+            self._stack = None
+
+    def __enter__(self) -> Session:
+        self.open()
+        with _LOCK:
+            if self._depth == 0:
+                stash = self._take_out()
+                for name, module in self._loaded.items():
+                    sys.modules[name] = module
+                self._finder = _Finder(self)
+                sys.meta_path.insert(0, self._finder)
+                self._stashed.append(stash)
+            self._depth += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with _LOCK:
+            self._depth -= 1
+            if self._depth > 0:
+                return
+            if self._finder is not None:
+                try:
+                    sys.meta_path.remove(self._finder)
+                except ValueError:
+                    pass
+                self._finder = None
+            for name, module in self._loaded.items():
+                if sys.modules.get(name) is module:
+                    del sys.modules[name]
+            stash = self._stashed.pop() if self._stashed else {}
+            for name, module in stash.items():
+                sys.modules.setdefault(name, module)
+
+    def _take_out(self) -> dict[str, Any]:
+        """Take out of ``sys.modules`` every entry this session may serve.
+
+        That is: every module whose file lies under a live tree's root, and every
+        name a tree serves (pinned, or a module in a component's folder) unless
+        the entry in ``sys.modules`` is installed (site-packages, the standard
+        library): an installed library keeps its name, so that pcs and MLflow,
+        which run inside the session too, never get a project's ``yaml.py``.
+        """
+        files = _FILES
+        candidates = set(self._pinned)
+        live = [t for t in self.trees if t.root is not None and t.live and not excluded_path(str(t.root))]
+        for tree in live:
+            candidates.update(n for n, kind in self._listing(tree.folder).items() if kind != "dir"
+                              or (tree.folder / n / "__init__.py").is_file())
+        for tree in self.trees:
+            if tree.fallback is not None:
+                candidates.update(self._listing(tree.fallback[1]))
+        names: set[str] = set()
+        for name in candidates:
+            module = sys.modules.get(name)
+            if module is None or name.split(".", 1)[0] in _NEVER_SERVED or name in sys.stdlib_module_names:
+                continue
+            seen = files.get(name)
+            if seen is None or seen[0] != id(module):
+                seen = _remember(name, module)
+            if not seen[2]:
+                names.add(name)
+        roots = tuple(str(t.root) + os.sep for t in live) + tuple(
+            str(t.fallback[1]) + os.sep for t in self.trees if t.fallback is not None
+        )
+        if roots:
+            for name, module in list(sys.modules.items()):
+                seen = files.get(name)
+                if seen is None or seen[0] != id(module):
+                    seen = _remember(name, module)
+                if seen[1] is not None and not seen[2] and seen[1].startswith(roots):
+                    names.add(name)
+        names = {n for n in names if n.split(".", 1)[0] not in _NEVER_SERVED}
+        if not names:
+            return {}
+        below = tuple(t + "." for t in names)
+        return {
+            name: sys.modules.pop(name)
+            for name in list(sys.modules)
+            if name in names or name.startswith(below)
+        }
+
+    # -- what was found -------------------------------------------------------------------------
+
+    def tree(self, key: str) -> Tree | None:
+        """The opened tree of component ``key``, or None (an inline component)."""
+        tree = self._by_key.get(key)
+        return tree if tree is not None and tree.root is not None else None
+
+    def note_local_file(self, path: str | os.PathLike[str]) -> None:
+        """Count imports made by code in ``path`` as the closure's own (a component module)."""
+        self._local_files.add(str(path))
+
+    def closure(self) -> list[Served]:
+        """Every module pinned: served, or found by :meth:`scan`, in the order first seen."""
+        return list(self._pinned.values())
+
+    def scan(self, texts: Iterable[tuple[str, str]] = ()) -> None:
+        """Pin the local modules that ``texts`` and the pinned modules import literally.
+
+        Imports inside functions count too; nothing is executed. Names that are
+        not local are added to :attr:`imports`.
+
+        Args:
+            texts: (module name or "", source text) of component files.
+        """
+        queue: list[tuple[str, bool, str]] = [("", False, text) for _, text in texts]
+        for served in list(self._pinned.values()):
+            if served.text is not None:
+                queue.append((served.name, served.is_package, served.text))
+        done: set[tuple[str, str]] = set()
+        while queue:
+            name, is_package, text = queue.pop()
+            key = (name, sha256_bytes(text.encode("utf-8")))
+            if key in done:
+                continue
+            done.add(key)
+            for target in _absolute_names(name, is_package, literal_imports(text)):
+                for found in self._resolve_chain(target):
+                    if found.text is not None:
+                        queue.append((found.name, found.is_package, found.text))
+
+    def _resolve_chain(self, target: str) -> list[Served]:
+        """Pin ``target`` and its parent packages when local; newly pinned ones are returned."""
+        parts = target.split(".")
+        new: list[Served] = []
+        for i in range(1, len(parts) + 1):
+            name = ".".join(parts[:i])
+            before = name in self._pinned or name in self._namespaces
+            found = self._lookup(name)
+            if found is None:
+                if i == 1:
+                    self.imports.add(name)
+                return new
+            if not before and isinstance(found, Served):
+                new.append(found)
+        return new
+
+    # -- resolution -------------------------------------------------------------------------------
+
+    def _lookup(
+        self, name: str, by_local_code: bool = True
+    ) -> Served | tuple[Tree, list[Path], Path] | None:
+        """What this session serves for ``name``: a pinned module, a namespace package, or None.
+
+        Args:
+            name: the full module name.
+            by_local_code: the import comes from the closure's own code (a static
+                scan), so modules on ``sys.path`` under a repo root are looked for
+                without looking at who imports.
+        """
+        if name in self._pinned:
+            return self._pinned[name]
+        if name in self._namespaces:
+            return self._namespaces[name]
+        parent, _, last = name.rpartition(".")
+        if parent:
+            holder = self._pinned.get(parent) or self._namespaces.get(parent)
+            if holder is None:
+                # a recorded closure names its packages' modules; a synthesised parent
+                # package covers names recorded under it
+                return None
+            if isinstance(holder, Served):
+                if not holder.is_package:
+                    return None
+                tree = self._by_key[holder.key]
+                dirs = [holder.file.parent]
+                base = self._base_of(tree, holder.file)
+            else:
+                tree, dirs, base = holder
+            if not (tree.live or tree.fallback is not None):
+                return None
+            for folder in dirs:
+                found = self._in_folder(tree, folder, last, name, base)
+                if found is not None:
+                    return found
+            return None
+        if name in _NEVER_SERVED or name in sys.stdlib_module_names:
+            return None
+        if name in sys.modules and name not in self._loaded:
+            return None  # imported from elsewhere before: it wins, as it did on sys.path
+        for tree in self.trees:
+            if tree.root is None:
+                continue
+            for base, folder in self._search_folders(tree):
+                found = self._in_folder(tree, folder, name, name, base)
+                if found is not None:
+                    return found
+        if name in self._misses or not (by_local_code or self._importer_is_local()):
+            # the closure's own imports only: a library probing for an optional module
+            # (torch, pyspark) must not pay for a search of sys.path on every run
+            return None
+        for tree in self.trees:
+            if tree.root is not None and tree.search_path and tree.live:
+                found = self._on_sys_path(tree, name)
+                if found is not None:
+                    return found
+        self._misses.add(name)
+        return None
+
+    def _search_folders(self, tree: Tree) -> list[tuple[Path, Path]]:
+        """(root, folder) pairs where unpinned top-level names of ``tree`` are looked up."""
+        out: list[tuple[Path, Path]] = []
+        if tree.live and tree.root is not None and not excluded_path(str(tree.root)):
+            out.append((tree.root, tree.folder))
+        if tree.fallback is not None:
+            out.append(tree.fallback)
+        return out
+
+    def _base_of(self, tree: Tree, file: Path) -> Path:
+        """The root a pinned file's relative path is measured from."""
+        if tree.fallback is not None and _is_under(str(file), str(tree.fallback[0])) and not (
+            tree.root is not None and _is_under(str(file), str(tree.root))
+        ):
+            return tree.fallback[0]
+        return tree.root if tree.root is not None else file.parent
+
+    def _listing(self, folder: Path) -> dict[str, str]:
+        """Importable names in ``folder``: name -> "dir", "py" or an extension module's file name."""
+        listing = self._listings.get(folder)
+        if listing is not None:
+            return listing
+        listing = {}
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            entries = []
+        for entry in entries:
+            fname = entry.name
+            if fname.endswith(".py"):
+                if fname[:-3].isidentifier() and listing.get(fname[:-3]) != "dir":
+                    listing[fname[:-3]] = "py"
+            elif fname.isidentifier():
+                try:
+                    if entry.is_dir():
+                        listing[fname] = "dir"  # looked at first, as Python's own finder does
+                except OSError:
+                    pass
+            else:
+                for suffix in _EXTENSION_SUFFIXES:
+                    stem = fname[: -len(suffix)]
+                    if fname.endswith(suffix) and stem.isidentifier() and stem not in listing:
+                        listing[stem] = fname
+                        break
+        self._listings[folder] = listing
+        return listing
+
+    def _in_folder(
+        self, tree: Tree, folder: Path, last: str, name: str, base: Path
+    ) -> Served | tuple[Tree, list[Path], Path] | None:
+        """Pin ``name`` when ``folder`` holds it as a package, a module or a namespace folder."""
+        kind = self._listing(folder).get(last)
+        if kind is None:
+            return None
+        if kind == "dir":
+            init = folder / last / "__init__.py"
+            if init.is_file():
+                return self._pin_file(tree, name, init, base, is_package=True)
+            module = folder / f"{last}.py"
+            if module.is_file():
+                return self._pin_file(tree, name, module, base, is_package=False)
+            if "." not in name:
+                spec = importlib.machinery.PathFinder.find_spec(name)
+                if spec is not None and spec.origin not in (None, "namespace"):
+                    return None  # a regular module elsewhere beats a namespace folder here
+            space = (tree, [folder / last], base)
+            self._namespaces[name] = space
+            return space
+        if kind == "py":
+            return self._pin_file(tree, name, folder / f"{last}.py", base, is_package=False)
+        return self._pin_extension(tree, name, folder / kind, base)
+
+    def _on_sys_path(self, tree: Tree, name: str) -> Served | tuple[Tree, list[Path], Path] | None:
+        """A module found on sys.path whose file lies under a local repo root."""
+        assert tree.root is not None
+        try:
+            spec = importlib.machinery.PathFinder.find_spec(name)
+        except (ImportError, ValueError):
+            return None
+        if spec is None:
+            return None
+        root = str(tree.root)
+        origin = spec.origin
+        if origin and origin != "namespace":
+            real = os.path.realpath(origin)
+            if not _is_under(real, root) or excluded_path(real):
+                return None
+            path = Path(real)
+            if origin.endswith(_EXTENSION_SUFFIXES):
+                return self._pin_extension(tree, name, path, tree.root)
+            if not origin.endswith(".py"):
+                return None
+            return self._pin_file(
+                tree, name, path, tree.root, is_package=spec.submodule_search_locations is not None
+            )
+        locations = [Path(os.path.realpath(p)) for p in (spec.submodule_search_locations or [])]
+        inside = [p for p in locations if _is_under(str(p), root) and not excluded_path(str(p))]
+        if not inside:
+            return None
+        space = (tree, inside, tree.root)
+        self._namespaces[name] = space
+        return space
+
+    def _pin_file(self, tree: Tree, name: str, path: Path, base: Path, is_package: bool) -> Served | None:
+        try:
+            text = importlib.util.decode_source(path.read_bytes())
+        except (OSError, UnicodeDecodeError, SyntaxError) as exc:
+            self.problems.append(f"{name} ({path.name}) cannot be read as Python source: {exc}")
+            return None
+        rel = _relative(path, base)
+        module = ModuleFile(name, rel, sha256_bytes(text.encode("utf-8")))
+        return self._pin(tree, module, base, text, is_package)
+
+    def _pin_extension(self, tree: Tree, name: str, path: Path, base: Path) -> Served:
+        rel = _relative(path, base)
+        served = Served(tree.key, ModuleFile(name, rel, ""), None, path, False)
+        self._pinned[name] = served
+        self.problems.append(
+            f"{tree.key} imports {name}, a compiled module in its repo ({rel}), which the "
+            "source snapshot cannot hold"
+        )
+        return served
+
+    def _pin(
+        self, tree: Tree, module: ModuleFile, base: Path, text: str | None,
+        is_package: bool | None = None,
+    ) -> Served:
+        file = base.joinpath(*PurePosixPath(module.path).parts)
+        if text is None:
+            try:
+                text = importlib.util.decode_source(file.read_bytes())
+            except (OSError, UnicodeDecodeError, SyntaxError):
+                text = ""
+        package = module.path.endswith("/__init__.py") or module.path == "__init__.py"
+        served = Served(tree.key, module, text, file, package if is_package is None else is_package)
+        self._pinned[module.name] = served
+        self._local_files.add(str(file))
+        parent = module.name.rpartition(".")[0]
+        while parent and parent not in self._pinned and parent not in self._namespaces:
+            # a recorded submodule whose package holds no __init__.py (or is not recorded)
+            folder = file.parent
+            depth = module.name.count(".") - parent.count(".")
+            for _ in range(depth - 1):
+                folder = folder.parent
+            self._namespaces[parent] = (tree, [folder], base)
+            parent = parent.rpartition(".")[0]
+        return served
+
+    def _importer_is_local(self) -> bool:
+        """Whether the code asking for an import (past importlib's and pcs's frames) is the closure's."""
+        frame = sys._getframe(1)
+        while frame is not None:
+            module = frame.f_globals.get("__name__", "")
+            if isinstance(module, str) and not module.startswith(
+                ("importlib", "_frozen_importlib", "pcs._closure")
+            ):
+                if not frame.f_code.co_filename.startswith("<frozen"):
+                    file = frame.f_globals.get("__file__")
+                    return isinstance(file, str) and file in self._local_files
+            frame = frame.f_back  # type: ignore[assignment]
+        return False
+
+
+class _Finder:
+    """The meta path finder of a session: serves its modules, notes other imports."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None = None, target: types.ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        session = self.session
+        found = session._lookup(fullname, by_local_code=False)
+        if found is None:
+            if "." not in fullname and session._importer_is_local():
+                session.imports.add(fullname)
+            return None
+        if isinstance(found, tuple):
+            spec = importlib.machinery.ModuleSpec(fullname, _Loader(session, None), is_package=True)
+            spec.submodule_search_locations = [str(p) for p in found[1]]
+            return spec
+        if found.text is None:
+            return importlib.util.spec_from_file_location(fullname, found.file)
+        spec = importlib.machinery.ModuleSpec(
+            fullname, _Loader(session, found), origin=str(found.file), is_package=found.is_package
+        )
+        spec.has_location = True
+        if found.is_package:
+            spec.submodule_search_locations = [str(found.file.parent)]
+        return spec
+
+    def invalidate_caches(self) -> None:
+        self.session._listings.clear()
+        self.session._misses.clear()
+
+
+class _Loader(importlib.abc.Loader):
+    """Executes a served module from the exact text the session pinned."""
+
+    def __init__(self, session: Session, served: Served | None) -> None:
+        self.session = session
+        self.served = served
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> None:
+        return None
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        session = self.session
+        session._loaded[module.__name__] = module
+        if self.served is None or self.served.text is None:
+            return  # a namespace package: nothing to run
+        try:
+            code = compiled(self.served.text, str(self.served.file), self.served.module.sha256)
+            exec(code, module.__dict__)  # noqa: S102 - running the component's own modules is the point
+        except BaseException:
+            session._loaded.pop(module.__name__, None)  # importlib drops it from sys.modules too
+            raise
+
+    def get_source(self, fullname: str) -> str | None:
+        return self.served.text if self.served is not None else None
+
+    def is_package(self, fullname: str) -> bool:
+        return self.served.is_package if self.served is not None else True
+
+    def get_filename(self, fullname: str) -> str:
+        if self.served is None:
+            raise ImportError(f"{fullname} is a namespace package")
+        return str(self.served.file)
+
+
+# sys.modules name -> (id of the module, its __file__ or None, whether it is installed)
+_FILES: dict[str, tuple[int, str | None, bool]] = {}
+
+
+def _remember(name: str, module: Any) -> tuple[int, str | None, bool]:
+    """Note a ``sys.modules`` entry's file and whether it is installed (scans stay cheap)."""
+    try:
+        file = getattr(module, "__file__", None)
+    except Exception:  # noqa: BLE001 - lazy modules may raise on any attribute
+        file = None
+    path = file if isinstance(file, str) else None
+    seen = (id(module), path, path is not None and excluded_path(path))
+    _FILES[name] = seen
+    return seen
+
+
+def compiled(text: str, filename: str, digest: str | None = None) -> types.CodeType:
+    """``text`` compiled for ``filename``, cached by content."""
+    key = (digest or sha256_bytes(text.encode("utf-8")), filename)
+    code = _CODE_CACHE.get(key)
+    if code is None:
+        code = compile(text, filename, "exec", dont_inherit=True)
+        _CODE_CACHE[key] = code
+    return code
+
+
+# -- static scan ------------------------------------------------------------------------------
+
+_SCANS: dict[str, tuple[tuple[int, str, tuple[str, ...]], ...]] = {}
+
+
+def literal_imports(text: str) -> tuple[tuple[int, str, tuple[str, ...]], ...]:
+    """Every import statement of ``text``, anywhere in it: (level, module, names), cached by content."""
+    digest = sha256_bytes(text.encode("utf-8"))
+    found = _SCANS.get(digest)
+    if found is None:
+        try:
+            tree = ast.parse(text)
+        except (SyntaxError, ValueError):
+            tree = None
+        out: list[tuple[int, str, tuple[str, ...]]] = []
+        for node in ast.walk(tree) if tree is not None else ():
+            if isinstance(node, ast.Import):
+                out.extend((0, alias.name, ()) for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                out.append((node.level, node.module or "", tuple(a.name for a in node.names)))
+        found = tuple(out)
+        _SCANS[digest] = found
+    return found
+
+
+def _absolute_names(
+    module: str, is_package: bool, imports: Iterable[tuple[int, str, tuple[str, ...]]]
+) -> list[str]:
+    """Absolute module names an import list may load, resolved against ``module``'s package."""
+    names: list[str] = []
+    for level, target, attrs in imports:
+        if level:
+            if not module:
+                continue  # a component file's relative import: graded where it is noticed
+            package = module if is_package else module.rpartition(".")[0]
+            for _ in range(level - 1):
+                package = package.rpartition(".")[0]
+            if not package:
+                continue
+            target = f"{package}.{target}" if target else package
+        if not target:
+            continue
+        names.append(target)
+        names.extend(f"{target}.{a}" for a in attrs if a != "*")
+    return names
+
+
+# -- where trees come from ---------------------------------------------------------------------
+
+
+def materialise(files: Mapping[str, str], stack: ExitStack) -> Path:
+    """A folder in ``$PCS_HOME/sources`` holding ``files`` (posix path -> text), held in use.
+
+    The folder's name is a hash of the paths and texts, so equal snapshots share
+    one folder; it is written through a temp folder marked with this process's
+    id and renamed into place, so it appears complete or not at all.
+    """
+    from pcs import _config
+    from pcs.cache import in_use
+
+    lines = sorted(f"{p}\0{sha256_bytes(t.encode('utf-8'))}" for p, t in files.items())
+    entry = _config.cache_dir("sources") / sha256_bytes("\n".join(lines).encode("utf-8"))[:40]
+    stack.enter_context(in_use(entry))
+    if not entry.is_dir():
+        def write(tmp: Path) -> None:
+            for rel, text in files.items():
+                target = tmp.joinpath(*_safe_parts(rel))
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(text, encoding="utf-8")
+                target.chmod(0o444)  # a snapshot is not edited in place
+        _publish(entry, "materialise", write)
+    return entry
+
+
+def git_tree(repo: Any, commit: str, folder: str, stack: ExitStack) -> Path:
+    """The files of ``folder`` (posix; "" for all) of a git commit, in ``$PCS_HOME/sources``.
+
+    Args:
+        repo: a ``GitRepo``; its cached clone is fetched only when it lacks the commit.
+        commit: a full commit sha.
+        folder: the folder to export, relative to the repo root.
+        stack: holds the entry in use until it closes.
+    """
+    from pcs import _config
+    from pcs.cache import in_use
+
+    key = sha256_bytes(f"{repo.url}\0{commit}\0{folder}".encode())
+    entry = _config.cache_dir("sources") / f"git-{key[:36]}"
+    stack.enter_context(in_use(entry))
+    if not entry.is_dir():
+        _publish(entry, "export", lambda tmp: repo.export_files(
+            commit, [folder] if folder else None, tmp
+        ))
+    return entry
+
+
+def _publish(entry: Path, purpose: str, build: Callable[[Path], Any]) -> None:
+    """Build a cache entry in a pid-marked temp folder next to it, then rename it into place."""
+    tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{entry.name}.pcs-{os.getpid()}-{purpose}-"))
+    try:
+        tmp.rmdir()  # builders that need a new folder (export_files) get one that does not exist
+        build(tmp)
+        tmp.mkdir(exist_ok=True)
+        try:
+            os.rename(tmp, entry)
+        except OSError:
+            if not entry.is_dir():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # another process made the same entry first
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _safe_parts(rel: str) -> tuple[str, ...]:
+    parts = PurePosixPath(rel).parts
+    if not parts or PurePosixPath(rel).is_absolute() or any(p in ("", "..") for p in parts):
+        from pcs.errors import NotReproducibleError
+
+        raise NotReproducibleError(
+            f"The recorded source path {rel!r} is not a relative path inside the repo; the "
+            "record was altered, so pcs will not write it."
+        )
+    return parts
+
+
+def _relative(path: Path, base: Path) -> str:
+    return PurePosixPath(*Path(os.path.relpath(path, base)).parts).as_posix()
+
+
+def _is_under(path: str, root: str) -> bool:
+    return path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+@lru_cache(maxsize=1)
+def _excluded_prefixes() -> tuple[str, ...]:
+    """Folders whose files are never a component's own: the interpreter, site-packages, pcs."""
+    places = {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix}
+    try:
+        places.update(site.getsitepackages())
+    except AttributeError:  # pragma: no cover - old virtualenv's site module
+        pass
+    user = site.getusersitepackages() if hasattr(site, "getusersitepackages") else None
+    if isinstance(user, str):
+        places.add(user)
+    places.add(str(Path(__file__).resolve().parent))
+    out: set[str] = set()
+    for place in places:
+        if place:
+            out.add(place.rstrip(os.sep) + os.sep)
+            out.add(os.path.realpath(place).rstrip(os.sep) + os.sep)
+    return tuple(sorted(out))
+
+
+def excluded_path(path: str) -> bool:
+    """Whether ``path`` lies inside the interpreter's prefixes, site-packages or pcs."""
+    candidate = path if path.endswith(os.sep) else path + os.sep
+    return candidate.startswith(_excluded_prefixes())
