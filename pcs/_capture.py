@@ -31,12 +31,14 @@ import threading
 from pathlib import Path
 from typing import Any, TextIO
 
+from pcs import _keys
+
 __all__ = ["OutputCapture", "LIMIT_BYTES", "CUT_TAGS", "STREAM_FILES"]
 
 LIMIT_BYTES = 8 * 1024 * 1024  # kept per stream
 STREAM_FILES = {"stdout": "stdout.txt", "stderr": "stderr.txt"}
 #: tag per stream: how many bytes the run printed beyond what was kept
-CUT_TAGS = {"stdout": "pcs.stdout_cut_bytes", "stderr": "pcs.stderr_cut_bytes"}
+CUT_TAGS = {"stdout": _keys.STDOUT_CUT, "stderr": _keys.STDERR_CUT}
 
 
 class _Tee:

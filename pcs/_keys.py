@@ -39,6 +39,8 @@ SWEEP_ID = "pcs.sweep_id"
 TRIAL = "pcs.trial"
 VERIFICATION = "pcs.verification"  # the verdict of a verified rerun, on the new run
 SEED_PARAM = "pcs.seed"  # the seed, also as an MLflow param
+STDOUT_CUT = "pcs.stdout_cut_bytes"  # bytes of the entry point's output not kept
+STDERR_CUT = "pcs.stderr_cut_bytes"
 
 # MLflow's own tags
 PARENT_RUN_ID = "mlflow.parentRunId"
@@ -59,6 +61,8 @@ DIFF_ARTIFACT_DIR = "pcs/git_diff"
 CODE_ARTIFACT = "pcs/code.yaml"
 REQUIREMENTS_DIR = "pcs/requirements"
 ENVIRONMENT_ARTIFACT = "pcs/environment.yaml"
+ENVIRONMENT_USED_ARTIFACT = "pcs/environment_used.yaml"  # written at the end of a run
+IMPORTS_ARTIFACT = "pcs/imports.yaml"  # modules the component's code imported
 RETURN_VALUE_STEM = "pcs/return_value"
 TRACEBACK_ARTIFACT = "pcs/traceback.txt"
 STDOUT_ARTIFACT = "pcs/stdout.txt"

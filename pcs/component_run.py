@@ -42,7 +42,14 @@ from pcs._capture import OutputCapture
 from pcs._features import feature
 from pcs._yaml import load_json, load_yaml
 from pcs.argument_set import ArgumentSet
-from pcs.environment import environment_yaml, seed_everything
+from pcs.environment import (
+    SeedReport,
+    environment_yaml,
+    loaded_top_level_modules,
+    modules_used_by_run,
+    seeded,
+    used_environment_yaml,
+)
 from pcs.errors import (
     ArgumentError,
     NotReproducibleError,
@@ -50,6 +57,7 @@ from pcs.errors import (
     ReproducibilityError,
     UnverifiableError,
 )
+from pcs.progress import ProgressCallback
 from pcs.registry import InMemoryRegistry
 from pcs.repo import GitRepo, GitState, LocalRepo, git_state
 from pcs.run import Run, _pop_active, _push_active, active_runs
@@ -65,7 +73,7 @@ __all__ = ["ComponentRun", "active_component_run", "GRADES", "argument_params"]
 
 #: the top-level names of the modules a run's code imports from outside its repo
 #: (to move to pcs._keys with the other stored names)
-IMPORTS_ARTIFACT = "pcs/imports.yaml"
+IMPORTS_ARTIFACT = _keys.IMPORTS_ARTIFACT
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +111,8 @@ class ComponentRun(Run):
         self._trusted = False
         self._imports: list[str] | None = None
         self._capture: OutputCapture | None = None
+        self._seed_report: SeedReport | None = None
+        self._loaded_before: frozenset[str] = frozenset()
         self.verification: Verification | None = None
 
     # -- executing a command -----------------------------------------------------------
@@ -207,8 +217,8 @@ class ComponentRun(Run):
         capture = self._capture = OutputCapture()
         _push_active(self)
         try:
-            seed_everything(command.seed)
-            with capture:
+            self._loaded_before = loaded_top_level_modules()
+            with seeded(command.seed) as self._seed_report, capture:
                 objects = component._build_objects(command.argument_set, targets)
                 self._managed_ids = {id(o) for o in objects.values()}
                 entry = getattr(objects[component.identifier], command.entry_point)
@@ -244,6 +254,11 @@ class ComponentRun(Run):
                 # modules first imported while the entry point ran: the record must cover them
                 record.rewrite(command, end)
                 tags[_keys.RUN_COMMAND_ID] = command.identifier
+            # the distributions the run used, which a rebuilt environment installs
+            names = modules_used_by_run(command.sources.values(), self._loaded_before)
+            fingerprint, text = used_environment_yaml(names | set(command.imports), self._seed_report)
+            (end / Path(_keys.ENVIRONMENT_USED_ARTIFACT).name).write_text(text, encoding="utf-8")
+            tags[_keys.ENVIRONMENT_FINGERPRINT] = fingerprint
         except Exception as exc:  # noqa: BLE001 - the run must still end; say what is missing
             log.warning("pcs: could not stage the end of run %s: %s", self.identifier, exc)
         return end, tags
@@ -361,9 +376,12 @@ class ComponentRun(Run):
 
     @property
     def environment(self) -> dict[str, Any]:
-        """The recorded ``pcs/environment.yaml``."""
+        """What the run ran on: ``pcs/environment.yaml`` (recorded at start), updated with
+        ``pcs/environment_used.yaml`` (the distributions it used, recorded at the end)."""
         if self._environment is None:
-            self._environment = self._read_yaml(_keys.ENVIRONMENT_ARTIFACT) or {}
+            start = self._read_yaml(_keys.ENVIRONMENT_ARTIFACT) or {}
+            end = self._read_yaml(_keys.ENVIRONMENT_USED_ARTIFACT) or {}
+            self._environment = {**start, **end} if isinstance(end, dict) else start
         return self._environment
 
     @property
@@ -469,6 +487,7 @@ class ComponentRun(Run):
         rtol: float = 0.0,
         atol: float = 0.0,
         ignore: tuple[str, ...] | list[str] = (),
+        progress: ProgressCallback | None = None,
     ) -> ComponentRun:
         """Execute the recorded command again as a new run, tagged ``pcs.rerun_of``.
 
@@ -487,6 +506,7 @@ class ComponentRun(Run):
                 virtual environment with the recorded distributions' versions.
             rtol, atol: tolerance for comparing metric values (``math.isclose``).
             ignore: metric or param names (glob patterns) not to compare.
+            progress: hears of the rebuilt environment's progress (``env="recorded"``).
         """
         if code not in ("recorded", "current", "git"):
             raise ArgumentError(f"code must be 'recorded', 'current' or 'git'; got {code!r}.")
@@ -498,7 +518,9 @@ class ComponentRun(Run):
                 + "; ".join(self.grade_reasons)
             )
         if env == "recorded":
-            new = feature("rerun_in_recorded_env")(self, code=code, run_name=run_name)
+            new = feature("rerun_in_recorded_env")(
+                self, code=code, run_name=run_name, progress=progress
+            )
         else:
             new = self.command_for_rerun(code).run(
                 rerun_of=self,

@@ -42,7 +42,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pcs import _config
+from pcs import _config, _keys
 from pcs._features import provides
 from pcs.errors import ArgumentError, EnvironmentBuildError
 from pcs.progress import ProgressCallback
@@ -64,7 +64,7 @@ log = logging.getLogger(__name__)
 
 
 
-ENVIRONMENT_USED_ARTIFACT = "pcs/environment_used.yaml"  # written at the end of a run
+ENVIRONMENT_USED_ARTIFACT = _keys.ENVIRONMENT_USED_ARTIFACT
 MARKER = "pcs-environment.yaml"  # inside a complete environment: what it was built from
 RUNTIME_PTH = "_pcs_runtime.pth"
 # distributions a virtual environment brings, or that are this package (old records only)

@@ -467,23 +467,26 @@ def _code_causes(a: ComponentRun, b: ComponentRun, code_a: dict, code_b: dict) -
     """
     causes = []
     changed: list[str] = []
-    changed_ids: list[str] = []
-    for cid in sorted(set(code_a) | set(code_b)):
-        ea, eb = code_a.get(cid), code_b.get(cid)
+    changed_ids: list[tuple[str | None, str | None]] = []
+    by_a, by_b = _by_component_name(code_a), _by_component_name(code_b)
+    for key in sorted(set(by_a) | set(by_b)):
+        (cid_a, ea), (cid_b, eb) = by_a.get(key, (None, None)), by_b.get(key, (None, None))
         if ea is None or eb is None:
-            causes.append(f"code: component {cid} is in only one of the runs")
+            entry = ea or eb or {}
+            where = "the original" if ea is not None else "the candidate"
+            causes.append(f"code: {_file_name(entry.get('file') or key)} is only in {where}")
         elif ea.get("sha256") != eb.get("sha256"):
-            changed_ids.append(cid)
-            changed.append(_file_name(ea.get("file") or eb.get("file") or cid))
+            changed_ids.append((cid_a, cid_b))
+            changed.append(_file_name(ea.get("file") or eb.get("file") or key))
     if not changed:
         return causes
     rec_a = a.code_record.get("components", {})
     rec_b = b.code_record.get("components", {})
     commits: set[tuple[str, str]] = set()
     dirty = False
-    for cid in changed_ids:
-        ga = (rec_a.get(cid) or {}).get("git") or {}
-        gb = (rec_b.get(cid) or {}).get("git") or {}
+    for cid_a, cid_b in changed_ids:
+        ga = (rec_a.get(_component_of(cid_a)) or {}).get("git") or {}
+        gb = (rec_b.get(_component_of(cid_b)) or {}).get("git") or {}
         if ga.get("commit") and gb.get("commit") and ga["commit"] != gb["commit"]:
             commits.add((ga["commit"], gb["commit"]))
         dirty = dirty or bool(ga.get("dirty") or gb.get("dirty"))
@@ -495,6 +498,25 @@ def _code_causes(a: ComponentRun, b: ComponentRun, code_a: dict, code_b: dict) -
         edits = " (uncommitted edits)" if dirty else ""
         causes.append(f"code: {files} changed{edits}")
     return causes
+
+
+def _component_of(code_key: str | None) -> str:
+    """The component identifier of a code map key (``agent`` or ``agent:helpers``)."""
+    return (code_key or "").split(":", 1)[0]
+
+
+def _by_component_name(code: dict) -> dict[str, tuple[str, dict]]:
+    """Code map entries keyed without versions: ``agent==1a2b:helpers`` -> ``agent:helpers``.
+
+    A rerun with ``code="git"`` pins components to commits (``name==sha``); the
+    same file of the same component must still be compared with itself.
+    """
+    out: dict[str, tuple[str, dict]] = {}
+    for key, entry in code.items():
+        component, _, module = key.partition(":")
+        name = component.split("==", 1)[0]
+        out[f"{name}:{module}" if module else name] = (key, entry)
+    return out
 
 
 def _file_name(label: str) -> str:

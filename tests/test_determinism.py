@@ -252,11 +252,6 @@ def test_a_pure_python_run_does_not_import_a_framework_it_does_not_use(tmp_path,
     assert not log.exists()  # its module body never ran
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs component_run.execute to run the entry point inside environment.seeded() "
-    "(the lead's wiring); remove this mark once it does",
-)
 def test_a_framework_first_imported_during_a_component_run_is_seeded(tmp_path, fake_frameworks):
     from pcs import Component, LocalRepo
 

@@ -6,7 +6,14 @@ from typing import Any
 
 import click
 
-from pcs.cli._common import emit_json, json_option, parse_assignment, progress_option, working
+from pcs.cli._common import (
+    emit_json,
+    json_option,
+    parse_assignment,
+    progress_callback,
+    progress_option,
+    working,
+)
 
 __all__ = ["run", "rerun", "diff"]
 
@@ -120,10 +127,12 @@ def rerun(run_id: str, verify: bool, strict: bool, code: str, env: str, rtol: fl
     """
     from pcs.run import Run
 
-    with working(as_json):
+    with working(as_json), progress_callback(show_progress) as progress:
         original = Run.from_existing_run_id(run_id)
+        options: dict[str, Any] = {"progress": progress} if env == "recorded" else {}
         new_run = original.rerun(
             verify=verify or strict, code=code, env=env, rtol=rtol, atol=atol, ignore=ignore,
+            **options,
         )
     report = new_run.verification
     if as_json:
