@@ -444,10 +444,11 @@ def _record_causes(a: Run, b: Run) -> list[str]:
         cmd_a, cmd_b = a.run_command, b.run_command
     except PcsError as exc:
         return [f"the record cannot be read: {exc}"]
-    if cmd_a.component.identifier != cmd_b.component.identifier or cmd_a.entry_point != cmd_b.entry_point:
+    # a --code git rerun pins components to commits (name==sha): the code line says that
+    if cmd_a.component.name != cmd_b.component.name or cmd_a.entry_point != cmd_b.entry_point:
         causes.append(
-            f"command: {cmd_a.component.identifier}.{cmd_a.entry_point} vs "
-            f"{cmd_b.component.identifier}.{cmd_b.entry_point}"
+            f"command: {cmd_a.component.name}.{cmd_a.entry_point} vs "
+            f"{cmd_b.component.name}.{cmd_b.entry_point}"
         )
     causes.extend(_code_causes(a, b, cmd_a.code, cmd_b.code))
     if cmd_a.argument_set != cmd_b.argument_set:

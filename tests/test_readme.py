@@ -2,7 +2,8 @@
 
 How a README is read (the conventions its authors follow):
 
-- a ```python block is a self-contained script: it runs in a fresh interpreter;
+- a ```python block is a self-contained script: it is saved as a file and run
+  in a fresh interpreter;
 - a ```bash block is a self-contained shell script (``bash -euo pipefail``);
 - a ```console block is a transcript: each line starting with ``$ `` is a command
   (run in order, in one shell for the block), and the lines after it, if any,
@@ -128,8 +129,13 @@ def _environment(folder: Path) -> dict[str, str]:
 def run_block(block: Block, folder: Path, env: dict[str, str]) -> None:
     where = f"{block.language} block at line {block.line}"
     if block.language == "python":
-        result = subprocess.run([sys.executable, "-c", block.code], cwd=folder, env=env,
-                                capture_output=True, text=True, timeout=600)
+        script = folder / f".snippet_{block.line}.py"  # a script, as a user saves one
+        script.write_text(block.code, encoding="utf-8")
+        try:
+            result = subprocess.run([sys.executable, str(script)], cwd=folder, env=env,
+                                    capture_output=True, text=True, timeout=600)
+        finally:
+            script.unlink()
         assert result.returncode == 0, f"{where} failed:\n{result.stdout}\n{result.stderr}"
         return
     if block.language == "bash":
