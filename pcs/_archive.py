@@ -33,6 +33,7 @@ import zlib
 from pathlib import Path, PurePosixPath
 from typing import IO, BinaryIO, Protocol
 
+from pcs._liveness import pid_alive
 from pcs.errors import BundleError
 
 __all__ = [
@@ -139,7 +140,7 @@ def sweep_stale_temp(folder: str | os.PathLike[str], *, include_own: bool = Fals
     own = os.getpid()
     for entry in entries:
         pid = temp_name_pid(entry.name, hidden_only=hidden_only)
-        if pid is None or (pid == own and not include_own) or (pid != own and _pid_alive(pid)):
+        if pid is None or (pid == own and not include_own) or (pid != own and (pid <= 0 or pid_alive(pid))):
             continue
         path = Path(entry.path)
         if entry.is_dir(follow_symlinks=False):
@@ -149,19 +150,6 @@ def sweep_stale_temp(folder: str | os.PathLike[str], *, include_own: bool = Fals
         if not path.exists():
             removed.append(path)
     return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    """Whether a process with this pid runs on this host (unsure counts as alive)."""
-    if pid <= 0:
-        return True  # never signal a process group
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
 
 
 # -- packing -------------------------------------------------------------------------

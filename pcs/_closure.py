@@ -60,6 +60,9 @@ from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from pcs import _config
+from pcs.cache import in_use
+from pcs.errors import NotReproducibleError
 from pcs.specs import sha256_bytes
 
 __all__ = [
@@ -712,8 +715,6 @@ def materialise(files: Mapping[str, str], stack: ExitStack) -> Path:
     one folder; it is written through a temp folder marked with this process's
     id and renamed into place, so it appears complete or not at all.
     """
-    from pcs import _config
-    from pcs.cache import in_use
 
     lines = sorted(f"{p}\0{sha256_bytes(t.encode('utf-8'))}" for p, t in files.items())
     entry = _config.cache_dir("sources") / sha256_bytes("\n".join(lines).encode("utf-8"))[:40]
@@ -738,8 +739,6 @@ def git_tree(repo: Any, commit: str, folder: str, stack: ExitStack) -> Path:
         folder: the folder to export, relative to the repo root.
         stack: holds the entry in use until it closes.
     """
-    from pcs import _config
-    from pcs.cache import in_use
 
     key = sha256_bytes(f"{repo.url}\0{commit}\0{folder}".encode())
     entry = _config.cache_dir("sources") / f"git-{key[:36]}"
@@ -772,7 +771,6 @@ def _publish(entry: Path, purpose: str, build: Callable[[Path], Any]) -> None:
 def _safe_parts(rel: str) -> tuple[str, ...]:
     parts = PurePosixPath(rel).parts
     if not parts or PurePosixPath(rel).is_absolute() or any(p in ("", "..") for p in parts):
-        from pcs.errors import NotReproducibleError
 
         raise NotReproducibleError(
             f"The recorded source path {rel!r} is not a relative path inside the repo; the "

@@ -11,6 +11,9 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pcs._redact import redact_url
+from pcs.errors import TrackingStoreError
+
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
 
@@ -62,16 +65,12 @@ def check_reachable(uri: str) -> None:
     import urllib.error
     import urllib.request
 
-    from pcs._redact import redact_url
-
     try:
         with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=PROBE_TIMEOUT_S):
             pass
     except urllib.error.HTTPError:
         pass  # something answered; MLflow will say what it thinks of the request
     except (OSError, ValueError) as exc:
-        from pcs.errors import TrackingStoreError
-
         reason = getattr(exc, "reason", exc)
         raise TrackingStoreError(
             f"Nothing answered at the MLflow tracking server {redact_url(uri)} ({reason}). "

@@ -66,7 +66,7 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True  # it exists, it belongs to someone else
-    except OSError:
+    except (OSError, OverflowError, ValueError):
         return False
     return True
 

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from pcs import _config
+from pcs._liveness import pid_alive
 from pcs.errors import ArgumentError, CacheInUseError
 from pcs.progress import tree_bytes
 
@@ -59,6 +60,7 @@ __all__ = [
     "clean",
     "remove",
     "in_use",
+    "holding",
     "sweep_leftovers",
     "parse_duration",
 ]
@@ -254,6 +256,17 @@ def in_use(path: str | os.PathLike[str]) -> Iterator[Path]:
     Returns:
         A context manager yielding the entry's path.
     """
+    with holding(path) as (entry, _fd):
+        yield entry
+
+
+@contextmanager
+def holding(path: str | os.PathLike[str]) -> Iterator[tuple[Path, int]]:
+    """Like :func:`in_use`, also yielding the lock's file descriptor.
+
+    A subprocess that inherits the descriptor (``pass_fds``) keeps the entry in
+    use while it runs, even if this process dies first.
+    """
     entry = _entry_of(Path(path))
     entry.parent.mkdir(parents=True, exist_ok=True)
     locked = _open_locked(_lock_path(entry), fcntl.LOCK_SH)
@@ -262,7 +275,7 @@ def in_use(path: str | os.PathLike[str]) -> Iterator[Path]:
     fd = locked[0]
     _touch(fd)
     try:
-        yield entry
+        yield entry, fd
     finally:
         _touch(fd)
         os.close(fd)
@@ -377,20 +390,6 @@ def list_caches(kinds: Iterable[str] | None = None) -> list[CacheSummary]:
 # -- cleaning ------------------------------------------------------------------------------
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except (OverflowError, ValueError):
-        return False
-    return True
-
-
 def _delete(path: Path) -> bool:
     """Delete a file or folder (never following links); whether it is gone."""
     if path.is_symlink() or not path.is_dir():
@@ -418,12 +417,12 @@ def _sweep(folder: Path, dry_run: bool, deleting: bool = True) -> list[tuple[Pat
         if match is not None and int(match.group(1)) == os.getpid():
             dead = True  # a removal of ours that failed earlier
         elif match is not None:
-            dead = not _pid_alive(int(match.group(1)))
+            dead = not pid_alive(int(match.group(1)))
         else:
             match = _TEMP.match(child.name)
             if match is None:
                 continue
-            dead = not _pid_alive(int(match.group(1)))
+            dead = not pid_alive(int(match.group(1)))
         try:
             old_enough = now - child.lstat().st_mtime >= _LEFTOVER_GRACE
         except OSError:

@@ -44,6 +44,8 @@ from typing import TYPE_CHECKING, Any
 
 from pcs import _config, _keys
 from pcs._features import provides
+from pcs._liveness import pid_alive
+from pcs.cache import holding
 from pcs.errors import ArgumentError, EnvironmentBuildError
 from pcs.progress import ProgressCallback
 from pcs.run import Run
@@ -159,40 +161,6 @@ def _pcs_files(root: Path) -> list[Path]:
     ]
 
 
-# -- the cache entry and its lock ----------------------------------------------------------
-
-
-@contextmanager
-def _in_use(entry: Path) -> Iterator[int | None]:
-    """Hold the shared "in use" lock of a cache entry (protocols.md item 2).
-
-    Yields the lock's file descriptor (``None`` where ``flock`` does not
-    exist), so a subprocess can inherit it and keep the entry locked while it
-    runs even if this process dies first.
-    """
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks; the cleaner cannot run there either
-        yield None
-        return
-    fd = os.open(entry.parent / f"{entry.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH)
-        yield fd
-    finally:
-        os.close(fd)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _sweep(root: Path) -> list[Path]:
     """Remove half-built or half-deleted environments whose process died; return them."""
     removed: list[Path] = []
@@ -205,7 +173,7 @@ def _sweep(root: Path) -> list[Path]:
         if match is None:
             continue
         pid = int(match["pid"] or match["dpid"])
-        if pid != os.getpid() and not _pid_alive(pid):
+        if pid != os.getpid() and not pid_alive(pid):
             shutil.rmtree(root / name, ignore_errors=True)
             removed.append(root / name)
     return removed
@@ -519,7 +487,7 @@ def _locked_env(
         raise ArgumentError(f"installer must be 'auto', 'uv' or 'pip'; got {installer!r}.")
     plan = _Plan(environment)
     target = _config.cache_dir("venvs") / plan.key
-    with _in_use(target) as fd:
+    with holding(target) as (_entry, fd):
         if not _complete(target):
             if target.exists():
                 _discard(target)  # broken (its interpreter is gone, or it was emptied by hand)

@@ -35,6 +35,7 @@ from pcs.component_run import ComponentRun, argument_params
 from pcs.environment import changed_distributions, determinism_suspects
 from pcs.errors import ArgumentError, PcsError
 from pcs.run import Run
+from pcs.specs import content_hash
 
 __all__ = ["Verification", "Difference", "compare_runs", "VERDICTS"]
 
@@ -253,8 +254,6 @@ _NULL_SHA = None
 def _is_null_value(run: Run) -> bool:
     global _NULL_SHA
     if _NULL_SHA is None:
-        from pcs.specs import content_hash
-
         _NULL_SHA = content_hash(None)
     return run.tags.get(_keys.RETURN_VALUE_SHA256) == _NULL_SHA
 

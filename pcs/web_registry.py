@@ -25,8 +25,6 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
@@ -36,6 +34,7 @@ import requests
 from pcs import errors
 from pcs._archive import check_run_id, safe_extract_tar, sweep_stale_temp, write_tar_gz
 from pcs._config import cache_dir
+from pcs.cache import in_use, remove
 from pcs.errors import (
     ArgumentError,
     BundleError,
@@ -331,7 +330,7 @@ class WebRegistry(Registry):
                 report.finish()
                 archive.seek(0)
                 dest = cache / self._entry_name(run_id)
-                with _in_use(dest):
+                with in_use(dest):
                     return safe_extract_tar(archive, dest, replace=True)
 
     # -- extras --------------------------------------------------------------------
@@ -360,7 +359,9 @@ class WebRegistry(Registry):
         shutil.rmtree(cache / key, ignore_errors=True)  # the layout before entries had locks
         busy = []
         for entry in sorted(cache.glob(f"{key}-*")):
-            if entry.is_dir() and not _remove_entry(entry):
+            try:
+                remove(entry)
+            except CacheInUseError:
                 busy.append(entry.name)
         if busy:
             raise CacheInUseError(
@@ -518,51 +519,6 @@ class _ProgressReader:
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
         return self._raw.seek(offset, whence)
-
-
-@contextmanager
-def _in_use(entry: Path) -> Iterator[None]:
-    """Hold the shared "in use" lock on a cache entry (``<entry>.lock``).
-
-    A cache cleaner takes the lock exclusively and skips busy entries, so
-    nothing deletes an entry while it is being written or read.
-    """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not on Windows
-        yield
-        return
-    fd = os.open(entry.with_name(f"{entry.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-def _remove_entry(entry: Path) -> bool:
-    """Remove a cache entry unless it is in use; False when it is."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not on Windows
-        shutil.rmtree(entry, ignore_errors=True)
-        return True
-    fd = os.open(entry.with_name(f"{entry.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        # renamed first, so a half-deleted entry never looks like a valid one
-        doomed = entry.with_name(f".{entry.name}.deleting-{os.getpid()}")
-        try:
-            entry.rename(doomed)
-        except FileNotFoundError:
-            return True
-        shutil.rmtree(doomed, ignore_errors=True)
-        return True
-    finally:
-        os.close(fd)
 
 
 def _error_of(response: requests.Response) -> tuple[str | None, str]:

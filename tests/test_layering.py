@@ -21,11 +21,10 @@ LAYERS: list[tuple[str, set[str]]] = [
     }),
     ("foundations", {
         "pcs._determinism", "pcs.environment", "pcs.repo", "pcs.registry", "pcs.argument_set",
-        "pcs.cache", "pcs.web_registry",
+        "pcs.cache", "pcs.web_registry", "pcs._closure", "pcs._capture",
     }),
     ("run core", {
-        "pcs.run", "pcs.component", "pcs._closure", "pcs._capture", "pcs.run_command",
-        "pcs.component_run",
+        "pcs.run", "pcs.component", "pcs.run_command", "pcs.component_run",
     }),
     ("features", {
         "pcs.verification", "pcs.transfer", "pcs.isolated", "pcs.freeze", "pcs._render",
@@ -34,8 +33,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("cli", {"pcs.cli", "pcs", "pcs.__main__"}),
 ]
 # within the run core, the order is fixed too (run knows nothing of components)
-CORE_ORDER = ["pcs.run", "pcs.component", "pcs._closure", "pcs._capture", "pcs.run_command",
-              "pcs.component_run"]
+CORE_ORDER = ["pcs.run", "pcs.component", "pcs.run_command", "pcs.component_run"]
 # a re-export under an AgentOS name: pcs.registry.WebRegistry (loaded on first use)
 ALLOWED = {("pcs.registry", "pcs.web_registry")}
 
