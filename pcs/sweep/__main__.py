@@ -1,0 +1,7 @@
+"""``python -m pcs.sweep FD``: a worker process of a sweep's ``process`` executor."""
+
+import sys
+
+from pcs.sweep._worker import main
+
+sys.exit(main())

@@ -1,0 +1,307 @@
+"""Running one trial, wherever it runs: in the sweep's process, a worker process, or a Ray task.
+
+Every executor hands a worker the same two things: the sweep's shared
+context (:class:`Shared`: the registry of every trial's run command, the
+source snapshot, where to record) once, and one :class:`Task` per trial. The
+worker rebuilds the trial's command from the registry (fresh component
+objects, never shared with the caller), runs it as a normal component run
+nested in the sweep, and answers with a :class:`Result`.
+
+A trial runs the files as they are when they still hash to what the sweep
+recorded (so their git state is recorded as for any run), and the recorded
+snapshot otherwise, so an edit made while a sweep runs never changes what its
+trials compute. A rerun of recorded code always runs the snapshot.
+
+SQLite under several writer processes: MLflow's SQLite store can refuse a
+write with "database is locked" while another process writes. A failed write
+is rolled back whole, so a worker retries it (:func:`install_lock_retries`);
+a run is never lost, and never written twice.
+
+Run as ``python -m pcs.sweep FD`` (``pcs/sweep/__main__.py``), this module is the worker process
+of the ``process`` executor: it reads messages from the socket ``FD``
+(``multiprocessing.connection`` framing) until the sweep sends ``None`` or
+closes it.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pcs import _keys, _signals
+
+__all__ = [
+    "Shared",
+    "Task",
+    "Result",
+    "TrialContext",
+    "run_trial",
+    "install_lock_retries",
+    "is_lock_error",
+    "retrying",
+    "main",
+]
+
+log = logging.getLogger(__name__)
+
+LOCK_RETRY_SECONDS = 120.0  # how long a write waits out other writers before it gives up
+
+
+@dataclass(frozen=True)
+class Shared:
+    """What every trial of one executor call shares (sent to each worker once)."""
+
+    sweep_id: str
+    experiment_id: str
+    tracking_uri: str
+    registry_text: str  # a registry holding every trial's run command
+    sources: dict[str, str]  # source text by sha256: the snapshot the trials run
+    requirements: dict[str, str] = field(default_factory=dict)  # recorded requirements by component
+    pin_sources: bool = False  # always run the snapshot (a rerun of recorded code)
+    env: dict[str, str] | None = None  # MLFLOW_*/PCS_* variables, for workers that do not inherit them
+    cwd: str | None = None
+
+
+@dataclass(frozen=True)
+class Task:
+    """One trial to run."""
+
+    index: int
+    command_id: str
+    run_name: str
+    rerun_of: str | None = None
+    return_value_format: str = "auto"
+
+
+@dataclass(frozen=True)
+class Result:
+    """How one trial ended: its run (None when it failed before its run existed) and status."""
+
+    index: int
+    run_id: str | None
+    status: str  # FINISHED, FAILED or KILLED
+    error: str | None = None
+
+
+class TrialContext:
+    """The shared context, parsed once per worker; builds each trial's command afresh."""
+
+    def __init__(self, shared: Shared) -> None:
+        from pcs._yaml import load_yaml
+        from pcs.errors import NotReproducibleError
+        from pcs.registry import InMemoryRegistry
+
+        self.shared = shared
+        self.registry = InMemoryRegistry(
+            load_yaml(shared.registry_text, "the sweep's run commands", NotReproducibleError)
+        )
+
+    def command(self, command_id: str) -> Any:
+        """The trial's RunCommand, on fresh component objects."""
+        from pcs.run_command import RunCommand
+
+        command = RunCommand.from_registry(self.registry, command_id)
+        for component in command.component.dependency_list():
+            text = self.shared.requirements.get(component.identifier)
+            if text is not None:
+                component._requirements_override = text
+        if self.shared.pin_sources or not _files_match(command):
+            command.use_sources(self.shared.sources)
+        else:
+            command.sources.update(self.shared.sources)
+        return command
+
+
+def _files_match(command: Any) -> bool:
+    """Whether every component's file still hashes to what the command recorded."""
+    from pcs.errors import PcsError
+    from pcs.specs import sha256_bytes
+
+    for component in command.component.dependency_list():
+        digest = command.code.get(component.identifier, {}).get("sha256")
+        if not digest:
+            return False
+        try:
+            text = component.source()
+        except PcsError:
+            return False
+        if sha256_bytes(text.encode("utf-8")) != digest:
+            return False
+    return True
+
+
+def run_trial(task: Task, context: TrialContext) -> Result:
+    """Run one trial as a component run nested in the sweep; a failure is a FAILED result.
+
+    Ctrl-C and SIGTERM/SIGHUP are not failures of the trial: they end its run
+    KILLED and propagate, so the executor stops.
+    """
+    from pcs.component_run import ComponentRun, _one_line
+    from pcs.run import Run
+
+    shared = context.shared
+    try:
+        command = context.command(task.command_id)
+        run = ComponentRun.execute(
+            command,
+            outer_run=Run.lazy(shared.sweep_id),
+            rerun_of=Run.lazy(task.rerun_of) if task.rerun_of else None,
+            run_name=task.run_name,
+            experiment_id=shared.experiment_id,
+            return_value_format=task.return_value_format,
+            tags={_keys.SWEEP_ID: shared.sweep_id, _keys.TRIAL: str(task.index)},
+        )
+    except (KeyboardInterrupt, _signals.ProcessTerminated):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - a trial's failure (even SystemExit) ends only it
+        return Result(task.index, getattr(exc, "pcs_run_id", None), "FAILED", _one_line(exc))
+    return Result(task.index, run.identifier, "FINISHED")
+
+
+# -- SQLite: retry writes refused because another process holds the lock -------------------
+
+
+def is_lock_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite refusing an operation because another connection holds its lock."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = str(current).lower()
+        if "database is locked" in text or "database table is locked" in text or (
+            "sqlite_busy" in text
+        ):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def retrying(
+    fn: Callable[..., Any], limit_s: float = LOCK_RETRY_SECONDS, first_wait_s: float = 0.02
+) -> Callable[..., Any]:
+    """``fn``, called again (with growing waits) while SQLite says the database is locked.
+
+    Safe only for operations that a lock error leaves undone, as MLflow's SQL
+    store does: it rolls the whole transaction back before raising.
+    """
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        deadline = time.monotonic() + limit_s
+        wait = first_wait_s
+        while True:
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:
+                if not is_lock_error(exc) or time.monotonic() + wait > deadline:
+                    raise
+                log.debug("pcs: %s hit a locked SQLite database; retrying in %.2fs",
+                          getattr(fn, "__name__", "a store call"), wait)
+                time.sleep(wait)
+                wait = min(wait * 2, 1.0)
+
+    call.pcs_retrying = True  # type: ignore[attr-defined]
+    return call
+
+
+def install_lock_retries(tracking_uri: str) -> bool:
+    """Make this process's MLflow store for a SQLite ``tracking_uri`` retry locked writes.
+
+    MLflow keeps one store object per URI in a process, so every client of
+    that URI (pcs's and the trial's own ``mlflow.log_*``) gets the retries.
+    Only worker processes and Ray tasks of a sweep call this.
+
+    Returns:
+        Whether the store is a SQLite store (now retrying).
+    """
+    if not tracking_uri.startswith("sqlite:"):
+        return False
+    from mlflow import MlflowClient
+
+    store = MlflowClient(tracking_uri=tracking_uri)._tracking_client.store
+    if getattr(store, "_pcs_retrying", False):
+        return True
+    for name in dir(type(store)):
+        if name.startswith("_"):
+            continue
+        member = getattr(type(store), name, None)
+        if not callable(member) or isinstance(member, type):
+            continue
+        bound = getattr(store, name)
+        if getattr(bound, "pcs_retrying", False):
+            continue
+        setattr(store, name, retrying(bound))
+    store._pcs_retrying = True
+    return True
+
+
+# -- where the worker runs ------------------------------------------------------------------
+
+
+def apply_environment(shared: Shared) -> None:
+    """Point this (reused) worker process at the sweep's store, variables and folder."""
+    if shared.env is not None:
+        for key in [k for k in os.environ if k.startswith(("MLFLOW_", "PCS_"))]:
+            if key not in shared.env:
+                del os.environ[key]
+        os.environ.update(shared.env)
+    os.environ["MLFLOW_TRACKING_URI"] = shared.tracking_uri
+    import mlflow
+
+    mlflow.set_tracking_uri(shared.tracking_uri)
+    if shared.cwd and os.path.isdir(shared.cwd):
+        os.chdir(shared.cwd)
+    install_lock_retries(shared.tracking_uri)
+
+
+_RAY_CONTEXTS: dict[tuple[str, int], TrialContext] = {}
+
+
+def ray_entry(shared: Shared, task: Task) -> Result:
+    """A trial as a Ray task (the Ray executor wraps this function with ``ray.remote``)."""
+    apply_environment(shared)
+    key = (shared.sweep_id, hash(shared.registry_text))
+    context = _RAY_CONTEXTS.get(key)
+    if context is None:
+        _RAY_CONTEXTS.clear()  # a Ray worker serves one sweep after another
+        context = _RAY_CONTEXTS[key] = TrialContext(shared)
+    return run_trial(task, context)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``process`` executor's worker: trials from the socket, results back, until told to stop."""
+    from multiprocessing.connection import Connection
+
+    argv = sys.argv if argv is None else argv
+    # Ctrl-C in a terminal reaches the whole process group; the sweep decides what stops
+    # (it sends SIGTERM, which pcs turns into KILLED runs)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    conn = Connection(int(argv[1]))
+    # the imports and the store a trial needs, while the sweep sends the first message
+    import pcs  # noqa: F401  (registers the features a run reaches by name)
+    from pcs.component_run import ComponentRun  # noqa: F401
+
+    context: TrialContext | None = None
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return 0  # the sweep is gone: nothing more to do
+        if message is None:
+            return 0
+        kind, payload = message
+        if kind == "init":
+            apply_environment(payload)
+            context = TrialContext(payload)
+            continue
+        if context is None:  # pragma: no cover - the sweep always sends init first
+            raise RuntimeError("pcs sweep worker: a trial arrived before the sweep's context")
+        conn.send(run_trial(payload, context))
+

@@ -1,0 +1,724 @@
+"""SweepRun: the outer run of a sweep, with one ComponentRun per trial.
+
+A sweep is one record: the sweep run holds what was swept (``pcs/sweep.yaml``),
+every trial's run command (``pcs/sweep_commands.yaml``) and the source
+snapshot (``pcs/source/``), all recorded before the first trial starts; each
+trial is a normal component run nested in it, tagged ``pcs.sweep_id`` and
+``pcs.trial``. When the trials have ended, the sweep logs its table
+(``pcs/sweep.csv``) and a plot (``pcs/sweep.svg``), and ends FINISHED if any
+trial finished, FAILED if none did, KILLED on Ctrl-C or SIGTERM/SIGHUP.
+
+A trial that is run again (``resume_trials``) is a new run with the same
+index; the sweep's trials are the latest run of each index.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pcs import _keys, _signals
+from pcs.errors import ArgumentError, NotReproducibleError, PcsError, ReproducibilityError, UnverifiableError
+from pcs.run import Run, _wrap, search_mlflow_runs
+from pcs.sweep import results
+from pcs.sweep._worker import Shared, Task
+from pcs.sweep.spec import SweepSpec, check_executor, plan_sweep
+from pcs.sweep.verify import SweepVerification, TrialCheck
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pcs.argument_set import ArgumentSet
+    from pcs.component import Component
+    from pcs.component_run import ComponentRun
+    from pcs.progress import ProgressCallback
+    from pcs.run_command import RunCommand
+
+__all__ = [
+    "SweepRun",
+    "RUN_TYPE_SWEEP",
+    "SPEC_ARTIFACT",
+    "COMMANDS_ARTIFACT",
+    "SUMMARY_TAG",
+    "TRIAL_COUNT_TAG",
+]
+
+log = logging.getLogger(__name__)
+
+# names stored in MLflow (kept here until pcs._keys declares them)
+RUN_TYPE_SWEEP = "sweep"
+SPEC_ARTIFACT = "pcs/sweep.yaml"
+COMMANDS_ARTIFACT = "pcs/sweep_commands.yaml"
+TRIAL_COUNT_TAG = "pcs.sweep_trials"  # how many trials the sweep plans
+SUMMARY_TAG = "pcs.sweep_summary"  # JSON: trials by status, after the last executor call
+PLOT_METRIC_TAG = "pcs.sweep_plot_metric"
+
+_UNREAD = object()
+_ENDED = ("FINISHED", "FAILED", "KILLED")
+
+
+class SweepRun(Run):
+    """The outer run of a sweep: one ``ComponentRun`` per trial (arguments × seeds).
+
+    Make one with :meth:`from_component` (``Component.sweep`` calls it); load
+    one with ``Run.from_existing_run_id(sweep_id)``.
+
+    Example::
+
+        sweep = SweepRun.from_component(
+            agent, "run_episodes",
+            grid={"agent.run_episodes.num_episodes": [1, 5, 10]}, seeds=[1, 2, 3],
+        )
+        sweep.table()                       # one dict per trial
+        best = sweep.best("mean_reward")    # a ComponentRun
+        again = sweep.rerun(verify=True)    # a new SweepRun; again.verification
+    """
+
+    _run_type = RUN_TYPE_SWEEP
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._spec: Any = _UNREAD
+        self._trial_runs: dict[int, ComponentRun] | None = None
+        self.verification: SweepVerification | None = None
+
+    # -- making a sweep ----------------------------------------------------------------------
+
+    @classmethod
+    def from_component(
+        cls,
+        component: Component,
+        entry_point: str | None = None,
+        arg_set: ArgumentSet | Mapping[str, Any] | None = None,
+        grid: Mapping[str, Sequence[Any]] | None = None,
+        samples: int | None = None,
+        seeds: Sequence[int | None] = (None,),
+        executor: str = "process",
+        max_workers: int | None = None,
+        run_name: str | None = None,
+        *,
+        sample_seed: int | None = None,
+        plot_metric: str | None = None,
+        ray_address: str | None = None,
+        experiment_id: str | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> SweepRun:
+        """Run ``entry_point`` of ``component`` once per combination of the grid and seed.
+
+        Args:
+            component: the component to run.
+            entry_point: its entry point (default: the component's default).
+            arg_set: the arguments every trial starts from.
+            grid: argument paths ``COMPONENT.FUNCTION.ARG`` -> lists of values; the
+                trials run their cross product.
+            samples: run only this many distinct combinations of the grid, drawn at
+                random with ``sample_seed`` (drawn and recorded when not given).
+            seeds: run every combination once per seed (None: a drawn seed).
+            executor: ``serial``, ``process`` (a pool of local worker processes) or
+                ``ray`` (Ray tasks; workers on other machines need a tracking server
+                they can reach: the tracking URI is passed to them as it is here).
+            max_workers: worker processes (default: the CPU count), or Ray tasks at once.
+            run_name: the sweep run's name.
+            plot_metric: the metric ``pcs/sweep.svg`` plots (default: the first logged).
+            ray_address: the Ray cluster for ``ray.init`` when Ray is not initialised.
+            experiment_id: the experiment of the sweep and its trials.
+            progress: told ``(description, trials done, trials)`` as trials end.
+
+        Returns:
+            The ended sweep run.
+
+        Raises:
+            ArgumentError: a bad grid, seed, path or argument (before anything is recorded).
+        """
+        spec, commands = plan_sweep(
+            component, entry_point, arg_set, grid, samples, seeds, executor, max_workers,
+            sample_seed=sample_seed, plot_metric=plot_metric,
+        )
+        live = _check_runnable_in(executor, component, commands)
+        text = _commands_text(commands)
+        sweep = cls._record(spec, text, _sources_of(commands), run_name, experiment_id, None)
+        tasks = [Task(t.index, t.run_command, _trial_name(t.index)) for t in spec.trials]
+        shared = sweep._shared(text, _sources_of(commands), _requirements_of(commands), pin=False)
+        sweep._run_trials(tasks, shared, executor, max_workers, ray_address, progress, live)
+        return sweep
+
+    @classmethod
+    def _record(
+        cls,
+        spec: SweepSpec,
+        commands_text: str,
+        sources: Mapping[str, str],
+        run_name: str | None,
+        experiment_id: str | None,
+        rerun_of: Run | None,
+    ) -> SweepRun:
+        """Create the sweep run with its whole record (spec, commands, sources)."""
+        from pcs.component_run import _short_yaml
+        from pcs.run_command import source_artifact_name
+        from pcs.specs import content_hash, dump_yaml
+
+        tags = {
+            _keys.COMPONENT: spec.component,
+            _keys.ENTRY_POINT: spec.entry_point,
+            TRIAL_COUNT_TAG: str(len(spec.trials)),
+        }
+        if rerun_of is not None:
+            tags[_keys.RERUN_OF] = rerun_of.identifier
+        params: dict[str, str] = {"executor": spec.executor}
+        for path, values in spec.grid:
+            text = _short_yaml(values)
+            params[f"grid.{path}"] = text if len(text) <= 6000 else f"sha256:{content_hash(values)}"
+        params["seeds"] = _short_yaml(spec.seeds)
+        if spec.samples is not None:
+            params["samples"] = str(spec.samples)
+            params["sample_seed"] = str(spec.sample_seed)
+        with tempfile.TemporaryDirectory(prefix=f"pcs-{os.getpid()}-sweep-") as tmp:
+            root = Path(tmp)
+            (root / _keys.SOURCE_ARTIFACT_DIR).mkdir(parents=True)
+            (root / SPEC_ARTIFACT).write_text(dump_yaml(spec.to_dict()), encoding="utf-8")
+            (root / COMMANDS_ARTIFACT).write_text(commands_text, encoding="utf-8")
+            for digest, source in sources.items():
+                path = root / _keys.SOURCE_ARTIFACT_DIR / source_artifact_name(digest)
+                path.write_text(source, encoding="utf-8")
+            sweep = cls(
+                experiment_id=experiment_id,
+                run_name=run_name or f"sweep {spec.component}.{spec.entry_point}",
+                tags=tags,
+            )
+            try:
+                sweep.set_tag(_keys.SWEEP_ID, sweep.identifier)
+                sweep.log_params(params)
+                sweep.log_artifacts(root)
+            except BaseException:
+                sweep.end("FAILED")
+                raise
+        sweep._spec = spec
+        return sweep
+
+    def _shared(
+        self, commands_text: str, sources: Mapping[str, str],
+        requirements: Mapping[str, str], pin: bool,
+    ) -> Shared:
+        return Shared(
+            sweep_id=self.identifier,
+            experiment_id=self.experiment_id,
+            tracking_uri=_absolute_tracking_uri(),
+            registry_text=commands_text,
+            sources=dict(sources),
+            requirements=dict(requirements),
+            pin_sources=pin,
+            env={k: v for k, v in os.environ.items() if k.startswith(("MLFLOW_", "PCS_"))},
+            cwd=os.getcwd(),
+        )
+
+    def _run_trials(
+        self,
+        tasks: list[Task],
+        shared: Shared,
+        executor: str,
+        max_workers: int | None,
+        ray_address: str | None,
+        progress: ProgressCallback | None,
+        live: dict[str, Any] | None = None,
+    ) -> None:
+        """Run the trials inside the sweep run; end it as their results say."""
+        from pcs.progress import reporter
+        from pcs.sweep.executors import run_trials
+
+        counts: Counter[str] = Counter()
+        finished_bar = reporter(progress, "trials finished", len(tasks), unit="trials")
+        failed_bar = reporter(progress, "trials failed", len(tasks), unit="trials")
+
+        def on_result(result: Any) -> None:
+            counts[result.status] += 1
+            if result.status == "FINISHED":
+                finished_bar.advance(1)
+            else:
+                failed_bar.advance(1)
+                log.info("pcs: trial %s of sweep %s ended %s: %s", result.index,
+                         self.identifier, result.status, result.error)
+
+        with self:
+            try:
+                with finished_bar:
+                    run_trials(executor, tasks, shared, on_result, max_workers, ray_address, live)
+                if counts.total() > counts["FINISHED"]:
+                    failed_bar.finish()
+            except BaseException as exc:
+                reason = _stop_reason(exc)
+                self._end_running_trials("KILLED", reason or "sweep failed")
+                raise
+            self._trial_runs = None
+            summary = self.log_results()
+            if summary.get("FINISHED", 0) == 0:
+                self.end("FAILED")
+
+    def _end_running_trials(self, status: str, reason: str) -> list[str]:
+        """End the sweep's trials that are still RUNNING (nothing is left RUNNING)."""
+        ended = []
+        for run in self._search_trials("attributes.status = 'RUNNING'"):
+            try:
+                run._record_end_reason(reason)
+                run.set_terminated(status)
+                ended.append(run.identifier)
+            except Exception as exc:  # noqa: BLE001 - end as many as the store lets us
+                log.warning("pcs: could not end trial run %s: %s", run.identifier, exc)
+        self._trial_runs = None
+        return ended
+
+    # -- what the sweep holds -----------------------------------------------------------------
+
+    @property
+    def spec(self) -> SweepSpec:
+        """The recorded spec (``pcs/sweep.yaml``).
+
+        Raises:
+            NotReproducibleError: the sweep has no readable spec (e.g. imported without artifacts).
+        """
+        spec = self._read_spec()
+        if spec is None:
+            raise NotReproducibleError(
+                f"Sweep {self.identifier} has no {SPEC_ARTIFACT} (it was exported without "
+                "artifacts, or not recorded by pcs), so its grid and trials are unknown. Export "
+                "it again with its artifacts."
+            )
+        return spec
+
+    def _read_spec(self) -> SweepSpec | None:
+        if self._spec is _UNREAD:
+            text = self._artifact_text(SPEC_ARTIFACT)
+            if text is None:
+                self._spec = None
+            else:
+                from pcs._yaml import load_yaml
+
+                data = load_yaml(text, f"{SPEC_ARTIFACT} of sweep {self.identifier}",
+                                 NotReproducibleError)
+                self._spec = SweepSpec.from_dict(data, f"{SPEC_ARTIFACT} of sweep {self.identifier}")
+        return self._spec  # type: ignore[no-any-return]
+
+    def _artifact_text(self, artifact: str) -> str | None:
+        with tempfile.TemporaryDirectory(prefix=f"pcs-{os.getpid()}-sweep-") as tmp:
+            try:
+                path = self._download_quietly(artifact, Path(tmp))
+                return path.read_text(encoding="utf-8")
+            except Exception:  # noqa: BLE001 - any store error means "not there"
+                return None
+
+    def _search_trials(self, extra: str = "") -> list[ComponentRun]:
+        clauses = [f"tags.`{_keys.PARENT_RUN_ID}` = '{self.identifier}'",
+                   f"tags.`{_keys.TRIAL}` IS NOT NULL"]
+        if extra:
+            clauses.append(extra)
+        found = search_mlflow_runs(
+            self._client, " and ".join(clauses), order_by=["attributes.start_time ASC"]
+        )
+        return [_wrap(r, self._client) for r in found]  # type: ignore[misc]
+
+    def trial_runs(self, refresh: bool = False) -> dict[int, ComponentRun]:
+        """The latest run of each trial index, by index (one paged search)."""
+        if self._trial_runs is None or refresh:
+            latest: dict[int, ComponentRun] = {}
+            for run in self._search_trials():
+                raw = run.tags.get(_keys.TRIAL, "")
+                if raw.isdigit():
+                    latest[int(raw)] = run  # oldest first, so a later run of an index wins
+            self._trial_runs = latest
+        return dict(self._trial_runs)
+
+    @property
+    def trials(self) -> list[ComponentRun]:
+        """The trials' ComponentRuns in trial order (the latest run of each index)."""
+        runs = self.trial_runs()
+        return [runs[i] for i in sorted(runs)]
+
+    def table(self) -> list[dict[str, Any]]:
+        """One dict per trial: ``trial``, ``run_id``, ``status``, ``seed``, each varied
+        argument path, and each metric's final value (None where a trial logged none)."""
+        return results.build_table(self._read_spec(), self.trial_runs(refresh=True))
+
+    def summary(self) -> dict[str, int]:
+        """How many trials ended how: ``trials``, and counts by status (``MISSING``: no run)."""
+        counts: Counter[str] = Counter(row["status"] for row in self.table())
+        return {"trials": sum(counts.values()), **dict(sorted(counts.items()))}
+
+    def best(self, metric: str, mode: str = "max") -> ComponentRun:
+        """The finished trial with the best final value of ``metric``.
+
+        Args:
+            metric: a metric the trials log.
+            mode: ``max`` or ``min``.
+
+        Raises:
+            ArgumentError: bad ``mode``, or no finished trial logged ``metric``.
+        """
+        runs = self.trial_runs(refresh=True)
+        return results.best_trial(runs, metric, mode, self.identifier)  # type: ignore[return-value]
+
+    def log_results(self, metric: str | None = None) -> dict[str, int]:
+        """Log the table (``pcs/sweep.csv``), the plot (``pcs/sweep.svg``) and the summary tags.
+
+        Args:
+            metric: the metric to plot (default: the recorded choice, else the first logged).
+
+        Returns:
+            The summary: ``trials`` and counts by status.
+        """
+        spec = self._read_spec()
+        runs = self.trial_runs(refresh=True)
+        rows = results.build_table(spec, runs)
+        varied = spec.varied_paths if spec is not None else results.varied_paths_of(runs)
+        wanted = metric or (spec.plot_metric if spec is not None else None)
+        chosen = results.choose_metric(rows, varied, wanted)
+        if wanted and chosen != wanted and chosen != f"metric:{wanted}":
+            log.warning("pcs: no trial of sweep %s logged %r; %s", self.identifier, wanted,
+                        f"plotting {chosen!r} instead" if chosen else "nothing to plot")
+        with tempfile.TemporaryDirectory(prefix=f"pcs-{os.getpid()}-sweep-results-") as tmp:
+            root = Path(tmp)
+            (root / _keys.PCS_ARTIFACT_DIR).mkdir()
+            results.write_csv(rows, root / _keys.SWEEP_TABLE_ARTIFACT)
+            if chosen is not None:
+                try:
+                    results.write_plot(rows, varied, chosen, root / _keys.SWEEP_PLOT_ARTIFACT,
+                                       f"{self.info.run_name or 'sweep'}: {chosen} per trial")
+                except Exception as exc:  # noqa: BLE001 - a plot must never cost the results
+                    log.warning("pcs: could not draw the plot of sweep %s: %s", self.identifier, exc)
+                    (root / _keys.SWEEP_PLOT_ARTIFACT).unlink(missing_ok=True)
+            self.log_artifacts(root)
+        counts: Counter[str] = Counter(row["status"] for row in rows)
+        summary = {"trials": len(rows), **dict(sorted(counts.items()))}
+        tags = {SUMMARY_TAG: json.dumps(summary, sort_keys=True)}
+        if chosen is not None:
+            tags[PLOT_METRIC_TAG] = chosen
+        self.set_tags(tags)
+        return summary
+
+    def plot(self, path: str | Path, metric: str | None = None) -> Path:
+        """Draw the sweep's plot (see ``pcs/sweep.svg``) into ``path``, for any logged metric.
+
+        Raises:
+            ArgumentError: no trial logged ``metric`` (or any metric, when none is given).
+        """
+        spec = self._read_spec()
+        runs = self.trial_runs(refresh=True)
+        rows = results.build_table(spec, runs)
+        varied = spec.varied_paths if spec is not None else results.varied_paths_of(runs)
+        chosen = results.choose_metric(rows, varied, metric)
+        if chosen is None or (metric is not None and chosen not in (metric, f"metric:{metric}")):
+            logged = results.metric_names(runs.values())
+            raise ArgumentError(
+                f"No trial of sweep {self.identifier} logged "
+                f"{repr(metric) if metric else 'a metric'} to plot. Its trials log: "
+                f"{', '.join(logged) or 'no metrics'}."
+            )
+        target = Path(path)
+        results.write_plot(rows, varied, chosen, target, f"{self.info.run_name or 'sweep'}: {chosen}")
+        return target
+
+    # -- running trials again -----------------------------------------------------------------------
+
+    def resume_trials(
+        self,
+        executor: str | None = None,
+        max_workers: int | None = None,
+        ray_address: str | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> SweepRun:
+        """Run, inside this sweep, the trials that are missing, FAILED or KILLED.
+
+        A trial left RUNNING by a process that is gone counts as KILLED. The new
+        runs join this sweep with the same trial index, so :attr:`trials` then
+        holds them; the table and plot are logged again.
+
+        Args:
+            executor: where to run them (default: the sweep's own executor).
+            max_workers, ray_address, progress: as for :meth:`from_component`.
+
+        Returns:
+            This sweep, ended again.
+
+        Raises:
+            PcsError: the sweep is still running in a live process.
+            NotReproducibleError: the sweep's record cannot be read.
+        """
+        spec = self.spec
+        executor = executor or spec.executor
+        check_executor(executor, max_workers)
+        self.refresh()
+        if self.status == "RUNNING" and self.stale_reason is None:
+            raise PcsError(
+                f"Sweep {self.identifier} is still running (process {self.tags.get(_keys.PID)} on "
+                f"{self.tags.get(_keys.HOST)}). Wait for it to end, or stop it, before resuming it."
+            )
+        runs = self.trial_runs(refresh=True)
+        todo = []
+        for trial in spec.trials:
+            run = runs.get(trial.index)
+            if run is not None and run.status == "RUNNING":
+                if run.stale_reason is None:
+                    log.warning("pcs: trial %s of sweep %s is still running in a live process; "
+                                "leaving it", trial.index, self.identifier)
+                    continue
+                run._record_end_reason("stale: " + str(run.stale_reason))
+                run.set_terminated("KILLED")
+            if run is None or run.status != "FINISHED":
+                todo.append(trial)
+        if not todo:
+            return self
+        text = self._artifact_text(COMMANDS_ARTIFACT)
+        if text is None:
+            raise NotReproducibleError(
+                f"Sweep {self.identifier} has no {COMMANDS_ARTIFACT}, so its trials' run "
+                "commands are unknown. Export it again with its artifacts."
+            )
+        sources = self._recorded_sources()
+        shared = self._shared(text, sources, {}, pin=False)
+        tasks = [Task(t.index, t.run_command, _trial_name(t.index)) for t in todo]
+        if executor == "ray":
+            from pcs.sweep.executors import _import_ray
+
+            _import_ray()
+        self._run_trials(tasks, shared, executor, max_workers, ray_address, progress)
+        return self
+
+    def _recorded_sources(self) -> dict[str, str]:
+        from pcs.run_command import read_sources_dir
+
+        with tempfile.TemporaryDirectory(prefix=f"pcs-{os.getpid()}-sweep-") as tmp:
+            try:
+                folder = self._download_quietly(_keys.SOURCE_ARTIFACT_DIR, Path(tmp))
+            except Exception:  # noqa: BLE001 - no snapshot recorded
+                return {}
+            return read_sources_dir(folder)
+
+    def rerun(  # type: ignore[override]
+        self,
+        verify: bool = False,
+        strict: bool = False,
+        code: str = "recorded",
+        env: str = "current",
+        run_name: str | None = None,
+        rtol: float = 0.0,
+        atol: float = 0.0,
+        ignore: tuple[str, ...] | list[str] = (),
+        *,
+        executor: str | None = None,
+        max_workers: int | None = None,
+        ray_address: str | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> SweepRun:
+        """Rerun every trial as a new sweep (tagged ``pcs.rerun_of``), verifying trial by trial.
+
+        Args:
+            verify: compare each new trial with the one it reruns; the report is
+                ``new_sweep.verification`` (its verdict is tagged on the new sweep and trials).
+            strict: raise when the verified rerun did not reproduce.
+            code: ``recorded`` runs each trial's recorded snapshot; ``current`` the
+                component files as they are now.
+            env: only ``current``: a sweep reruns in this environment (rerun one
+                trial with ``env="recorded"`` to rebuild its environment).
+            run_name: the new sweep's name.
+            rtol, atol, ignore: as for ``ComponentRun.rerun``.
+            executor: where to run (default: the executor the sweep was run with).
+            max_workers, ray_address, progress: as for :meth:`from_component`.
+
+        Raises:
+            NotReproducibleError: a trial cannot be rerun, or the sweep has none.
+            ReproducibilityError, UnverifiableError: with ``strict``.
+        """
+        if code not in ("recorded", "current"):
+            raise ArgumentError(
+                f"A sweep reruns with code='recorded' or code='current'; got {code!r}. Rerun "
+                "one trial (Run.from_existing_run_id(TRIAL_ID).rerun(...)) for other choices."
+            )
+        if env != "current":
+            raise ArgumentError(
+                f"A sweep reruns in the current environment (env='current'); got env={env!r}. "
+                "Rerun one trial with env='recorded' to rebuild its recorded environment."
+            )
+        old_spec = self._read_spec()
+        old_runs = self.trial_runs(refresh=True)
+        if not old_runs:
+            raise NotReproducibleError(f"Sweep {self.identifier} has no trial runs to rerun.")
+        blocked = [f"trial {i} ({r.identifier}): " + "; ".join(r.grade_reasons)
+                   for i, r in sorted(old_runs.items()) if r.grade == "not-rerunnable"]
+        if blocked:
+            raise NotReproducibleError(
+                f"Sweep {self.identifier} has trials graded not-rerunnable when recorded: "
+                + " | ".join(blocked[:5])
+            )
+        chosen = executor or (old_spec.executor if old_spec is not None else "process")
+        check_executor(chosen, max_workers)
+        if chosen == "ray":
+            from pcs.sweep.executors import _import_ray
+
+            _import_ray()
+        commands: dict[int, RunCommand] = {}
+        for index, run in sorted(old_runs.items()):
+            commands[index] = run.command_for_rerun(code)
+        ordered = [commands[i] for i in sorted(commands)]
+        text = _commands_text(ordered)
+        sources = _sources_of(ordered)
+        spec = _rerun_spec(old_spec, old_runs, commands, chosen, max_workers)
+        new = type(self)._record(spec, text, sources, run_name, self.experiment_id, self)
+        tasks = [
+            Task(i, commands[i].identifier, _trial_name(i), rerun_of=old_runs[i].identifier,
+                 return_value_format=old_runs[i]._recorded_format())
+            for i in sorted(commands)
+        ]
+        shared = new._shared(text, sources, _requirements_of(ordered), pin=code == "recorded")
+        new._run_trials(tasks, shared, chosen, max_workers, ray_address, progress)
+        if verify or strict:
+            report = new._verify_against(self, old_spec, old_runs, rtol, atol, ignore)
+            new.verification = report
+            new.set_tag(_keys.VERIFICATION, report.verdict)
+            if strict and report.verdict == "unverifiable":
+                raise UnverifiableError(str(report), report)
+            if strict and not report.reproduced:
+                raise ReproducibilityError(str(report), report)
+        return new
+
+    def _verify_against(
+        self,
+        original: SweepRun,
+        old_spec: SweepSpec | None,
+        old_runs: Mapping[int, ComponentRun],
+        rtol: float,
+        atol: float,
+        ignore: Sequence[str],
+    ) -> SweepVerification:
+        from pcs.verification import compare_runs
+
+        new_runs = self.trial_runs(refresh=True)
+        planned = sorted({t.index for t in old_spec.trials} if old_spec is not None else set())
+        report = SweepVerification(original.identifier, self.identifier)
+        for index in sorted(set(planned) | set(old_runs)):
+            old = old_runs.get(index)
+            new = new_runs.get(index)
+            check = TrialCheck(index, old.identifier if old else None, new.identifier if new else None)
+            if old is None:
+                check.note = "the original sweep has no run of this trial, so it was not rerun"
+            elif new is None:
+                check.note = "the rerun has no run of this trial (it failed before its run was recorded)"
+            else:
+                check.verification = compare_runs(old, new, rtol=rtol, atol=atol, ignore=ignore)
+                new.verification = check.verification
+                new.set_tag(_keys.VERIFICATION, check.verification.verdict)
+            report.trials.append(check)
+        return report
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _trial_name(index: int) -> str:
+    return f"trial {index}"
+
+
+def _stop_reason(exc: BaseException) -> str | None:
+    if isinstance(exc, _signals.ProcessTerminated):
+        return exc.signal_name
+    if isinstance(exc, KeyboardInterrupt):
+        return "SIGINT"
+    return None
+
+
+def _commands_text(commands: Sequence[RunCommand]) -> str:
+    """A registry holding every trial's run command (with its components and repos), as YAML."""
+    from pcs.registry import InMemoryRegistry
+    from pcs.specs import dump_yaml
+
+    registry = InMemoryRegistry()
+    seen: set[str] = set()
+    for command in commands:
+        if command.identifier in seen:
+            continue
+        seen.add(command.identifier)
+        command.to_registry(registry)
+    return dump_yaml(registry.to_dict())
+
+
+def _sources_of(commands: Sequence[RunCommand]) -> dict[str, str]:
+    sources: dict[str, str] = {}
+    for command in commands:
+        sources.update(command.sources)
+    return sources
+
+
+def _requirements_of(commands: Sequence[RunCommand]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for command in commands:
+        for component in command.component.dependency_list():
+            if component._requirements_override is not None:
+                out[component.identifier] = component._requirements_override
+    return out
+
+
+def _check_runnable_in(executor: str, component: Component,
+                       commands: Sequence[RunCommand]) -> dict[str, Any] | None:
+    """Live commands for a serial sweep of a class captured from ``__main__``; refuse it elsewhere.
+
+    Such a class runs as itself in this process; a worker process can only
+    run its captured source, which must then be complete.
+    """
+    inline = [c for c in component.dependency_list() if c.is_inline]
+    if not inline:
+        return None
+    if executor == "serial":
+        return {c.identifier: c for c in commands}
+    problems = [p for c in inline for p in c.snapshot_problems()]
+    if problems or any(not entry.get("sha256") for c in commands for entry in c.code.values()):
+        raise ArgumentError(
+            f"Component {component.identifier!r} is a class defined in __main__ whose source pcs "
+            f"could not capture completely ({'; '.join(problems)}), so worker processes cannot "
+            "run it. Use executor='serial', or define the class in a module file."
+        )
+    return None
+
+
+def _rerun_spec(old: SweepSpec | None, old_runs: Mapping[int, ComponentRun],
+                commands: Mapping[int, RunCommand], executor: str,
+                max_workers: int | None) -> SweepSpec:
+    """The spec of a rerun: the original's, with the new commands (and executor)."""
+    from pcs.sweep.spec import TrialSpec
+
+    if old is not None:
+        trials = [
+            TrialSpec(t.index, t.args, commands[t.index].seed, commands[t.index].identifier)
+            for t in old.trials if t.index in commands
+        ]
+        return old.replace(trials=trials, executor=executor, max_workers=max_workers)
+    first = commands[min(commands)]
+    varied = results.varied_paths_of(old_runs)
+    trials = [
+        TrialSpec(i, {p: old_runs[i].data.params.get(p) for p in varied}, c.seed, c.identifier)
+        for i, c in sorted(commands.items())
+    ]
+    return SweepSpec(
+        component=first.component.identifier, entry_point=first.entry_point,
+        arg_set={}, grid=[], samples=None, sample_seed=None, seeds=[None],
+        executor=executor, max_workers=max_workers, plot_metric=None, trials=trials,
+    )
+
+
+def _absolute_tracking_uri() -> str:
+    """The caller's tracking URI, with a relative SQLite or file path made absolute.
+
+    Workers may start in another folder (Ray's do), and must write to the same store.
+    """
+    from pcs import _config
+
+    uri = _config.tracking_uri()
+    if uri.startswith("sqlite:///"):
+        rest = uri[len("sqlite:///"):]
+        path, sep, query = rest.partition("?")
+        if path and path != ":memory:" and not os.path.isabs(path):
+            return f"sqlite:///{os.path.abspath(path)}{sep}{query}"
+        return uri
+    if uri.startswith("file:") or "://" in uri:
+        return uri
+    return os.path.abspath(uri)
