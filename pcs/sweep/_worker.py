@@ -25,19 +25,22 @@ closes it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from pcs import _keys, _signals
 
 __all__ = [
+    "signals_not_swallowed",
     "Shared",
     "Task",
     "Result",
@@ -165,6 +168,42 @@ def run_trial(task: Task, context: TrialContext) -> Result:
     return Result(task.index, run.identifier, "FINISHED")
 
 
+# -- signals raised where Python swallows exceptions --------------------------------------------
+
+
+@contextlib.contextmanager
+def signals_not_swallowed() -> Iterator[None]:
+    """Deliver again a Ctrl-C or SIGTERM/SIGHUP whose exception Python swallowed.
+
+    A signal handler runs between any two bytecodes of the main thread, also
+    inside a finalizer or weakref callback run by the garbage collector. An
+    exception raised there (``KeyboardInterrupt``, ``ProcessTerminated``) is
+    printed as "Exception ignored" and dropped, so the work it should stop goes
+    on. While this is active, such a signal is sent again a moment later, from
+    a helper thread, so its handler runs outside the callback.
+    """
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        exc = unraisable.exc_value
+        if isinstance(exc, _signals.ProcessTerminated):
+            signum = exc.signum
+        elif isinstance(exc, KeyboardInterrupt):
+            signum = signal.SIGINT
+        else:
+            previous(unraisable)
+            return
+        timer = threading.Timer(0.01, os.kill, (os.getpid(), signum))
+        timer.daemon = True
+        timer.start()
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
+
+
 # -- SQLite: retry writes refused because another process holds the lock -------------------
 
 
@@ -288,6 +327,11 @@ def main(argv: list[str] | None = None) -> int:
     import pcs  # noqa: F401  (registers the features a run reaches by name)
     from pcs.component_run import ComponentRun  # noqa: F401
 
+    with signals_not_swallowed():
+        return _serve(conn)
+
+
+def _serve(conn: Any) -> int:
     context: TrialContext | None = None
     while True:
         try:

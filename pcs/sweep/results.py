@@ -141,8 +141,10 @@ def write_plot(
     """Draw each varied argument against ``metric``, one point per trial, one colour per seed.
 
     Numbers are placed on a numeric axis; any other values (strings, lists)
-    get one tick each, in the order the grid gives them. The SVG holds no date
-    and stable ids, so the same table draws the same file.
+    get one tick each, in the order the grid gives them; the seeds of one value
+    stand side by side around it. Each seed's points are
+    one SVG group with the id ``pcs-trials-<path>-seed-<seed>``. The SVG holds
+    no date and stable ids, so the same table draws the same file.
     """
     import matplotlib
     from matplotlib.figure import Figure
@@ -163,15 +165,22 @@ def write_plot(
             if key not in positions:
                 positions[key] = len(positions)
                 labels.append(_label(value))
+        numbers = [float(v) for v in values if numeric]
+        span = (max(numbers) - min(numbers)) if len(numbers) > 1 else 1.0
+        # seeds side by side around each value, so equal results stay visible as separate points
+        step = (0.012 * span if numeric else 0.08) if len(seeds) > 1 else 0.0
         for i, seed in enumerate(seeds):
             mine = [r for r in plotted if r["seed"] == seed]
+            dodge = (i - (len(seeds) - 1) / 2) * step
             xs = [
-                float(r[column]) if numeric else positions[json.dumps(r.get(column), sort_keys=True)]
+                (float(r[column]) if numeric
+                 else positions[json.dumps(r.get(column), sort_keys=True)]) + dodge
                 for r in mine
             ]
             ys = [float(r[metric]) for r in mine]
             ax.scatter(xs, ys, s=28, color=colours(i % 10), alpha=0.85,
-                       label=f"seed {seed}" if len(seeds) <= 12 else None)
+                       label=f"seed {seed}" if len(seeds) <= 12 else None,
+                       gid=f"pcs-trials-{column}-seed-{seed}")
         if not numeric:
             ax.set_xticks(range(len(labels)), labels, rotation=30 if len(labels) > 4 else 0)
         ax.set_xlabel(column)
@@ -180,7 +189,7 @@ def write_plot(
     if 1 < len(seeds) <= 12:
         axes[-1].legend(fontsize="small", frameon=False, loc="best")
     fig.suptitle(title, fontsize="medium")
-    with matplotlib.rc_context({"svg.hashsalt": "pcs-sweep"}):
+    with matplotlib.rc_context({"svg.hashsalt": "pcs-sweep", "svg.fonttype": "none"}):
         fig.savefig(path, format="svg", metadata={"Date": None})
 
 

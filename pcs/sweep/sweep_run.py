@@ -27,7 +27,7 @@ from pcs import _keys, _signals
 from pcs.errors import ArgumentError, NotReproducibleError, PcsError, ReproducibilityError, UnverifiableError
 from pcs.run import Run, _wrap, search_mlflow_runs
 from pcs.sweep import results
-from pcs.sweep._worker import Shared, Task
+from pcs.sweep._worker import Shared, Task, signals_not_swallowed
 from pcs.sweep.spec import SweepSpec, check_executor, plan_sweep
 from pcs.sweep.verify import SweepVerification, TrialCheck
 
@@ -45,6 +45,7 @@ __all__ = [
     "COMMANDS_ARTIFACT",
     "SUMMARY_TAG",
     "TRIAL_COUNT_TAG",
+    "PLOT_METRIC_TAG",
 ]
 
 log = logging.getLogger(__name__)
@@ -242,7 +243,7 @@ class SweepRun(Run):
                 log.info("pcs: trial %s of sweep %s ended %s: %s", result.index,
                          self.identifier, result.status, result.error)
 
-        with self:
+        with self, signals_not_swallowed():
             try:
                 with finished_bar:
                     run_trials(executor, tasks, shared, on_result, max_workers, ray_address, live)
