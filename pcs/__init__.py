@@ -11,6 +11,7 @@ from pcs.errors import (
     AmbiguousRunIdError,
     ArgumentError,
     BundleError,
+    CacheInUseError,
     ComponentError,
     ComponentFileNotFoundError,
     DependencyError,
@@ -33,7 +34,6 @@ from pcs.errors import (
     UnserializableArgumentError,
     UnverifiableError,
     UploadTooLargeError,
-    CacheInUseError,
 )
 from pcs.registry import InMemoryRegistry, Registry
 from pcs.repo import GitRepo, LocalRepo, Repo

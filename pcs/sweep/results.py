@@ -165,7 +165,7 @@ def write_plot(
             if key not in positions:
                 positions[key] = len(positions)
                 labels.append(_label(value))
-        numbers = [float(v) for v in values if numeric]
+        numbers = [float(v) for v in values if isinstance(v, (int, float))]
         span = (max(numbers) - min(numbers)) if len(numbers) > 1 else 1.0
         # seeds side by side around each value, so equal results stay visible as separate points
         step = (0.012 * span if numeric else 0.08) if len(seeds) > 1 else 0.0

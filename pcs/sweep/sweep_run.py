@@ -24,7 +24,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pcs import _keys, _signals
-from pcs.errors import ArgumentError, NotReproducibleError, PcsError, ReproducibilityError, UnverifiableError
+from pcs.errors import (
+    ArgumentError,
+    NotReproducibleError,
+    PcsError,
+    ReproducibilityError,
+    UnverifiableError,
+)
 from pcs.run import Run, _wrap, search_mlflow_runs
 from pcs.sweep import results
 from pcs.sweep._worker import Shared, Task, signals_not_swallowed
@@ -183,8 +189,8 @@ class SweepRun(Run):
             (root / SPEC_ARTIFACT).write_text(dump_yaml(spec.to_dict()), encoding="utf-8")
             (root / COMMANDS_ARTIFACT).write_text(commands_text, encoding="utf-8")
             for digest, source in sources.items():
-                path = root / _keys.SOURCE_ARTIFACT_DIR / source_artifact_name(digest)
-                path.write_text(source, encoding="utf-8")
+                target = root / _keys.SOURCE_ARTIFACT_DIR / source_artifact_name(digest)
+                target.write_text(source, encoding="utf-8")
             sweep = cls(
                 experiment_id=experiment_id,
                 run_name=run_name or f"sweep {spec.component}.{spec.entry_point}",
