@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pcs import _keys, _signals
@@ -250,23 +251,90 @@ def retrying(
     return call
 
 
-def install_lock_retries(tracking_uri: str) -> bool:
-    """Make this process's MLflow store for a SQLite ``tracking_uri`` retry locked writes.
+class _WriterLock:
+    """One writer at a time, across the processes of a sweep (``flock`` on a file in PCS_HOME).
 
-    MLflow keeps one store object per URI in a process, so every client of
-    that URI (pcs's and the trial's own ``mlflow.log_*``) gets the retries.
-    Only worker processes and Ray tasks of a sweep call this.
+    SQLite admits one writer anyway; a writer that finds the database locked
+    sleeps in growing steps before it tries again, so writers that contend
+    waste most of their time asleep. Queueing on a file lock hands the
+    database over the moment it is free. Reentrant, and shared by the threads
+    of a process (``flock`` alone would let them all in).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        self.lock = threading.RLock()
+        self.depth = 0
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        import fcntl
+
+        with self.lock:
+            if self.depth == 0:
+                fcntl.flock(self.fd, fcntl.LOCK_EX)
+            self.depth += 1
+            try:
+                yield
+            finally:
+                self.depth -= 1
+                if self.depth == 0:
+                    fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+
+def sqlite_path(tracking_uri: str) -> str | None:
+    """The database file of a ``sqlite:`` tracking URI (None for memory or other stores)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    path = tracking_uri[len("sqlite:///"):].partition("?")[0]
+    return None if not path or path == ":memory:" else os.path.realpath(path)
+
+
+def _writer_lock(tracking_uri: str) -> _WriterLock | None:
+    path = sqlite_path(tracking_uri)
+    if path is None:
+        return None
+    try:
+        import hashlib
+
+        from pcs import _config
+
+        folder = _config.pcs_home() / "locks"
+        folder.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256(path.encode("utf-8")).hexdigest()[:24]
+        return _WriterLock(folder / f"sqlite-{digest}.lock")
+    except OSError as exc:  # no lock: writers fall back on SQLite's own waiting
+        log.debug("pcs: no writer lock for %s: %s", path, exc)
+        return None
+
+
+# store methods that write (MLflow's names); reads need no turn
+_WRITES = ("create_", "log_", "set_", "delete_", "update_", "restore_", "record_", "rename_",
+           "finalize_", "link_", "unlink_", "start_trace", "end_trace", "upsert_")
+
+
+def install_lock_retries(tracking_uri: str) -> bool:
+    """Make this process's MLflow store for a SQLite ``tracking_uri`` write in turn, and retry.
+
+    Writes take turns with the other processes of the sweep (see
+    :class:`_WriterLock`), and a write refused with "database is locked" (by
+    a writer outside the sweep) is retried. MLflow keeps one store object per
+    URI in a process, so every client of that URI (pcs's and the trial's own
+    ``mlflow.log_*``) gets both. Only worker processes and Ray tasks of a
+    sweep call this.
 
     Returns:
-        Whether the store is a SQLite store (now retrying).
+        Whether the store is a SQLite store (now taking turns and retrying).
     """
-    if not tracking_uri.startswith("sqlite:"):
+    if sqlite_path(tracking_uri) is None:
         return False
     from mlflow import MlflowClient
 
     store = MlflowClient(tracking_uri=tracking_uri)._tracking_client.store
     if getattr(store, "_pcs_retrying", False):
         return True
+    turn = _writer_lock(tracking_uri)
     for name in dir(type(store)):
         if name.startswith("_"):
             continue
@@ -276,9 +344,22 @@ def install_lock_retries(tracking_uri: str) -> bool:
         bound = getattr(store, name)
         if getattr(bound, "pcs_retrying", False):
             continue
-        setattr(store, name, retrying(bound))
+        call = retrying(bound)
+        if turn is not None and name.startswith(_WRITES):
+            call = _in_turn(call, turn)
+        setattr(store, name, call)
     store._pcs_retrying = True
     return True
+
+
+def _in_turn(fn: Callable[..., Any], turn: _WriterLock) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        with turn.held():
+            return fn(*args, **kwargs)
+
+    call.pcs_retrying = True  # type: ignore[attr-defined]
+    return call
 
 
 # -- where the worker runs ------------------------------------------------------------------
@@ -323,9 +404,14 @@ def main(argv: list[str] | None = None) -> int:
     # (it sends SIGTERM, which pcs turns into KILLED runs)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     conn = Connection(int(argv[1]))
-    # the imports and the store a trial needs, while the sweep sends the first message
+    # the imports and the store a trial needs, while the sweep is being recorded
     import pcs  # noqa: F401  (registers the features a run reaches by name)
     from pcs.component_run import ComponentRun  # noqa: F401
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        with contextlib.suppress(Exception):  # a store that fails here fails the trial, said there
+            install_lock_retries(uri)
 
     with signals_not_swallowed():
         return _serve(conn)

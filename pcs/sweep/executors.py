@@ -1,9 +1,12 @@
 """Where trials run: in this process, in a pool of worker processes, or as Ray tasks.
 
-Each executor takes the trials (:class:`~pcs.sweep._worker.Task`), the shared
-context, and a callback told of every :class:`~pcs.sweep._worker.Result` as it
-arrives; it returns when every trial has ended. Trials are independent: a
-failing trial is a FAILED result, never a reason to stop the others.
+:func:`start_executor` gets an executor ready (worker processes start
+importing and connecting to the store at once, while the sweep is being
+recorded); its ``run`` takes the trials (:class:`~pcs.sweep._worker.Task`),
+the shared context, and a callback told of every
+:class:`~pcs.sweep._worker.Result` as it arrives, and returns when every
+trial has ended. Trials are independent: a failing trial is a FAILED result,
+never a reason to stop the others.
 
 Ctrl-C and SIGTERM/SIGHUP (``KeyboardInterrupt`` / ``ProcessTerminated`` in the
 sweep's main thread) stop an executor: workers are sent SIGTERM (Ray tasks are
@@ -11,10 +14,10 @@ cancelled), which ends their trials KILLED, and are killed if they do not stop
 in time. The sweep then ends whatever is still RUNNING as KILLED.
 
 The ``process`` executor starts its workers as fresh interpreters
-(``python -m pcs.sweep``), not by forking: a fork would copy the
-caller's open database connections, threads and GPU state, and ``spawn``
-would import the caller's script again. A worker that dies in the middle of
-a trial (a crash, ``os._exit``) fails that trial; another worker takes over.
+(``python -m pcs.sweep``), not by forking: a fork would copy the caller's
+open database connections, threads and GPU state, and ``spawn`` would import
+the caller's script again. A worker that dies in the middle of a trial (a
+crash, ``os._exit``) fails that trial; another worker takes over.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from pcs import _keys, _liveness
 from pcs.errors import ArgumentError, PcsError
 from pcs.sweep._worker import Result, Shared, Task, TrialContext, run_trial
 
-__all__ = ["run_trials", "default_workers", "STOP_TIMEOUT_S"]
+__all__ = ["Executor", "start_executor", "default_workers", "trial_runs_left", "STOP_TIMEOUT_S"]
 
 log = logging.getLogger(__name__)
 
@@ -53,56 +56,81 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def run_trials(
+class Executor:
+    """Runs trials; made by :func:`start_executor`, used once, then closed."""
+
+    def run(self, tasks: list[Task], shared: Shared, on_result: OnResult,
+            live_commands: dict[str, Any] | None = None) -> None:
+        """Run every task; ``on_result`` hears of each one (in this thread) as it ends.
+
+        Args:
+            tasks: the trials, in the order to start them.
+            shared: the context every trial needs.
+            on_result: told each trial's result.
+            live_commands: for ``serial`` only, commands to run as they are (a class
+                captured from ``__main__`` cannot be rebuilt from the registry).
+        """
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Let go of the workers (and of a Ray this executor started)."""
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def start_executor(
     executor: str,
-    tasks: list[Task],
-    shared: Shared,
-    on_result: OnResult,
+    trials: int,
     max_workers: int | None = None,
     ray_address: str | None = None,
-    live_commands: dict[str, Any] | None = None,
-) -> None:
-    """Run every task with ``executor``; ``on_result`` hears of each one as it ends.
+    tracking_uri: str | None = None,
+    cwd: str | None = None,
+) -> Executor:
+    """Get ``executor`` ready for ``trials`` trials.
 
     Args:
         executor: ``serial``, ``process`` or ``ray``.
-        tasks: the trials, in the order to start them.
-        shared: the context every trial needs.
-        on_result: called in this thread with each trial's result.
+        trials: how many trials will run (no more workers than that start).
         max_workers: worker processes (default: the CPU count), or Ray tasks in flight
             (default: as many as Ray schedules).
         ray_address: the Ray cluster to connect to when Ray is not initialised yet.
-        live_commands: for ``serial`` only, commands to run as they are (components whose
-            source could not be snapshot cannot be rebuilt from the registry).
+        tracking_uri: the store worker processes write to (default: this process's).
+        cwd: the folder worker processes run in (default: this process's).
+
+    Returns:
+        The executor; close it (or use it as a context manager) when done.
     """
-    if not tasks:
-        return
     if executor == "serial":
-        _run_serial(tasks, shared, on_result, live_commands or {})
-    elif executor == "process":
-        _ProcessPool(shared, max_workers or default_workers(), on_result).run(tasks)
-    elif executor == "ray":
-        _run_ray(tasks, shared, on_result, max_workers, ray_address)
-    else:  # pragma: no cover - checked when the sweep is planned
-        raise ArgumentError(f"Unknown sweep executor {executor!r}.")
+        return _Serial()
+    if executor == "process":
+        size = max(1, min(max_workers or default_workers(), trials))
+        return _ProcessPool(size, tracking_uri, cwd)
+    if executor == "ray":
+        return _Ray(max_workers, ray_address)
+    raise ArgumentError(f"Unknown sweep executor {executor!r}.")  # pragma: no cover
 
 
 # -- serial ------------------------------------------------------------------------------------
 
 
-def _run_serial(tasks: list[Task], shared: Shared, on_result: OnResult,
-                live_commands: dict[str, Any]) -> None:
-    context = TrialContext(shared)
-    if live_commands:
-        plain_command = context.command
+class _Serial(Executor):
+    def run(self, tasks: list[Task], shared: Shared, on_result: OnResult,
+            live_commands: dict[str, Any] | None = None) -> None:
+        context = TrialContext(shared)
+        if live_commands:
+            plain_command = context.command
 
-        def command(command_id: str) -> Any:
-            live = live_commands.get(command_id)
-            return live if live is not None else plain_command(command_id)
+            def command(command_id: str) -> Any:
+                live = live_commands.get(command_id)
+                return live if live is not None else plain_command(command_id)
 
-        context.command = command  # type: ignore[method-assign]
-    for task in tasks:
-        on_result(run_trial(task, context))
+            context.command = command  # type: ignore[method-assign]
+        for task in tasks:
+            on_result(run_trial(task, context))
 
 
 # -- a pool of worker processes -----------------------------------------------------------------
@@ -114,37 +142,49 @@ class _Worker:
         self.conn = conn
         self.task: Task | None = None
         self.done = 0
+        self.ready = False  # it has the sweep's context
 
     @property
     def pid(self) -> int:
         return self.process.pid
 
 
-class _ProcessPool:
-    """Worker processes fed one trial at a time over a socket each."""
+class _ProcessPool(Executor):
+    """Worker processes fed one trial at a time, over a socket each."""
 
-    def __init__(self, shared: Shared, size: int, on_result: OnResult) -> None:
-        self.shared = shared
+    def __init__(self, size: int, tracking_uri: str | None, cwd: str | None) -> None:
         self.size = size
-        self.on_result = on_result
+        self.tracking_uri = tracking_uri
+        self.cwd = cwd
         self.workers: list[_Worker] = []
         self.started_ok = False  # some worker has finished a trial
         self.dead_at_start = 0
+        self.shared: Shared | None = None
+        self.on_result: OnResult | None = None
         self.since_ms = _liveness.now_ms()
+        try:
+            for _ in range(size):
+                self.workers.append(self._start())
+        except BaseException:
+            self._stop_all()
+            raise
 
-    def run(self, tasks: list[Task]) -> None:
+    def run(self, tasks: list[Task], shared: Shared, on_result: OnResult,
+            live_commands: dict[str, Any] | None = None) -> None:
         from multiprocessing.connection import wait
 
+        self.shared, self.on_result = shared, on_result
+        self.since_ms = _liveness.now_ms()
         pending = deque(tasks)
         retried: set[int] = set()
         try:
-            for _ in range(min(self.size, len(pending))):
-                self.workers.append(self._start())
+            while len(self.workers) > len(pending) and not any(w.task for w in self.workers):
+                self._retire(self.workers.pop())  # fewer trials than workers
             while pending or any(w.task is not None for w in self.workers):
                 for worker in self.workers:
                     if worker.task is None and pending:
                         worker.task = pending.popleft()
-                        worker.conn.send(("trial", worker.task))
+                        self._send(worker, ("trial", worker.task))
                 busy = {w.conn: w for w in self.workers if w.task is not None}
                 for conn in wait(list(busy)):
                     worker = busy[conn]  # type: ignore[index]
@@ -156,12 +196,25 @@ class _ProcessPool:
                     worker.task = None
                     worker.done += 1
                     self.started_ok = True
-                    self.on_result(result)
+                    on_result(result)
         except BaseException:
             with _signals_held():
                 self._stop_all()
             raise
-        self._close_all()
+        self.close()
+
+    def close(self) -> None:
+        while self.workers:
+            self._retire(self.workers.pop())
+
+    def _send(self, worker: _Worker, message: Any) -> None:
+        try:
+            if not worker.ready:
+                worker.conn.send(("init", self.shared))
+                worker.ready = True
+            worker.conn.send(message)
+        except OSError:
+            pass  # it died; waiting on it finds out
 
     def _start(self) -> _Worker:
         import pcs
@@ -171,13 +224,14 @@ class _ProcessPool:
         # the worker imports the very pcs this process runs
         root = str(Path(pcs.__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-        env["MLFLOW_TRACKING_URI"] = self.shared.tracking_uri
+        if self.tracking_uri:
+            env["MLFLOW_TRACKING_URI"] = self.tracking_uri
         try:
             process = subprocess.Popen(
                 [sys.executable, "-m", "pcs.sweep", str(child_end.fileno())],
                 pass_fds=(child_end.fileno(),),
                 env=env,
-                cwd=self.shared.cwd or None,
+                cwd=self.cwd or None,
                 stdin=subprocess.DEVNULL,
                 stdout=_stdout_target(),
             )
@@ -188,16 +242,13 @@ class _ProcessPool:
             child_end.close()
         from multiprocessing.connection import Connection
 
-        conn = Connection(parent_end.detach())
-        worker = _Worker(process, conn)
-        try:
-            conn.send(("init", self.shared))
-        except OSError:
-            pass  # it died at once; the first trial sent to it finds out
-        return worker
+        return _Worker(process, Connection(parent_end.detach()))
 
     def _lost(self, worker: _Worker, pending: deque[Task], retried: set[int]) -> None:
         """A worker died: fail (or, when it never recorded a run, retry once) its trial."""
+        shared, on_result = self.shared, self.on_result
+        if shared is None or on_result is None:  # pragma: no cover - run() sets both first
+            return
         task = worker.task
         worker.task = None
         code = _reap(worker.process)
@@ -213,18 +264,29 @@ class _ProcessPool:
                     f"interpreter ({sys.executable}), or run the sweep with executor='serial'."
                 )
         if task is not None:
-            result = _end_trial_of_dead_worker(self.shared, task, worker.pid, code, self.since_ms)
+            result = _end_trial_of_dead_worker(shared, task, worker.pid, code, self.since_ms)
             if result is None and task.index not in retried:
                 retried.add(task.index)
                 pending.appendleft(task)  # it never recorded a run: nothing is duplicated
             else:
-                self.on_result(result or Result(
+                on_result(result or Result(
                     task.index, None, "FAILED",
                     f"the worker process running it died ({_exit_text(code)}) before its run "
                     "was recorded, twice",
                 ))
         if pending and len(self.workers) < self.size:
             self.workers.append(self._start())
+
+    def _retire(self, worker: _Worker) -> None:
+        with contextlib.suppress(OSError):
+            worker.conn.send(None)
+        try:
+            worker.process.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            worker.process.kill()
+            worker.process.wait()
+        with contextlib.suppress(OSError):
+            worker.conn.close()
 
     def _stop_all(self) -> None:
         """SIGTERM every worker (their trials end KILLED), then SIGKILL what outlives the wait."""
@@ -239,20 +301,6 @@ class _ProcessPool:
             except subprocess.TimeoutExpired:
                 log.warning("pcs: sweep worker %s did not stop in %.0fs; killing it",
                             worker.pid, STOP_TIMEOUT_S)
-                worker.process.kill()
-                worker.process.wait()
-            with contextlib.suppress(OSError):
-                worker.conn.close()
-        self.workers.clear()
-
-    def _close_all(self) -> None:
-        for worker in self.workers:
-            with contextlib.suppress(OSError):
-                worker.conn.send(None)
-        for worker in self.workers:
-            try:
-                worker.process.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
                 worker.process.kill()
                 worker.process.wait()
             with contextlib.suppress(OSError):
@@ -371,7 +419,8 @@ def _signals_held() -> Iterator[None]:
 # -- Ray ---------------------------------------------------------------------------------------
 
 
-def _import_ray() -> Any:
+def import_ray() -> Any:
+    """The ``ray`` module, or an ArgumentError saying how to install it."""
     try:
         import ray
     except ImportError:
@@ -382,22 +431,28 @@ def _import_ray() -> Any:
     return ray
 
 
-def _run_ray(tasks: list[Task], shared: Shared, on_result: OnResult, max_workers: int | None,
-             ray_address: str | None) -> None:
-    ray = _import_ray()
-    from pcs.sweep._worker import ray_entry
+class _Ray(Executor):
+    """Trials as Ray tasks, on the Ray this process has, or one it connects to."""
 
-    started_here = False
-    since_ms = _liveness.now_ms()
-    if not ray.is_initialized():
-        ray.init(address=ray_address, log_to_driver=True)
-        started_here = True
-    try:
+    def __init__(self, max_workers: int | None, address: str | None) -> None:
+        self.ray = import_ray()
+        self.max_workers = max_workers
+        self.started_here = False
+        if not self.ray.is_initialized():
+            self.ray.init(address=address, log_to_driver=True)
+            self.started_here = True
+
+    def run(self, tasks: list[Task], shared: Shared, on_result: OnResult,
+            live_commands: dict[str, Any] | None = None) -> None:
+        from pcs.sweep._worker import ray_entry
+
+        ray = self.ray
+        since_ms = _liveness.now_ms()
         remote = ray.remote(num_cpus=1, max_retries=0)(ray_entry)
         shared_ref = ray.put(shared)
         queue = deque(tasks)
         in_flight: dict[Any, Task] = {}
-        limit = max_workers or len(tasks)
+        limit = self.max_workers or len(tasks)
         try:
             while queue or in_flight:
                 while queue and len(in_flight) < limit:
@@ -408,7 +463,7 @@ def _run_ray(tasks: list[Task], shared: Shared, on_result: OnResult, max_workers
                     task = in_flight.pop(ref)
                     try:
                         result = ray.get(ref)
-                    except Exception as exc:  # noqa: BLE001 - the task's worker crashed or was cancelled
+                    except Exception as exc:  # noqa: BLE001 - its worker crashed or was cancelled
                         result = _end_trial_of_dead_worker(shared, task, None, None, since_ms) or Result(
                             task.index, None, "FAILED",
                             f"its Ray task failed before the run was recorded: {type(exc).__name__}",
@@ -418,9 +473,11 @@ def _run_ray(tasks: list[Task], shared: Shared, on_result: OnResult, max_workers
             with _signals_held():
                 _cancel_ray(ray, list(in_flight))
             raise
-    finally:
-        if started_here:
-            ray.shutdown()
+
+    def close(self) -> None:
+        if self.started_here:
+            self.ray.shutdown()
+            self.started_here = False
 
 
 def _cancel_ray(ray: Any, refs: list[Any]) -> None:

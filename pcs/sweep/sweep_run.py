@@ -43,6 +43,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from pcs.component_run import ComponentRun
     from pcs.progress import ProgressCallback
     from pcs.run_command import RunCommand
+    from pcs.sweep.executors import Executor
 
 __all__ = [
     "SweepRun",
@@ -146,11 +147,13 @@ class SweepRun(Run):
             sample_seed=sample_seed, plot_metric=plot_metric,
         )
         live = _check_runnable_in(executor, component, commands)
-        text = _commands_text(commands)
-        sweep = cls._record(spec, text, _sources_of(commands), run_name, experiment_id, None)
-        tasks = [Task(t.index, t.run_command, _trial_name(t.index)) for t in spec.trials]
-        shared = sweep._shared(text, _sources_of(commands), _requirements_of(commands), pin=False)
-        sweep._run_trials(tasks, shared, executor, max_workers, ray_address, progress, live)
+        with _start(executor, len(spec.trials), max_workers, ray_address) as pool:
+            text = _commands_text(commands)
+            sweep = cls._record(spec, text, _sources_of(commands), run_name, experiment_id, None)
+            tasks = [Task(t.index, t.run_command, _trial_name(t.index)) for t in spec.trials]
+            shared = sweep._shared(text, _sources_of(commands), _requirements_of(commands),
+                                   pin=False)
+            sweep._run_trials(pool, tasks, shared, progress, live)
         return sweep
 
     @classmethod
@@ -224,17 +227,14 @@ class SweepRun(Run):
 
     def _run_trials(
         self,
+        pool: Executor,
         tasks: list[Task],
         shared: Shared,
-        executor: str,
-        max_workers: int | None,
-        ray_address: str | None,
         progress: ProgressCallback | None,
         live: dict[str, Any] | None = None,
     ) -> None:
         """Run the trials inside the sweep run; end it as their results say."""
         from pcs.progress import reporter
-        from pcs.sweep.executors import run_trials
 
         counts: Counter[str] = Counter()
         finished_bar = reporter(progress, "trials finished", len(tasks), unit="trials")
@@ -252,7 +252,7 @@ class SweepRun(Run):
         with self, signals_not_swallowed():
             try:
                 with finished_bar:
-                    run_trials(executor, tasks, shared, on_result, max_workers, ray_address, live)
+                    pool.run(tasks, shared, on_result, live)
                 if counts.total() > counts["FINISHED"]:
                     failed_bar.finish()
             except BaseException as exc:
@@ -485,11 +485,8 @@ class SweepRun(Run):
         sources = self._recorded_sources()
         shared = self._shared(text, sources, {}, pin=False)
         tasks = [Task(t.index, t.run_command, _trial_name(t.index)) for t in todo]
-        if executor == "ray":
-            from pcs.sweep.executors import _import_ray
-
-            _import_ray()
-        self._run_trials(tasks, shared, executor, max_workers, ray_address, progress)
+        with _start(executor, len(tasks), max_workers, ray_address) as pool:
+            self._run_trials(pool, tasks, shared, progress)
         return self
 
     def _recorded_sources(self) -> dict[str, str]:
@@ -560,10 +557,6 @@ class SweepRun(Run):
             )
         chosen = executor or (old_spec.executor if old_spec is not None else "process")
         check_executor(chosen, max_workers)
-        if chosen == "ray":
-            from pcs.sweep.executors import _import_ray
-
-            _import_ray()
         commands: dict[int, RunCommand] = {}
         for index, run in sorted(old_runs.items()):
             commands[index] = run.command_for_rerun(code)
@@ -571,14 +564,15 @@ class SweepRun(Run):
         text = _commands_text(ordered)
         sources = _sources_of(ordered)
         spec = _rerun_spec(old_spec, old_runs, commands, chosen, max_workers)
-        new = type(self)._record(spec, text, sources, run_name, self.experiment_id, self)
-        tasks = [
-            Task(i, commands[i].identifier, _trial_name(i), rerun_of=old_runs[i].identifier,
-                 return_value_format=old_runs[i]._recorded_format())
-            for i in sorted(commands)
-        ]
-        shared = new._shared(text, sources, _requirements_of(ordered), pin=code == "recorded")
-        new._run_trials(tasks, shared, chosen, max_workers, ray_address, progress)
+        with _start(chosen, len(commands), max_workers, ray_address) as pool:
+            new = type(self)._record(spec, text, sources, run_name, self.experiment_id, self)
+            tasks = [
+                Task(i, commands[i].identifier, _trial_name(i), rerun_of=old_runs[i].identifier,
+                     return_value_format=old_runs[i]._recorded_format())
+                for i in sorted(commands)
+            ]
+            shared = new._shared(text, sources, _requirements_of(ordered), pin=code == "recorded")
+            new._run_trials(pool, tasks, shared, progress)
         if verify or strict:
             report = new._verify_against(self, old_spec, old_runs, rtol, atol, ignore)
             new.verification = report
@@ -620,6 +614,15 @@ class SweepRun(Run):
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def _start(executor: str, trials: int, max_workers: int | None,
+           ray_address: str | None) -> Executor:
+    """The executor, started before the sweep is recorded so its workers warm up meanwhile."""
+    from pcs.sweep.executors import start_executor
+
+    return start_executor(executor, trials, max_workers, ray_address,
+                          tracking_uri=_absolute_tracking_uri(), cwd=os.getcwd())
 
 
 def _trial_name(index: int) -> str:
