@@ -216,7 +216,7 @@ def print_sweep(
     table = Table(title=f"trials of sweep {sweep.identifier}")
     for column in columns:
         numeric = column not in ("run_id", "status")
-        table.add_column(escape(column), no_wrap=column == "run_id",
+        table.add_column(escape(column), no_wrap=column == "run_id", min_width=min(len(column), 32),
                          justify="right" if numeric else "left", overflow="fold")
     for row in rows:
         cells = [escape(_cell(row.get(c))) for c in columns]

@@ -203,8 +203,11 @@ class SweepRun(Run):
                 sweep.set_tag(_keys.SWEEP_ID, sweep.identifier)
                 sweep.log_params(params)
                 sweep.log_artifacts(root)
-            except BaseException:
-                sweep.end("FAILED")
+            except BaseException as exc:
+                reason = _stop_reason(exc)
+                if reason:
+                    sweep._record_end_reason(reason)
+                sweep.end("KILLED" if reason else "FAILED")
                 raise
         sweep._spec = spec
         return sweep
