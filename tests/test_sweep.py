@@ -35,10 +35,16 @@ import random
 class Trainer:
     """A stand-in for training: a score that depends on lr, epochs and the seed."""
 
-    def fit(self, lr=0.1, epochs=2, fail_on=None, noisy_on=None, exit_on=None, fail_listed=None):
+    def fit(self, lr=0.1, epochs=2, fail_on=None, noisy_on=None, exit_on=None, fail_listed=None,
+            inner=False):
         from pcs import active_component_run
 
         run = active_component_run(self)
+        if inner:
+            import mlflow
+
+            with mlflow.start_run(nested=True, run_name="inner"):
+                mlflow.log_metric("inner", lr)
         if fail_on is not None and lr == fail_on:
             raise ValueError(f"lr {lr} diverges")
         if fail_listed and os.path.exists(fail_listed):
@@ -253,9 +259,10 @@ def test_a_sweep_whose_trials_all_fail_fails(trainer):
 
 
 def test_process_executor_runs_trials_in_worker_processes_with_the_same_results(trainer):
-    serial = sweep_serial(trainer)
+    inner = {"trainer": {"fit": {"inner": True}}}
+    serial = sweep_serial(trainer, arg_set=inner)
     pooled = SweepRun.from_component(trainer, "fit", grid={LR: [0.1, 0.2]}, seeds=[1, 2],
-                                     executor="process", max_workers=2)
+                                     executor="process", max_workers=2, arg_set=inner)
 
     assert pooled.status == "FINISHED"
     pids = {t.tags[_keys.PID] for t in pooled.trials}
@@ -264,6 +271,12 @@ def test_process_executor_runs_trials_in_worker_processes_with_the_same_results(
     assert [t.status for t in pooled.trials] == ["FINISHED"] * 4
     # every trial records its code as a normal component run does
     assert all(t.grade == serial.trials[0].grade for t in pooled.trials)
+    # and is the outer run of what it starts, in its worker process too
+    for trial in pooled.trials:
+        nested = trial.inner_runs
+        assert [r.info.run_name for r in nested] == ["inner"]
+        assert nested[0].metrics == {"inner": float(trial.params[LR])}
+    assert len(pooled.inner_runs) == 4  # the sweep's inner runs are its trials
 
 
 def test_trials_run_the_snapshot_when_the_file_changes_meanwhile(trainer, project):
@@ -454,8 +467,10 @@ def test_cli_sweep_status_rerun_and_resume(project):
     registry = str(project / "components.yaml")
 
     out = run_cli("sweep", "trainer", "-r", registry, "-e", "fit", "--grid", f"{LR}=0.1,0.2",
-                  "--seeds", "1,2", "--executor", "serial", "--metric", "final", "--json")
+                  "--seeds", "1,2", "--executor", "serial", "--metric", "final", "--json",
+                  "--progress")
     data = json.loads(out.stdout)
+    assert "trials finished" in out.stderr and "4/4 trials" in out.stderr
     sweep_id = data["sweep_id"]
     assert data["status"] == "FINISHED"
     assert [r[LR] for r in data["trials"]] == [0.1, 0.1, 0.2, 0.2]
