@@ -400,8 +400,8 @@ def main(argv: list[str] | None = None) -> int:
     from multiprocessing.connection import Connection
 
     argv = sys.argv if argv is None else argv
-    # Ctrl-C in a terminal reaches the whole process group; the sweep decides what stops
-    # (it sends SIGTERM, which pcs turns into KILLED runs)
+    # only the sweep decides what stops: it sends SIGTERM, which pcs turns into KILLED runs
+    # (a worker has its own process group, so a terminal's Ctrl-C does not reach it anyway)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     conn = Connection(int(argv[1]))
     # the imports and the store a trial needs, while the sweep is being recorded

@@ -75,11 +75,18 @@ class Executor:
     def close(self) -> None:
         """Let go of the workers (and of a Ray this executor started)."""
 
+    def abort(self) -> None:
+        """Stop the workers now (the sweep failed or was interrupted before they ran)."""
+        self.close()
+
     def __enter__(self) -> Executor:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc is not None:
+            self.abort()
+        else:
+            self.close()
 
 
 def start_executor(
@@ -207,6 +214,10 @@ class _ProcessPool(Executor):
         while self.workers:
             self._retire(self.workers.pop())
 
+    def abort(self) -> None:
+        with _signals_held():
+            self._stop_all()
+
     def _send(self, worker: _Worker, message: Any) -> None:
         try:
             if not worker.ready:
@@ -234,6 +245,9 @@ class _ProcessPool(Executor):
                 cwd=self.cwd or None,
                 stdin=subprocess.DEVNULL,
                 stdout=_stdout_target(),
+                # its own process group: Ctrl-C in a terminal reaches only the sweep, which
+                # stops its workers itself (SIGTERM ends their trials KILLED)
+                start_new_session=True,
             )
         except BaseException:
             parent_end.close()

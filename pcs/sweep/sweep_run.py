@@ -252,6 +252,7 @@ class SweepRun(Run):
                 log.info("pcs: trial %s of sweep %s ended %s: %s", result.index,
                          self.identifier, result.status, result.error)
 
+        _preload_plotting()
         with self, signals_not_swallowed():
             try:
                 with finished_bar:
@@ -626,6 +627,24 @@ def _start(executor: str, trials: int, max_workers: int | None,
 
     return start_executor(executor, trials, max_workers, ray_address,
                           tracking_uri=_absolute_tracking_uri(), cwd=os.getcwd())
+
+
+def _preload_plotting() -> None:
+    """Import matplotlib in the background while trials run; the plot needs it at the end."""
+    import sys
+    import threading
+
+    if "matplotlib.figure" in sys.modules:
+        return
+
+    def load() -> None:
+        try:
+            import matplotlib.backends.backend_svg  # noqa: F401
+            import matplotlib.figure  # noqa: F401
+        except Exception:  # noqa: BLE001 - the plot says what is wrong when it is drawn
+            pass
+
+    threading.Thread(target=load, name="pcs-preload-matplotlib", daemon=True).start()
 
 
 def _trial_name(index: int) -> str:
