@@ -18,7 +18,8 @@ folder (also the working directory and ``PCS_HOME``):
    plain MLflow run, on one local Ray with 2 CPUs started before either is
    timed. Target: pcs <= 1.5x.
 3. ``scaling``: the pcs process executor at 1 and 2 workers (and the plain
-   pool at 1 and 2, for reference).
+   pool at 1 and 2, for reference), for the trivial trials; then for trials
+   that compute (``--work-trials`` trials of ``--work-ms`` of CPU each).
 
 Every trial runs the same trivial entry point (``x + 1``, logged as a
 metric). Nothing leaves this machine: MLflow's telemetry is off.
@@ -50,9 +51,14 @@ TRIVIAL_SOURCE = '''\
 
 
 class Trivial:
-    def fn(self, x=0):
+    def fn(self, x=0, work_ms=0):
+        import time
+
         from pcs import active_component_run
 
+        end = time.process_time() + work_ms / 1000
+        while time.process_time() < end:  # CPU work, for the scaling of trials that compute
+            pass
         active_component_run(self).log_metric("result", x + 1)
         return x + 1
 '''
@@ -118,7 +124,7 @@ def plain_sweep_ray(uri: str, experiment_id: str, trials: int) -> int:
 
 
 def pcs_sweep(folder: Path, experiment_id: str, trials: int, executor: str,
-              workers: int | None) -> Any:
+              workers: int | None, work_ms: int = 0) -> Any:
     from pcs import Component, LocalRepo
     from pcs.sweep import SweepRun
 
@@ -126,6 +132,7 @@ def pcs_sweep(folder: Path, experiment_id: str, trials: int, executor: str,
                                     class_name="Trivial", instantiate=True)
     return SweepRun.from_component(
         component, "fn", grid={"Trivial.fn.x": list(range(trials))}, seeds=[1],
+        arg_set={"Trivial": {"fn": {"work_ms": work_ms}}} if work_ms else None,
         executor=executor, max_workers=workers, experiment_id=experiment_id,
         run_name=f"pcs {executor} x{workers}",
     )
@@ -146,7 +153,8 @@ def timed(fn: Any, *args: Any) -> tuple[float, Any]:
 # -- the measurements ---------------------------------------------------------------------------------
 
 
-def measure(folder: Path, uri: str, trials: int, repeat: int, skip: set[str]) -> dict[str, Any]:
+def measure(folder: Path, uri: str, trials: int, repeat: int, skip: set[str],
+            work_trials: int, work_ms: int) -> dict[str, Any]:
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
@@ -160,7 +168,9 @@ def measure(folder: Path, uri: str, trials: int, repeat: int, skip: set[str]) ->
 
     def record(name: str, seconds: float) -> None:
         cases.setdefault(name, []).append(round(seconds, 3))
-        print(f"  {name:<32} {seconds:8.2f} s", flush=True)
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        out.setdefault("load", {}).setdefault(name, []).append(round(load, 2))
+        print(f"  {name:<32} {seconds:8.2f} s   (load average {load:.1f})", flush=True)
 
     if "process" not in skip or "scaling" not in skip:
         for r in range(repeat):
@@ -176,6 +186,13 @@ def measure(folder: Path, uri: str, trials: int, repeat: int, skip: set[str]) ->
                         seconds, n = timed(plain_sweep_pool, uri, experiment("plain-pool"),
                                            trials, workers)
                         record(f"plain pool x{workers}", seconds)
+    if "scaling" not in skip and work_trials:
+        for r in range(repeat):
+            for workers in ([2, 1] if r % 2 == 0 else [1, 2]):
+                seconds, sweep = timed(pcs_sweep, folder, experiment("pcs-work"), work_trials,
+                                       "process", workers, work_ms)
+                check_pcs(sweep, work_trials)
+                record(f"pcs process x{workers}, {work_ms} ms work", seconds)
     if "ray" not in skip:
         import ray
 
@@ -233,6 +250,13 @@ def report(result: dict[str, Any]) -> None:
         one, two = best(cases["plain pool x1"]), best(cases["plain pool x2"])
         print(f"  scaling: plain pool 1 -> 2 workers: {one:.2f} s -> {two:.2f} s "
               f"(speed-up {one / two:.2f}x)")
+    work = [k for k in cases if k.endswith("ms work")]
+    if len(work) == 2:
+        one = best(cases[next(k for k in work if "x1" in k)])
+        two = best(cases[next(k for k in work if "x2" in k)])
+        print(f"  scaling, trials that compute: pcs process 1 -> 2 workers: {one:.2f} s -> "
+              f"{two:.2f} s (speed-up {one / two:.2f}x)")
+        result["work_scaling_speedup"] = round(one / two, 3)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -240,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=1, help="measure each case this many times")
     parser.add_argument("--skip", action="append", default=[], choices=["process", "ray", "scaling"])
+    parser.add_argument("--work-trials", type=int, default=30,
+                        help="trials of the compute-bound scaling case (0 leaves it out)")
+    parser.add_argument("--work-ms", type=int, default=200, help="CPU milliseconds per such trial")
     parser.add_argument("--json-out", default=None)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args(argv)
@@ -257,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         MlflowClient(tracking_uri=uri).search_experiments()  # migrate the schema, untimed
         print(f"pcs sweep benchmark: {args.trials} trials, {os.cpu_count()} CPUs, Python "
               f"{platform.python_version()}, store {uri}", flush=True)
-        result = measure(folder, uri, args.trials, args.repeat, set(args.skip))
+        result = measure(folder, uri, args.trials, args.repeat, set(args.skip), args.work_trials,
+                         args.work_ms)
         report(result)
         result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
                              "platform": platform.platform()}

@@ -514,6 +514,13 @@ def test_cli_reads_grid_values_as_yaml_and_refuses_bad_input(project):
     assert result.returncode == 2 and "Did you mean trainer.fit.lr" in result.stderr
     assert all_runs() == []
 
+    failed = run_cli("sweep", "trainer", "-r", str(project / "components.yaml"), "-e", "fit",
+                     "--grid", f"{LR}=0.1", "-a", "trainer.fit.fail_on=0.1", "--executor", "serial",
+                     check=False)
+    assert failed.returncode == 6  # no trial finished: the sweep FAILED
+    assert "FAILED" in failed.stdout and "pcs sweep --resume" in failed.stdout
+    assert Run.from_existing_run_id(failed.stdout.split()[-1]).status == "FAILED"
+
 
 # -- the example ------------------------------------------------------------------------------------
 
@@ -535,3 +542,13 @@ def test_the_sweep_example_runs(tmp_path):
         (1, 1), (1, 2), (1, 3), (3, 1), (3, 2), (3, 3)
     ]
     assert sum(plotted_points((tmp_path / "plot.svg").read_text()).values()) == 6
+
+
+def test_a_process_sweep_records_and_reruns_on_every_kind_of_store(store, trainer):
+    sweep = SweepRun.from_component(trainer, "fit", grid={LR: [0.1, 0.2]}, seeds=[1],
+                                    executor="process", max_workers=2)
+
+    assert [t.status for t in sweep.trials] == ["FINISHED", "FINISHED"]
+    assert sweep.load_text(_keys.SWEEP_TABLE_ARTIFACT).count("FINISHED") == 2
+    again = sweep.rerun(verify=True, executor="serial")
+    assert again.verification.verdict == "reproduced"
