@@ -296,9 +296,9 @@ def test_trials_run_the_snapshot_when_the_file_changes_meanwhile(trainer, projec
 
 
 def _commands(commands):
-    from pcs.sweep.sweep_run import _commands_text
+    from pcs.sweep.record import commands_text
 
-    return _commands_text(commands)
+    return commands_text(commands)
 
 
 # -- rerun and resume ------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ one ``ComponentRun`` per trial. ``sweep.table()``, ``sweep.best(metric)``,
 tracking store alone.
 
 Parts: :mod:`pcs.sweep.spec` (what a sweep is and how it is planned),
+:mod:`pcs.sweep.record` (what a sweep records before its first trial),
 :mod:`pcs.sweep.sweep_run` (the run), :mod:`pcs.sweep.executors` (where trials
 run), :mod:`pcs.sweep._worker` (running one trial), :mod:`pcs.sweep.results`
 (table, CSV, plot, best) and :mod:`pcs.sweep.verify` (verified reruns).
@@ -19,15 +20,9 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pcs._features import provides
+from pcs.sweep.record import COMMANDS_ARTIFACT, SPEC_ARTIFACT
 from pcs.sweep.spec import EXECUTORS, SweepSpec, TrialSpec
-from pcs.sweep.sweep_run import (
-    COMMANDS_ARTIFACT,
-    RUN_TYPE_SWEEP,
-    SPEC_ARTIFACT,
-    SUMMARY_TAG,
-    TRIAL_COUNT_TAG,
-    SweepRun,
-)
+from pcs.sweep.sweep_run import RUN_TYPE_SWEEP, SUMMARY_TAG, TRIAL_COUNT_TAG, SweepRun
 from pcs.sweep.verify import SweepVerification, TrialCheck
 
 if TYPE_CHECKING:  # pragma: no cover

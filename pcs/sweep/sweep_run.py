@@ -32,8 +32,9 @@ from pcs.errors import (
     UnverifiableError,
 )
 from pcs.run import Run, _wrap, search_mlflow_runs
-from pcs.sweep import results
+from pcs.sweep import record, results
 from pcs.sweep._worker import Shared, Task, signals_not_swallowed
+from pcs.sweep.record import COMMANDS_ARTIFACT, SPEC_ARTIFACT
 from pcs.sweep.spec import SweepSpec, check_executor, plan_sweep
 from pcs.sweep.verify import SweepVerification, TrialCheck
 
@@ -48,8 +49,6 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "SweepRun",
     "RUN_TYPE_SWEEP",
-    "SPEC_ARTIFACT",
-    "COMMANDS_ARTIFACT",
     "SUMMARY_TAG",
     "TRIAL_COUNT_TAG",
     "PLOT_METRIC_TAG",
@@ -59,8 +58,6 @@ log = logging.getLogger(__name__)
 
 # names stored in MLflow (kept here until pcs._keys declares them)
 RUN_TYPE_SWEEP = "sweep"
-SPEC_ARTIFACT = "pcs/sweep.yaml"
-COMMANDS_ARTIFACT = "pcs/sweep_commands.yaml"
 TRIAL_COUNT_TAG = "pcs.sweep_trials"  # how many trials the sweep plans
 SUMMARY_TAG = "pcs.sweep_summary"  # JSON: trials by status, after the last executor call
 PLOT_METRIC_TAG = "pcs.sweep_plot_metric"
@@ -146,13 +143,13 @@ class SweepRun(Run):
             component, entry_point, arg_set, grid, samples, seeds, executor, max_workers,
             sample_seed=sample_seed, plot_metric=plot_metric,
         )
-        live = _check_runnable_in(executor, component, commands)
+        live = record.check_runnable_in(executor, component, commands)
         with _start(executor, len(spec.trials), max_workers, ray_address) as pool:
-            text = _commands_text(commands)
-            sweep = cls._record(spec, text, _sources_of(commands), run_name, experiment_id, None)
+            text = record.commands_text(commands)
+            sources = record.sources_of(commands)
+            sweep = cls._record(spec, text, sources, run_name, experiment_id, None)
             tasks = [Task(t.index, t.run_command, _trial_name(t.index)) for t in spec.trials]
-            shared = sweep._shared(text, _sources_of(commands), _requirements_of(commands),
-                                   pin=False)
+            shared = sweep._shared(text, sources, record.requirements_of(commands), pin=False)
             sweep._run_trials(pool, tasks, shared, progress, live)
         return sweep
 
@@ -167,10 +164,6 @@ class SweepRun(Run):
         rerun_of: Run | None,
     ) -> SweepRun:
         """Create the sweep run with its whole record (spec, commands, sources)."""
-        from pcs.component_run import _short_yaml
-        from pcs.run_command import source_artifact_name
-        from pcs.specs import content_hash, dump_yaml
-
         tags = {
             _keys.COMPONENT: spec.component,
             _keys.ENTRY_POINT: spec.entry_point,
@@ -178,22 +171,9 @@ class SweepRun(Run):
         }
         if rerun_of is not None:
             tags[_keys.RERUN_OF] = rerun_of.identifier
-        params: dict[str, str] = {"executor": spec.executor}
-        for path, values in spec.grid:
-            text = _short_yaml(values)
-            params[f"grid.{path}"] = text if len(text) <= 6000 else f"sha256:{content_hash(values)}"
-        params["seeds"] = _short_yaml(spec.seeds)
-        if spec.samples is not None:
-            params["samples"] = str(spec.samples)
-            params["sample_seed"] = str(spec.sample_seed)
         with tempfile.TemporaryDirectory(prefix=f"pcs-{os.getpid()}-sweep-") as tmp:
             root = Path(tmp)
-            (root / _keys.SOURCE_ARTIFACT_DIR).mkdir(parents=True)
-            (root / SPEC_ARTIFACT).write_text(dump_yaml(spec.to_dict()), encoding="utf-8")
-            (root / COMMANDS_ARTIFACT).write_text(commands_text, encoding="utf-8")
-            for digest, source in sources.items():
-                target = root / _keys.SOURCE_ARTIFACT_DIR / source_artifact_name(digest)
-                target.write_text(source, encoding="utf-8")
+            record.stage(root, spec, commands_text, sources)
             sweep = cls(
                 experiment_id=experiment_id,
                 run_name=run_name or f"sweep {spec.component}.{spec.entry_point}",
@@ -201,7 +181,7 @@ class SweepRun(Run):
             )
             try:
                 sweep.set_tag(_keys.SWEEP_ID, sweep.identifier)
-                sweep.log_params(params)
+                sweep.log_params(record.spec_params(spec))
                 sweep.log_artifacts(root)
             except BaseException as exc:
                 reason = _stop_reason(exc)
@@ -219,7 +199,7 @@ class SweepRun(Run):
         return Shared(
             sweep_id=self.identifier,
             experiment_id=self.experiment_id,
-            tracking_uri=_absolute_tracking_uri(),
+            tracking_uri=record.absolute_tracking_uri(),
             registry_text=commands_text,
             sources=dict(sources),
             requirements=dict(requirements),
@@ -565,9 +545,9 @@ class SweepRun(Run):
         for index, run in sorted(old_runs.items()):
             commands[index] = run.command_for_rerun(code)
         ordered = [commands[i] for i in sorted(commands)]
-        text = _commands_text(ordered)
-        sources = _sources_of(ordered)
-        spec = _rerun_spec(old_spec, old_runs, commands, chosen, max_workers)
+        text = record.commands_text(ordered)
+        sources = record.sources_of(ordered)
+        spec = record.rerun_spec(old_spec, old_runs, commands, chosen, max_workers)
         with _start(chosen, len(commands), max_workers, ray_address) as pool:
             new = type(self)._record(spec, text, sources, run_name, self.experiment_id, self)
             tasks = [
@@ -575,7 +555,8 @@ class SweepRun(Run):
                      return_value_format=old_runs[i]._recorded_format())
                 for i in sorted(commands)
             ]
-            shared = new._shared(text, sources, _requirements_of(ordered), pin=code == "recorded")
+            shared = new._shared(text, sources, record.requirements_of(ordered),
+                                 pin=code == "recorded")
             new._run_trials(pool, tasks, shared, progress)
         if verify or strict:
             report = new._verify_against(self, old_spec, old_runs, rtol, atol, ignore)
@@ -626,7 +607,7 @@ def _start(executor: str, trials: int, max_workers: int | None,
     from pcs.sweep.executors import start_executor
 
     return start_executor(executor, trials, max_workers, ray_address,
-                          tracking_uri=_absolute_tracking_uri(), cwd=os.getcwd())
+                          tracking_uri=record.absolute_tracking_uri(), cwd=os.getcwd())
 
 
 def _preload_plotting() -> None:
@@ -657,100 +638,3 @@ def _stop_reason(exc: BaseException) -> str | None:
     if isinstance(exc, KeyboardInterrupt):
         return "SIGINT"
     return None
-
-
-def _commands_text(commands: Sequence[RunCommand]) -> str:
-    """A registry holding every trial's run command (with its components and repos), as YAML."""
-    from pcs.registry import InMemoryRegistry
-    from pcs.specs import dump_yaml
-
-    registry = InMemoryRegistry()
-    seen: set[str] = set()
-    for command in commands:
-        if command.identifier in seen:
-            continue
-        seen.add(command.identifier)
-        command.to_registry(registry)
-    return dump_yaml(registry.to_dict())
-
-
-def _sources_of(commands: Sequence[RunCommand]) -> dict[str, str]:
-    sources: dict[str, str] = {}
-    for command in commands:
-        sources.update(command.sources)
-    return sources
-
-
-def _requirements_of(commands: Sequence[RunCommand]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for command in commands:
-        for component in command.component.dependency_list():
-            if component._requirements_override is not None:
-                out[component.identifier] = component._requirements_override
-    return out
-
-
-def _check_runnable_in(executor: str, component: Component,
-                       commands: Sequence[RunCommand]) -> dict[str, Any] | None:
-    """Live commands for a serial sweep of a class captured from ``__main__``; refuse it elsewhere.
-
-    Such a class runs as itself in this process; a worker process can only
-    run its captured source, which must then be complete.
-    """
-    inline = [c for c in component.dependency_list() if c.is_inline]
-    if not inline:
-        return None
-    if executor == "serial":
-        return {c.identifier: c for c in commands}
-    problems = [p for c in inline for p in c.snapshot_problems()]
-    if problems or any(not entry.get("sha256") for c in commands for entry in c.code.values()):
-        raise ArgumentError(
-            f"Component {component.identifier!r} is a class defined in __main__ whose source pcs "
-            f"could not capture completely ({'; '.join(problems)}), so worker processes cannot "
-            "run it. Use executor='serial', or define the class in a module file."
-        )
-    return None
-
-
-def _rerun_spec(old: SweepSpec | None, old_runs: Mapping[int, ComponentRun],
-                commands: Mapping[int, RunCommand], executor: str,
-                max_workers: int | None) -> SweepSpec:
-    """The spec of a rerun: the original's, with the new commands (and executor)."""
-    from pcs.sweep.spec import TrialSpec
-
-    if old is not None:
-        trials = [
-            TrialSpec(t.index, t.args, commands[t.index].seed, commands[t.index].identifier)
-            for t in old.trials if t.index in commands
-        ]
-        return old.replace(trials=trials, executor=executor, max_workers=max_workers)
-    first = commands[min(commands)]
-    varied = results.varied_paths_of(old_runs)
-    trials = [
-        TrialSpec(i, {p: old_runs[i].data.params.get(p) for p in varied}, c.seed, c.identifier)
-        for i, c in sorted(commands.items())
-    ]
-    return SweepSpec(
-        component=first.component.identifier, entry_point=first.entry_point,
-        arg_set={}, grid=[], samples=None, sample_seed=None, seeds=[None],
-        executor=executor, max_workers=max_workers, plot_metric=None, trials=trials,
-    )
-
-
-def _absolute_tracking_uri() -> str:
-    """The caller's tracking URI, with a relative SQLite or file path made absolute.
-
-    Workers may start in another folder (Ray's do), and must write to the same store.
-    """
-    from pcs import _config
-
-    uri = _config.tracking_uri()
-    if uri.startswith("sqlite:///"):
-        rest = uri[len("sqlite:///"):]
-        path, sep, query = rest.partition("?")
-        if path and path != ":memory:" and not os.path.isabs(path):
-            return f"sqlite:///{os.path.abspath(path)}{sep}{query}"
-        return uri
-    if uri.startswith("file:") or "://" in uri:
-        return uri
-    return os.path.abspath(uri)
