@@ -186,7 +186,10 @@ class _ProcessPool(Executor):
         retried: set[int] = set()
         try:
             while len(self.workers) > len(pending) and not any(w.task for w in self.workers):
-                self._retire(self.workers.pop())  # fewer trials than workers
+                extra = self.workers.pop()  # fewer trials than workers
+                with contextlib.suppress(OSError):
+                    extra.conn.send(None)
+                self._retire(extra)
             while pending or any(w.task is not None for w in self.workers):
                 for worker in self.workers:
                     if worker.task is None and pending:
@@ -208,11 +211,16 @@ class _ProcessPool(Executor):
             with _signals_held():
                 self._stop_all()
             raise
-        self.close()
+        for worker in self.workers:  # they exit while the sweep logs its results
+            with contextlib.suppress(OSError):
+                worker.conn.send(None)
 
     def close(self) -> None:
+        for worker in self.workers:
+            with contextlib.suppress(OSError):
+                worker.conn.send(None)
         while self.workers:
-            self._retire(self.workers.pop())
+            self._retire(self.workers.pop(0))
 
     def abort(self) -> None:
         with _signals_held():
@@ -292,8 +300,7 @@ class _ProcessPool(Executor):
             self.workers.append(self._start())
 
     def _retire(self, worker: _Worker) -> None:
-        with contextlib.suppress(OSError):
-            worker.conn.send(None)
+        """Wait for a worker that was told to stop (``None``) to exit."""
         try:
             worker.process.wait(timeout=STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
