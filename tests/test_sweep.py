@@ -23,6 +23,7 @@ from pcs._features import feature
 from pcs.errors import ArgumentError, NotReproducibleError, PcsError
 from pcs.sweep import SPEC_ARTIFACT, SUMMARY_TAG, SweepVerification
 from pcs.sweep._worker import Shared, Task, TrialContext, run_trial
+from pcs.sweep.record import commands_registry, commands_text
 from pcs.sweep.spec import plan_sweep
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -282,10 +283,10 @@ def test_process_executor_runs_trials_in_worker_processes_with_the_same_results(
 def test_trials_run_the_snapshot_when_the_file_changes_meanwhile(trainer, project):
     spec, commands = plan_sweep(trainer, "fit", None, {LR: [0.5]}, None, [3], "serial", None)
     original = sweep_serial(trainer, grid={LR: [0.5]}, seeds=[3])
-    sweep = SweepRun._record(spec, _commands(commands), commands[0].sources, None, None, None)
+    sweep = SweepRun._record(spec, commands_text(commands), commands[0].sources, None, None, None)
     (project / "trainer.py").write_text(TRAINER.replace("score += lr *", "score += 100 * lr *"))
     shared = Shared(sweep.identifier, sweep.experiment_id, os.environ["MLFLOW_TRACKING_URI"],
-                    _commands(commands), dict(commands[0].sources))
+                    commands_registry(commands), dict(commands[0].sources))
     with sweep:
         result = run_trial(Task(0, commands[0].identifier, "trial 0"), TrialContext(shared))
 
@@ -293,12 +294,6 @@ def test_trials_run_the_snapshot_when_the_file_changes_meanwhile(trainer, projec
     assert result.status == "FINISHED"
     assert trial.return_value == original.trials[0].return_value
     assert trial.run_command.code == commands[0].code
-
-
-def _commands(commands):
-    from pcs.sweep.record import commands_text
-
-    return commands_text(commands)
 
 
 # -- rerun and resume ------------------------------------------------------------------------------

@@ -65,8 +65,9 @@ class Shared:
     sweep_id: str
     experiment_id: str
     tracking_uri: str
-    registry_text: str  # a registry holding every trial's run command
+    registry: dict[str, Any]  # a registry (as plain data) holding every trial's run command
     sources: dict[str, str]  # source text by sha256: the snapshot the trials run
+    registry_id: str = ""  # sha256 of the registry's YAML, to know it again
     requirements: dict[str, str] = field(default_factory=dict)  # recorded requirements by component
     pin_sources: bool = False  # always run the snapshot (a rerun of recorded code)
     env: dict[str, str] | None = None  # MLFLOW_*/PCS_* variables, for workers that do not inherit them
@@ -98,14 +99,10 @@ class TrialContext:
     """The shared context, parsed once per worker; builds each trial's command afresh."""
 
     def __init__(self, shared: Shared) -> None:
-        from pcs._yaml import load_yaml
-        from pcs.errors import NotReproducibleError
         from pcs.registry import InMemoryRegistry
 
         self.shared = shared
-        self.registry = InMemoryRegistry(
-            load_yaml(shared.registry_text, "the sweep's run commands", NotReproducibleError)
-        )
+        self.registry = InMemoryRegistry(shared.registry)
 
     def command(self, command_id: str) -> Any:
         """The trial's RunCommand, on fresh component objects."""
@@ -381,13 +378,13 @@ def apply_environment(shared: Shared) -> None:
     install_lock_retries(shared.tracking_uri)
 
 
-_RAY_CONTEXTS: dict[tuple[str, int], TrialContext] = {}
+_RAY_CONTEXTS: dict[tuple[str, str], TrialContext] = {}
 
 
 def ray_entry(shared: Shared, task: Task) -> Result:
     """A trial as a Ray task (the Ray executor wraps this function with ``ray.remote``)."""
     apply_environment(shared)
-    key = (shared.sweep_id, hash(shared.registry_text))
+    key = (shared.sweep_id, shared.registry_id)
     context = _RAY_CONTEXTS.get(key)
     if context is None:
         _RAY_CONTEXTS.clear()  # a Ray worker serves one sweep after another

@@ -28,6 +28,7 @@ __all__ = [
     "COMMANDS_ARTIFACT",
     "stage",
     "spec_params",
+    "commands_registry",
     "commands_text",
     "sources_of",
     "requirements_of",
@@ -72,10 +73,9 @@ def spec_params(spec: SweepSpec) -> dict[str, str]:
     return params
 
 
-def commands_text(commands: Sequence[RunCommand]) -> str:
-    """A registry holding every trial's run command (with its components and repos), as YAML."""
+def commands_registry(commands: Sequence[RunCommand]) -> dict[str, Any]:
+    """A registry holding every trial's run command (with its components and repos), as data."""
     from pcs.registry import InMemoryRegistry
-    from pcs.specs import dump_yaml
 
     registry = InMemoryRegistry()
     seen: set[str] = set()
@@ -84,7 +84,14 @@ def commands_text(commands: Sequence[RunCommand]) -> str:
             continue
         seen.add(command.identifier)
         command.to_registry(registry)
-    return dump_yaml(registry.to_dict())
+    return registry.to_dict()
+
+
+def commands_text(commands: Sequence[RunCommand]) -> str:
+    """:func:`commands_registry` as the YAML of ``pcs/sweep_commands.yaml``."""
+    from pcs.specs import dump_yaml
+
+    return dump_yaml(commands_registry(commands))
 
 
 def sources_of(commands: Sequence[RunCommand]) -> dict[str, str]:

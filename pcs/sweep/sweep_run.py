@@ -32,6 +32,7 @@ from pcs.errors import (
     UnverifiableError,
 )
 from pcs.run import Run, _wrap, search_mlflow_runs
+from pcs.specs import dump_yaml
 from pcs.sweep import record, results
 from pcs.sweep._worker import Shared, Task, signals_not_swallowed
 from pcs.sweep.record import COMMANDS_ARTIFACT, SPEC_ARTIFACT
@@ -145,11 +146,13 @@ class SweepRun(Run):
         )
         live = record.check_runnable_in(executor, component, commands)
         with _start(executor, len(spec.trials), max_workers, ray_address) as pool:
-            text = record.commands_text(commands)
+            registry = record.commands_registry(commands)
+            text = dump_yaml(registry)
             sources = record.sources_of(commands)
             sweep = cls._record(spec, text, sources, run_name, experiment_id, None)
             tasks = [Task(t.index, t.run_command, _trial_name(t.index)) for t in spec.trials]
-            shared = sweep._shared(text, sources, record.requirements_of(commands), pin=False)
+            shared = sweep._shared(registry, text, sources, record.requirements_of(commands),
+                                   pin=False)
             sweep._run_trials(pool, tasks, shared, progress, live)
         return sweep
 
@@ -193,14 +196,17 @@ class SweepRun(Run):
         return sweep
 
     def _shared(
-        self, commands_text: str, sources: Mapping[str, str],
+        self, registry: dict[str, Any], commands_text: str, sources: Mapping[str, str],
         requirements: Mapping[str, str], pin: bool,
     ) -> Shared:
+        from pcs.specs import sha256_bytes
+
         return Shared(
             sweep_id=self.identifier,
             experiment_id=self.experiment_id,
             tracking_uri=record.absolute_tracking_uri(),
-            registry_text=commands_text,
+            registry=registry,
+            registry_id=sha256_bytes(commands_text.encode("utf-8")),
             sources=dict(sources),
             requirements=dict(requirements),
             pin_sources=pin,
@@ -466,8 +472,17 @@ class SweepRun(Run):
                 f"Sweep {self.identifier} has no {COMMANDS_ARTIFACT}, so its trials' run "
                 "commands are unknown. Export it again with its artifacts."
             )
+        from pcs._yaml import load_yaml
+
+        registry = load_yaml(text, f"{COMMANDS_ARTIFACT} of sweep {self.identifier}",
+                             NotReproducibleError)
+        if not isinstance(registry, dict):
+            raise NotReproducibleError(
+                f"{COMMANDS_ARTIFACT} of sweep {self.identifier} is not a registry; the record "
+                "is damaged."
+            )
         sources = self._recorded_sources()
-        shared = self._shared(text, sources, {}, pin=False)
+        shared = self._shared(registry, text, sources, {}, pin=False)
         tasks = [Task(t.index, t.run_command, _trial_name(t.index)) for t in todo]
         with _start(executor, len(tasks), max_workers, ray_address) as pool:
             self._run_trials(pool, tasks, shared, progress)
@@ -545,7 +560,8 @@ class SweepRun(Run):
         for index, run in sorted(old_runs.items()):
             commands[index] = run.command_for_rerun(code)
         ordered = [commands[i] for i in sorted(commands)]
-        text = record.commands_text(ordered)
+        registry = record.commands_registry(ordered)
+        text = dump_yaml(registry)
         sources = record.sources_of(ordered)
         spec = record.rerun_spec(old_spec, old_runs, commands, chosen, max_workers)
         with _start(chosen, len(commands), max_workers, ray_address) as pool:
@@ -555,7 +571,7 @@ class SweepRun(Run):
                      return_value_format=old_runs[i]._recorded_format())
                 for i in sorted(commands)
             ]
-            shared = new._shared(text, sources, record.requirements_of(ordered),
+            shared = new._shared(registry, text, sources, record.requirements_of(ordered),
                                  pin=code == "recorded")
             new._run_trials(pool, tasks, shared, progress)
         if verify or strict:
