@@ -161,6 +161,8 @@ def test_four_sqlite_writers_lose_and_duplicate_no_run(work):
     for run in everything:
         assert [m.value for m in run.metric_history("step")] == list(range(steps))
     assert [r["status"] for r in sweep.table()] == ["FINISHED"] * trials
+    # the workers' writes took turns on one lock file for this database
+    assert len(list((Path(os.environ["PCS_HOME"]) / "locks").glob("sqlite-*.lock"))) == 1
 
 
 def test_a_write_refused_by_a_locked_sqlite_database_is_retried_until_it_goes_through(tmp_path):

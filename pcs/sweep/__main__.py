@@ -4,4 +4,6 @@ import sys
 
 from pcs.sweep._worker import main
 
+__all__: list[str] = []
+
 sys.exit(main())
