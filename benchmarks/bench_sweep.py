@@ -138,10 +138,13 @@ def pcs_sweep(folder: Path, experiment_id: str, trials: int, executor: str,
     )
 
 
-def check_pcs(sweep: Any, trials: int) -> None:
+def check_pcs(sweep: Any, trials: int) -> float:
+    """Check that every trial finished; return the trials' phase (first start to last end), s."""
     summary = sweep.summary()
     if summary.get("FINISHED") != trials or sweep.status != "FINISHED":
         raise SystemExit(f"the pcs sweep did not finish every trial: {summary}")
+    runs = sweep.trials
+    return (max(r.info.end_time for r in runs) - min(r.info.start_time for r in runs)) / 1000
 
 
 def timed(fn: Any, *args: Any) -> tuple[float, Any]:
@@ -166,11 +169,15 @@ def measure(folder: Path, uri: str, trials: int, repeat: int, skip: set[str],
     out: dict[str, Any] = {"trials": trials, "repeat": repeat, "cases": {}}
     cases = out["cases"]
 
-    def record(name: str, seconds: float) -> None:
+    def record(name: str, seconds: float, phase: float | None = None) -> None:
         cases.setdefault(name, []).append(round(seconds, 3))
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         out.setdefault("load", {}).setdefault(name, []).append(round(load, 2))
-        print(f"  {name:<32} {seconds:8.2f} s   (load average {load:.1f})", flush=True)
+        extra = ""
+        if phase is not None:
+            out.setdefault("trial_phase", {}).setdefault(name, []).append(round(phase, 3))
+            extra = f"  trials {phase:6.2f} s, start-up and results {seconds - phase:5.2f} s"
+        print(f"  {name:<32} {seconds:8.2f} s{extra}   (load average {load:.1f})", flush=True)
 
     if "process" not in skip or "scaling" not in skip:
         for r in range(repeat):
@@ -180,8 +187,7 @@ def measure(folder: Path, uri: str, trials: int, repeat: int, skip: set[str],
                     if side == "pcs":
                         seconds, sweep = timed(pcs_sweep, folder, experiment("pcs-process"),
                                                trials, "process", workers)
-                        check_pcs(sweep, trials)
-                        record(f"pcs process x{workers}", seconds)
+                        record(f"pcs process x{workers}", seconds, check_pcs(sweep, trials))
                     else:
                         seconds, n = timed(plain_sweep_pool, uri, experiment("plain-pool"),
                                            trials, workers)
@@ -191,8 +197,8 @@ def measure(folder: Path, uri: str, trials: int, repeat: int, skip: set[str],
             for workers in ([2, 1] if r % 2 == 0 else [1, 2]):
                 seconds, sweep = timed(pcs_sweep, folder, experiment("pcs-work"), work_trials,
                                        "process", workers, work_ms)
-                check_pcs(sweep, work_trials)
-                record(f"pcs process x{workers}, {work_ms} ms work", seconds)
+                record(f"pcs process x{workers}, {work_ms} ms work", seconds,
+                       check_pcs(sweep, work_trials))
     if "ray" not in skip:
         import ray
 
@@ -209,8 +215,7 @@ def measure(folder: Path, uri: str, trials: int, repeat: int, skip: set[str],
                     if side == "pcs":
                         seconds, sweep = timed(pcs_sweep, folder, experiment("pcs-ray"), trials,
                                                "ray", None)
-                        check_pcs(sweep, trials)
-                        record("pcs ray", seconds)
+                        record("pcs ray", seconds, check_pcs(sweep, trials))
                     else:
                         seconds, _ = timed(plain_sweep_ray, uri, experiment("plain-ray"), trials)
                         record("plain ray tasks", seconds)
@@ -241,10 +246,12 @@ def report(result: dict[str, Any]) -> None:
         verdict = "" if target is None else f"<= {target}x: {'met' if ratio <= target else 'MISSED'}"
         print(f"  {label:<20} {pcs_s:8.2f} {plain_s:8.2f} {ratio:6.2f}x  {verdict}")
         result.setdefault("ratios", {})[label] = round(ratio, 3)
+    phases = result.get("trial_phase", {})
     if "pcs process x1" in cases and "pcs process x2" in cases:
         one, two = best(cases["pcs process x1"]), best(cases["pcs process x2"])
         print(f"  scaling: pcs process 1 -> 2 workers: {one:.2f} s -> {two:.2f} s "
-              f"(speed-up {one / two:.2f}x)")
+              f"(speed-up {one / two:.2f}x); trials alone: "
+              f"{best(phases['pcs process x1']):.2f} s -> {best(phases['pcs process x2']):.2f} s")
         result["scaling_speedup"] = round(one / two, 3)
     if "plain pool x1" in cases and "plain pool x2" in cases:
         one, two = best(cases["plain pool x1"]), best(cases["plain pool x2"])
@@ -254,8 +261,12 @@ def report(result: dict[str, Any]) -> None:
     if len(work) == 2:
         one = best(cases[next(k for k in work if "x1" in k)])
         two = best(cases[next(k for k in work if "x2" in k)])
+        k1 = next(k for k in work if "x1" in k)
+        k2 = next(k for k in work if "x2" in k)
+        p1, p2 = best(phases[k1]), best(phases[k2])
         print(f"  scaling, trials that compute: pcs process 1 -> 2 workers: {one:.2f} s -> "
-              f"{two:.2f} s (speed-up {one / two:.2f}x)")
+              f"{two:.2f} s (speed-up {one / two:.2f}x); trials alone: {p1:.2f} s -> "
+              f"{p2:.2f} s (speed-up {p1 / p2:.2f}x)")
         result["work_scaling_speedup"] = round(one / two, 3)
 
 
