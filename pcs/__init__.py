@@ -40,6 +40,7 @@ from pcs.registry import InMemoryRegistry, Registry
 from pcs.repo import GitRepo, LocalRepo, Repo
 from pcs.run import Run, active_run
 from pcs.run_command import RunCommand
+from pcs.sweep import SweepRun, SweepVerification
 from pcs.verification import Difference, Verification, compare_runs
 
 # the features the run core reaches through pcs._features register themselves on import
@@ -71,6 +72,8 @@ __all__ = [
     "Run",
     "active_run",
     "RunCommand",
+    "SweepRun",
+    "SweepVerification",
     "Verification",
     "Difference",
     "compare_runs",

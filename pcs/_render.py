@@ -26,6 +26,9 @@ __all__ = [
     "print_caches",
     "print_clean_result",
     "print_cleanup",
+    "fold_sweeps",
+    "sweep_summary",
+    "print_sweep",
 ]
 
 
@@ -102,8 +105,50 @@ def run_details(run: Run) -> dict[str, Any]:
     return data
 
 
+def fold_sweeps(runs: Iterable[Run]) -> list[tuple[Run, dict[str, int] | None]]:
+    """The rows of a run listing: a sweep is one row with its trials counted; its trials are hidden.
+
+    Returns:
+        ``(run, trial counts)`` per row: counts by status of each trial index's
+        latest run (``trials`` holds the total) for a sweep, None for other runs.
+    """
+    listed = list(runs)
+    sweeps = {r.identifier for r in listed if r.tags.get(_keys.RUN_TYPE) == "sweep"}
+    latest: dict[str, dict[str, tuple[int, str]]] = {}
+    rows: list[Run] = []
+    for run in listed:
+        tags = run.tags
+        parent = tags.get(_keys.PARENT_RUN_ID)
+        trial = tags.get(_keys.TRIAL)
+        if parent in sweeps and trial is not None:
+            start = run.info.start_time or 0
+            seen = latest.setdefault(parent, {})
+            if trial not in seen or seen[trial][0] <= start:
+                seen[trial] = (start, run.info.status)
+            continue
+        rows.append(run)
+    out: list[tuple[Run, dict[str, int] | None]] = []
+    for run in rows:
+        if run.identifier not in sweeps:
+            out.append((run, None))
+            continue
+        counts: dict[str, int] = {}
+        for _, status in latest.get(run.identifier, {}).values():
+            counts[status] = counts.get(status, 0) + 1
+        out.append((run, {"trials": sum(counts.values()), **dict(sorted(counts.items()))}))
+    return out
+
+
+def _trial_counts_text(counts: dict[str, int]) -> str:
+    total = counts.get("trials", 0)
+    others = [f"{n} {s.lower()}" for s, n in counts.items() if s not in ("trials", "FINISHED")]
+    text = f"sweep of {total} trial{'s' if total != 1 else ''}"
+    return text + (f" ({', '.join(others)})" if others else "")
+
+
 @provides("print_runs_table")
 def print_runs_table(runs: Iterable[Run], out: Console | None = None) -> None:
+    """The table of ``pcs status``: a sweep is one row with its trial count (its trials are hidden)."""
     from rich.markup import escape
     from rich.table import Table
 
@@ -113,11 +158,14 @@ def print_runs_table(runs: Iterable[Run], out: Console | None = None) -> None:
     for column in ("name", "status", "started", "entry point", "grade", "links"):
         table.add_column(column, overflow="fold")
     count = 0
-    for run in runs:
+    for run, trials in fold_sweeps(runs):
         count += 1
         tags = run.tags
         entry = tags.get(_keys.ENTRY_POINT)
         component = tags.get(_keys.COMPONENT)
+        links = _links(run)
+        if trials is not None:
+            links = "; ".join(p for p in (_trial_counts_text(trials), links) if p)
         table.add_row(
             run.identifier,
             escape(run.info.run_name or ""),
@@ -125,12 +173,77 @@ def print_runs_table(runs: Iterable[Run], out: Console | None = None) -> None:
             _time(run.info.start_time),
             escape(f"{component}.{entry}") if entry else "-",
             tags.get(_keys.GRADE, "-"),
-            escape(_links(run)),
+            escape(links),
         )
     if count == 0:
         out.print("No pcs runs in this tracking store yet. Make one with 'pcs run' or Component.run().")
         return
     out.print(table)
+
+
+def sweep_summary(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """``trials`` and the number of trials by status, from a sweep's table."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    return {"trials": len(rows), **dict(sorted(counts.items()))}
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"))
+
+
+def print_sweep(
+    sweep: Any,
+    rows: list[dict[str, Any]],
+    best: Run | None = None,
+    metric: str | None = None,
+    out: Console | None = None,
+) -> None:
+    """A sweep's status line, its table of trials (one row per trial) and its summary."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    out = out or console()
+    print_run_status(sweep, out=out)
+    columns = list(rows[0]) if rows else ["trial", "run_id", "status", "seed"]
+    table = Table(title=f"trials of sweep {sweep.identifier}")
+    for column in columns:
+        numeric = column not in ("run_id", "status")
+        table.add_column(escape(column), no_wrap=column == "run_id", min_width=min(len(column), 32),
+                         justify="right" if numeric else "left", overflow="fold")
+    for row in rows:
+        cells = [escape(_cell(row.get(c))) for c in columns]
+        if row.get("status") in ("FAILED", "KILLED", "MISSING"):
+            cells[columns.index("status")] = f"[red]{cells[columns.index('status')]}[/red]"
+        table.add_row(*cells)
+    out.print(table)
+    summary = sweep_summary(rows)
+    failed = summary["trials"] - summary.get("FINISHED", 0)
+    parts = [f"{summary.get('FINISHED', 0)} finished"]
+    parts += [f"{n} {s.lower()}" for s, n in summary.items() if s not in ("trials", "FINISHED")]
+    out.print(f"{summary['trials']} trial(s): {', '.join(parts)}")
+    if failed:
+        out.print(
+            f"resume the trials that did not finish with: pcs sweep --resume {sweep.identifier}"
+        )
+    if best is not None and metric:
+        out.print(
+            f"best trial by {escape(metric)}: trial {best.tags.get(_keys.TRIAL)} "
+            f"({best.identifier}) = {_cell(best.metrics.get(metric))}"
+        )
+    from pcs.sweep.sweep_run import PLOT_METRIC_TAG
+
+    plotted = sweep.tags.get(PLOT_METRIC_TAG)
+    what = (f"table {_keys.SWEEP_TABLE_ARTIFACT}, plot of {escape(plotted)} "
+            f"{_keys.SWEEP_PLOT_ARTIFACT}" if plotted else f"table {_keys.SWEEP_TABLE_ARTIFACT}")
+    out.print(f"{what}: artifacts of the sweep run (mlflow ui shows them)")
 
 
 @provides("print_run_status")

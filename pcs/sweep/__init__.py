@@ -1,0 +1,75 @@
+"""Sweeps: one record for many trials of a component, each a rerunnable component run.
+
+``Component.sweep(...)`` (:func:`run_sweep`) runs an entry point over a grid
+of argument values and seeds, serially, in a pool of worker processes, or as
+Ray tasks, and returns a :class:`SweepRun`: the outer run of the sweep, with
+one ``ComponentRun`` per trial. ``sweep.table()``, ``sweep.best(metric)``,
+``sweep.rerun(verify=True)`` and ``sweep.resume_trials()`` work from the
+tracking store alone.
+
+Parts: :mod:`pcs.sweep.spec` (what a sweep is and how it is planned),
+:mod:`pcs.sweep.record` (what a sweep records before its first trial),
+:mod:`pcs.sweep.sweep_run` (the run), :mod:`pcs.sweep.executors` (where trials
+run), :mod:`pcs.sweep._worker` (running one trial), :mod:`pcs.sweep.results`
+(table, CSV, plot, best) and :mod:`pcs.sweep.verify` (verified reruns).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from pcs._features import provides
+from pcs.sweep.record import COMMANDS_ARTIFACT, SPEC_ARTIFACT
+from pcs.sweep.spec import EXECUTORS, SweepSpec, TrialSpec
+from pcs.sweep.sweep_run import RUN_TYPE_SWEEP, SUMMARY_TAG, TRIAL_COUNT_TAG, SweepRun
+from pcs.sweep.verify import SweepVerification, TrialCheck
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pcs.argument_set import ArgumentSet
+    from pcs.component import Component
+
+__all__ = [
+    "SweepRun",
+    "SweepSpec",
+    "TrialSpec",
+    "SweepVerification",
+    "TrialCheck",
+    "run_sweep",
+    "EXECUTORS",
+    "RUN_TYPE_SWEEP",
+    "SPEC_ARTIFACT",
+    "COMMANDS_ARTIFACT",
+    "SUMMARY_TAG",
+    "TRIAL_COUNT_TAG",
+]
+
+
+@provides("sweep")
+def run_sweep(
+    component: Component,
+    entry_point: str | None = None,
+    arg_set: ArgumentSet | Mapping[str, Any] | None = None,
+    grid: Mapping[str, Sequence[Any]] | None = None,
+    samples: int | None = None,
+    seeds: Sequence[int | None] = (None,),
+    executor: str = "process",
+    max_workers: int | None = None,
+    run_name: str | None = None,
+    **options: Any,
+) -> SweepRun:
+    """Sweep ``entry_point`` of ``component`` (what ``Component.sweep`` does).
+
+    Args:
+        component, entry_point, arg_set, grid, samples, seeds, executor,
+        max_workers, run_name: see :meth:`SweepRun.from_component`.
+        **options: ``sample_seed``, ``plot_metric``, ``ray_address``,
+            ``experiment_id``, ``progress``.
+
+    Returns:
+        The ended sweep run.
+    """
+    return SweepRun.from_component(
+        component, entry_point, arg_set, grid, samples, seeds, executor, max_workers,
+        run_name, **options,
+    )

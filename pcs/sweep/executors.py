@@ -1,0 +1,515 @@
+"""Where trials run: in this process, in a pool of worker processes, or as Ray tasks.
+
+:func:`start_executor` gets an executor ready (worker processes start
+importing and connecting to the store at once, while the sweep is being
+recorded); its ``run`` takes the trials (:class:`~pcs.sweep._worker.Task`),
+the shared context, and a callback told of every
+:class:`~pcs.sweep._worker.Result` as it arrives, and returns when every
+trial has ended. Trials are independent: a failing trial is a FAILED result,
+never a reason to stop the others.
+
+Ctrl-C and SIGTERM/SIGHUP (``KeyboardInterrupt`` / ``ProcessTerminated`` in the
+sweep's main thread) stop an executor: workers are sent SIGTERM (Ray tasks are
+cancelled), which ends their trials KILLED, and are killed if they do not stop
+in time. The sweep then ends whatever is still RUNNING as KILLED.
+
+The ``process`` executor starts its workers as fresh interpreters
+(``python -m pcs.sweep``), not by forking: a fork would copy the caller's
+open database connections, threads and GPU state, and ``spawn`` would import
+the caller's script again. A worker that dies in the middle of a trial (a
+crash, ``os._exit``) fails that trial; another worker takes over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from pcs import _keys, _liveness
+from pcs.errors import ArgumentError, PcsError
+from pcs.sweep._worker import Result, Shared, Task, TrialContext, run_trial
+
+__all__ = ["Executor", "start_executor", "default_workers", "trial_runs_left", "STOP_TIMEOUT_S"]
+
+log = logging.getLogger(__name__)
+
+STOP_TIMEOUT_S = 20.0  # how long stopped workers get to end their runs KILLED before SIGKILL
+
+OnResult = Callable[[Result], None]
+
+
+def default_workers() -> int:
+    """The CPUs this process may use (its affinity, else the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+class Executor:
+    """Runs trials; made by :func:`start_executor`, used once, then closed."""
+
+    def run(self, tasks: list[Task], shared: Shared, on_result: OnResult,
+            live_commands: dict[str, Any] | None = None) -> None:
+        """Run every task; ``on_result`` hears of each one (in this thread) as it ends.
+
+        Args:
+            tasks: the trials, in the order to start them.
+            shared: the context every trial needs.
+            on_result: told each trial's result.
+            live_commands: for ``serial`` only, commands to run as they are (a class
+                captured from ``__main__`` cannot be rebuilt from the registry).
+        """
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Let go of the workers (and of a Ray this executor started)."""
+
+    def abort(self) -> None:
+        """Stop the workers now (the sweep failed or was interrupted before they ran)."""
+        self.close()
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc is not None:
+            self.abort()
+        else:
+            self.close()
+
+
+def start_executor(
+    executor: str,
+    trials: int,
+    max_workers: int | None = None,
+    ray_address: str | None = None,
+    tracking_uri: str | None = None,
+    cwd: str | None = None,
+) -> Executor:
+    """Get ``executor`` ready for ``trials`` trials.
+
+    Args:
+        executor: ``serial``, ``process`` or ``ray``.
+        trials: how many trials will run (no more workers than that start).
+        max_workers: worker processes (default: the CPU count), or Ray tasks in flight
+            (default: as many as Ray schedules).
+        ray_address: the Ray cluster to connect to when Ray is not initialised yet.
+        tracking_uri: the store worker processes write to (default: this process's).
+        cwd: the folder worker processes run in (default: this process's).
+
+    Returns:
+        The executor; close it (or use it as a context manager) when done.
+    """
+    if executor == "serial":
+        return _Serial()
+    if executor == "process":
+        size = max(1, min(max_workers or default_workers(), trials))
+        return _ProcessPool(size, tracking_uri, cwd)
+    if executor == "ray":
+        return _Ray(max_workers, ray_address)
+    raise ArgumentError(f"Unknown sweep executor {executor!r}.")  # pragma: no cover
+
+
+# -- serial ------------------------------------------------------------------------------------
+
+
+class _Serial(Executor):
+    def run(self, tasks: list[Task], shared: Shared, on_result: OnResult,
+            live_commands: dict[str, Any] | None = None) -> None:
+        context = TrialContext(shared)
+        if live_commands:
+            plain_command = context.command
+
+            def command(command_id: str) -> Any:
+                live = live_commands.get(command_id)
+                return live if live is not None else plain_command(command_id)
+
+            context.command = command  # type: ignore[method-assign]
+        for task in tasks:
+            on_result(run_trial(task, context))
+
+
+# -- a pool of worker processes -----------------------------------------------------------------
+
+
+class _Worker:
+    def __init__(self, process: subprocess.Popen, conn: Any) -> None:
+        self.process = process
+        self.conn = conn
+        self.task: Task | None = None
+        self.done = 0
+        self.ready = False  # it has the sweep's context
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+class _ProcessPool(Executor):
+    """Worker processes fed one trial at a time, over a socket each."""
+
+    def __init__(self, size: int, tracking_uri: str | None, cwd: str | None) -> None:
+        self.size = size
+        self.tracking_uri = tracking_uri
+        self.cwd = cwd
+        self.workers: list[_Worker] = []
+        self.started_ok = False  # some worker has finished a trial
+        self.dead_at_start = 0
+        self.shared: Shared | None = None
+        self.on_result: OnResult | None = None
+        self.since_ms = _liveness.now_ms()
+        try:
+            for _ in range(size):
+                self.workers.append(self._start())
+        except BaseException:
+            self._stop_all()
+            raise
+
+    def run(self, tasks: list[Task], shared: Shared, on_result: OnResult,
+            live_commands: dict[str, Any] | None = None) -> None:
+        from multiprocessing.connection import wait
+
+        self.shared, self.on_result = shared, on_result
+        self.since_ms = _liveness.now_ms()
+        pending = deque(tasks)
+        retried: set[int] = set()
+        try:
+            while len(self.workers) > len(pending) and not any(w.task for w in self.workers):
+                extra = self.workers.pop()  # fewer trials than workers
+                with contextlib.suppress(OSError):
+                    extra.conn.send(None)
+                self._retire(extra)
+            while pending or any(w.task is not None for w in self.workers):
+                for worker in self.workers:
+                    if worker.task is None and pending:
+                        worker.task = pending.popleft()
+                        self._send(worker, ("trial", worker.task))
+                busy = {w.conn: w for w in self.workers if w.task is not None}
+                for conn in wait(list(busy)):
+                    worker = busy[conn]  # type: ignore[index]
+                    try:
+                        result = worker.conn.recv()
+                    except (EOFError, OSError):
+                        self._lost(worker, pending, retried)
+                        continue
+                    worker.task = None
+                    worker.done += 1
+                    self.started_ok = True
+                    on_result(result)
+        except BaseException:
+            with _signals_held():
+                self._stop_all()
+            raise
+        for worker in self.workers:  # they exit while the sweep logs its results
+            with contextlib.suppress(OSError):
+                worker.conn.send(None)
+
+    def close(self) -> None:
+        for worker in self.workers:
+            with contextlib.suppress(OSError):
+                worker.conn.send(None)
+        while self.workers:
+            self._retire(self.workers.pop(0))
+
+    def abort(self) -> None:
+        with _signals_held():
+            self._stop_all()
+
+    def _send(self, worker: _Worker, message: Any) -> None:
+        try:
+            if not worker.ready:
+                worker.conn.send(("init", self.shared))
+                worker.ready = True
+            worker.conn.send(message)
+        except OSError:
+            pass  # it died; waiting on it finds out
+
+    def _start(self) -> _Worker:
+        import pcs
+
+        parent_end, child_end = socket.socketpair()
+        env = dict(os.environ)
+        # the worker imports the very pcs this process runs
+        root = str(Path(pcs.__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+        if self.tracking_uri:
+            env["MLFLOW_TRACKING_URI"] = self.tracking_uri
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "pcs.sweep", str(child_end.fileno())],
+                pass_fds=(child_end.fileno(),),
+                env=env,
+                cwd=self.cwd or None,
+                stdin=subprocess.DEVNULL,
+                stdout=_stdout_target(),
+                # its own process group: Ctrl-C in a terminal reaches only the sweep, which
+                # stops its workers itself (SIGTERM ends their trials KILLED)
+                start_new_session=True,
+            )
+        except BaseException:
+            parent_end.close()
+            raise
+        finally:
+            child_end.close()
+        from multiprocessing.connection import Connection
+
+        return _Worker(process, Connection(parent_end.detach()))
+
+    def _lost(self, worker: _Worker, pending: deque[Task], retried: set[int]) -> None:
+        """A worker died: fail (or, when it never recorded a run, retry once) its trial."""
+        shared, on_result = self.shared, self.on_result
+        if shared is None or on_result is None:  # pragma: no cover - run() sets both first
+            return
+        task = worker.task
+        worker.task = None
+        code = _reap(worker.process)
+        self.workers.remove(worker)
+        with contextlib.suppress(OSError):
+            worker.conn.close()
+        if worker.done == 0 and not self.started_ok:
+            self.dead_at_start += 1
+            if self.dead_at_start >= max(2, self.size):
+                raise PcsError(
+                    f"The sweep's worker processes exit as soon as they start ({_exit_text(code)}); "
+                    "their error is printed above. Check that pcs and MLflow import in a fresh "
+                    f"interpreter ({sys.executable}), or run the sweep with executor='serial'."
+                )
+        if task is not None:
+            result = _end_trial_of_dead_worker(shared, task, worker.pid, code, self.since_ms)
+            if result is None and task.index not in retried:
+                retried.add(task.index)
+                pending.appendleft(task)  # it never recorded a run: nothing is duplicated
+            else:
+                on_result(result or Result(
+                    task.index, None, "FAILED",
+                    f"the worker process running it died ({_exit_text(code)}) before its run "
+                    "was recorded, twice",
+                ))
+        if pending and len(self.workers) < self.size:
+            self.workers.append(self._start())
+
+    def _retire(self, worker: _Worker) -> None:
+        """Wait for a worker that was told to stop (``None``) to exit."""
+        try:
+            worker.process.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            worker.process.kill()
+            worker.process.wait()
+        with contextlib.suppress(OSError):
+            worker.conn.close()
+
+    def _stop_all(self) -> None:
+        """SIGTERM every worker (their trials end KILLED), then SIGKILL what outlives the wait."""
+        for worker in self.workers:
+            if worker.process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    worker.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for worker in self.workers:
+            try:
+                worker.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("pcs: sweep worker %s did not stop in %.0fs; killing it",
+                            worker.pid, STOP_TIMEOUT_S)
+                worker.process.kill()
+                worker.process.wait()
+            with contextlib.suppress(OSError):
+                worker.conn.close()
+        self.workers.clear()
+
+
+def _stdout_target() -> int | None:
+    """Where workers print: this process's current stdout (``--json`` sends it to stderr)."""
+    try:
+        return sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):
+        return None  # replaced by something without a file (pytest's capsys): inherit fd 1
+
+
+def _reap(process: subprocess.Popen) -> int | None:
+    try:
+        return process.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
+
+
+def _exit_text(code: int | None) -> str:
+    if code is None:
+        return "exit status unknown"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def _end_trial_of_dead_worker(
+    shared: Shared, task: Task, pid: int | None, code: int | None, since_ms: int
+) -> Result | None:
+    """The run a dead worker left for ``task``, ended FAILED if still RUNNING; None if it made none."""
+    found = trial_runs_left(shared.sweep_id, task.index, pid, since_ms)
+    if not found:
+        return None
+    run = found[-1]
+    if run.status == "RUNNING":
+        error = f"the worker process running this trial died ({_exit_text(code)})"
+        with contextlib.suppress(Exception):
+            run.set_tag(_keys.ERROR, error)
+        run.set_terminated("FAILED")
+        return Result(task.index, run.identifier, "FAILED", error)
+    return Result(task.index, run.identifier, run.status, run.tags.get(_keys.ERROR))
+
+
+def trial_runs_left(
+    sweep_id: str, index: int, pid: int | None = None, since_ms: int | None = None
+) -> list[Any]:
+    """The runs of trial ``index`` of a sweep, oldest first.
+
+    Args:
+        sweep_id: the sweep.
+        index: the trial.
+        pid: only runs made by this process.
+        since_ms: only runs started at or after this time (epoch milliseconds).
+    """
+    from pcs import _config
+    from pcs.run import _wrap, search_mlflow_runs
+
+    client = _config.tracking_client()
+    clauses = [
+        f"tags.`{_keys.PARENT_RUN_ID}` = '{sweep_id}'",
+        f"tags.`{_keys.TRIAL}` = '{int(index)}'",
+    ]
+    if pid is not None:
+        clauses.append(f"tags.`{_keys.PID}` = '{int(pid)}'")
+    if since_ms is not None:
+        clauses.append(f"attributes.start_time >= {int(since_ms)}")
+    found = search_mlflow_runs(client, " and ".join(clauses), order_by=["attributes.start_time ASC"])
+    return [_wrap(r, client) for r in found]
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM/SIGHUP back while workers are stopped, so stopping finishes.
+
+    A signal that arrives meanwhile is delivered again afterwards, to the handler
+    that was in place (pcs's, which ends the process as the signal says).
+    """
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+
+    def hold(signum: int, frame: Any) -> None:
+        caught.append(signum)
+
+    previous: dict[int, Any] = {}
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        signum = getattr(signal, name, None)
+        if signum is None:
+            continue
+        current = signal.getsignal(signum)
+        if current in (signal.SIG_IGN, None):
+            continue
+        with contextlib.suppress(ValueError, OSError):
+            signal.signal(signum, hold)
+            previous[signum] = current
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if caught:
+            os.kill(os.getpid(), caught[0])
+
+
+# -- Ray ---------------------------------------------------------------------------------------
+
+
+def import_ray() -> Any:
+    """The ``ray`` module, or an ArgumentError saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise ArgumentError(
+            "executor='ray' needs Ray, which is not installed. Install it with "
+            "pip install 'pcs[ray]' (or pip install ray), or use executor='process'."
+        ) from None
+    return ray
+
+
+class _Ray(Executor):
+    """Trials as Ray tasks, on the Ray this process has, or one it connects to."""
+
+    def __init__(self, max_workers: int | None, address: str | None) -> None:
+        self.ray = import_ray()
+        self.max_workers = max_workers
+        self.started_here = False
+        if not self.ray.is_initialized():
+            self.ray.init(address=address, log_to_driver=True)
+            self.started_here = True
+
+    def run(self, tasks: list[Task], shared: Shared, on_result: OnResult,
+            live_commands: dict[str, Any] | None = None) -> None:
+        from pcs.sweep._worker import ray_entry
+
+        ray = self.ray
+        since_ms = _liveness.now_ms()
+        remote = ray.remote(num_cpus=1, max_retries=0)(ray_entry)
+        shared_ref = ray.put(shared)
+        queue = deque(tasks)
+        in_flight: dict[Any, Task] = {}
+        limit = self.max_workers or len(tasks)
+        try:
+            while queue or in_flight:
+                while queue and len(in_flight) < limit:
+                    task = queue.popleft()
+                    in_flight[remote.remote(shared_ref, task)] = task
+                done, _ = ray.wait(list(in_flight), num_returns=1)
+                for ref in done:
+                    task = in_flight.pop(ref)
+                    try:
+                        result = ray.get(ref)
+                    except Exception as exc:  # noqa: BLE001 - its worker crashed or was cancelled
+                        result = _end_trial_of_dead_worker(shared, task, None, None, since_ms) or Result(
+                            task.index, None, "FAILED",
+                            f"its Ray task failed before the run was recorded: {type(exc).__name__}",
+                        )
+                    on_result(result)
+        except BaseException:
+            with _signals_held():
+                _cancel_ray(ray, list(in_flight))
+            raise
+
+    def close(self) -> None:
+        if self.started_here:
+            self.ray.shutdown()
+            self.started_here = False
+
+
+def _cancel_ray(ray: Any, refs: list[Any]) -> None:
+    """Interrupt running trials (their runs end KILLED), then force what does not stop."""
+    if not refs:
+        return
+    for ref in refs:
+        with contextlib.suppress(Exception):
+            ray.cancel(ref, force=False)
+    with contextlib.suppress(Exception):
+        ray.wait(refs, num_returns=len(refs), timeout=STOP_TIMEOUT_S)
+    for ref in refs:
+        with contextlib.suppress(Exception):
+            ray.cancel(ref, force=True)

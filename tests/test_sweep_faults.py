@@ -1,0 +1,230 @@
+"""Sweeps under faults: SIGTERM and Ctrl-C, crashing workers, several SQLite writers.
+
+Real processes and real signals on the test's SQLite store: a child process
+runs the sweep, the test signals it while its trials run, then reads what the
+store holds.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from pcs import Component, LocalRepo, Run, SweepRun, _keys
+from pcs._liveness import pid_alive
+from pcs.sweep._worker import is_lock_error, retrying
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+WORKLOAD = '''
+import os
+import time
+
+
+class Work:
+    def nap(self, seconds=0.0, steps=1, exit_code=None):
+        from pcs import active_component_run
+
+        run = active_component_run(self)
+        if exit_code is not None:
+            os._exit(exit_code)
+        for step in range(steps):
+            run.log_metric("step", step, step=step)
+        deadline = time.time() + seconds
+        while time.time() < deadline:
+            time.sleep(0.05)
+        return steps
+'''
+
+CHILD = '''
+import sys
+from pcs import Component, LocalRepo
+from pcs.sweep import SweepRun
+
+folder, executor = sys.argv[1], sys.argv[2]
+work = Component.from_repo(LocalRepo("src", folder), "work", "work.py", "Work", instantiate=True)
+SweepRun.from_component(work, "nap", grid={"work.nap.seconds": [120, 121, 122]}, seeds=[1],
+                        executor=executor, max_workers=2, run_name="signalled")
+'''
+
+
+@pytest.fixture()
+def work(tmp_path) -> Component:
+    folder = tmp_path / "src"
+    folder.mkdir()
+    (folder / "work.py").write_text(textwrap.dedent(WORKLOAD))
+    return Component.from_repo(LocalRepo("src", folder), "work", "work.py", "Work", instantiate=True)
+
+
+def _wait_for(condition, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def _sweep_and_trials() -> tuple[Run | None, list[Run]]:
+    runs = Run.get_all_runs()
+    sweeps = [r for r in runs if r.tags.get(_keys.RUN_TYPE) == "sweep"]
+    trials = [r for r in runs if _keys.TRIAL in r.tags]
+    return (sweeps[0] if sweeps else None), trials
+
+
+@pytest.mark.parametrize(
+    ("executor", "signum", "to_group", "running"),
+    [
+        ("process", signal.SIGTERM, False, 2),
+        ("process", signal.SIGINT, True, 2),  # Ctrl-C in a terminal reaches the whole group
+        ("serial", signal.SIGTERM, False, 1),
+    ],
+    ids=["process-SIGTERM", "process-Ctrl-C", "serial-SIGTERM"],
+)
+def test_a_signal_ends_the_sweep_and_its_trials_killed_and_stops_the_workers(
+    work, tmp_path, executor, signum, to_group, running
+):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(tmp_path / "src"), executor],
+        env=env, cwd=tmp_path, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        def trials_running():
+            _, trials = _sweep_and_trials()
+            return len([t for t in trials if t.status == "RUNNING"]) >= running
+
+        _wait_for(trials_running, 90, f"{running} running trial(s)")
+        if to_group:
+            os.killpg(child.pid, signum)
+        else:
+            os.kill(child.pid, signum)
+        child.wait(timeout=60)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+    stderr = child.stderr.read()
+
+    assert child.returncode == -signum, stderr
+    sweep, trials = _sweep_and_trials()
+    assert sweep is not None and sweep.status == "KILLED"
+    assert sweep.tags[_keys.ENDED_BY] == signal.Signals(signum).name
+    assert len(trials) == running
+    assert all(t.status == "KILLED" for t in trials), [(t.status, t.tags) for t in trials]
+    assert all(t.tags.get(_keys.ENDED_BY) for t in trials)
+    pids = {int(t.tags[_keys.PID]) for t in trials}
+    if executor == "process":
+        assert child.pid not in pids
+    _wait_for(lambda: not any(pid_alive(p) for p in pids - {child.pid}), 10, "workers to exit")
+    # nothing of the sweep is left RUNNING
+    assert not [r for r in Run.get_all_runs() if r.status == "RUNNING"]
+
+
+def test_a_crashing_worker_fails_only_its_trial(work):
+    sweep = SweepRun.from_component(
+        work, "nap", grid={"work.nap.steps": [1, 2], "work.nap.exit_code": [None, 3]},
+        seeds=[1], executor="process", max_workers=2,
+    )
+
+    statuses = [t.status for t in sweep.trials]
+    assert statuses == ["FINISHED", "FAILED"] * 2
+    for trial in sweep.trials[1::2]:
+        assert "died (exit code 3)" in trial.tags[_keys.ERROR]
+    assert sweep.status == "FINISHED"
+    assert not [r for r in Run.get_all_runs() if r.status == "RUNNING"]
+
+
+def test_four_sqlite_writers_lose_and_duplicate_no_run(work):
+    steps, trials = 15, 16
+    sweep = SweepRun.from_component(
+        work, "nap", grid={"work.nap.steps": [steps], "work.nap.seconds": [0.0]},
+        seeds=list(range(trials)), executor="process", max_workers=4,
+    )
+
+    assert sweep.status == "FINISHED"
+    everything = sweep.inner_runs
+    assert len(everything) == trials  # one run per trial: nothing lost, nothing twice
+    assert sorted(int(r.tags[_keys.TRIAL]) for r in everything) == list(range(trials))
+    assert all(r.status == "FINISHED" for r in everything)
+    assert len({r.tags[_keys.PID] for r in everything}) == 4
+    for run in everything:
+        assert [m.value for m in run.metric_history("step")] == list(range(steps))
+    assert [r["status"] for r in sweep.table()] == ["FINISHED"] * trials
+    # the workers' writes took turns on one lock file for this database
+    assert len(list((Path(os.environ["PCS_HOME"]) / "locks").glob("sqlite-*.lock"))) == 1
+
+
+def test_a_write_refused_by_a_locked_sqlite_database_is_retried_until_it_goes_through(tmp_path):
+    import sqlite3
+    import threading
+
+    db = tmp_path / "locked.db"
+    with sqlite3.connect(db) as setup:
+        setup.execute("CREATE TABLE t (x INTEGER)")
+    holder = sqlite3.connect(db, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+    writer = sqlite3.connect(db, timeout=0, check_same_thread=False)
+
+    def write() -> int:
+        with writer:
+            writer.execute("INSERT INTO t VALUES (1)")
+        return 1
+
+    with pytest.raises(sqlite3.OperationalError) as refused:
+        write()
+    assert is_lock_error(refused.value)
+    release = threading.Timer(0.5, holder.commit)
+    release.start()
+    started = time.monotonic()
+    assert retrying(write, limit_s=10)() == 1
+    assert time.monotonic() - started >= 0.4
+    release.join()
+    assert writer.execute("SELECT COUNT(*) FROM t").fetchone() == (1,)
+    assert not is_lock_error(ValueError("database is fine"))
+    with pytest.raises(ZeroDivisionError):
+        retrying(lambda: 1 / 0)()
+
+
+SWALLOWED = '''
+import os, signal, sys, time, weakref
+from pcs import _signals
+from pcs.sweep._worker import signals_not_swallowed
+
+class Thing:
+    pass
+
+def callback(ref):
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.2)  # the handler raises here, inside a weakref callback: Python drops it
+
+with _signals.guarded(), signals_not_swallowed():
+    thing = Thing()
+    ref = weakref.ref(thing, callback)
+    del thing
+    print("still running", flush=True)
+    time.sleep(10)
+print("slept through it", flush=True)
+'''
+
+
+def test_a_signal_whose_exception_python_swallowed_is_delivered_again():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", SWALLOWED], env=env, capture_output=True,
+                            text=True, timeout=60)
+
+    assert result.returncode == -signal.SIGTERM, result.stderr
+    assert "still running" in result.stdout and "slept through it" not in result.stdout
+    assert time.monotonic() - started < 9

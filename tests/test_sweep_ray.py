@@ -1,0 +1,140 @@
+"""Sweeps on Ray: trials as Ray tasks on a real local Ray (started once, with 2 CPUs)."""
+
+from __future__ import annotations
+
+import _thread
+import os
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import ray
+from conftest import make_store
+
+from pcs import Component, LocalRepo, Run, SweepRun, _keys
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+SOURCE = '''
+import random
+import time
+
+
+class Trainer:
+    def fit(self, lr=0.1, fail_on=None, sleep=0.0):
+        from pcs import active_component_run
+
+        run = active_component_run(self)
+        if fail_on is not None and lr == fail_on:
+            raise ValueError(f"lr {lr} diverges")
+        deadline = time.time() + sleep
+        while time.time() < deadline:
+            time.sleep(0.05)
+        score = lr * random.random()
+        run.log_metric("score", score)
+        return score
+'''
+
+LR = "trainer.fit.lr"
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """One local Ray for the whole session; its workers import this checkout of pcs."""
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), saved]))
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture()
+def trainer(tmp_path, local_ray) -> Component:
+    folder = tmp_path / "src"
+    folder.mkdir()
+    (folder / "trainer.py").write_text(textwrap.dedent(SOURCE))
+    return Component.from_repo(LocalRepo("src", folder), "trainer", "trainer.py", "Trainer",
+                               instantiate=True)
+
+
+def test_trials_run_as_ray_tasks_and_a_failing_one_fails_alone(trainer):
+    serial = SweepRun.from_component(trainer, "fit", grid={LR: [0.1, 0.2, 0.3]}, seeds=[1, 2],
+                                     executor="serial", arg_set={"trainer": {"fit": {"fail_on": 0.2}}})
+    on_ray = SweepRun.from_component(trainer, "fit", grid={LR: [0.1, 0.2, 0.3]}, seeds=[1, 2],
+                                     executor="ray", arg_set={"trainer": {"fit": {"fail_on": 0.2}}})
+
+    assert ray.is_initialized()  # the sweep used the Ray it found, and left it running
+    assert on_ray.status == "FINISHED"
+    statuses = [t.status for t in on_ray.trials]
+    assert statuses == ["FINISHED", "FINISHED", "FAILED", "FAILED", "FINISHED", "FINISHED"]
+    assert on_ray.trials[2].tags[_keys.ERROR] == "ValueError: lr 0.2 diverges"
+    assert str(os.getpid()) not in {t.tags[_keys.PID] for t in on_ray.trials}
+    assert [t.tags[_keys.SWEEP_ID] for t in on_ray.trials] == [on_ray.identifier] * 6
+    finished = [i for i, s in enumerate(statuses) if s == "FINISHED"]
+    assert [on_ray.trials[i].return_value for i in finished] == [
+        serial.trials[i].return_value for i in finished
+    ]
+
+
+def test_workers_write_to_the_callers_tracking_uri(trainer, tmp_path, template_store):
+    import mlflow
+
+    env_store = os.environ["MLFLOW_TRACKING_URI"]
+    other = make_store(Path.cwd() / "elsewhere", template_store)
+    mlflow.set_tracking_uri("sqlite:///elsewhere/mlflow.db")  # relative to this folder
+    assert other.endswith("elsewhere/mlflow.db")
+
+    sweep = SweepRun.from_component(trainer, "fit", grid={LR: [0.1, 0.2]}, seeds=[1],
+                                    executor="ray")
+
+    assert [t.status for t in sweep.trials] == ["FINISHED", "FINISHED"]
+    assert {r.identifier for r in Run.get_all_runs()} == {
+        sweep.identifier, *(t.identifier for t in sweep.trials)
+    }
+    mlflow.set_tracking_uri(env_store)
+    assert Run.get_all_runs() == []  # nothing went to the store in the environment
+
+
+def test_a_ray_sweep_reruns_on_ray_and_verifies(trainer):
+    sweep = SweepRun.from_component(trainer, "fit", grid={LR: [0.1, 0.2]}, seeds=[1, 2],
+                                    executor="ray", max_workers=2)
+
+    again = Run.from_existing_run_id(sweep.identifier).rerun(verify=True)
+
+    assert again.spec.executor == "ray"
+    assert again.verification.verdict == "reproduced"
+    assert all(str(os.getpid()) != t.tags[_keys.PID] for t in again.trials)
+
+
+def test_ctrl_c_cancels_the_ray_tasks_and_ends_everything_killed(trainer):
+    def interrupt_when_running() -> None:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            running = [r for r in Run.get_all_runs()
+                       if _keys.TRIAL in r.tags and r.status == "RUNNING"]
+            if len(running) >= 2:
+                _thread.interrupt_main()  # what Ctrl-C does to the main thread
+                return
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=interrupt_when_running, daemon=True)
+    watcher.start()
+    with pytest.raises(KeyboardInterrupt):
+        SweepRun.from_component(trainer, "fit", grid={LR: [0.1, 0.2, 0.3]}, seeds=[1],
+                                executor="ray", arg_set={"trainer": {"fit": {"sleep": 120}}})
+    watcher.join(timeout=5)
+
+    runs = Run.get_all_runs()
+    sweep = [r for r in runs if r.tags.get(_keys.RUN_TYPE) == "sweep"][0]
+    trials = [r for r in runs if _keys.TRIAL in r.tags]
+    assert sweep.status == "KILLED" and sweep.tags[_keys.ENDED_BY] == "SIGINT"
+    assert len(trials) >= 2 and all(t.status == "KILLED" for t in trials)
+    assert not [r for r in runs if r.status == "RUNNING"]
