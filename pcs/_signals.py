@@ -23,6 +23,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from types import FrameType
@@ -58,6 +59,7 @@ def install() -> None:
     """Install pcs's handlers (main thread only; a no-op elsewhere or when already in place)."""
     if threading.current_thread() is not threading.main_thread():
         return
+    _catch_swallowed_signals()
     for signum in _SIGNALS:
         if signum in _PREVIOUS:
             continue
@@ -115,6 +117,38 @@ def on_termination(callback: Callable[[], None]) -> Callable[[], None]:
             _CALLBACKS.remove(callback)
 
     return remove
+
+
+_HOOKED = False
+
+
+def _catch_swallowed_signals() -> None:
+    """Deliver again a signal whose exception Python swallowed inside a finalizer.
+
+    A signal handler runs between any two bytecodes of the main thread, also
+    inside a finalizer or weakref callback run by the garbage collector; an
+    exception raised there (``ProcessTerminated``, ``KeyboardInterrupt``) is
+    printed as "Exception ignored" and dropped, so the work it should stop goes
+    on. While guarded work runs, such a signal is sent again a moment later
+    from a helper thread, so its handler runs outside the callback.
+    """
+    global _HOOKED
+    if _HOOKED:
+        return
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        exc = unraisable.exc_value
+        if _DEPTH > 0 and isinstance(exc, (ProcessTerminated, KeyboardInterrupt)):
+            signum = exc.signum if isinstance(exc, ProcessTerminated) else signal.SIGINT
+            timer = threading.Timer(0.01, os.kill, (os.getpid(), signum))
+            timer.daemon = True
+            timer.start()
+            return
+        previous(unraisable)
+
+    sys.unraisablehook = hook
+    _HOOKED = True
 
 
 def _handle(signum: int, frame: FrameType | None) -> None:

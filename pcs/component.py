@@ -38,7 +38,7 @@ from pcs.errors import (
 )
 from pcs.registry import InMemoryRegistry, Registry
 from pcs.repo import GitRepo, LocalRepo, Repo
-from pcs.run import run_class
+from pcs.run import Run, run_class
 from pcs.specs import sha256_bytes, to_recordable
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -600,6 +600,45 @@ class Component:
             run_name=run_name,
             experiment_id=experiment_id,
             return_value_format=return_value_format,
+        )
+
+    def sweep(
+        self,
+        entry_point: str | None = None,
+        arg_set: ArgumentSet | Mapping[str, Any] | None = None,
+        grid: Mapping[str, Sequence[Any]] | None = None,
+        samples: int | None = None,
+        seeds: Sequence[int | None] = (None,),
+        executor: str = "process",
+        max_workers: int | None = None,
+        run_name: str | None = None,
+        **options: Any,
+    ) -> Run:
+        """Run ``entry_point`` once per combination of ``grid`` values and seeds, as one sweep.
+
+        Args:
+            entry_point: the entry point every trial calls (default as for ``run``).
+            arg_set: the arguments every trial shares.
+            grid: ``{"COMPONENT.FUNCTION.ARG": [values]}``: every combination is a trial.
+            samples: draw this many distinct combinations from ``grid`` (recorded seed).
+            seeds: repeat every combination once per seed (None: a drawn seed).
+            executor: ``"process"`` (a local process pool), ``"serial"`` or ``"ray"``.
+            max_workers: parallel trials (default: the CPU count).
+            run_name: the sweep run's name.
+            **options: see ``pcs.sweep.run_sweep`` (``ray_address``, ``plot_metric``, ...).
+
+        Returns:
+            The finished ``SweepRun``: the outer run, with one ComponentRun per trial.
+
+        Example::
+
+            sweep = agent.sweep("run_episodes", grid={"agent.run_episodes.num_episodes": [5, 10]},
+                                seeds=(1, 2, 3))
+            sweep.best("mean_reward").rerun(verify=True)
+        """
+        return feature("sweep")(  # type: ignore[no-any-return]
+            self, entry_point, arg_set, grid, samples, seeds, executor, max_workers, run_name,
+            **options,
         )
 
     # -- specs and registries ----------------------------------------------------------

@@ -10,7 +10,7 @@ import pcs
 
 MODULES = [
     "pcs.argument_set", "pcs.component", "pcs.component_run", "pcs.errors", "pcs.registry",
-    "pcs.repo", "pcs.run", "pcs.run_command",
+    "pcs.repo", "pcs.run", "pcs.run_command", "pcs.sweep",
 ]
 
 
@@ -28,7 +28,7 @@ def test_package_all_matches_module_all():
         module = importlib.import_module(module_name)
         for name in module.__all__:
             if name[0].isupper() or name == "active_component_run" or name == "active_run":
-                assert name in exported or name in {"PAGE_SIZE", "GRADES", "SECTIONS", "DEFAULT_ENTRY_POINT_NAME", "GitState", "VERDICTS"}, (module_name, name)
+                assert name in exported or name in {"PAGE_SIZE", "GRADES", "SECTIONS", "DEFAULT_ENTRY_POINT_NAME", "GitState", "VERDICTS", "EXECUTORS"}, (module_name, name)
     for name in exported:
         assert getattr(pcs, name) is not None
 

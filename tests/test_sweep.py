@@ -20,8 +20,10 @@ from conftest import make_store, run_cli
 
 from pcs import Component, ComponentRun, LocalRepo, Run, SweepRun, _keys
 from pcs._features import feature
+from pcs._keys import SWEEP_SPEC_ARTIFACT as SPEC_ARTIFACT
+from pcs._keys import SWEEP_SUMMARY as SUMMARY_TAG
 from pcs.errors import ArgumentError, NotReproducibleError, PcsError
-from pcs.sweep import SPEC_ARTIFACT, SUMMARY_TAG, SweepVerification
+from pcs.sweep import SweepVerification
 from pcs.sweep._worker import Shared, Task, TrialContext, run_trial
 from pcs.sweep.record import commands_registry, commands_text
 from pcs.sweep.spec import plan_sweep

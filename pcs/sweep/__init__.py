@@ -20,29 +20,19 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pcs._features import provides
-from pcs.sweep.record import COMMANDS_ARTIFACT, SPEC_ARTIFACT
-from pcs.sweep.spec import EXECUTORS, SweepSpec, TrialSpec
-from pcs.sweep.sweep_run import RUN_TYPE_SWEEP, SUMMARY_TAG, TRIAL_COUNT_TAG, SweepRun
-from pcs.sweep.verify import SweepVerification, TrialCheck
+from pcs.sweep.spec import EXECUTORS
+from pcs.sweep.spec import SweepSpec as SweepSpec
+from pcs.sweep.spec import TrialSpec as TrialSpec
+from pcs.sweep.sweep_run import SweepRun
+from pcs.sweep.verify import SweepVerification
+from pcs.sweep.verify import TrialCheck as TrialCheck
 
 if TYPE_CHECKING:  # pragma: no cover
     from pcs.argument_set import ArgumentSet
     from pcs.component import Component
 
-__all__ = [
-    "SweepRun",
-    "SweepSpec",
-    "TrialSpec",
-    "SweepVerification",
-    "TrialCheck",
-    "run_sweep",
-    "EXECUTORS",
-    "RUN_TYPE_SWEEP",
-    "SPEC_ARTIFACT",
-    "COMMANDS_ARTIFACT",
-    "SUMMARY_TAG",
-    "TRIAL_COUNT_TAG",
-]
+# SweepSpec, TrialSpec and TrialCheck (data of a sweep's record) are importable from here too
+__all__ = ["SweepRun", "SweepVerification", "run_sweep", "EXECUTORS"]
 
 
 @provides("sweep")

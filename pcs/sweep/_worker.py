@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pcs import _keys, _signals
+from pcs import _config, _keys, _signals
 
 __all__ = [
     "signals_not_swallowed",
@@ -171,35 +171,14 @@ def run_trial(task: Task, context: TrialContext) -> Result:
 
 @contextlib.contextmanager
 def signals_not_swallowed() -> Iterator[None]:
-    """Deliver again a Ctrl-C or SIGTERM/SIGHUP whose exception Python swallowed.
-
-    A signal handler runs between any two bytecodes of the main thread, also
-    inside a finalizer or weakref callback run by the garbage collector. An
-    exception raised there (``KeyboardInterrupt``, ``ProcessTerminated``) is
-    printed as "Exception ignored" and dropped, so the work it should stop goes
-    on. While this is active, such a signal is sent again a moment later, from
-    a helper thread, so its handler runs outside the callback.
-    """
-    previous = sys.unraisablehook
-
-    def hook(unraisable: Any) -> None:
-        exc = unraisable.exc_value
-        if isinstance(exc, _signals.ProcessTerminated):
-            signum = exc.signum
-        elif isinstance(exc, KeyboardInterrupt):
-            signum = signal.SIGINT
-        else:
-            previous(unraisable)
-            return
-        timer = threading.Timer(0.01, os.kill, (os.getpid(), signum))
-        timer.daemon = True
-        timer.start()
-
-    sys.unraisablehook = hook
+    """Signals swallowed in finalizers are delivered again (pcs._signals does it for guarded work)."""
+    counted = _signals.enter()
     try:
         yield
-    finally:
-        sys.unraisablehook = previous
+    except BaseException as exc:
+        _signals.leave(counted, exc)
+        raise
+    _signals.leave(counted, None)
 
 
 # -- SQLite: retry writes refused because another process holds the lock -------------------
@@ -294,8 +273,6 @@ def _writer_lock(tracking_uri: str) -> _WriterLock | None:
         return None
     try:
         import hashlib
-
-        from pcs import _config
 
         folder = _config.pcs_home() / "locks"
         folder.mkdir(parents=True, exist_ok=True)
@@ -401,9 +378,8 @@ def main(argv: list[str] | None = None) -> int:
     # (a worker has its own process group, so a terminal's Ctrl-C does not reach it anyway)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     conn = Connection(int(argv[1]))
-    # the imports and the store a trial needs, while the sweep is being recorded
-    import pcs  # noqa: F401  (registers the features a run reaches by name)
-    from pcs.component_run import ComponentRun  # noqa: F401
+    # the imports and the store a trial needs, while the sweep is being recorded: importing
+    # this module ran pcs/__init__.py, which imports every feature a run reaches by name
 
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri:

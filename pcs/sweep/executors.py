@@ -35,8 +35,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pcs import _keys, _liveness
+from pcs import _config, _keys, _liveness
 from pcs.errors import ArgumentError, PcsError
+from pcs.run import _wrap, search_mlflow_runs
 from pcs.sweep._worker import Result, Shared, Task, TrialContext, run_trial
 
 __all__ = ["Executor", "start_executor", "default_workers", "trial_runs_left", "STOP_TIMEOUT_S"]
@@ -236,12 +237,10 @@ class _ProcessPool(Executor):
             pass  # it died; waiting on it finds out
 
     def _start(self) -> _Worker:
-        import pcs
-
         parent_end, child_end = socket.socketpair()
         env = dict(os.environ)
-        # the worker imports the very pcs this process runs
-        root = str(Path(pcs.__file__).resolve().parent.parent)
+        # the worker imports the very pcs this process runs (pcs/sweep/executors.py -> root)
+        root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
         if self.tracking_uri:
             env["MLFLOW_TRACKING_URI"] = self.tracking_uri
@@ -384,9 +383,6 @@ def trial_runs_left(
         pid: only runs made by this process.
         since_ms: only runs started at or after this time (epoch milliseconds).
     """
-    from pcs import _config
-    from pcs.run import _wrap, search_mlflow_runs
-
     client = _config.tracking_client()
     clauses = [
         f"tags.`{_keys.PARENT_RUN_ID}` = '{sweep_id}'",

@@ -37,8 +37,8 @@ __all__ = [
     "absolute_tracking_uri",
 ]
 
-SPEC_ARTIFACT = "pcs/sweep.yaml"
-COMMANDS_ARTIFACT = "pcs/sweep_commands.yaml"
+SPEC_ARTIFACT = _keys.SWEEP_SPEC_ARTIFACT
+COMMANDS_ARTIFACT = _keys.SWEEP_COMMANDS_ARTIFACT
 _PARAM_VALUE_LIMIT = 6000
 
 

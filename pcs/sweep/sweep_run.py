@@ -58,10 +58,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # names stored in MLflow (kept here until pcs._keys declares them)
-RUN_TYPE_SWEEP = "sweep"
-TRIAL_COUNT_TAG = "pcs.sweep_trials"  # how many trials the sweep plans
-SUMMARY_TAG = "pcs.sweep_summary"  # JSON: trials by status, after the last executor call
-PLOT_METRIC_TAG = "pcs.sweep_plot_metric"
+RUN_TYPE_SWEEP = _keys.RUN_TYPE_SWEEP
+TRIAL_COUNT_TAG = _keys.SWEEP_TRIALS
+SUMMARY_TAG = _keys.SWEEP_SUMMARY
+PLOT_METRIC_TAG = _keys.SWEEP_PLOT_METRIC
 
 _UNREAD = object()
 _ENDED = ("FINISHED", "FAILED", "KILLED")

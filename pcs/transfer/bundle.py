@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "LINK_TAGS",
+    "REWRITTEN_TAGS",
     "RUN_ID_RE",
     "STATUSES",
     "MAX_EXPANSION",
@@ -69,6 +70,8 @@ __all__ = [
 RUN_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # tags holding one run id each; pcs.depends_on holds a JSON list of them
 LINK_TAGS = (_keys.PARENT_RUN_ID, _keys.RERUN_OF)
+# tags naming a run that are rewritten to the imported run's id (a sweep names itself)
+REWRITTEN_TAGS = (*LINK_TAGS, _keys.SWEEP_ID)
 STATUSES = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
 _CHUNK = 1 << 20
 
@@ -467,6 +470,11 @@ def validate_run(
     inner = spec.setdefault("inner_runs", [])
     if not isinstance(inner, list) or not all(isinstance(i, str) for i in inner):
         raise BundleError(f"{where} has a malformed 'inner_runs'; expected a list of run ids.")
+    if run_id in upward_links(spec["tags"]) or run_id in inner:
+        raise BundleError(
+            f"{where} links to itself (as its own outer run, dependency, inner run or the run it "
+            "reruns); a run's links always name other runs. The bundle is damaged or forged."
+        )
     for key in ("start_time", "end_time"):
         if spec.get(key) is not None and not (_is_int(spec[key]) and spec[key] >= 0):
             raise BundleError(f"{where} has {key} {spec[key]!r}; expected milliseconds since 1970.")

@@ -37,7 +37,7 @@ from pcs.registry import Registry
 from pcs.transfer import _claims, _temps
 from pcs.transfer._lookup import Store, origin_of
 from pcs.transfer.bundle import (
-    LINK_TAGS,
+    REWRITTEN_TAGS,
     RUN_ID_RE,
     Planned,
     bundle_root,
@@ -363,7 +363,7 @@ def _batches(tags: list, params: list, metrics: list) -> Iterator[tuple[list, li
 def _link_tags(tags: Mapping[str, str], resolved: Mapping[str, Run]) -> dict[str, str]:
     """The run's link tags, pointing at the imported runs where they exist."""
     out: dict[str, str] = {}
-    for key in LINK_TAGS:
+    for key in REWRITTEN_TAGS:
         if tags.get(key):
             out[key] = resolved[tags[key]].identifier if tags[key] in resolved else tags[key]
     deps = depends(tags)
