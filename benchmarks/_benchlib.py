@@ -292,6 +292,7 @@ def count_one(
         "inside": counter.mlflow_seconds,
         "http_seconds": counter.http_seconds,
         "by_method": counter.seconds()["MlflowClient"],
+        "by_layer": counter.seconds(),
     }
 
 
