@@ -265,9 +265,9 @@ def _check_runs_work(cases: Mapping[str, Callable[[], object]], experiment_id: s
                 f"{len(FLUENT_PARAMS)} as the fluent baseline does; make the baseline match."
             )
     cases[FLUENT]()
-    newest = MlflowClient().search_runs([experiment_id], max_results=1)[0]
-    if newest.info.status != "FINISHED" or len(newest.data.params) != len(FLUENT_PARAMS):
-        raise SystemExit(f"{FLUENT}: the run {newest.info.run_id} is not finished with 3 params.")
+    plain = MlflowClient().search_runs([experiment_id], max_results=1)[0]
+    if plain.info.status != "FINISHED" or len(plain.data.params) != len(FLUENT_PARAMS):
+        raise SystemExit(f"{FLUENT}: the run {plain.info.run_id} is not finished with 3 params.")
 
 
 # -- 2. the heartbeat ------------------------------------------------------------------------------
@@ -350,14 +350,15 @@ def bench_heartbeat(args: argparse.Namespace) -> dict[str, Any]:
         # what one beat asks of the store, timed in this thread (as the heartbeat thread does it)
         target = Run(experiment_id)
         live = _liveness.LiveRun(target.identifier, client, 60.0)
-        one_beat_walls, one_beat_cpus = [], []
+        one_beat_walls: list[float] = []
+        one_beat_cpus: list[float] = []
         for _ in range(3):
             _liveness._beat(live)  # warm-up
         for _ in range(args.hb_beats):
-            wall, cpu = time.perf_counter(), time.thread_time()
+            wall_start, cpu_start = time.perf_counter(), time.thread_time()
             _liveness._beat(live)
-            one_beat_cpus.append(time.thread_time() - cpu)
-            one_beat_walls.append(time.perf_counter() - wall)
+            one_beat_cpus.append(time.thread_time() - cpu_start)
+            one_beat_walls.append(time.perf_counter() - wall_start)
         layers, engine, http = mlflow_layers(target.identifier)
         beat_calls = count_one(lambda: _liveness._beat(live), layers, engine, http)["snapshot"]
         target.end()
