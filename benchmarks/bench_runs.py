@@ -1,24 +1,32 @@
 #!/usr/bin/env python
-"""What pcs costs next to bare MLflow, measured side by side in one process.
+"""What pcs costs next to plain MLflow, measured side by side in one process.
 
 Usage::
 
-    python benchmarks/bench_runs.py [--runs N] [--list-runs 1000] [--tracking-uri URI]
-                                    [--json-out PATH] [--profile [--profile-out PREFIX]]
+    python benchmarks/bench_runs.py [--runs N] [--list-runs 1000] [--json-out PATH]
+                                    [--tracking-uri URI | --start-server]
+                                    [--profile [--profile-out PREFIX]]
 
-Three measurements (benchmarks/README.md explains each):
+Four measurements (benchmarks/README.md explains each):
 
 1. one trivial component run (class in a module file, via ``Component.from_repo``;
-   class in this script, via ``Component.from_class``) against a bare
-   ``MlflowClient().create_run`` + ``set_terminated``; the MLflow calls one run
-   makes, by layer and method; and how much of a run's time is spent inside
-   MLflow calls and how much in pcs itself;
-2. ``Run.get_all_runs()`` over more than 1,000 runs against a bare paged
+   class in this script, via ``Component.from_class``) against two plain-MLflow
+   baselines: a bare ``MlflowClient().create_run`` + ``set_terminated``, and what an
+   MLflow user writes for the same work (``mlflow.start_run()``,
+   ``mlflow.log_params(<the same arguments>)``, the work, ``mlflow.end_run()``);
+   the MLflow calls one run makes, by layer and method (with SQL statements on
+   SQLite, HTTP requests on a server); and how much of a run's time is spent
+   inside MLflow calls and how much in pcs itself;
+2. the heartbeat: what one beat costs, and a run doing ~0.5 s of work with the
+   heartbeat thread beating against the same run with the thread idle;
+3. ``Run.get_all_runs()`` over more than 1,000 runs against a bare paged
    ``MlflowClient().search_runs`` loop with the same filter;
-3. ``import pcs`` and ``pcs --help`` against ``import mlflow`` (subprocess wall time).
+4. ``import pcs`` and ``pcs --help`` against ``import mlflow`` (subprocess wall time).
 
 By default everything goes to a fresh SQLite store in a temporary folder, which
 is also the working directory (so artifacts land there) and ``PCS_HOME``.
+``--start-server`` starts an ``mlflow server`` (SQLite backend, proxied
+artifacts, one worker) in that folder and measures against it over HTTP.
 
 This is a measurement tool, not a test: to count calls it patches MLflow
 classes at run time and restores them afterwards. Nothing leaves this machine:
@@ -30,33 +38,41 @@ from __future__ import annotations
 import argparse
 import cProfile
 import datetime
-import functools
 import json
-import math
+import logging
 import os
 import platform
 import pstats
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import types
-from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-# Before MLflow is imported anywhere: a benchmark must not phone home, and the
-# bare baseline and pcs pay the same (zero) telemetry cost.
-os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
-# Against an MLflow server, set_terminated would print two links per run (and
-# fetch the run to build them); the report should stay readable.
-os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-TARGET_RATIO = 2.5  # the issue's budget: a component run costs at most 2.5x a bare run
+# switches MLflow's telemetry off before MLflow is imported
+from _benchlib import (  # noqa: E402
+    MlflowServer,
+    count_one,
+    cpu_count,
+    load_average,
+    mlflow_layers,
+    pcs_command,
+    progress,
+    stamp,
+    summarize,
+    table,
+    time_interleaved,
+    workspace,
+    yes,
+)
+from _benchlib import ms as _ms  # noqa: E402
+
+TARGET_RATIO = 2.5  # the issues' budget: a component run costs at most 2.5x plain MLflow
 
 TRIVIAL_FILE = "trivial_component.py"
 TRIVIAL_SOURCE = '''\
@@ -83,198 +99,42 @@ class Trivial:
 
 
 ARGS = {"Trivial": {"__init__": {"x": 1}, "fn": {"y": 2}}}
+# What an MLflow user logs for the same run: the same arguments (pcs names them
+# COMPONENT.FUNCTION.ARG) and the seed, three params in one log_params call.
+FLUENT_PARAMS = {"seed": 1, "Trivial.__init__.x": 1, "Trivial.fn.y": 2}
 
 BARE = "bare create_run+set_terminated"
+FLUENT = "mlflow start_run+log_params+end_run"
 PCS_REPO = "pcs from_repo (module file)"
 PCS_CLASS = "pcs from_class (__main__)"
+BASELINES = {"bare": BARE, "fluent": FLUENT}
+PCS_CASES = (PCS_REPO, PCS_CLASS)
 
 
-# -- statistics ---------------------------------------------------------------------------------
+class Worker:
+    """A component whose entry point keeps the CPU busy for a while (the heartbeat part)."""
+
+    def __init__(self, unit=1):
+        self.unit = unit
+
+    def work(self, n=1000):
+        return spin(n * self.unit)
 
 
-def summarize(seconds: list[float]) -> dict[str, float]:
-    """Median, p90 (nearest rank), min and mean of samples, in milliseconds."""
-    ms = sorted(s * 1000 for s in seconds)
-    return {
-        "n": len(ms),
-        "median_ms": round(statistics.median(ms), 3),
-        "p90_ms": round(percentile(ms, 90), 3),
-        "min_ms": round(ms[0], 3),
-        "mean_ms": round(statistics.fmean(ms), 3),
-    }
+def spin(n: int) -> int:
+    """Pure-Python work that holds the GIL, so a busy background thread shows in its time."""
+    total = 0
+    for i in range(n):
+        total += i % 7
+    return total
 
 
-def percentile(sorted_values: list[float], pct: float) -> float:
-    rank = max(0, math.ceil(pct / 100 * len(sorted_values)) - 1)
-    return sorted_values[rank]
-
-
-def time_interleaved(
-    cases: Mapping[str, Callable[[], object]], runs: int, warmup: int
-) -> dict[str, list[float]]:
-    """Wall time of each case, ``runs`` times, the cases taking turns.
-
-    Taking turns (and rotating who goes first) spreads drift, such as the store
-    growing, evenly over the cases instead of charging it to the last one.
-    """
-    for _ in range(warmup):
-        for fn in cases.values():
-            fn()
-    samples: dict[str, list[float]] = {name: [] for name in cases}
-    names = list(cases)
-    for i in range(runs):
-        k = i % len(names)
-        for name in names[k:] + names[:k]:
-            start = time.perf_counter()
-            cases[name]()
-            samples[name].append(time.perf_counter() - start)
-    return samples
-
-
-# -- counting MLflow calls -----------------------------------------------------------------------
-
-
-class CallCounter:
-    """Counts calls into MLflow classes (by layer and method) and SQL statements.
-
-    While active, every plain method defined by a layer's class (or an MLflow
-    base class of it) is wrapped. ``calls`` counts every call, ``entries`` only
-    calls made from outside that layer (what the layer above asked for), and
-    ``mlflow_seconds`` adds up wall time spent inside any wrapped call, counted
-    once at the outermost one. Only the thread that made the counter counts.
-    """
-
-    def __init__(self, layers: Mapping[str, type], engine: Any = None) -> None:
-        self.layers = dict(layers)
-        self.engine = engine
-        self.calls: dict[str, Counter] = {name: Counter() for name in layers}
-        self.entries: dict[str, Counter] = {name: Counter() for name in layers}
-        self.entry_seconds: dict[str, defaultdict[str, float]] = {
-            name: defaultdict(float) for name in layers
-        }
-        self.sql: Counter = Counter()
-        self.mlflow_seconds = 0.0
-        self._depth: Counter = Counter()
-        self._outer_depth = 0
-        self._thread = threading.get_ident()
-        self._patched: list[tuple[type, str, Any]] = []
-
-    def __enter__(self) -> CallCounter:
-        for layer, cls in self.layers.items():
-            seen: set[str] = set()
-            for klass in cls.__mro__:
-                if not klass.__module__.startswith("mlflow"):
-                    continue
-                for name, attr in list(vars(klass).items()):
-                    if name in seen or not isinstance(attr, types.FunctionType):
-                        continue
-                    if name.startswith("__") and name != "__init__":
-                        continue
-                    seen.add(name)
-                    self._patched.append((klass, name, attr))
-                    setattr(klass, name, self._wrap(layer, name, attr))
-        if self.engine is not None:
-            from sqlalchemy import event
-
-            event.listen(self.engine, "before_cursor_execute", self._on_sql)
-            event.listen(self.engine, "commit", self._on_commit)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for klass, name, attr in reversed(self._patched):
-            setattr(klass, name, attr)
-        self._patched.clear()
-        if self.engine is not None:
-            from sqlalchemy import event
-
-            event.remove(self.engine, "before_cursor_execute", self._on_sql)
-            event.remove(self.engine, "commit", self._on_commit)
-
-    def _wrap(self, layer: str, name: str, fn: Callable) -> Callable:
-        counter = self
-
-        @functools.wraps(fn)
-        def counted(*args: Any, **kwargs: Any) -> Any:
-            if threading.get_ident() != counter._thread:
-                return fn(*args, **kwargs)
-            counter.calls[layer][name] += 1
-            entry = counter._depth[layer] == 0
-            if entry:
-                counter.entries[layer][name] += 1
-            counter._depth[layer] += 1
-            outermost = counter._outer_depth == 0
-            counter._outer_depth += 1
-            start = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                elapsed = time.perf_counter() - start
-                counter._outer_depth -= 1
-                counter._depth[layer] -= 1
-                if entry:
-                    counter.entry_seconds[layer][name] += elapsed
-                if outermost:
-                    counter.mlflow_seconds += elapsed
-
-        return counted
-
-    def _on_sql(self, conn, cursor, statement, parameters, context, executemany) -> None:
-        if threading.get_ident() == self._thread:
-            self.sql[statement.lstrip().split(None, 1)[0].upper()] += 1
-
-    def _on_commit(self, conn) -> None:
-        if threading.get_ident() == self._thread:
-            self.sql["COMMIT"] += 1
-
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "calls": {layer: dict(sorted(c.items())) for layer, c in self.calls.items()},
-            "entries": {layer: dict(sorted(c.items())) for layer, c in self.entries.items()},
-            "sql": dict(sorted(self.sql.items())),
-        }
-
-    def seconds(self) -> dict[str, dict[str, float]]:
-        """Wall time of the calls each layer got from the layer above, by method."""
-        return {layer: dict(c) for layer, c in self.entry_seconds.items()}
-
-
-def mlflow_layers(sample_run_id: str) -> tuple[dict[str, type], Any]:
-    """The MLflow classes a run goes through, top to bottom, and the store's SQL engine."""
-    from mlflow import MlflowClient
-    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-    from mlflow.tracking._tracking_service.client import TrackingServiceClient
-
-    client = MlflowClient()
-    store = client._tracking_client.store
-    artifact_repo = type(get_artifact_repository(client.get_run(sample_run_id).info.artifact_uri))
-    layers = {
-        "MlflowClient": MlflowClient,
-        "TrackingServiceClient": TrackingServiceClient,
-        f"store ({type(store).__name__})": type(store),
-        f"artifacts ({artifact_repo.__name__})": artifact_repo,
-    }
-    return layers, getattr(store, "engine", None)
-
-
-def count_one(fn: Callable[[], object], layers: Mapping[str, type], engine: Any) -> dict[str, Any]:
-    """What one call of ``fn`` asks of MLflow, its wall time and the part spent in MLflow."""
-    with CallCounter(layers, engine) as counter:
-        start = time.perf_counter()
-        fn()
-        total = time.perf_counter() - start
-    return {
-        "snapshot": counter.snapshot(),
-        "total": total,
-        "inside": counter.mlflow_seconds,
-        "by_method": counter.seconds()["MlflowClient"],
-    }
-
-
-# -- 1. a component run against a bare run -----------------------------------------------------------
+# -- 1. a component run against plain MLflow ---------------------------------------------------------
 
 
 def component_cases(workdir: Path, experiment_id: str) -> dict[str, Callable[[], object]]:
-    """The three things measured per run, each creating and finishing one run."""
+    """The four things measured per run, each creating and finishing one run."""
+    import mlflow
     from mlflow import MlflowClient
 
     from pcs import Component, LocalRepo
@@ -289,6 +149,12 @@ def component_cases(workdir: Path, experiment_id: str) -> dict[str, Callable[[],
         run = client.create_run(experiment_id)
         client.set_terminated(run.info.run_id)
 
+    def fluent() -> None:
+        mlflow.start_run(experiment_id=experiment_id)
+        mlflow.log_params(FLUENT_PARAMS)
+        Trivial(x=1).fn(y=2)
+        mlflow.end_run()
+
     def pcs_from_repo() -> None:
         component = Component.from_repo(
             repo, "Trivial", TRIVIAL_FILE, class_name="Trivial", instantiate=True
@@ -299,33 +165,40 @@ def component_cases(workdir: Path, experiment_id: str) -> dict[str, Callable[[],
         component = Component.from_class(Trivial, instantiate=True)
         component.run_with_arg_set("fn", ARGS, seed=1, experiment_id=experiment_id)
 
-    return {BARE: bare, PCS_REPO: pcs_from_repo, PCS_CLASS: pcs_from_class}
+    return {BARE: bare, FLUENT: fluent, PCS_REPO: pcs_from_repo, PCS_CLASS: pcs_from_class}
+
+
+def add_ratios(timing: dict[str, dict[str, Any]], names: tuple[str, ...]) -> None:
+    """Each named case's median/p90/min over each baseline's (``ratio_*`` vs bare, ``*_fluent``)."""
+    for name in names:
+        for suffix, baseline in (("", BARE), ("_fluent", FLUENT)):
+            base = timing[baseline]
+            for stat in ("median", "p90", "min"):
+                timing[name][f"ratio_{stat}{suffix}"] = round(
+                    timing[name][f"{stat}_ms"] / base[f"{stat}_ms"], 2
+                )
 
 
 def bench_component_runs(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     from mlflow import MlflowClient
 
     client = MlflowClient()
-    experiment_id = client.create_experiment(f"pcs-bench-runs-{_stamp()}")
+    experiment_id = client.create_experiment(f"pcs-bench-runs-{stamp()}")
     cases = component_cases(workdir, experiment_id)
-    _check_component_run_works(cases, experiment_id)
+    _check_runs_work(cases, experiment_id)
 
     samples = time_interleaved(cases, args.runs, args.warmup)
     timing = {name: summarize(s) for name, s in samples.items()}
-    bare = timing[BARE]
-    for name in (PCS_REPO, PCS_CLASS):
-        timing[name]["ratio_median"] = round(timing[name]["median_ms"] / bare["median_ms"], 2)
-        timing[name]["ratio_p90"] = round(timing[name]["p90_ms"] / bare["p90_ms"], 2)
-        timing[name]["ratio_min"] = round(timing[name]["min_ms"] / bare["min_ms"], 2)
+    add_ratios(timing, (FLUENT,) + PCS_CASES)
 
     # A separate pass with counting wrappers in place: what one run calls, and
     # how its time splits between MLflow and pcs (the wrappers cost a little).
     sample = client.search_runs([experiment_id], max_results=1)[0].info.run_id
-    layers, engine = mlflow_layers(sample)
+    layers, engine, http = mlflow_layers(sample)
     calls: dict[str, Any] = {}
     split: dict[str, Any] = {}
     for name, fn in cases.items():
-        counted = [count_one(fn, layers, engine) for _ in range(args.split_runs)]
+        counted = [count_one(fn, layers, engine, http) for _ in range(args.split_runs)]
         first = counted[0]["snapshot"]
         calls[name] = dict(first, same_every_run=all(c["snapshot"] == first for c in counted))
         totals = [c["total"] for c in counted]
@@ -337,9 +210,22 @@ def bench_component_runs(args: argparse.Namespace, workdir: Path) -> dict[str, A
             "outside_mlflow_median_ms": _ms(
                 statistics.median(t - i for t, i in zip(totals, inside, strict=True))
             ),
+            "http_median_ms": _ms(statistics.median(c["http_seconds"] for c in counted)),
             "mlflow_client_method_median_ms": {
                 method: _ms(statistics.median(c["by_method"].get(method, 0.0) for c in counted))
                 for method in first["entries"]["MlflowClient"]
+            },
+            # the layers under it: pcs calls the store and the artifact repository directly too
+            "lower_layer_method_median_ms": {
+                layer: {
+                    method: _ms(
+                        statistics.median(c["by_layer"][layer].get(method, 0.0) for c in counted)
+                    )
+                    for method in first["entries"][layer]
+                    if method != "__init__"
+                }
+                for layer in first["entries"]
+                if layer.startswith(("store", "artifacts")) and first["entries"][layer]
             },
         }
 
@@ -350,6 +236,7 @@ def bench_component_runs(args: argparse.Namespace, workdir: Path) -> dict[str, A
         "timing": timing,
         "calls_per_run": calls,
         "time_split": split,
+        "over_http": http,
         "target_ratio": TARGET_RATIO,
     }
     if args.profile:
@@ -357,13 +244,13 @@ def bench_component_runs(args: argparse.Namespace, workdir: Path) -> dict[str, A
     return result
 
 
-def _check_component_run_works(
-    cases: Mapping[str, Callable[[], object]], experiment_id: str
-) -> None:
-    """Run each pcs case once; stop unless it recorded a finished component run returning 3."""
+def _check_runs_work(cases: Mapping[str, Callable[[], object]], experiment_id: str) -> None:
+    """Run each case once; stop unless it recorded what it should (a finished run, 3, params)."""
+    from mlflow import MlflowClient
+
     from pcs import ComponentRun, Run
 
-    for name in (PCS_REPO, PCS_CLASS):
+    for name in PCS_CASES:
         cases[name]()
         newest = Run.get_all_runs([experiment_id])[0]
         if not isinstance(newest, ComponentRun) or newest.status != "FINISHED":
@@ -372,6 +259,220 @@ def _check_component_run_works(
             )
         if newest.return_value != 3:
             raise SystemExit(f"{name}: the run returned {newest.return_value!r}, not 3.")
+        if len(newest.params) != len(FLUENT_PARAMS):
+            raise SystemExit(
+                f"{name}: the run logged params {sorted(newest.params)}, not "
+                f"{len(FLUENT_PARAMS)} as the fluent baseline does; make the baseline match."
+            )
+    cases[FLUENT]()
+    plain = MlflowClient().search_runs([experiment_id], max_results=1)[0]
+    if plain.info.status != "FINISHED" or len(plain.data.params) != len(FLUENT_PARAMS):
+        raise SystemExit(f"{FLUENT}: the run {plain.info.run_id} is not finished with 3 params.")
+
+
+# -- 2. the heartbeat ------------------------------------------------------------------------------
+
+
+class BeatLog:
+    """Counts pcs's heartbeats while installed: wall and CPU time of each, and failures.
+
+    Wraps ``pcs._liveness._beat`` (the heartbeat thread looks it up on every
+    beat) and listens to the debug line pcs logs when a beat fails.
+    """
+
+    def __init__(self) -> None:
+        self.walls: list[float] = []
+        self.cpus: list[float] = []
+        self.failed = 0
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> BeatLog:
+        from pcs import _liveness
+
+        self._module = _liveness
+        self._original = _liveness._beat
+        log = self
+
+        def beat(live: Any) -> None:
+            wall, cpu = time.perf_counter(), time.thread_time()
+            log._original(live)
+            cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall
+            with log._lock:
+                log.walls.append(wall)
+                log.cpus.append(cpu)
+
+        class FailureCounter(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                if "heartbeat" in record.getMessage():
+                    log.failed += 1
+
+        self._handler = FailureCounter(logging.DEBUG)
+        self._logger = logging.getLogger(_liveness.__name__)
+        self._level = self._logger.level
+        self._logger.setLevel(logging.DEBUG)
+        self._logger.addHandler(self._handler)
+        _liveness._beat = beat
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._module._beat = self._original
+        self._logger.removeHandler(self._handler)
+        self._logger.setLevel(self._level)
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.walls)
+
+
+def calibrate_spin(target_ms: float) -> int:
+    """How many ``spin`` steps take about ``target_ms`` on this machine now (median of 5)."""
+    probe = 200_000
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        spin(probe)
+        times.append(time.perf_counter() - start)
+    return max(1000, int(probe * target_ms / 1000 / statistics.median(times)))
+
+
+def bench_heartbeat(args: argparse.Namespace) -> dict[str, Any]:
+    """One beat's cost, and a ~0.5 s run with the heartbeat thread beating against it idle."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from pcs import Component, Run, _liveness
+
+    client = MlflowClient()
+    experiment_id = client.create_experiment(f"pcs-bench-heartbeat-{stamp()}")
+    previous = os.environ.get(_liveness.HEARTBEAT_ENV)
+    os.environ[_liveness.HEARTBEAT_ENV] = "60"
+    try:
+        # what one beat asks of the store, timed in this thread (as the heartbeat thread does it)
+        target = Run(experiment_id)
+        live = _liveness.LiveRun(target.identifier, client, 60.0)
+        one_beat_walls: list[float] = []
+        one_beat_cpus: list[float] = []
+        for _ in range(3):
+            _liveness._beat(live)  # warm-up
+        for _ in range(args.hb_beats):
+            wall_start, cpu_start = time.perf_counter(), time.thread_time()
+            _liveness._beat(live)
+            one_beat_cpus.append(time.thread_time() - cpu_start)
+            one_beat_walls.append(time.perf_counter() - wall_start)
+        layers, engine, http = mlflow_layers(target.identifier)
+        beat_calls = count_one(lambda: _liveness._beat(live), layers, engine, http)["snapshot"]
+        target.end()
+
+        steps = calibrate_spin(args.hb_work_ms)
+        work_args = {"Worker": {"__init__": {"unit": 1}, "work": {"n": steps}}}
+
+        def pcs_run() -> None:
+            Component.from_class(Worker, instantiate=True).run_with_arg_set(
+                "work", work_args, seed=1, experiment_id=experiment_id
+            )
+
+        def fluent_run() -> None:
+            mlflow.start_run(experiment_id=experiment_id)
+            mlflow.log_params({"seed": 1, "Worker.__init__.unit": 1, "Worker.work.n": steps})
+            Worker(unit=1).work(n=steps)
+            mlflow.end_run()
+
+        def work_alone() -> None:
+            Worker(unit=1).work(n=steps)
+
+        idle_name = f"pcs, heartbeat idle ({_liveness.HEARTBEAT_ENV}=60)"
+        fast_name = f"pcs, heartbeat every {args.hb_fast_s:g} s"
+        names = [idle_name, fast_name, FLUENT, "the work alone"]
+        samples: dict[str, list[float]] = {name: [] for name in names}
+        cpu: dict[str, list[float]] = {name: [] for name in names}
+
+        def timed(name: str, fn: Callable[[], object]) -> None:
+            # process CPU time counts the heartbeat thread too, and moves less than
+            # wall time when other jobs compete for the CPUs
+            wall, used = time.perf_counter(), time.process_time()
+            fn()
+            cpu[name].append(time.process_time() - used)
+            samples[name].append(time.perf_counter() - wall)
+
+        beats_per_run: list[int] = []
+        idle_beats = 0
+        with BeatLog() as beats:
+            pcs_run()  # warm-up: imports, the heartbeat thread started
+            fluent_run()
+            rounds = max(1, args.hb_runs // args.hb_block)
+            idle_block = [
+                (idle_name, pcs_run),
+                (FLUENT, fluent_run),
+                ("the work alone", work_alone),
+            ]
+            for r in range(rounds):
+                # the thread idle: each run's first beat is due only after 60 s
+                os.environ[_liveness.HEARTBEAT_ENV] = "60"
+                before = beats.count()
+                for i in range(args.hb_block):
+                    k = (r * args.hb_block + i) % len(idle_block)
+                    for name, fn in idle_block[k:] + idle_block[:k]:
+                        timed(name, fn)
+                idle_beats += beats.count() - before
+                # the thread beating: a keeper run at the fast interval holds it in
+                # that cadence between runs, so every measured run is beaten from start
+                os.environ[_liveness.HEARTBEAT_ENV] = repr(args.hb_fast_s)
+                keeper = Run(experiment_id)
+                seen = beats.count()
+                deadline = time.monotonic() + 10
+                while beats.count() == seen and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                for _ in range(args.hb_block):
+                    before = beats.count()
+                    timed(fast_name, pcs_run)
+                    beats_per_run.append(beats.count() - before)
+                keeper.end()
+                time.sleep(max(0.2, 4 * args.hb_fast_s))  # let a beat in flight finish
+            thread_walls, thread_cpus, failed = list(beats.walls), list(beats.cpus), beats.failed
+    finally:
+        if previous is None:
+            os.environ.pop(_liveness.HEARTBEAT_ENV, None)
+        else:
+            os.environ[_liveness.HEARTBEAT_ENV] = previous
+
+    timing = {name: summarize(values) for name, values in samples.items()}
+    for name, values in cpu.items():
+        timing[name]["cpu_median_ms"] = _ms(statistics.median(values))
+    extra_ms = timing[fast_name]["median_ms"] - timing[idle_name]["median_ms"]
+    extra_cpu_ms = timing[fast_name]["cpu_median_ms"] - timing[idle_name]["cpu_median_ms"]
+    median_beats = statistics.median(beats_per_run)
+    one_beat_ms = _ms(statistics.median(one_beat_walls))
+    return {
+        "experiment_id": experiment_id,
+        "work_ms_target": args.hb_work_ms,
+        "spin_steps": steps,
+        "fast_interval_s": args.hb_fast_s,
+        "runs_per_case": len(samples[idle_name]),
+        "one_beat": {
+            "n": args.hb_beats,
+            "wall_median_ms": one_beat_ms,
+            "cpu_median_ms": _ms(statistics.median(one_beat_cpus)),
+            "calls": beat_calls,
+        },
+        "timing": timing,
+        "beats_per_fast_run_median": median_beats,
+        "beats_per_fast_run_range": [min(beats_per_run), max(beats_per_run)],
+        "beats_during_idle_runs": idle_beats,
+        "failed_beats": failed,
+        "thread_beat_wall_median_ms": _ms(statistics.median(thread_walls))
+        if thread_walls
+        else None,
+        "thread_beat_cpu_median_ms": _ms(statistics.median(thread_cpus)) if thread_cpus else None,
+        "extra_ms_per_fast_run": round(extra_ms, 3),
+        "extra_ms_per_beat": round(extra_ms / median_beats, 3) if median_beats else None,
+        "extra_cpu_ms_per_fast_run": round(extra_cpu_ms, 3),
+        "extra_cpu_ms_per_beat": round(extra_cpu_ms / median_beats, 3) if median_beats else None,
+        # at the default interval a run beats once a minute: what that costs per hour of
+        # run, taking the larger of one beat alone and a beat's toll on a busy run
+        "default_interval_ms_per_run_hour": round(60 * max(one_beat_ms, extra_ms / median_beats), 1)
+        if median_beats
+        else round(60 * one_beat_ms, 1),
+    }
 
 
 # -- profiling the pcs side --------------------------------------------------------------------------
@@ -495,7 +596,7 @@ def _short_path(path: str) -> str:
     return path
 
 
-# -- 2. listing runs -------------------------------------------------------------------------------
+# -- 3. listing runs -------------------------------------------------------------------------------
 
 
 def bench_listing(args: argparse.Namespace) -> dict[str, Any]:
@@ -506,7 +607,7 @@ def bench_listing(args: argparse.Namespace) -> dict[str, Any]:
     from pcs.run import PAGE_SIZE
 
     client = MlflowClient()
-    experiment_id = client.create_experiment(f"pcs-bench-list-{_stamp()}")
+    experiment_id = client.create_experiment(f"pcs-bench-list-{stamp()}")
 
     # Most runs are made bare with pcs's run-type tag, to save time; every
     # ``step``-th is a real pcs ``Run(...).end()``, timed on its own.
@@ -572,10 +673,10 @@ def bench_listing(args: argparse.Namespace) -> dict[str, Any]:
             timing[name]["median_ms"] / timing[bare_name]["median_ms"], 2
         )
 
-    layers, engine = mlflow_layers(
+    layers, engine, http = mlflow_layers(
         client.search_runs([experiment_id], max_results=1)[0].info.run_id
     )
-    calls = {name: count_one(fn, layers, engine)["snapshot"] for name, fn in cases.items()}
+    calls = {name: count_one(fn, layers, engine, http)["snapshot"] for name, fn in cases.items()}
     return {
         "experiment_id": experiment_id,
         "created": {name: summarize(s) for name, s in created.items() if s},
@@ -592,16 +693,7 @@ def bench_listing(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-# -- 3. start-up time ---------------------------------------------------------------------------------
-
-
-def pcs_command() -> list[str]:
-    """The ``pcs`` console script of this interpreter (not a shell shim in front of it)."""
-    beside = Path(sys.executable).parent / "pcs"
-    if beside.is_file():
-        return [str(beside)]
-    found = shutil.which("pcs")
-    return [found] if found else [sys.executable, "-m", "pcs"]
+# -- 4. start-up time ---------------------------------------------------------------------------------
 
 
 def bench_startup(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -659,135 +751,209 @@ def print_report(results: dict[str, Any]) -> None:
         f"load average at start {meta['load_average_at_start']}, at end {meta['load_average_at_end']} "
         "(other work on the machine shows up in p90 more than in min)"
     )
+    if results.get("component_run"):
+        _print_component_runs(results["component_run"])
+    if results.get("heartbeat"):
+        _print_heartbeat(results["heartbeat"])
+    if results.get("listing"):
+        _print_listing(results["listing"])
+    if results.get("startup"):
+        _print_startup(results["startup"])
 
-    comp = results.get("component_run")
-    if comp:
-        print(
-            f"\n1. Component run vs bare run ({comp['runs']} runs each after {comp['warmup']} "
-            "warm-up, interleaved)"
-        )
-        bare_min = comp["timing"][BARE]["min_ms"]
-        _table(
+
+def _print_component_runs(comp: Mapping[str, Any]) -> None:
+    print(
+        f"\n1. Component run vs plain MLflow ({comp['runs']} runs each after {comp['warmup']} "
+        "warm-up, interleaved)"
+    )
+    timing = comp["timing"]
+    rows = []
+    for name, t in timing.items():
+        rows.append(
             [
-                "case",
-                "median ms",
-                "p90 ms",
-                "min ms",
-                "x bare (median)",
-                "x bare (p90)",
-                "x bare (min)",
-            ],
-            [
-                [
-                    name,
-                    f"{t['median_ms']:.2f}",
-                    f"{t['p90_ms']:.2f}",
-                    f"{t['min_ms']:.2f}",
-                    f"{t.get('ratio_median', 1.0):.2f}",
-                    f"{t.get('ratio_p90', 1.0):.2f}",
-                    f"{t['min_ms'] / bare_min:.2f}",
-                ]
-                for name, t in comp["timing"].items()
-            ],
+                name,
+                f"{t['median_ms']:.2f}",
+                f"{t['p90_ms']:.2f}",
+                f"{t['min_ms']:.2f}",
+                f"{t['median_ms'] / timing[BARE]['median_ms']:.2f}",
+                f"{t['min_ms'] / timing[BARE]['min_ms']:.2f}",
+                f"{t['median_ms'] / timing[FLUENT]['median_ms']:.2f}",
+                f"{t['min_ms'] / timing[FLUENT]['min_ms']:.2f}",
+            ]
         )
-        for name in (PCS_REPO, PCS_CLASS):
-            ratio = comp["timing"][name]["ratio_median"]
+    table(
+        [
+            "case",
+            "median ms",
+            "p90 ms",
+            "min ms",
+            "x bare (median)",
+            "x bare (min)",
+            "x fluent (median)",
+            "x fluent (min)",
+        ],
+        rows,
+    )
+    for name in PCS_CASES:
+        for label, suffix in (("bare", ""), ("fluent", "_fluent")):
+            ratio = timing[name][f"ratio_median{suffix}"]
             verdict = "met" if ratio <= TARGET_RATIO else "NOT met"
-            print(f"   target <= {TARGET_RATIO}x bare: {verdict} for {name} ({ratio:.2f}x)")
-        print("\n   Where a run's time goes (separate pass with counting wrappers, medians):")
-        _table(
-            ["case", "total ms", "inside MLflow ms", "outside MLflow (pcs) ms"],
+            print(f"   target <= {TARGET_RATIO}x {label}: {verdict} for {name} ({ratio:.2f}x)")
+    print("\n   Where a run's time goes (separate pass with counting wrappers, medians):")
+    over_http = comp.get("over_http")
+    table(
+        ["case", "total ms", "inside MLflow ms", "outside MLflow (pcs) ms"]
+        + (["in HTTP requests ms"] if over_http else []),
+        [
             [
-                [
-                    name,
-                    f"{s['total_median_ms']:.2f}",
-                    f"{s['inside_mlflow_median_ms']:.2f}",
-                    f"{s['outside_mlflow_median_ms']:.2f}",
-                ]
-                for name, s in comp["time_split"].items()
-            ],
+                name,
+                f"{s['total_median_ms']:.2f}",
+                f"{s['inside_mlflow_median_ms']:.2f}",
+                f"{s['outside_mlflow_median_ms']:.2f}",
+            ]
+            + ([f"{s['http_median_ms']:.2f}"] if over_http else [])
+            for name, s in comp["time_split"].items()
+        ],
+    )
+    print("   MLflow calls, median ms each (MlflowClient; then the store and artifact")
+    print("   repository, which pcs also calls directly):")
+    for name, s in comp["time_split"].items():
+        print(
+            f"     {name}: "
+            + ", ".join(f"{m} {v:.2f}" for m, v in s["mlflow_client_method_median_ms"].items())
         )
-        print("   MlflowClient calls, median ms each:")
-        for name, s in comp["time_split"].items():
-            print(
-                f"     {name}: "
-                + ", ".join(f"{m} {v:.2f}" for m, v in s["mlflow_client_method_median_ms"].items())
-            )
-        print("\n   MLflow calls in one run, per layer: the calls the layer above made, then the")
-        print("   layer's calls to itself (internal):")
-        _print_calls(comp["calls_per_run"])
-        if "profile" in comp:
-            _print_profile(comp["profile"])
+        for layer, methods in s.get("lower_layer_method_median_ms", {}).items():
+            print(f"       {layer}: " + ", ".join(f"{m} {v:.2f}" for m, v in methods.items()))
+    print("\n   MLflow calls in one run, per layer: the calls the layer above made, then the")
+    print("   layer's calls to itself (internal):")
+    _print_calls(comp["calls_per_run"])
+    if "profile" in comp:
+        _print_profile(comp["profile"])
 
-    listing = results.get("listing")
-    if listing:
-        print(
-            f"\n2. Listing runs ({listing['repeats']} repeats after 1 warm-up, interleaved; "
-            f"{listing['experiment_ids_searched']} experiments)"
-        )
-        for name, t in listing["created"].items():
-            print(f"   made with {name}: {t['n']} runs, median {t['median_ms']:.2f} ms")
-        bare_min = listing["timing"]["bare paged search_runs"]["min_ms"]
-        _table(
-            [
-                "case",
-                "runs found",
-                "median ms",
-                "p90 ms",
-                "min ms",
-                "x bare (median)",
-                "x bare (min)",
-            ],
-            [
-                [
-                    name,
-                    str(listing["counts"][name]),
-                    f"{t['median_ms']:.1f}",
-                    f"{t['p90_ms']:.1f}",
-                    f"{t['min_ms']:.1f}",
-                    f"{t.get('ratio_median', 1.0):.2f}",
-                    f"{t['min_ms'] / bare_min:.2f}",
-                ]
-                for name, t in listing["timing"].items()
-            ],
-        )
-        print(
-            f"   same count: {_yes(listing['same_count'])}; same run ids: "
-            f"{_yes(listing['same_run_ids'])}; bare loop read {listing['pages']} pages of "
-            f"<= 1000; more than {listing['page_size']} runs listed: "
-            f"{_yes(listing['paged_past_page_size'])}"
-        )
-        print("   MLflow calls per listing:")
-        for name, snap in listing["calls"].items():
-            top = snap["entries"].get("MlflowClient", {})
-            print(
-                f"     {name}: "
-                + ", ".join(f"{k} x{v}" for k, v in top.items())
-                + f"; SQL {_sql_summary(snap['sql'])}"
-            )
 
-    startup = results.get("startup")
-    if startup:
-        print(
-            f"\n3. Start-up wall time (subprocess, median of {startup['repeats']} after 1 warm-up)"
-        )
-        base = startup["timing"]["python -c 'import mlflow'"]["median_ms"]
-        _table(
-            ["command", "median ms", "p90 ms", "x import mlflow"],
+def _print_heartbeat(hb: Mapping[str, Any]) -> None:
+    one = hb["one_beat"]
+    print(
+        f"\n2. Heartbeat ({hb['runs_per_case']} runs per case of ~{hb['work_ms_target']:.0f} ms of "
+        "CPU-bound work)"
+    )
+    print(
+        f"   one beat (set_tag of pcs.heartbeat, {one['n']} in this thread): median "
+        f"{one['wall_median_ms']:.2f} ms wall, {one['cpu_median_ms']:.2f} ms CPU; "
+        + _calls_line(one["calls"])
+    )
+    timing = hb["timing"]
+    base = timing["the work alone"]
+    table(
+        [
+            "case",
+            "median ms",
+            "p90 ms",
+            "min ms",
+            "CPU median ms",
+            "x work alone (median)",
+            "x work alone (CPU)",
+        ],
+        [
             [
-                [
-                    name,
-                    f"{t['median_ms']:.0f}",
-                    f"{t['p90_ms']:.0f}",
-                    f"{t['median_ms'] / base:.2f}",
-                ]
-                for name, t in startup["timing"].items()
-            ],
+                name,
+                f"{t['median_ms']:.1f}",
+                f"{t['p90_ms']:.1f}",
+                f"{t['min_ms']:.1f}",
+                f"{t['cpu_median_ms']:.1f}",
+                f"{t['median_ms'] / base['median_ms']:.3f}",
+                f"{t['cpu_median_ms'] / base['cpu_median_ms']:.3f}",
+            ]
+            for name, t in timing.items()
+        ],
+    )
+    print("   (CPU: this process's CPU time during the run, the heartbeat thread's included)")
+    low, high = hb["beats_per_fast_run_range"]
+    per_beat = hb["extra_ms_per_beat"]
+    print(
+        f"   beats per beating run: median {hb['beats_per_fast_run_median']:g} (range {low}-{high}; "
+        "the measured run and a keeper run that holds the thread in its cadence); "
+        f"beats during the idle runs: {hb['beats_during_idle_runs']}; failed beats: "
+        f"{hb['failed_beats']}"
+    )
+    print(
+        f"   in the heartbeat thread, one beat: median {hb['thread_beat_wall_median_ms']} ms wall, "
+        f"{hb['thread_beat_cpu_median_ms']} ms CPU"
+    )
+    per_cpu = hb["extra_cpu_ms_per_beat"]
+    print(
+        f"   a beating run took {hb['extra_ms_per_fast_run']:+.1f} ms wall and "
+        f"{hb['extra_cpu_ms_per_fast_run']:+.1f} ms CPU more than an idle one (medians)"
+        + (
+            f", {per_beat:+.2f} ms wall and {per_cpu:+.2f} ms CPU per beat"
+            if per_beat is not None and per_cpu is not None
+            else ", no beats counted"
         )
-        print(
-            f"   heavy modules loaded by 'import pcs': {startup['heavy_modules_after_import_pcs'] or 'none'}"
-        )
-        print(f"   pcs --help ran: {startup['commands']['pcs --help']}")
+    )
+    per_hour = hb["default_interval_ms_per_run_hour"]
+    print(
+        f"   at the default interval (one beat a minute): {per_hour:.1f} ms per hour of run time "
+        f"({100 * per_hour / 3_600_000:.4f}%), the larger of one beat alone and the wall time a "
+        "beat adds to a busy run; a run shorter than 60 s makes no beat at all"
+    )
+
+
+def _print_listing(listing: Mapping[str, Any]) -> None:
+    print(
+        f"\n3. Listing runs ({listing['repeats']} repeats after 1 warm-up, interleaved; "
+        f"{listing['experiment_ids_searched']} experiments)"
+    )
+    for name, t in listing["created"].items():
+        print(f"   made with {name}: {t['n']} runs, median {t['median_ms']:.2f} ms")
+    bare_min = listing["timing"]["bare paged search_runs"]["min_ms"]
+    table(
+        ["case", "runs found", "median ms", "p90 ms", "min ms", "x bare (median)", "x bare (min)"],
+        [
+            [
+                name,
+                str(listing["counts"][name]),
+                f"{t['median_ms']:.1f}",
+                f"{t['p90_ms']:.1f}",
+                f"{t['min_ms']:.1f}",
+                f"{t.get('ratio_median', 1.0):.2f}",
+                f"{t['min_ms'] / bare_min:.2f}",
+            ]
+            for name, t in listing["timing"].items()
+        ],
+    )
+    print(
+        f"   same count: {yes(listing['same_count'])}; same run ids: "
+        f"{yes(listing['same_run_ids'])}; bare loop read {listing['pages']} pages of "
+        f"<= 1000; more than {listing['page_size']} runs listed: "
+        f"{yes(listing['paged_past_page_size'])}"
+    )
+    print("   MLflow calls per listing:")
+    for name, snap in listing["calls"].items():
+        print(f"     {name}: " + _calls_line(snap))
+
+
+def _print_startup(startup: Mapping[str, Any]) -> None:
+    print(f"\n4. Start-up wall time (subprocess, median of {startup['repeats']} after 1 warm-up)")
+    base = startup["timing"]["python -c 'import mlflow'"]["median_ms"]
+    table(
+        ["command", "median ms", "p90 ms", "x import mlflow"],
+        [
+            [name, f"{t['median_ms']:.0f}", f"{t['p90_ms']:.0f}", f"{t['median_ms'] / base:.2f}"]
+            for name, t in startup["timing"].items()
+        ],
+    )
+    heavy = startup["heavy_modules_after_import_pcs"] or "none"
+    print(f"   heavy modules loaded by 'import pcs': {heavy}")
+    print(f"   pcs --help ran: {startup['commands']['pcs --help']}")
+
+
+def _calls_line(snap: Mapping[str, Any]) -> str:
+    """The MlflowClient calls of a snapshot, then its SQL or HTTP summary, on one line."""
+    top = snap["entries"].get("MlflowClient", {})
+    text = ", ".join(f"{k} x{v}" for k, v in top.items()) or "no MlflowClient call"
+    if snap.get("http"):
+        return text + f"; HTTP {_http_summary(snap['http'])}"
+    return text + f"; SQL {_sql_summary(snap['sql'])}"
 
 
 def _print_calls(calls: Mapping[str, Any]) -> None:
@@ -811,7 +977,10 @@ def _print_calls(calls: Mapping[str, Any]) -> None:
                 f"     {layer.ljust(width)}  {asked}"
                 + (f"  | internal: {internal}" if internal else "")
             )
-        print(f"     {'SQL'.ljust(width)}  {_sql_summary(snap['sql'])}")
+        if snap.get("http"):
+            print(f"     {'HTTP'.ljust(width)}  {_http_summary(snap['http'])}")
+        else:
+            print(f"     {'SQL'.ljust(width)}  {_sql_summary(snap['sql'])}")
 
 
 def _sql_summary(sql: Mapping[str, int]) -> str:
@@ -819,6 +988,13 @@ def _sql_summary(sql: Mapping[str, int]) -> str:
         return "not counted (the store has no SQLAlchemy engine in this process)"
     statements = sum(v for k, v in sql.items() if k != "COMMIT")
     return f"{statements} statements: " + ", ".join(f"{k} {v}" for k, v in sql.items())
+
+
+def _http_summary(http: Mapping[str, int]) -> str:
+    prefix = "/api/2.0/"
+    return f"{sum(http.values())} requests: " + ", ".join(
+        f"{k.replace(prefix, '')} {v}" for k, v in http.items()
+    )
 
 
 def _print_profile(profile: Mapping[str, Any]) -> None:
@@ -840,42 +1016,14 @@ def _print_profile(profile: Mapping[str, Any]) -> None:
             )
 
 
-def _table(header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
-    line = "   " + "  ".join(
-        h.ljust(w) if i == 0 else h.rjust(w)
-        for i, (h, w) in enumerate(zip(header, widths, strict=True))
-    )
-    print(line)
-    print("   " + "  ".join("-" * w for w in widths))
-    for row in rows:
-        print(
-            "   "
-            + "  ".join(
-                c.ljust(w) if i == 0 else c.rjust(w)
-                for i, (c, w) in enumerate(zip(row, widths, strict=True))
-            )
-        )
-
-
-def _yes(flag: bool) -> str:
-    return "yes" if flag else "NO"
-
-
-def _ms(seconds: float) -> float:
-    return round(seconds * 1000, 3)
-
-
-def _stamp() -> str:
-    return datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-
-
 # -- main ------------------------------------------------------------------------------------------
+
+PARTS = ("runs", "heartbeat", "list", "startup")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Measure what pcs costs next to bare MLflow (see benchmarks/README.md)."
+        description="Measure what pcs costs next to plain MLflow (see benchmarks/README.md)."
     )
     parser.add_argument("--runs", type=int, default=100, help="timed runs per case (default 100)")
     parser.add_argument(
@@ -883,6 +1031,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--split-runs", type=int, default=20, help="runs per case in the counting pass (default 20)"
+    )
+    parser.add_argument(
+        "--hb-runs", type=int, default=12, help="timed runs per heartbeat case (default 12)"
+    )
+    parser.add_argument(
+        "--hb-block",
+        type=int,
+        default=3,
+        help="heartbeat runs in a row before switching idle/beating (default 3)",
+    )
+    parser.add_argument(
+        "--hb-work-ms",
+        type=float,
+        default=500.0,
+        help="CPU-bound work per heartbeat run, in ms (default 500)",
+    )
+    parser.add_argument(
+        "--hb-fast-s",
+        type=float,
+        default=0.05,
+        help="heartbeat interval of the beating runs, in s (default 0.05, the thread's floor)",
+    )
+    parser.add_argument(
+        "--hb-beats", type=int, default=50, help="single beats timed one by one (default 50)"
     )
     parser.add_argument(
         "--list-runs",
@@ -905,8 +1077,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=5,
         help="timed subprocess starts per command (default 5)",
     )
-    parser.add_argument(
+    store = parser.add_mutually_exclusive_group()
+    store.add_argument(
         "--tracking-uri", help="MLflow store to use (default: a fresh sqlite:///<tmp>/mlflow.db)"
+    )
+    store.add_argument(
+        "--start-server",
+        action="store_true",
+        help="start an 'mlflow server' (SQLite backend, proxied artifacts, 1 worker) and use it",
     )
     parser.add_argument("--json-out", type=Path, help="also write the results as JSON here")
     parser.add_argument(
@@ -924,52 +1102,51 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--skip",
         action="append",
         default=[],
-        choices=["runs", "list", "startup"],
+        choices=PARTS,
         help="skip a part (repeatable)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args(argv)
-    for name in ("runs", "split_runs", "list_repeats", "startup_repeats", "profile_runs"):
+    for name in (
+        "runs",
+        "split_runs",
+        "hb_runs",
+        "hb_block",
+        "hb_beats",
+        "list_repeats",
+        "startup_repeats",
+        "profile_runs",
+    ):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.warmup < 0 or args.list_runs < 1:
         parser.error("--warmup must be >= 0 and --list-runs >= 1")
+    if not args.hb_work_ms > 0 or not args.hb_fast_s > 0:
+        parser.error("--hb-work-ms and --hb-fast-s must be positive")
     return args
-
-
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    workdir = Path(tempfile.mkdtemp(prefix="pcs-bench-")).resolve()
     if args.json_out is not None:
         args.json_out = args.json_out.resolve()
     if args.profile_out:
         args.profile_out = str(Path(args.profile_out).resolve())
-    previous_cwd = os.getcwd()
-    previous_env = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "PCS_HOME")}
-    uri = args.tracking_uri or f"sqlite:///{workdir / 'mlflow.db'}"
-    try:
-        os.chdir(workdir)  # MLflow puts a SQLite store's artifacts under the working directory
-        os.environ["MLFLOW_TRACKING_URI"] = uri
-        os.environ["PCS_HOME"] = str(workdir / "pcs_home")
-        results = run_all(args, workdir, uri)
-    finally:
-        os.chdir(previous_cwd)
-        for key, value in previous_env.items():
-            if value is None:
-                os.environ.pop(key, None)
+    with workspace("pcs-bench-", keep=args.keep) as workdir:
+        server = MlflowServer(workdir / "server") if args.start_server else None
+        try:
+            if server is not None:
+                progress("starting mlflow server")
+                uri = server.start()
+                label = f"mlflow server {uri} (SQLite backend, proxied artifacts, 1 worker)"
             else:
-                os.environ[key] = value
-        if args.keep:
-            print(f"\nkept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+                uri = args.tracking_uri or f"sqlite:///{workdir / 'mlflow.db'}"
+                label = uri if args.tracking_uri else "fresh sqlite:///<tmp>/mlflow.db"
+            os.environ["MLFLOW_TRACKING_URI"] = uri
+            results = run_all(args, workdir, uri, label)
+        finally:
+            if server is not None:
+                server.stop()
     print_report(results)
     if args.json_out is not None:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
@@ -984,9 +1161,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run_all(args: argparse.Namespace, workdir: Path, uri: str) -> dict[str, Any]:
-    import logging
-
+def run_all(args: argparse.Namespace, workdir: Path, uri: str, label: str) -> dict[str, Any]:
     import mlflow
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # no migration chatter in the report
@@ -997,26 +1172,31 @@ def run_all(args: argparse.Namespace, workdir: Path, uri: str) -> dict[str, Any]
     results: dict[str, Any] = {
         "meta": {
             "date": datetime.datetime.now().isoformat(timespec="seconds"),
-            "cpus": _cpu_count(),
-            "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+            "cpus": cpu_count(),
+            "load_average_at_start": load_average(),
             "platform": platform.platform(),
             "python": platform.python_version(),
             "mlflow": mlflow.__version__,
             "pcs": _pcs_version(),
-            "tracking_uri": uri if args.tracking_uri else "fresh sqlite:///<tmp>/mlflow.db",
+            "tracking_uri": label,
             "argv": sys.argv[1:],
         }
     }
-    if "runs" not in args.skip:
-        _progress("1/3 component runs")
-        results["component_run"] = bench_component_runs(args, workdir)
-    if "list" not in args.skip:
-        _progress(f"2/3 listing ({args.list_runs} runs to create)")
-        results["listing"] = bench_listing(args)
-    if "startup" not in args.skip:
-        _progress("3/3 start-up time")
-        results["startup"] = bench_startup(args, workdir)
-    results["meta"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    steps = [p for p in PARTS if p not in args.skip]
+    for number, part in enumerate(steps, 1):
+        if part == "runs":
+            progress(f"{number}/{len(steps)} component runs")
+            results["component_run"] = bench_component_runs(args, workdir)
+        elif part == "heartbeat":
+            progress(f"{number}/{len(steps)} heartbeat")
+            results["heartbeat"] = bench_heartbeat(args)
+        elif part == "list":
+            progress(f"{number}/{len(steps)} listing ({args.list_runs} runs to create)")
+            results["listing"] = bench_listing(args)
+        else:
+            progress(f"{number}/{len(steps)} start-up time")
+            results["startup"] = bench_startup(args, workdir)
+    results["meta"]["load_average_at_end"] = load_average()
     return results
 
 
@@ -1024,10 +1204,6 @@ def _pcs_version() -> str:
     import pcs
 
     return getattr(pcs, "__version__", "unknown")
-
-
-def _progress(text: str) -> None:
-    print(f"[bench] {text} ...", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":
