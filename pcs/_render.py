@@ -148,37 +148,54 @@ def _trial_counts_text(counts: dict[str, int]) -> str:
 
 @provides("print_runs_table")
 def print_runs_table(runs: Iterable[Run], out: Console | None = None) -> None:
-    """The table of ``pcs status``: a sweep is one row with its trial count (its trials are hidden)."""
-    from rich.markup import escape
-    from rich.table import Table
+    """The listing of ``pcs status``: one aligned line per run, newest first.
 
-    out = out or console()
-    table = Table(title="pcs runs (newest first)")
-    table.add_column("run id", no_wrap=True)
-    for column in ("name", "status", "started", "entry point", "grade", "links"):
-        table.add_column(column, overflow="fold")
-    count = 0
+    A sweep is one row with its trial count (its trials are hidden). Plain
+    aligned columns (like ``docker ps``) rather than a drawn table: a listing of
+    10,000 runs prints in a moment.
+    """
+    header = ("RUN ID", "NAME", "STATUS", "STARTED", "ENTRY POINT", "GRADE", "LINKS")
+    rows: list[tuple[str, ...]] = []
     for run, trials in fold_sweeps(runs):
-        count += 1
         tags = run.tags
         entry = tags.get(_keys.ENTRY_POINT)
         component = tags.get(_keys.COMPONENT)
         links = _links(run)
         if trials is not None:
             links = "; ".join(p for p in (_trial_counts_text(trials), links) if p)
-        table.add_row(
+        rows.append((
             run.identifier,
-            escape(run.info.run_name or ""),
+            _clip(run.info.run_name or "", 40),
             _status(run),
             _time(run.info.start_time),
-            escape(f"{component}.{entry}") if entry else "-",
+            f"{component}.{entry}" if entry else "-",
             tags.get(_keys.GRADE, "-"),
-            escape(links),
-        )
-    if count == 0:
-        out.print("No pcs runs in this tracking store yet. Make one with 'pcs run' or Component.run().")
+            links or "-",
+        ))
+    if not rows:
+        _write(out, "No pcs runs in this tracking store yet. Make one with 'pcs run' or Component.run().")
         return
-    out.print(table)
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header) - 1)]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
+        for row in (header, *rows)
+    ]
+    _write(out, "\n".join(line.rstrip() for line in lines))
+
+
+def _write(out: Console | None, text: str) -> None:
+    """Plain text to ``out`` (or stdout), no markup: names and tags are printed as they are."""
+    if out is not None:
+        out.print(text, markup=False, highlight=False, soft_wrap=True)
+        return
+    import sys
+
+    sys.stdout.write(text + "\n")
+
+
+def _clip(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def sweep_summary(rows: list[dict[str, Any]]) -> dict[str, int]:

@@ -55,7 +55,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["Run", "active_run", "active_runs", "run_class", "PAGE_SIZE"]
 
-PAGE_SIZE = 1000  # runs per search page; listing pages through all of them
+PAGE_SIZE = 5000  # runs per search page; listing pages through all of them
 MIN_ID_PREFIX = 8  # the shortest run id prefix accepted in place of a full id
 
 _RUN_TYPES: dict[str, type[Run]] = {}
@@ -151,6 +151,7 @@ class Run:
         self._links: dict[str, Any] = {}
         self._system_monitor: Any = None
         self._artifact_repository: Any = None
+        self._artifact_uri: str | None = None  # never changes: kept when the cache is dropped
         self._guards: list[bool] = []
         self._ended = False
         if _mlflow_run is not None:
@@ -174,6 +175,7 @@ class Run:
         )
         self._run_id = created.info.run_id
         self._cached = created
+        self._artifact_uri = created.info.artifact_uri
         _liveness.register(self._run_id, self._client)
         if log_system_metrics:
             self._start_system_metrics()
@@ -426,8 +428,10 @@ class Run:
                     get_artifact_repository,
                 )
 
+                if self._artifact_uri is None:
+                    self._artifact_uri = self._mlflow_run().info.artifact_uri
                 self._artifact_repository = get_artifact_repository(
-                    self._mlflow_run().info.artifact_uri, tracking_uri=_safe_uri(self._client)
+                    self._artifact_uri, tracking_uri=_safe_uri(self._client)
                 )
             except Exception:  # noqa: BLE001 - fall back to the client's own lookup
                 return None
