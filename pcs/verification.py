@@ -195,7 +195,8 @@ def compare_runs(
     _compare_params(original, candidate, report, patterns)
     _compare_artifacts(original, candidate, report, patterns, compare_stderr)
     report.causes = _record_causes(original, candidate)
-    if report.differences and not report.causes:
+    if report.differences and not report.causes and not report.notes:
+        # a run that never finished explains its differences; nothing to suspect
         report.suspects = _suspects(original, candidate)
     return report
 

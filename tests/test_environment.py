@@ -132,8 +132,13 @@ def test_fingerprint_changes_with_a_distribution_version(tmp_path):
         "run", {}, seed=1
     )
     env = run.environment
-    changed = dict(env, distributions=dict(env["distributions"], mlflow="0.0.1"))
-    assert environment_fingerprint(changed) != environment_fingerprint(env)
+    # the fingerprint covers the distributions the run used (pcs here), not all installed
+    assert env["used_distributions"]["pcs"]
+    used_changed = dict(env, used_distributions=dict(env["used_distributions"], pcs="0.0.1"))
+    assert environment_fingerprint(used_changed) != environment_fingerprint(env)
+    unused_changed = dict(env, distributions=dict(env["distributions"], mlflow="0.0.1"))
+    assert environment_fingerprint(unused_changed) == environment_fingerprint(env)
+    assert run.tags["pcs.environment_fingerprint"] == environment_fingerprint(env)
 
 
 def test_pythonhashseed_is_recorded(tmp_path, monkeypatch):
@@ -452,7 +457,7 @@ def test_self_contained_snapshot_is_portable(tmp_path):
     assert run.grade_reasons
 
 
-def test_component_importing_a_sibling_file_is_local(tmp_path, monkeypatch):
+def test_component_importing_a_sibling_file_records_it_and_is_portable(tmp_path, monkeypatch):
     folder = tmp_path / "src"
     folder.mkdir()
     (folder / "sibling_helper_mod.py").write_text("FACTOR = 3\n", encoding="utf-8")
@@ -468,8 +473,8 @@ def test_component_importing_a_sibling_file_is_local(tmp_path, monkeypatch):
         "run", {"uses": {"run": {"x": 2}}}, seed=1
     )
     assert run.return_value == 6
-    assert run.grade == "local"
-    assert any("sibling_helper_mod" in r for r in run.grade_reasons), run.grade_reasons
+    assert run.grade == "portable", run.grade_reasons
+    assert "uses:sibling_helper_mod" in run.run_command.code  # the helper is in the snapshot
 
 
 class Unreadable:
