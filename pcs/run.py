@@ -152,6 +152,7 @@ class Run:
         self._system_monitor: Any = None
         self._artifact_repository: Any = None
         self._artifact_uri: str | None = None  # never changes: kept when the cache is dropped
+        self._last_read: MlflowRun | None = None  # the last record read, even if stale now
         self._guards: list[bool] = []
         self._ended = False
         if _mlflow_run is not None:
@@ -282,6 +283,8 @@ class Run:
 
     def _changed(self) -> None:
         """Forget the cached record after a write; the next read fetches once."""
+        if self._cached is not None:
+            self._last_read = self._cached
         self._cached = None
 
     # -- properties -----------------------------------------------------------
@@ -833,7 +836,10 @@ def _push_active(run: Run) -> None:
             pcs_run: Run
 
         _ENTRY_CLASS = PcsActiveRun
-    entry = _ENTRY_CLASS(run._mlflow_run())
+    # MLflow's active-run entry is a snapshot (MLflow documents that its data goes stale), so a
+    # record read before the latest write will do and saves a read
+    snapshot = run._cached if run._cached is not None else run._last_read
+    entry = _ENTRY_CLASS(snapshot if snapshot is not None else run._mlflow_run())
     entry.pcs_run = run
     _mlflow_stack().append(entry)
 
