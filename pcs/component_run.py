@@ -330,7 +330,7 @@ class ComponentRun(Run):
     def run_command(self) -> RunCommand:
         """The RunCommand that produced this run, loaded from its own artifact."""
         if self._run_command is None:
-            with tempfile.TemporaryDirectory(prefix="pcs-") as tmp:
+            with tempfile.TemporaryDirectory(prefix=f"pcs-{os.getpid()}-read-") as tmp:
                 try:
                     path = self._download_quietly(_keys.RUN_COMMAND_ARTIFACT, Path(tmp))
                 except Exception as exc:  # noqa: BLE001 - any store error means "not there"
@@ -390,7 +390,7 @@ class ComponentRun(Run):
         return self._read_yaml(_keys.CODE_ARTIFACT) or {}
 
     def _read_yaml(self, artifact: str) -> Any:
-        with tempfile.TemporaryDirectory(prefix="pcs-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=f"pcs-{os.getpid()}-read-") as tmp:
             try:
                 path = self._download_quietly(artifact, Path(tmp))
             except Exception:  # noqa: BLE001 - missing artifact
@@ -413,7 +413,7 @@ class ComponentRun(Run):
                 + (" (it is still running or failed)." if fmt is None else ".")
             )
         artifact = f"{_keys.RETURN_VALUE_STEM}.{_EXT.get(fmt, fmt)}"
-        with tempfile.TemporaryDirectory(prefix="pcs-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=f"pcs-{os.getpid()}-read-") as tmp:
             try:
                 path = self._download_quietly(artifact, Path(tmp))
             except Exception:  # noqa: BLE001 - MLflow raises several kinds for "not there"

@@ -456,3 +456,36 @@ def test_load_json_applies_the_same_limits():
             load_json(text, "The request body", RegistryError, allow_nan=False)
         assert not isinstance(caught.value, InputLimitError)
     assert math.isnan(load_json("NaN", "v"))
+
+
+def test_an_alias_bomb_inside_a_bundle_artifact_is_refused_before_anything_is_written(
+    tmp_path, monkeypatch, template_store
+):
+    from conftest import make_store
+
+    import hashlib
+
+    from pcs import BundleError, Component, Run
+    from pcs.transfer import export_bundle, import_bundle
+
+    class Tiny:
+        def go(self):
+            return 1
+
+    run = Component.from_class(Tiny, instantiate=True).run_with_arg_set("go", {}, seed=1)
+    bundle = export_bundle([run.identifier], tmp_path / "bundle").path
+    record = bundle / "artifacts" / run.identifier / "pcs" / "run_command.yaml"
+    bomb = alias_bomb().encode()
+    record.write_bytes(bomb)
+    registry = bundle / "registry.yaml"
+    text = registry.read_text(encoding="utf-8")
+    import yaml
+
+    data = yaml.safe_load(text)
+    data["runs"][run.identifier]["artifacts"]["pcs/run_command.yaml"] = hashlib.sha256(bomb).hexdigest()
+    registry.write_text(yaml.safe_dump(data), encoding="utf-8")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", make_store(tmp_path / "elsewhere", template_store))
+
+    with pytest.raises(BundleError, match="alias"):
+        import_bundle(bundle)
+    assert Run.get_all_runs() == []  # nothing written

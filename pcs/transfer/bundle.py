@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 from pcs import _keys
 from pcs._redact import redact_text, redact_url
-from pcs.errors import BundleError, FormatVersionError, PcsError, RegistryError
+from pcs._yaml import load_yaml
+from pcs.errors import BundleError, FormatVersionError, InputLimitError, PcsError, RegistryError
 from pcs.registry import InMemoryRegistry, Registry
 from pcs.specs import check_format_version
 
@@ -229,8 +230,6 @@ def _redact_data(data: Any, key: str | None = None) -> Any:
 
 def _redact_yaml_file(path: Path) -> bool:
     """Rewrite a recorded YAML file without credentials; whether it changed."""
-    import yaml
-
     from pcs.specs import dump_yaml
 
     try:
@@ -238,8 +237,8 @@ def _redact_yaml_file(path: Path) -> bool:
     except (OSError, UnicodeDecodeError):
         return False
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError:
+        data = load_yaml(text, f"the recorded {path.name}", BundleError)
+    except PcsError:  # not YAML pcs can read (or too large to expand): clean it as text
         data = None
         cleaned_text = redact_text(text)
     else:
@@ -580,15 +579,13 @@ def _check_run_command(registry: Registry, command_id: str, where: str) -> None:
 
 
 def _check_run_command_artifact(path: Path, command_id: str, where: str) -> None:
-    import yaml
-
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_bytes(), f"{where}: {_keys.RUN_COMMAND_ARTIFACT}", BundleError)
         _check_run_command(
             InMemoryRegistry(data), command_id, f"{where} ({_keys.RUN_COMMAND_ARTIFACT})"
         )
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{where}: {_keys.RUN_COMMAND_ARTIFACT} is not YAML ({exc}).") from None
+    except InputLimitError as exc:
+        raise BundleError(str(exc)) from None
     except (BundleError, FormatVersionError):
         raise
     except RegistryError as exc:
