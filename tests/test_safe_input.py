@@ -461,9 +461,9 @@ def test_load_json_applies_the_same_limits():
 def test_an_alias_bomb_inside_a_bundle_artifact_is_refused_before_anything_is_written(
     tmp_path, monkeypatch, template_store
 ):
-    from conftest import make_store
-
     import hashlib
+
+    from conftest import make_store
 
     from pcs import BundleError, Component, Run
     from pcs.transfer import export_bundle, import_bundle
