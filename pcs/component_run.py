@@ -54,13 +54,11 @@ from pcs.errors import (
     ArgumentError,
     NotReproducibleError,
     PcsError,
-    ReproducibilityError,
-    UnverifiableError,
 )
 from pcs.progress import ProgressCallback
 from pcs.registry import InMemoryRegistry
 from pcs.repo import GitRepo, GitState, LocalRepo, git_state
-from pcs.run import Run, _pop_active, _push_active, active_runs
+from pcs.run import Run, _pop_active, _push_active, active_runs, keep_verification
 from pcs.run import _flatten as _flatten_spec
 from pcs.run_command import RunCommand, read_sources_dir, source_artifact_name
 from pcs.specs import content_hash, dump_yaml, sha256_bytes, to_recordable
@@ -530,12 +528,7 @@ class ComponentRun(Run):
             )
         if verify or strict:
             report = feature("compare_runs")(self, new, rtol=rtol, atol=atol, ignore=ignore)
-            new.verification = report
-            new.set_tag(_keys.VERIFICATION, report.verdict)
-            if strict and report.verdict == "unverifiable":
-                raise UnverifiableError(str(report), report)
-            if strict and not report.reproduced:
-                raise ReproducibilityError(str(report), report)
+            keep_verification(new, report, strict)
         return new
 
     def command_for_rerun(self, code: str = "recorded") -> RunCommand:

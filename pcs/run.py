@@ -43,7 +43,9 @@ from pcs.errors import (
     ArgumentError,
     NotReproducibleError,
     PcsError,
+    ReproducibilityError,
     RunNotFoundError,
+    UnverifiableError,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -858,6 +860,21 @@ def _pop_active(run: Run) -> None:
 
 
 # -- helpers shared with the other run modules ----------------------------------------------
+
+
+def keep_verification(rerun: Run, report: Any, strict: bool) -> None:
+    """Keep ``report`` on ``rerun`` (``rerun.verification``) and tag its verdict on the run.
+
+    With ``strict``, a report that is not a reproduction raises:
+    ``UnverifiableError`` when nothing could be compared, ``ReproducibilityError``
+    when something differed.
+    """
+    rerun.verification = report  # type: ignore[attr-defined]
+    rerun.set_tag(_keys.VERIFICATION, report.verdict)
+    if strict and report.verdict == "unverifiable":
+        raise UnverifiableError(str(report), report)
+    if strict and not report.reproduced:
+        raise ReproducibilityError(str(report), report)
 
 
 def _wrap(mlflow_run: MlflowRun, client: MlflowClient) -> Run:

@@ -28,10 +28,8 @@ from pcs.errors import (
     ArgumentError,
     NotReproducibleError,
     PcsError,
-    ReproducibilityError,
-    UnverifiableError,
 )
-from pcs.run import Run, _wrap, search_mlflow_runs
+from pcs.run import Run, _wrap, keep_verification, search_mlflow_runs
 from pcs.specs import dump_yaml
 from pcs.sweep import record, results
 from pcs.sweep._worker import Shared, Task, signals_not_swallowed
@@ -576,12 +574,7 @@ class SweepRun(Run):
             new._run_trials(pool, tasks, shared, progress)
         if verify or strict:
             report = new._verify_against(self, old_spec, old_runs, rtol, atol, ignore)
-            new.verification = report
-            new.set_tag(_keys.VERIFICATION, report.verdict)
-            if strict and report.verdict == "unverifiable":
-                raise UnverifiableError(str(report), report)
-            if strict and not report.reproduced:
-                raise ReproducibilityError(str(report), report)
+            keep_verification(new, report, strict)
         return new
 
     def _verify_against(
