@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import functools
+import json
 import math
 import os
 import shutil
@@ -414,6 +415,43 @@ def pcs_command() -> list[str]:
 
 
 # -- report --------------------------------------------------------------------------------------
+
+
+STARTUP_HEAVY = ("mlflow", "sqlalchemy", "git", "dill", "yaml", "click")
+
+
+def time_startup(workdir: Path, repeats: int) -> dict[str, Any]:
+    """Wall time of fresh processes: bare Python, ``import pcs``, ``pcs --help``, ``import mlflow``.
+
+    Also which heavy modules ``import pcs`` loads (``heavy_modules_after_import_pcs``).
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PCS_"))}
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    py = sys.executable
+    commands = {
+        "python -c pass": [py, "-c", "pass"],
+        "python -c 'import pcs'": [py, "-c", "import pcs"],
+        "pcs --help": pcs_command() + ["--help"],
+        "python -c 'import mlflow'": [py, "-c", "import mlflow"],
+    }
+
+    def runner(command: list[str]) -> Callable[[], None]:
+        def run() -> None:
+            subprocess.run(command, cwd=workdir, env=env, check=True, capture_output=True)
+
+        return run
+
+    samples = time_interleaved({name: runner(cmd) for name, cmd in commands.items()}, repeats, warmup=1)
+    probe = subprocess.run(
+        [py, "-c", f"import json, sys, pcs; print(json.dumps([m for m in {STARTUP_HEAVY!r} if m in sys.modules]))"],
+        cwd=workdir, env=env, check=True, capture_output=True, text=True,
+    )
+    return {
+        "repeats": repeats,
+        "commands": {name: " ".join(cmd) for name, cmd in commands.items()},
+        "timing": {name: summarize(s) for name, s in samples.items()},
+        "heavy_modules_after_import_pcs": json.loads(probe.stdout),
+    }
 
 
 def table(header: list[str], rows: list[list[str]], indent: str = "   ") -> None:

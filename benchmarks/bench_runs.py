@@ -44,7 +44,6 @@ import os
 import platform
 import pstats
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -61,12 +60,12 @@ from _benchlib import (  # noqa: E402
     cpu_count,
     load_average,
     mlflow_layers,
-    pcs_command,
     progress,
     stamp,
     summarize,
     table,
     time_interleaved,
+    time_startup,
     workspace,
     yes,
 )
@@ -697,44 +696,7 @@ def bench_listing(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def bench_startup(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PCS_"))}
-    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
-    py = sys.executable
-    commands = {
-        "python -c pass": [py, "-c", "pass"],
-        "python -c 'import pcs'": [py, "-c", "import pcs"],
-        "pcs --help": pcs_command() + ["--help"],
-        "python -c 'import mlflow'": [py, "-c", "import mlflow"],
-    }
-
-    def runner(cmd: list[str]) -> Callable[[], None]:
-        def run() -> None:
-            subprocess.run(cmd, cwd=workdir, env=env, check=True, capture_output=True)
-
-        return run
-
-    samples = time_interleaved(
-        {name: runner(cmd) for name, cmd in commands.items()}, args.startup_repeats, warmup=1
-    )
-    timing = {name: summarize(s) for name, s in samples.items()}
-    probe = subprocess.run(
-        [
-            py,
-            "-c",
-            "import sys, pcs; print(sorted(m for m in ('mlflow', 'sqlalchemy', 'git', 'dill', 'yaml', 'click') if m in sys.modules))",
-        ],
-        cwd=workdir,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return {
-        "repeats": args.startup_repeats,
-        "commands": {name: " ".join(cmd) for name, cmd in commands.items()},
-        "timing": timing,
-        "heavy_modules_after_import_pcs": json.loads(probe.stdout.replace("'", '"')),
-    }
+    return time_startup(workdir, args.startup_repeats)
 
 
 # -- report ------------------------------------------------------------------------------------------

@@ -58,6 +58,7 @@ from _benchlib import (  # noqa: E402
     summarize,
     table,
     time_interleaved,
+    time_startup,
     workspace,
     yes,
 )
@@ -473,26 +474,7 @@ def bench_cli(args: argparse.Namespace, workdir: Path, uri: str) -> dict[str, An
 
 def bench_startup(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """Start-up of the CLI and of the imports, in fresh processes."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PCS_"))}
-    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
-    py = sys.executable
-    commands = {
-        "python -c pass": [py, "-c", "pass"],
-        "python -c 'import pcs'": [py, "-c", "import pcs"],
-        "pcs --help": pcs_command() + ["--help"],
-        "python -c 'import mlflow'": [py, "-c", "import mlflow"],
-    }
-
-    def runner(command: list[str]) -> Callable[[], None]:
-        def run() -> None:
-            subprocess.run(command, cwd=workdir, env=env, check=True, capture_output=True)
-
-        return run
-
-    samples = time_interleaved(
-        {name: runner(cmd) for name, cmd in commands.items()}, args.repeats, warmup=1
-    )
-    return {"timing": {name: summarize(s) for name, s in samples.items()}}
+    return time_startup(workdir, args.repeats)
 
 
 # -- report --------------------------------------------------------------------------------------
