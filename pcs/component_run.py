@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from pcs import _closure, _keys, _signals
 from pcs._capture import OutputCapture
 from pcs._features import feature
+from pcs._limits import MAX_DEPTH
 from pcs._yaml import load_json, load_yaml
 from pcs.argument_set import ArgumentSet
 from pcs.environment import (
@@ -159,7 +160,8 @@ class ComponentRun(Run):
         try:
             with session:
                 if targets is None:
-                    targets = component._load_targets_in(session)
+                    with seeded(command.seed):  # as RunCommand.create loads them
+                        targets = component._load_targets_in(session)
                     command.scan(session)
                 component.check_entry_point(command.entry_point, targets[component.identifier])
                 component.check_arguments(command.argument_set, command.entry_point, targets)
@@ -871,7 +873,7 @@ def _write_return_value(value: Any, fmt: str, folder: Path) -> tuple[Path | None
     """Write the return value in ``fmt``; return (path or None, format used, sha256)."""
     if fmt in ("auto", "yaml", "json"):
         try:
-            data = to_recordable(value, "the return value")
+            data = to_recordable(_numpy_as_plain(value), "the return value")
         except ArgumentError:
             if fmt != "auto":
                 raise
@@ -896,6 +898,23 @@ def _write_return_value(value: Any, fmt: str, folder: Path) -> tuple[Path | None
     path = folder / "return_value.pkl"
     path.write_bytes(blob)
     return path, fmt, sha256_bytes(blob)
+
+
+def _numpy_as_plain(value: Any, depth: int = 0) -> Any:
+    """NumPy scalars and arrays (also inside lists and dicts) as the Python numbers and lists they hold.
+
+    A result like ``{"sum": np.int64(10)}`` is then recorded, and compared, like
+    ``{"sum": 10}``. Too deep a value is left as it is (``to_recordable`` says so).
+    """
+    if depth > MAX_DEPTH:
+        return value
+    if type(value).__module__ == "numpy" and callable(getattr(value, "tolist", None)):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {k: _numpy_as_plain(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_numpy_as_plain(v, depth + 1) for v in value]
+    return value
 
 
 def argument_params(command: RunCommand) -> dict[str, str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -509,6 +510,17 @@ class GitState:
         }
 
 
+def _absolute_if_local(url: str, root: Path) -> str:
+    """A remote given as a relative path (``../remote.git``) as the absolute path git resolves it to.
+
+    git reads such a remote relative to the working tree's root; recorded as it
+    is, it would later be read relative to wherever pcs runs.
+    """
+    if "://" in url or os.path.isabs(url) or re.match(r"^[^/]+:", url):
+        return url  # a URL, an absolute path, or scp-like host:path
+    return os.path.normpath(os.path.join(root, url))
+
+
 def git_state(paths: list[Path]) -> GitState | None:
     """The git state of files in one working tree, or None when not in git.
 
@@ -564,7 +576,7 @@ def git_state(paths: list[Path]) -> GitState | None:
         remote = _main_remote(repo)
         if remote is not None:
             try:
-                remote_url = redact_url(remote.url)
+                remote_url = _absolute_if_local(redact_url(remote.url), root)
             except Exception:  # noqa: BLE001 - a broken remote config is just "unknown"
                 remote_url = None
             pushed = bool(

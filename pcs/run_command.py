@@ -27,7 +27,7 @@ from pcs import _closure, _keys
 from pcs._keys import FORMAT_VERSION
 from pcs.argument_set import ArgumentSet
 from pcs.component import Closure, Component, session_for
-from pcs.environment import draw_seed
+from pcs.environment import draw_seed, seeded
 from pcs.errors import ArgumentError, ComponentError, NotReproducibleError, RegistryError
 from pcs.registry import InMemoryRegistry, Registry
 from pcs.repo import LocalRepo, Repo
@@ -126,7 +126,9 @@ class RunCommand:
         )
         session = session_for(components)
         try:
-            with session:
+            # seeded while the modules load too: randomness at module level (a split drawn at
+            # import) is then the same in every run of this seed
+            with session, seeded(command.seed):
                 targets = component._load_targets_in(session, components)
                 command.scan(session)
         finally:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import math
+import struct
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -194,6 +195,8 @@ def compare_runs(
     _compare_metrics(original, candidate, report, patterns)
     _compare_params(original, candidate, report, patterns)
     _compare_artifacts(original, candidate, report, patterns, compare_stderr)
+    _compare_endings(original, candidate, report)
+    _note_outputs_left_out(original, candidate, report)
     report.causes = _record_causes(original, candidate)
     if report.differences and not report.causes and not report.notes:
         # a run that never finished explains its differences; nothing to suspect
@@ -229,6 +232,41 @@ def _note_unfinished(a: Run, b: Run, report: Verification) -> None:
             )
 
 
+def _compare_endings(a: Run, b: Run, report: Verification) -> None:
+    """How the runs ended is an output once either did not finish: another status or error differs."""
+    if a.status == "FINISHED" and b.status == "FINISHED":
+        return
+    report.compared.append("how the run ended")
+    if a.status != b.status:
+        report.differences.append(
+            Difference("status", "status", f"the runs ended differently: {a.status} vs {b.status}")
+        )
+        return
+    error_a, error_b = a.tags.get(_keys.ERROR), b.tags.get(_keys.ERROR)
+    if error_a != error_b:
+        report.differences.append(Difference(
+            "error", "error",
+            f"the runs failed differently: {_clip(error_a or 'no error recorded', 100)} vs "
+            f"{_clip(error_b or 'no error recorded', 100)}",
+        ))
+
+
+def _note_outputs_left_out(a: Run, b: Run, report: Verification) -> None:
+    """Say which outputs exist but could not be compared whole, so a match is not over-read."""
+    for which, run in (("original", a), ("candidate", b)):
+        if run.status == "FINISHED" and run.tags.get(_keys.RETURN_VALUE_FORMAT) == "none":
+            report.notes.append(
+                f"the {which} run's return value could not be recorded as YAML/JSON, so it was "
+                "not compared; record it with return_value_format='dill' to compare it"
+            )
+        for stream, tag in (("stdout", _keys.STDOUT_CUT), ("stderr", _keys.STDERR_CUT)):
+            if run.tags.get(tag) and any(stream in c for c in report.compared):
+                report.notes.append(
+                    f"the {which} run printed more to {stream} than pcs keeps ({run.tags[tag]} "
+                    "bytes were cut); only the part kept was compared"
+                )
+
+
 def _compare_return_values(a: Run, b: Run, report: Verification) -> None:
     sha_a = a.tags.get(_keys.RETURN_VALUE_SHA256)
     sha_b = b.tags.get(_keys.RETURN_VALUE_SHA256)
@@ -237,6 +275,8 @@ def _compare_return_values(a: Run, b: Run, report: Verification) -> None:
     if sha_a is not None and sha_b is not None and _is_null_value(a) and _is_null_value(b):
         return  # two None return values: nothing was computed into them
     report.compared.append("return value")
+    if sha_a != sha_b and sha_a and sha_b and _equal_unpickled(a, b):
+        return  # pickles differ byte for byte (dill pickles classes and sets unstably); values equal
     if sha_a != sha_b:
         detail = "return value differs"
         if sha_a and sha_b:
@@ -247,6 +287,71 @@ def _compare_return_values(a: Run, b: Run, report: Verification) -> None:
         else:
             detail += f": recorded in {'one run' if (sha_a or sha_b) else 'neither'} only"
         report.differences.append(Difference("return_value", "return_value", detail))
+
+
+def _equal_unpickled(a: Run, b: Run) -> bool:
+    """Whether two pickled return values are equal as values (``==``), when both can be loaded."""
+    pickled = ("dill", "pickle")
+    if not (isinstance(a, ComponentRun) and isinstance(b, ComponentRun)):
+        return False
+    if a.tags.get(_keys.RETURN_VALUE_FORMAT) not in pickled or (
+        b.tags.get(_keys.RETURN_VALUE_FORMAT) not in pickled
+    ):
+        return False
+    try:
+        return _same_value(a.return_value, b.return_value)
+    except Exception:  # noqa: BLE001 - not loadable here (an imported run's pickle needs trust)
+        return False
+
+
+def _same_value(x: Any, y: Any, depth: int = 0) -> bool:
+    """Equal values, where classes pickled by value count as one class when their names match.
+
+    dill pickles a class of the component's own module with the value, so the
+    original's value comes back as an instance of a copy of the class, and
+    ``==`` of most classes compares the class first; their attributes are
+    compared instead.
+    """
+    if depth > 100:
+        return False
+    tx, ty = type(x), type(y)
+    if tx is not ty:
+        same_name = (tx.__module__, tx.__qualname__) == (ty.__module__, ty.__qualname__)
+        if not (same_name and _state_in_dict(tx) and _state_in_dict(ty)):
+            return False
+        return _same_value(vars(x), vars(y), depth + 1)
+    if tx is dict:
+        return x.keys() == y.keys() and all(_same_value(x[k], y[k], depth + 1) for k in x)
+    if tx in (list, tuple):
+        return len(x) == len(y) and all(
+            _same_value(i, j, depth + 1) for i, j in zip(x, y, strict=True)
+        )
+    try:
+        equal = x == y
+    except Exception:  # noqa: BLE001 - a value whose == raises is not known to be equal
+        return False
+    if not isinstance(equal, bool):
+        return False  # == gave no single answer (arrays): not known to be equal
+    if equal:
+        return True
+    # a class without its own == compares identity: compare its state instead
+    return tx.__eq__ is object.__eq__ and _state_in_dict(tx) and _same_value(
+        vars(x), vars(y), depth + 1
+    )
+
+
+def _state_in_dict(cls: type) -> bool:
+    """Whether instances of ``cls`` keep all their state in ``__dict__`` (plain Python classes).
+
+    A class built on a C type (``random.Random``, ``dict``) or with ``__slots__``
+    keeps state elsewhere, so equal ``__dict__`` would prove nothing.
+    """
+    # an instance of a plain class is an object header plus, at most, pointers to its
+    # __dict__ and weak references; slots and C-level state make it larger
+    return cls.__dictoffset__ != 0 and cls.__basicsize__ <= object.__basicsize__ + 2 * _POINTER
+
+
+_POINTER = struct.calcsize("P")
 
 
 _NULL_SHA = None
