@@ -9,11 +9,14 @@ What is captured: every write through ``sys.stdout`` / ``sys.stderr`` while the
 entry point runs (``print``, ``warnings``, logging handlers made during the
 run), from any thread of the process.
 
+Logging handlers that write to ``sys.stdout`` / ``sys.stderr``, made before
+the run (``logging.basicConfig(stream=sys.stdout)`` where a module loads),
+are pointed at the tees for the run too.
+
 What is not captured: output written to the file descriptors themselves
 (C extensions, ``os.write(1, ...)``, subprocesses that inherit the
-descriptors), writes to ``sys.stdout.buffer``, and streams a library took
-hold of before the run started (e.g. a logging handler made earlier keeps
-writing to the original stream object).
+descriptors), writes to ``sys.stdout.buffer``, and other objects that took
+hold of the original stream before the run started.
 
 A stream the entry point wrote nothing to gets no file (for ``pcs diff`` a
 missing file and an empty one both mean "nothing printed"), which keeps runs
@@ -98,6 +101,37 @@ class _Tee:
             return "".join(self._chunks), self._kept, self._cut
 
 
+def _redirect_log_handlers(tees: dict[int, _Tee]) -> list[tuple[Any, _Tee, Any]]:
+    """Point logging handlers that write to the streams being replaced at their tees.
+
+    A handler made before the run (``logging.basicConfig(stream=sys.stdout)`` at
+    the top of a component's module, which loads before its run starts) holds
+    the stream object itself, so replacing ``sys.stdout`` alone would not see
+    what it logs.
+
+    Returns:
+        ``(handler, tee, original stream)`` for each handler redirected, to undo it.
+    """
+    import logging
+
+    loggers: list[Any] = [logging.getLogger()]
+    loggers += [lg for lg in list(logging.Logger.manager.loggerDict.values())
+                if isinstance(lg, logging.Logger)]
+    changed: list[tuple[Any, _Tee, Any]] = []
+    seen: set[int] = set()
+    for logger in loggers:
+        for handler in list(getattr(logger, "handlers", ())):
+            stream = getattr(handler, "stream", None)
+            if id(handler) in seen or not isinstance(handler, logging.StreamHandler):
+                continue
+            seen.add(id(handler))
+            tee = tees.get(id(stream))
+            if tee is not None:
+                handler.stream = tee
+                changed.append((handler, tee, stream))
+    return changed
+
+
 class OutputCapture:
     """Tee ``sys.stdout`` and ``sys.stderr`` into bounded buffers while a block runs.
 
@@ -113,6 +147,7 @@ class OutputCapture:
         self.limit_bytes = limit_bytes if limit_bytes is not None else LIMIT_BYTES
         self._tees: dict[str, _Tee] = {}
         self._originals: dict[str, Any] = {}
+        self._handlers: list[tuple[Any, _Tee, Any]] = []
 
     def __enter__(self) -> OutputCapture:
         for name in STREAM_FILES:
@@ -121,9 +156,16 @@ class OutputCapture:
             tee = _Tee(original, self.limit_bytes)
             self._tees[name] = tee
             setattr(sys, name, tee)
+        self._handlers = _redirect_log_handlers(
+            {id(self._originals[n]): t for n, t in self._tees.items()}
+        )
         return self
 
     def __exit__(self, *exc: object) -> None:
+        for handler, tee, original in self._handlers:
+            if handler.stream is tee:
+                handler.stream = original
+        self._handlers = []
         for name, tee in self._tees.items():
             tee.closed_capture = True
             if getattr(sys, name) is tee:

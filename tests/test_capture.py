@@ -117,3 +117,41 @@ def test_capture_restores_the_streams_and_cuts_on_a_character_boundary(tmp_path)
     assert (tmp_path / "stdout.txt").read_text(encoding="utf-8").startswith("abcd\n[pcs: stdout cut")
     assert tags == {CUT_TAGS["stdout"]: "2"}
     assert not (tmp_path / "stderr.txt").exists()
+
+
+LOGGING_AT_IMPORT = """\
+import logging
+import sys
+
+logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
+log = logging.getLogger("experiment")
+
+
+class Trainer:
+    def run(self, accuracy=0.9):
+        print("experiment start")
+        log.info("accuracy %.3f", accuracy)
+"""
+
+
+def test_a_logging_handler_made_when_the_module_loads_is_captured(tmp_path):
+    import logging
+
+    root = logging.getLogger()
+    before = list(root.handlers)
+    try:
+        trainer = component(tmp_path, "trainer", LOGGING_AT_IMPORT, "Trainer")
+        run = trainer.run_with_arg_set("run", {}, seed=1)
+        assert load(run).load_text("pcs/stdout.txt") == "experiment start\naccuracy 0.900\n"
+        # a changed logged result is a changed output, not "reproduced"
+        other = trainer.run_with_arg_set("run", {"trainer": {"run": {"accuracy": 0.95}}}, seed=1)
+        from pcs.verification import compare_runs
+
+        report = compare_runs(load(run), load(other))
+        assert report.verdict == "diverged" and report.first_difference.kind == "stdout"
+        # the handler writes to the real stream again after the run
+        handler = next(h for h in root.handlers if h not in before)
+        assert handler.stream is sys.stdout
+    finally:
+        for handler in [h for h in root.handlers if h not in before]:
+            root.removeHandler(handler)
