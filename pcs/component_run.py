@@ -174,10 +174,11 @@ class ComponentRun(Run):
                     value = run._call_entry_point(command, targets, record, session)
                     run._finish(value, return_value_format, record, session)
                 except BaseException as exc:
+                    # before leave(): a signal delivered again there ends the process
+                    record.folder.cleanup()
                     _signals.leave(counted, exc)
                     raise
-                finally:
-                    record.folder.cleanup()
+                record.folder.cleanup()
                 _signals.leave(counted, None)
         finally:
             session.close()

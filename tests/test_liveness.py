@@ -91,15 +91,19 @@ def test_a_signal_ends_a_library_run_killed_then_the_process_dies_by_it(signum):
     assert run.tags[_keys.ENDED_BY] == signal.Signals(signum).name
 
 
-def test_sigterm_ends_a_component_run_killed():
-    process, run_id = start(COMPONENT_SLEEPER)
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_ends_a_component_run_killed_and_leaves_no_temp_files(signum, tmp_path):
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    process, run_id = start(COMPONENT_SLEEPER, env={**os.environ, "TMPDIR": str(temp)})
 
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signum)
 
-    assert finish(process) == -signal.SIGTERM
+    assert finish(process) == -signum
     run = Run.from_existing_run_id(run_id)
     assert run.status == "KILLED" and run.info.end_time
-    assert run.tags[_keys.ENDED_BY] == "SIGTERM"
+    assert run.tags[_keys.ENDED_BY] == signal.Signals(signum).name
+    assert sorted(p.name for p in temp.iterdir()) == []  # the run's record folder is gone too
 
 
 def test_sigterm_to_the_cli_ends_its_run_killed(tmp_path):
