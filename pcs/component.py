@@ -550,7 +550,7 @@ class Component:
                 try:
                     obj.__init__(**init_args)
                 except TypeError as exc:
-                    raise _argument_error(component, "__init__", target.__init__, init_args, exc)
+                    raise _argument_error(component, "__init__", obj.__init__, init_args, exc)
             else:
                 if init_args:
                     raise ArgumentError(

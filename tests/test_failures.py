@@ -8,7 +8,7 @@ import textwrap
 import pytest
 from conftest import run_cli
 
-from pcs import ArgumentError, Component, InputLimitError, Run, _keys
+from pcs import ArgumentError, Component, InputLimitError, LocalRepo, Run, _keys
 
 COMPONENTS = """
 repos:
@@ -122,6 +122,25 @@ def test_a_component_that_raises_ends_failed_with_its_error_recorded(project):
     assert run.tags[_keys.ERROR] == "RuntimeError: the policy diverged second line"
     traceback_text = run.load_text(_keys.TRACEBACK_ARTIFACT)
     assert "in deep" in traceback_text and "RuntimeError: the policy diverged" in traceback_text
+
+
+def test_a_type_error_inside_init_is_the_users_error_not_a_bad_argument(tmp_path):
+    (tmp_path / "picky.py").write_text(textwrap.dedent("""
+        class Picky:
+            def __init__(self, x=1):
+                raise TypeError("user init type error")
+
+            def go(self):
+                return 1
+    """))
+    component = Component.from_repo(LocalRepo("here", tmp_path), "picky", "picky.py", "Picky",
+                                    instantiate=True)
+
+    with pytest.raises(TypeError, match="user init type error"):
+        component.run_with_arg_set("go", {}, seed=1)
+    (run,) = Run.get_all_runs()
+    assert run.status == "FAILED"
+    assert run.tags[_keys.ERROR] == "TypeError: user init type error"
 
 
 def test_cli_prints_one_line_with_the_run_id_and_exits_6(project):
