@@ -19,6 +19,7 @@ from datetime import timedelta
 from typing import Any
 
 from pcs import _config, _keys, _liveness
+from pcs.cache import parse_duration
 from pcs.errors import ArgumentError
 from pcs.run import _terminate, search_mlflow_runs
 
@@ -42,15 +43,22 @@ class StaleRun:
 
 
 def find_stale_runs(
-    older_than: timedelta | None = None, experiment_ids: list[str] | None = None
+    older_than: timedelta | str | None = None, experiment_ids: list[str] | None = None
 ) -> list[StaleRun]:
     """Every RUNNING run in the store that looks dead (one paged search).
 
     Args:
         older_than: also count runs of other hosts, and runs recorded without a
-            heartbeat, whose last sign of life is older than this.
+            heartbeat, whose last sign of life is older than this (a ``timedelta``,
+            or a duration such as ``"2h"``, ``"30m"``, ``"1d"``).
         experiment_ids: where to look (default: every active experiment).
     """
+    if isinstance(older_than, str):
+        older_than = parse_duration(older_than)
+    elif older_than is not None and not isinstance(older_than, timedelta):
+        raise ArgumentError(
+            f"older_than must be a timedelta or a duration such as '2h'; got {older_than!r}."
+        )
     if older_than is not None and older_than.total_seconds() <= 0:
         raise ArgumentError(f"older_than must be a positive duration; got {older_than}.")
     client = _config.tracking_client()
@@ -81,7 +89,7 @@ def find_stale_runs(
 
 def cleanup_stale_runs(
     dry_run: bool = False,
-    older_than: timedelta | None = None,
+    older_than: timedelta | str | None = None,
     experiment_ids: list[str] | None = None,
 ) -> list[str]:
     """End every stale RUNNING run as KILLED; return their ids.
@@ -96,7 +104,7 @@ def cleanup_stale_runs(
 
 def end_stale_runs(
     dry_run: bool = False,
-    older_than: timedelta | None = None,
+    older_than: timedelta | str | None = None,
     experiment_ids: list[str] | None = None,
 ) -> list[StaleRun]:
     """Like :func:`cleanup_stale_runs`, returning what was found and why."""

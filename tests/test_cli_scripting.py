@@ -167,7 +167,7 @@ def test_graph_command_writes_a_self_contained_file(project):
     again = Run.from_existing_run_id(run.identifier).rerun(verify=True)
 
     out = run_cli("graph", again.identifier, "-o", "lineage.html", cwd=project).stdout
-    assert "2 runs, 1 links" in out
+    assert "2 runs, 1 link)" in out
     html = (project / "lineage.html").read_text()
     assert run.identifier in html and again.identifier in html and "reproduced" in html
     assert "<script src" not in html

@@ -242,6 +242,9 @@ def test_runs_of_other_hosts_are_judged_by_their_heartbeat():
 
     wide = pcs.cleanup_stale_runs(dry_run=True, older_than=timedelta(minutes=10))
     assert sorted(wide) == sorted([silent, no_beat])
+    assert sorted(pcs.cleanup_stale_runs(dry_run=True, older_than="10m")) == sorted(wide)
+    with pytest.raises(pcs.ArgumentError, match="duration"):
+        pcs.cleanup_stale_runs(dry_run=True, older_than="10 minutes")
     # a heartbeat younger than its own interval is never counted, however short the limit
     narrow = pcs.cleanup_stale_runs(dry_run=True, older_than=timedelta(seconds=1))
     assert beating not in narrow

@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
         if run_id:
             message = redact_text(" ".join(str(exc).split())[:500])
             click.echo(
-                f"Error: run {run_id} FAILED: {type(exc).__name__}: {message}. The traceback is "
+                f"Error: run {run_id} FAILED: {type(exc).__name__}: {_sentence(message)} The traceback is "
                 f"recorded in the run (pcs status {run_id}).",
                 err=True,
             )
@@ -123,10 +123,16 @@ def main(argv: list[str] | None = None) -> None:
             # the store refused or could not be reached: not a pcs bug, say what it said
             message = redact_text(" ".join(str(exc).split())[:500])
             click.echo(
-                f"Error: the MLflow tracking store refused the request: {message}. Check "
+                f"Error: the MLflow tracking store refused the request: {_sentence(message)} Check "
                 "MLFLOW_TRACKING_URI (or --tracking-uri) and that the store is reachable.",
                 err=True,
             )
             sys.exit(EXIT_CODES["tracking_store"])
         raise
     sys.exit(result if isinstance(result, int) else 0)
+
+
+def _sentence(text: str) -> str:
+    """``text`` ending with one full stop (messages often end with their own)."""
+    text = text.rstrip()
+    return text if text.endswith((".", "!", "?")) else text + "."

@@ -31,6 +31,10 @@ def graph(run_id: str, output: str | None, depth: int, as_json: bool) -> None:
         emit_json({"path": str(path)} | lineage.to_dict())
         return
     click.echo(
-        f"wrote the lineage of {run.identifier} ({len(lineage.nodes)} runs, "
-        f"{len(lineage.edges)} links) to {path}"
+        f"wrote the lineage of {run.identifier} ({_count(len(lineage.nodes), 'run')}, "
+        f"{_count(len(lineage.edges), 'link')}) to {path}"
     )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")

@@ -106,7 +106,7 @@ def parse_seeds_option(text: str) -> list[int]:
               help="Worker processes (or Ray tasks at once) [default: the CPU count].")
 @click.option("--ray-address", default=None,
               help="Ray cluster to connect to (ray.init(address=...)); workers on other machines "
-                   "need a tracking server they can reach (--tracking-uri http://...).")
+                   "need a tracking server they can reach: pcs --tracking-uri http://... sweep ...")
 @click.option("--metric", default=None,
               help="Metric to plot in pcs/sweep.svg and to pick the best trial by.")
 @click.option("--mode", type=click.Choice(["max", "min"]), default="max", show_default=True,
