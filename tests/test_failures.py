@@ -156,6 +156,18 @@ def test_cli_prints_one_line_with_the_run_id_and_exits_6(project):
     assert "ValueError: num_episodes must be >= 0" in status and "traceback" in status
 
 
+def test_cli_run_json_names_the_failed_run_on_stdout(project):
+    result = run_cli("run", "agent", "-e", "run_episodes", "-a", "env.__init__.size=3",
+                     "-a", "agent.run_episodes.num_episodes=-1", "--json", cwd=project, check=False)
+
+    assert result.returncode == 6
+    (run,) = Run.get_all_runs()
+    data = json.loads(result.stdout)  # nothing but JSON on stdout
+    assert data["run_id"] == run.identifier and data["status"] == "FAILED"
+    assert data["error"].startswith("ValueError: num_episodes must be >= 0")
+    assert run.identifier in result.stderr  # the one-line error still goes to stderr
+
+
 def test_cli_refuses_a_misspelled_argument_without_a_run(project):
     result = run_cli("run", "agent", "-e", "run_episodes", "-a", "env.__init__.size=3",
                      "-a", "agent.run_episodes.num_episode=2", cwd=project, check=False)

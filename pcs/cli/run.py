@@ -53,9 +53,20 @@ def run(component: str, registry_file: str, entry_point: str | None, args: tuple
             _config.experiment_by_name(_config.tracking_client(), experiment_name)
             if experiment_name else None
         )
-        new_run = comp_obj.run_with_arg_set(
-            entry_point, arg_set, seed=seed, run_name=run_name, experiment_id=experiment_id
-        )
+        failure: Exception | None = None
+        try:
+            new_run = comp_obj.run_with_arg_set(
+                entry_point, arg_set, seed=seed, run_name=run_name, experiment_id=experiment_id
+            )
+        except Exception as exc:
+            if not (as_json and getattr(exc, "pcs_run_id", None)):
+                raise
+            failure = exc
+    if failure is not None:  # with --json a script still learns which run failed, and why
+        from pcs.run import Run
+
+        emit_json(_render.run_summary(Run.from_existing_run_id(failure.pcs_run_id)))  # type: ignore[attr-defined]
+        raise failure
     value = new_run.return_value_of() if new_run.tags.get(_keys.RETURN_VALUE_FORMAT) not in (None, "none") else None
     if as_json:
         emit_json(
