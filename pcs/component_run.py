@@ -38,7 +38,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from pcs import _closure, _keys, _signals
-from pcs._capture import OutputCapture
+from pcs._capture import FileReads, OutputCapture
 from pcs._features import feature
 from pcs._limits import MAX_DEPTH
 from pcs._yaml import load_json, load_yaml
@@ -110,6 +110,7 @@ class ComponentRun(Run):
         self._trusted = False
         self._imports: list[str] | None = None
         self._capture: OutputCapture | None = None
+        self._reads: FileReads | None = None
         self._seed_report: SeedReport | None = None
         self._loaded_before: frozenset[str] = frozenset()
         self.verification: Verification | None = None
@@ -216,10 +217,13 @@ class ComponentRun(Run):
     ) -> Any:
         component = command.component
         capture = self._capture = OutputCapture()
+        reads = self._reads = FileReads(
+            [r for c in component.dependency_list() if (r := c._live_root()) is not None]
+        )
         _push_active(self)
         try:
             self._loaded_before = loaded_top_level_modules()
-            with seeded(command.seed) as self._seed_report, capture:
+            with seeded(command.seed) as self._seed_report, capture, reads:
                 objects = component._build_objects(command.argument_set, targets)
                 self._managed_ids = {id(o) for o in objects.values()}
                 entry = getattr(objects[component.identifier], command.entry_point)
@@ -260,6 +264,16 @@ class ComponentRun(Run):
             fingerprint, text = used_environment_yaml(names | set(command.imports), self._seed_report)
             (end / Path(_keys.ENVIRONMENT_USED_ARTIFACT).name).write_text(text, encoding="utf-8")
             tags[_keys.ENVIRONMENT_FINGERPRINT] = fingerprint
+            data = self._reads.files() if self._reads is not None else []
+            if data:
+                record.lower_grade(
+                    "it read files next to its code that the snapshot does not hold ("
+                    + ", ".join(data[:5]) + (f" and {len(data) - 5} more" if len(data) > 5 else "")
+                    + "): a rerun of the recorded code cannot read them; rerun with "
+                    "code='current' or code='git' where they are"
+                )
+                tags[_keys.GRADE] = record.grade[0]
+                tags[_keys.GRADE_REASONS] = json.dumps(record.grade[1])
         except Exception as exc:  # noqa: BLE001 - the run must still end; say what is missing
             log.warning("pcs: could not stage the end of run %s: %s", self.identifier, exc)
         return end, tags
@@ -306,13 +320,12 @@ class ComponentRun(Run):
             if path is not None:
                 tags[_keys.RETURN_VALUE_SHA256] = digest
             else:
-                level, reasons = record.grade
-                reasons = reasons + [
+                record.lower_grade(
                     f"the return value ({type(value).__name__}) cannot be recorded as YAML/JSON; "
                     "pass return_value_format='dill' to record it"
-                ]
-                tags[_keys.GRADE] = "local" if level == "portable" else level
-                tags[_keys.GRADE_REASONS] = json.dumps(reasons)
+                )
+                tags[_keys.GRADE] = record.grade[0]
+                tags[_keys.GRADE_REASONS] = json.dumps(record.grade[1])
             tags[_keys.RETURN_VALUE_FORMAT] = used_fmt
             self.log_artifacts(end, _keys.PCS_ARTIFACT_DIR)
             self.set_tags(tags)
@@ -658,6 +671,14 @@ class _Record:
         self.tags = tags
         self.grade = grade
         self.code_record = code_record
+
+    def lower_grade(self, reason: str) -> None:
+        """Something found at the end of the run keeps it from being ``portable``."""
+        level, reasons = self.grade
+        if level == "portable":
+            self.grade = ("local", [reason])
+        else:
+            self.grade = (level, reasons + [reason])
 
     def rewrite(self, command: RunCommand, end: Path) -> None:
         """Stage, in ``end`` (uploaded as ``pcs/``), the record of a closure that grew during the run."""

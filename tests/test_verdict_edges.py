@@ -226,3 +226,32 @@ def test_a_relative_git_remote_is_recorded_as_the_path_git_reads(tmp_path, monke
     assert load(run).tags["mlflow.source.git.repoURL"] == str(remote)
     new = load(run).rerun(code="git", verify=True)
     assert new.verification.verdict == "reproduced"
+
+
+DATA_READER = """\
+from pathlib import Path
+
+
+class C:
+    def go(self, name="layout.txt"):
+        here = Path(__file__).parent
+        (here / "result.txt").write_text("written by the run")
+        written = (here / "result.txt").read_text()  # its own output: not an input
+        return len((here / name).read_text()) + len(written)
+"""
+
+
+def test_a_run_that_reads_a_file_next_to_its_code_is_graded_local_naming_it(tmp_path):
+    import json
+
+    folder = tmp_path / "src"
+    component = component_in(folder, DATA_READER)
+    (folder / "layout.txt").write_text("S........G")
+    run = load(component.run_with_arg_set("go", {}, seed=1))
+
+    assert run.tags["pcs.reproducibility"] == "local"
+    (reason,) = json.loads(run.tags["pcs.reproducibility_reasons"])
+    assert "(layout.txt)" in reason and "code='current'" in reason
+    # the same component reading nothing next to it stays portable
+    plain = component_in(tmp_path / "other", "class C:\n    def go(self):\n        return 1\n")
+    assert load(plain.run_with_arg_set("go", {}, seed=1)).tags["pcs.reproducibility"] == "portable"
