@@ -901,7 +901,7 @@ def _write_return_value(value: Any, fmt: str, folder: Path) -> tuple[Path | None
                 raise
             log.warning(
                 "pcs: the return value (%s) cannot be recorded as YAML/JSON; pass "
-                "return_value_format='dill' to record it.",
+                "return_value_format='dill' (pcs run --return-value-format dill) to record it.",
                 type(value).__name__,
             )
             return None, "none", ""

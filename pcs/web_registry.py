@@ -448,7 +448,7 @@ class WebRegistry(Registry):
         if response.status_code in (401, 403):
             raise RegistryAuthError(
                 f"The registry at {self.url} refused the write ({action}): no or invalid "
-                f"token. Pass token= to WebRegistry or set {TOKEN_ENV}. The server said: "
+                f"token. Set {TOKEN_ENV}, pass --token-file PATH (CLI) or token= (WebRegistry). The server said: "
                 f"{message}"
             )
         if response.status_code == 409:

@@ -255,3 +255,37 @@ def test_a_run_that_reads_a_file_next_to_its_code_is_graded_local_naming_it(tmp_
     # the same component reading nothing next to it stays portable
     plain = component_in(tmp_path / "other", "class C:\n    def go(self):\n        return 1\n")
     assert load(plain.run_with_arg_set("go", {}, seed=1)).tags["pcs.reproducibility"] == "portable"
+
+
+def test_cli_records_a_return_value_yaml_cannot_hold_with_dill_when_asked(tmp_path):
+    from conftest import run_cli
+
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "comp.py").write_text("class C:\n    def go(self):\n        return {1.5, 2.5}\n")
+    (folder / "components.yaml").write_text(
+        "repos: {here: {type: local, path: .}}\n"
+        "components: {c: {repo: here, file_path: comp.py, class_name: C, instantiate: true}}\n"
+    )
+    auto = run_cli("run", "c", "-e", "go", cwd=folder)
+    assert "--return-value-format dill" in auto.stderr  # the warning says how
+    dill = run_cli("run", "c", "-e", "go", "--return-value-format", "dill", cwd=folder)
+    run = load(dill.stdout.strip().splitlines()[-1])
+    assert run.tags["pcs.return_value_format"] == "dill"
+    assert run.return_value == {1.5, 2.5}
+
+
+def test_cli_sweep_refuses_an_empty_seed_list(tmp_path):
+    from conftest import run_cli
+
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "comp.py").write_text("class C:\n    def go(self, x=0):\n        return x\n")
+    (folder / "components.yaml").write_text(
+        "repos: {here: {type: local, path: .}}\n"
+        "components: {c: {repo: here, file_path: comp.py, class_name: C, instantiate: true}}\n"
+    )
+    result = run_cli("sweep", "c", "-e", "go", "--grid", "c.go.x=1,2", "--seeds", "",
+                     "--executor", "serial", cwd=folder, check=False)
+    assert result.returncode == 2 and "--seeds" in result.stderr
+    assert Run.get_all_runs() == []

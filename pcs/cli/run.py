@@ -34,10 +34,14 @@ _RETURN_VALUE_SHOWN = 300  # characters of the return value printed by 'pcs run'
 @click.option("--run-name", default=None, help="MLflow run name.")
 @click.option("--experiment", "experiment_name", default=None,
               help="MLflow experiment (by name; created when missing). Default: MLflow's current one.")
+@click.option("--return-value-format", type=click.Choice(["auto", "yaml", "json", "dill"]),
+              default="auto", show_default=True,
+              help="How the return value is recorded: auto is YAML when it can hold the value; "
+                   "dill records any Python object (loading it runs code: trusted runs only).")
 @json_option
 def run(component: str, registry_file: str, entry_point: str | None, args: tuple[str, ...],
         arg_set_file: str | None, seed: int | None, run_name: str | None,
-        experiment_name: str | None, as_json: bool) -> None:
+        experiment_name: str | None, return_value_format: str, as_json: bool) -> None:
     """Run COMPONENT's entry point and record it; prints the return value, then the run id."""
     from pcs import _config, _keys, _render
     from pcs.argument_set import ArgumentSet
@@ -56,7 +60,8 @@ def run(component: str, registry_file: str, entry_point: str | None, args: tuple
         failure: Exception | None = None
         try:
             new_run = comp_obj.run_with_arg_set(
-                entry_point, arg_set, seed=seed, run_name=run_name, experiment_id=experiment_id
+                entry_point, arg_set, seed=seed, run_name=run_name, experiment_id=experiment_id,
+                return_value_format=return_value_format,
             )
         except Exception as exc:
             if not (as_json and getattr(exc, "pcs_run_id", None)):
@@ -122,7 +127,9 @@ def _verdict_exit(report: Any) -> int:
 @click.command()
 @click.argument("run_id")
 @click.option("--verify", is_flag=True, help="Compare the new run with the original and print the verdict.")
-@click.option("--strict", is_flag=True, help="Like --verify; also fails (exit 1/5) when not reproduced.")
+@click.option("--strict", is_flag=True,
+              help="The same as --verify here (exit 1 diverged, 5 unverifiable); in Python, "
+                   "rerun(strict=True) raises instead of returning.")
 @click.option("--code", type=click.Choice(["recorded", "current", "git"]), default="recorded", show_default=True,
               help="Run the recorded source snapshot, the files as they are now, or the recorded git commit.")
 @click.option("--env", type=click.Choice(["current", "recorded"]), default="current", show_default=True,

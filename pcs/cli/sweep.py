@@ -139,7 +139,7 @@ def sweep(component: str | None, registry_file: str, entry_point: str | None,
 
     with working(as_json), progress_callback(show_progress) as progress:
         if resume_id:
-            if component or grid or args or arg_set_file or seeds or samples:
+            if component or grid or args or arg_set_file or seeds is not None or samples:
                 raise ArgumentError(
                     "--resume SWEEP_ID runs the sweep's own recorded trials; give no COMPONENT, "
                     "--grid, -a, --arg-set, --seeds or --samples with it."
@@ -178,7 +178,7 @@ def sweep(component: str | None, registry_file: str, entry_point: str | None,
             )
             result = SweepRun.from_component(
                 comp_obj, entry_point, arg_set, grid_map or None, samples,
-                parse_seeds_option(seeds) if seeds else (None,),
+                parse_seeds_option(seeds) if seeds is not None else (None,),
                 executor or "process", workers, run_name,
                 sample_seed=sample_seed, plot_metric=metric, ray_address=ray_address,
                 experiment_id=experiment_id, progress=progress,
