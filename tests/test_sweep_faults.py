@@ -228,3 +228,23 @@ def test_a_signal_whose_exception_python_swallowed_is_delivered_again():
     assert result.returncode == -signal.SIGTERM, result.stderr
     assert "still running" in result.stdout and "slept through it" not in result.stdout
     assert time.monotonic() - started < 9
+
+
+def test_a_new_sqlite_store_is_created_before_the_workers_open_it(tmp_path):
+    """Workers that create a new store together race in its migrations (seen: a half-made
+    schema, '_alembic_tmp_experiments already exists'); the sweep makes it first."""
+    import sqlite3
+
+    from pcs.sweep.executors import start_executor
+
+    db = tmp_path / "fresh.db"
+    uri = f"sqlite:///{db}"
+    pool = start_executor("process", trials=2, max_workers=2, tracking_uri=uri, cwd=str(tmp_path))
+    try:
+        # the workers are still importing MLflow: what is in the file now is the sweep's doing
+        tables = {row[0] for row in sqlite3.connect(db).execute(
+            "select name from sqlite_master where type = 'table'")}
+    finally:
+        pool.abort()
+    assert {"experiments", "runs", "alembic_version"} <= tables
+    assert not any(t.startswith("_alembic_tmp") for t in tables)

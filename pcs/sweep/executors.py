@@ -170,6 +170,9 @@ class _ProcessPool(Executor):
         self.shared: Shared | None = None
         self.on_result: OnResult | None = None
         self.since_ms = _liveness.now_ms()
+        # the store exists, schema and all, before any worker opens it: processes that
+        # create a new SQLite store at once race in its migrations and can leave it half-made
+        _open_store(tracking_uri)
         try:
             for _ in range(size):
                 self.workers.append(self._start())
@@ -326,6 +329,16 @@ class _ProcessPool(Executor):
             with contextlib.suppress(OSError):
                 worker.conn.close()
         self.workers.clear()
+
+
+def _open_store(tracking_uri: str | None) -> None:
+    """Open (and so create, for a new SQLite file) the store workers will write to."""
+    if tracking_uri:
+        from mlflow import MlflowClient
+
+        MlflowClient(tracking_uri=tracking_uri)._tracking_client.store  # noqa: B018 - creates it
+    else:
+        _config.tracking_client()._tracking_client.store  # noqa: B018
 
 
 def _stdout_target() -> int | None:
