@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 from pcs import Component, LocalRepo, Run
 from pcs.verification import compare_runs
@@ -257,16 +258,20 @@ def test_a_run_that_reads_a_file_next_to_its_code_is_graded_local_naming_it(tmp_
     assert load(plain.run_with_arg_set("go", {}, seed=1)).tags["pcs.reproducibility"] == "portable"
 
 
-def test_cli_records_a_return_value_yaml_cannot_hold_with_dill_when_asked(tmp_path):
-    from conftest import run_cli
-
+def cli_project(tmp_path: Path, source: str) -> Path:
+    """A folder with ``comp.py`` (class ``C``) and a components.yaml naming it ``c``."""
     folder = tmp_path / "project"
     folder.mkdir()
-    (folder / "comp.py").write_text("class C:\n    def go(self):\n        return {1.5, 2.5}\n")
+    (folder / "comp.py").write_text(source)
     (folder / "components.yaml").write_text(
         "repos: {here: {type: local, path: .}}\n"
         "components: {c: {repo: here, file_path: comp.py, class_name: C, instantiate: true}}\n"
     )
+    return folder
+
+
+def test_cli_records_a_return_value_yaml_cannot_hold_with_dill_when_asked(tmp_path):
+    folder = cli_project(tmp_path, "class C:\n    def go(self):\n        return {1.5, 2.5}\n")
     auto = run_cli("run", "c", "-e", "go", cwd=folder)
     assert "--return-value-format dill" in auto.stderr  # the warning says how
     dill = run_cli("run", "c", "-e", "go", "--return-value-format", "dill", cwd=folder)
@@ -276,15 +281,7 @@ def test_cli_records_a_return_value_yaml_cannot_hold_with_dill_when_asked(tmp_pa
 
 
 def test_cli_sweep_refuses_an_empty_seed_list(tmp_path):
-    from conftest import run_cli
-
-    folder = tmp_path / "project"
-    folder.mkdir()
-    (folder / "comp.py").write_text("class C:\n    def go(self, x=0):\n        return x\n")
-    (folder / "components.yaml").write_text(
-        "repos: {here: {type: local, path: .}}\n"
-        "components: {c: {repo: here, file_path: comp.py, class_name: C, instantiate: true}}\n"
-    )
+    folder = cli_project(tmp_path, "class C:\n    def go(self, x=0):\n        return x\n")
     result = run_cli("sweep", "c", "-e", "go", "--grid", "c.go.x=1,2", "--seeds", "",
                      "--executor", "serial", cwd=folder, check=False)
     assert result.returncode == 2 and "--seeds" in result.stderr
