@@ -475,7 +475,8 @@ class Session:
 
     def _on_sys_path(self, tree: Tree, name: str) -> Served | tuple[Tree, list[Path], Path] | None:
         """A module found on sys.path whose file lies under a local repo root."""
-        assert tree.root is not None
+        if tree.root is None:  # a snapshot or git tree: no live folder for sys.path to find
+            return None
         try:
             spec = importlib.machinery.PathFinder.find_spec(name)
         except (ImportError, ValueError):

@@ -389,7 +389,8 @@ class Component:
         if local is None:
             return None
         root = self._live_root()
-        assert root is not None
+        if root is None:  # not a local file (checked above): nothing live to load from
+            return None
         installed = _closure.excluded_path(str(root))
         return _closure.Tree(
             self.identifier, _relative_file_path(local, root), root=root, known=known,

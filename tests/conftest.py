@@ -24,6 +24,22 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def git(repo: Path, *args: str) -> str:
+    """Run git in ``repo`` (as a test author, never signing); its output, stripped."""
+    return subprocess.run(
+        ["git", "-c", "user.name=pcs tests", "-c", "user.email=tests@example.invalid",
+         "-c", "commit.gpgsign=false", *args],
+        cwd=repo, check=True, capture_output=True, text=True,
+    ).stdout.strip()
+
+
+def git_init(folder: Path) -> Path:
+    """Make ``folder`` (created when missing) a git repository on branch ``main``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    git(folder, "init", "-q", "-b", "main")
+    return folder
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

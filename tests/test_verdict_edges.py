@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import git, git_init, run_cli
 
 from pcs import Component, LocalRepo, Run
 from pcs.verification import compare_runs
@@ -201,20 +201,10 @@ def test_randomness_drawn_when_the_module_loads_is_seeded(tmp_path):
     assert done.stdout.strip().splitlines()[-1] == "reproduced", done.stdout + done.stderr
 
 
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True,
-                          text=True).stdout.strip()
-
-
 def test_a_relative_git_remote_is_recorded_as_the_path_git_reads(tmp_path, monkeypatch):
     remote = tmp_path / "remote.git"
     git(tmp_path, "init", "-q", "--bare", str(remote))
-    project = tmp_path / "project"
-    project.mkdir()
-    git(project, "init", "-q", "-b", "main")
-    git(project, "config", "user.name", "pcs tests")
-    git(project, "config", "user.email", "tests@example.invalid")
-    git(project, "config", "commit.gpgsign", "false")
+    project = git_init(tmp_path / "project")
     (project / "agent").mkdir()
     component = component_in(project / "agent", "class C:\n    def go(self):\n        return 1\n")
     git(project, "add", ".")

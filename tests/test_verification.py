@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import git, git_init, run_cli
 
 from pcs import Component, LocalRepo, ReproducibilityError, Run
 from pcs.verification import Verification, compare_runs
@@ -53,12 +52,6 @@ class Writer:
 """
 
 
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=repo, check=True, capture_output=True, text=True
-    ).stdout.strip()
-
-
 def component_in(folder: Path, name: str, source: str, class_name: str) -> Component:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{name}.py").write_text(source, encoding="utf-8")
@@ -68,12 +61,7 @@ def component_in(folder: Path, name: str, source: str, class_name: str) -> Compo
 
 
 def git_component(tmp_path: Path, name: str, source: str, class_name: str) -> Component:
-    folder = tmp_path / "project"
-    folder.mkdir()
-    git(folder, "init", "-q", "-b", "main")
-    git(folder, "config", "user.name", "pcs tests")
-    git(folder, "config", "user.email", "tests@example.invalid")
-    git(folder, "config", "commit.gpgsign", "false")
+    folder = git_init(tmp_path / "project")
     component = component_in(folder, name, source, class_name)
     git(folder, "add", ".")
     git(folder, "commit", "-q", "-m", "first")
