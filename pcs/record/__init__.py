@@ -59,8 +59,9 @@ Where the work to come goes (issue 17):
 
 from __future__ import annotations
 
+from pcs.record import closure
 from pcs.record.closure import Part
 from pcs.record.grade import GRADES, Grade
 from pcs.record.staging import Facts, Record
 
-__all__ = ["GRADES", "Facts", "Grade", "Part", "Record"]
+__all__ = ["GRADES", "Facts", "Grade", "Part", "Record", "closure"]

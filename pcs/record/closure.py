@@ -24,6 +24,11 @@ first run or rerun, take them from one place:
   inside functions) without running them, so the closure is known before the
   entry point runs; modules first imported while it runs (dynamic imports) are
   served and pinned too, and reported by :meth:`Session.closure`.
+- :func:`session_for` builds a session from the run core's description of
+  each component (a :class:`Part`: its repo, file, the snapshot and closure a
+  rerun pins); :func:`absorb` adds what a session pinned to a run command's
+  code map (``"<component>:<module>"`` -> ``{component, module, path, file,
+  sha256}``), which the command's identifier covers.
 
 What is never served: the standard library, pcs itself, ``__main__``, names
 already imported from elsewhere (an installed module wins over a file of the
