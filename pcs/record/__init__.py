@@ -3,8 +3,8 @@
 The run core calls this package and it never calls back: ``ComponentRun``
 orchestrates a run, and hands the record plain facts (a
 :class:`~pcs.record.closure.Part` per component, :class:`Facts` about the
-command). Below it are only the foundations (``pcs.repo``, ``pcs.cache``,
-``pcs.specs``, ``pcs._keys``).
+command). Below it are only the foundations and the base (``pcs.repo``,
+``pcs.cache``, ``pcs.specs``, ``pcs.errors``, ``pcs._keys``, ``pcs._config``).
 
 One module per part of the record:
 
