@@ -60,7 +60,7 @@ def timed(fn: Any) -> tuple[float, Any]:
 
 
 def bench_distributions() -> dict[str, float]:
-    from pcs import environment
+    from pcs.record import environment
 
     environment._SCANS.clear()
     first, found = timed(environment.installed_distributions)
@@ -84,7 +84,7 @@ def record_agent_run(modules: list[str]) -> tuple[Any, dict[str, Any]]:
     from mlflow import MlflowClient
 
     from pcs import Component
-    from pcs.environment import used_environment_yaml
+    from pcs.record.environment import used_environment_yaml
 
     agent = Component.from_registry_file(RANDOM_AGENT / "components.yaml", "agent")
     run = agent.run_with_arg_set("run_episodes", {"agent": {"run_episodes": {"num_episodes": 5}}}, seed=1)
@@ -160,7 +160,7 @@ def main() -> None:
     try:
         results["distributions"] = bench_distributions()
         if args.modules is None:
-            from pcs.environment import imported_modules
+            from pcs.record.environment import imported_modules
 
             sources = [p.read_text(encoding="utf-8") for p in sorted(RANDOM_AGENT.glob("*.py"))]
             modules = sorted(imported_modules(sources))

@@ -2,7 +2,8 @@
 
 Dependencies in pcs point one way: ``cli`` -> features (export and import,
 verification, rendering, sweeps, rebuilt environments, freezing) -> the run
-core (``run``, ``component_run``, ``run_command``, ``component``). A few
+core (``run``, ``component_run``, ``run_command``, ``component``) -> the
+record of a run's inputs (``pcs.record``) -> the foundations. A few
 methods of the core classes are conveniences over a feature, kept because
 users (and AgentOS code) call them on the object: ``run.to_registry()``,
 ``Run.from_registry()``, ``run.print_status()``, ``rerun(verify=True)``,

@@ -7,7 +7,7 @@ attributes before ``__init__`` runs. Running an entry point through a
 component records a reproducible ``ComponentRun``.
 
 A component file is loaded fresh for every run, together with the modules it
-imports from its own repo (its closure, see :mod:`pcs._closure`): they are
+imports from its own repo (its closure, see :mod:`pcs.record.closure`): they are
 served from the files as they are (a first run), from a git commit exported
 into ``$PCS_HOME/sources``, or from a recorded snapshot materialised there (a
 rerun), never from a stale ``sys.modules`` entry; ``__file__`` is a real path.
@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import posixpath
 import sys
 import textwrap
 import types
 from collections.abc import Mapping, Sequence
-from contextlib import ExitStack
-from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
-from pcs import _closure, _keys
+from pcs import _keys
 from pcs._features import feature
 from pcs.argument_set import ArgumentSet
 from pcs.errors import (
@@ -36,20 +34,16 @@ from pcs.errors import (
     DependencyError,
     EntryPointNotFoundError,
 )
+from pcs.record import closure
+from pcs.record.closure import Closure, Part, relative_file_path
 from pcs.registry import InMemoryRegistry, Registry
 from pcs.repo import GitRepo, LocalRepo, Repo
 from pcs.run import Run, run_class
 from pcs.specs import sha256_bytes, to_recordable
 
-if TYPE_CHECKING:  # pragma: no cover
-    from pcs.component_run import ComponentRun
-
 __all__ = ["Component", "DEFAULT_ENTRY_POINT_NAME"]
 
 DEFAULT_ENTRY_POINT_NAME = "run"
-
-# A closure handed to a tree: the modules pinned, and their text by sha256.
-Closure = tuple[Sequence[_closure.ModuleFile], Mapping[str, str]]
 
 
 class Component:
@@ -137,7 +131,7 @@ class Component:
             where = managed_cls.__module__.rpartition(".")[0] or managed_cls.__module__
             repo = repo or LocalRepo(f"local_dir_{sha256_bytes(where.encode())[:8]}", path.parent)
             if isinstance(repo, LocalRepo):
-                file_path = _relative_file_path(path, repo.local_dir)
+                file_path = relative_file_path(path, repo.local_dir)
             else:
                 file_path = path.name
             return cls(
@@ -359,42 +353,23 @@ class Component:
 
     # -- building the managed object ----------------------------------------------------------
 
-    def _tree(self, closure: Closure | None = None) -> _closure.Tree | None:
-        """Where this component's files are for a load: live folder, git commit or snapshot.
-
-        Args:
-            closure: modules pinned already (default: the recorded closure of a rerun).
-        """
-        if self.repo is None or not self.file_path:
-            return None
-        known, texts = closure if closure is not None else (self._recorded_closure or ((), {}))
-        file_path = PurePosixPath(self.file_path.replace("\\", "/")).as_posix()
-        if self._source_override is not None:
-            files = {file_path: self._source_override}
-            files.update({m.path: texts[m.sha256] for m in known if m.sha256 in texts})
-            return _closure.Tree(
-                self.identifier, file_path,
-                opener=lambda stack: _closure.materialise(files, stack),
-                known=known, texts=texts, live=False, fallback=self._legacy_dirs,
-            )
-        if isinstance(self.repo, GitRepo):
-            repo, version = self.repo, self._repo_version()
-            folder = posixpath.dirname(file_path)
-
-            def export(stack: ExitStack) -> Path:
-                return _closure.git_tree(repo, repo.resolve(version), folder, stack)
-
-            return _closure.Tree(self.identifier, file_path, opener=export, known=known, texts=texts)
-        local = self.repo.local_file(self.file_path)
-        if local is None:
-            return None
-        root = self._live_root()
-        if root is None:  # not a local file (checked above): nothing live to load from
-            return None
-        installed = _closure.excluded_path(str(root))
-        return _closure.Tree(
-            self.identifier, _relative_file_path(local, root), root=root, known=known,
-            texts=texts, live=not installed, search_path=not installed,
+    def _part(self) -> Part:
+        """This component as the record sees it (see :class:`pcs.record.closure.Part`)."""
+        return Part(
+            key=self.identifier,
+            name=self.name,
+            repo=self.repo,
+            file_path=self.file_path,
+            version=self._repo_version(),
+            snapshot=self._source_override,
+            recorded=self._recorded_closure,
+            legacy=self._legacy_dirs,
+            live_root=self._live_root(),
+            local_file=self.local_source_file(),
+            requirements_path=self.requirements_path,
+            source=self.source,
+            requirements=self.requirements_text,
+            problems=self.snapshot_problems,
         )
 
     def _live_root(self) -> Path | None:
@@ -413,7 +388,7 @@ class Component:
         """The module or class this component manages, freshly executed from its source."""
         return self._load_targets(components=[self])[self.identifier]
 
-    def _load_target_in(self, session: _closure.Session) -> Any:
+    def _load_target_in(self, session: closure.Session) -> Any:
         """Execute this component's source in ``session``'s namespace; its module or class."""
         tree = session.tree(self.identifier)
         path = tree.component_file if tree is not None else None
@@ -434,7 +409,7 @@ class Component:
                 return self._managed
         return self._exec_target(self.source(), path, session)
 
-    def _exec_target(self, text: str, path: Path | None, session: _closure.Session) -> Any:
+    def _exec_target(self, text: str, path: Path | None, session: closure.Session) -> Any:
         if path is not None:
             session.note_local_file(path)
         module = _exec_module(text, self.source_label(), self.name, path)
@@ -482,7 +457,7 @@ class Component:
     def _load_targets(self, components: list[Component] | None = None) -> dict[str, Any]:
         """Load the DAG's components (or ``components``) in a session of their own."""
         components = components if components is not None else self.dependency_list()
-        session = session_for(components)
+        session = closure.session_for([c._part() for c in components])
         try:
             with session:
                 return self._load_targets_in(session, components)
@@ -490,7 +465,7 @@ class Component:
             session.close()
 
     def _load_targets_in(
-        self, session: _closure.Session, components: list[Component] | None = None
+        self, session: closure.Session, components: list[Component] | None = None
     ) -> dict[str, Any]:
         components = components if components is not None else self.dependency_list()
         return {c.identifier: c._load_target_in(session) for c in components}
@@ -586,14 +561,14 @@ class Component:
         run_name: str | None = None,
         experiment_id: str | None = None,
         return_value_format: str = "auto",
-    ) -> ComponentRun:
+    ) -> Run:
         """Run an entry point with an ArgumentSet (or a dict of that shape).
 
         Returns:
             The finished ``ComponentRun``; its ``return_value`` is the entry point's.
         """
-        component_run = run_class(_keys.RUN_TYPE_COMPONENT)
-        return component_run.from_component(  # type: ignore[attr-defined, no-any-return]
+        run_type = run_class(_keys.RUN_TYPE_COMPONENT)  # pcs.ComponentRun, above this module
+        return run_type.from_component(  # type: ignore[attr-defined, no-any-return]
             self,
             entry_point,
             ArgumentSet.coerce(args),
@@ -714,15 +689,6 @@ def _check_same(first: Component, second: Component) -> None:
         )
 
 
-def _relative_file_path(path: Path, root: Path) -> str:
-    try:
-        return str(PurePosixPath(path.relative_to(root)))
-    except ValueError:
-        raise ComponentFileNotFoundError(
-            f"{path} is not inside the repo folder {root}; pass a repo that contains it."
-        ) from None
-
-
 def _exec_module(
     source: str, label: str, name: str, path: Path | None = None
 ) -> types.ModuleType:
@@ -739,7 +705,7 @@ def _exec_module(
     digest = sha256_bytes(source.encode("utf-8"))
     filename = str(path) if path is not None else label
     try:
-        code = _closure.compiled(source, filename, digest)
+        code = closure.compiled(source, filename, digest)
     except SyntaxError as exc:
         raise ComponentError(f"{label} does not compile: {exc}") from None
     safe = "".join(c if c.isalnum() else "_" for c in name)
@@ -774,28 +740,10 @@ def _relative_imports(source: str) -> list[str]:
     """Modules ``source`` imports relative to its package (``from . import x``)."""
     found = [
         "." * level + module
-        for level, module, _ in _closure.literal_imports(source)
+        for level, module, _ in closure.literal_imports(source)
         if level > 0
     ]
     return sorted(set(found))
-
-
-def session_for(
-    components: Sequence[Component], closures: Mapping[str, Closure] | None = None
-) -> _closure.Session:
-    """A closure session over ``components``' trees (see :mod:`pcs._closure`).
-
-    Args:
-        components: the components to load, root first.
-        closures: modules pinned per component identifier (default: none for a
-            first run, the recorded closure for a rerun of recorded code).
-    """
-    trees = []
-    for c in components:
-        tree = c._tree((closures or {}).get(c.identifier))
-        if tree is not None:
-            trees.append(tree)
-    return _closure.Session(trees)
 
 
 def _capture_main_source(managed_cls: type) -> tuple[str | None, list[str]]:

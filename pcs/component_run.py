@@ -13,8 +13,10 @@ run (one ``create_run`` with every tag, one ``log_artifacts`` with every file):
   reproducibility grade with its reasons.
 
 The components are loaded before the run exists, in a fresh module namespace
-that stays active while the entry point runs (see :mod:`pcs._closure`). What
-the entry point prints is shown live and captured (see :mod:`pcs._capture`).
+that stays active while the entry point runs (see :mod:`pcs.record.closure`).
+What the record holds is built by :mod:`pcs.record`, which this module calls
+with what it knows of the command (``RunCommand._facts()``). What the entry
+point prints is shown live and captured (see :mod:`pcs._capture`).
 
 At the end of the run (also when it fails), in one upload: the return value
 (``pcs/return_value.yaml``, tag ``pcs.return_value_sha256``), the captured
@@ -31,52 +33,41 @@ import json
 import logging
 import os
 import posixpath
-import sys
 import tempfile
 import traceback
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from pcs import _closure, _keys, _signals
-from pcs._capture import FileReads, OutputCapture
+from pcs import _keys, _signals
+from pcs._capture import OutputCapture
 from pcs._features import feature
 from pcs._limits import MAX_DEPTH
 from pcs._yaml import load_json, load_yaml
 from pcs.argument_set import ArgumentSet
-from pcs.environment import (
-    SeedReport,
-    environment_yaml,
-    loaded_top_level_modules,
-    modules_used_by_run,
-    seeded,
-    used_environment_yaml,
-)
 from pcs.errors import (
     ArgumentError,
     NotReproducibleError,
     PcsError,
 )
 from pcs.progress import ProgressCallback
+from pcs.record import GRADES, Record
+from pcs.record.closure import Session
+from pcs.record.code import read_sources_dir
+from pcs.record.determinism import seeded
 from pcs.registry import InMemoryRegistry
-from pcs.repo import GitRepo, GitState, LocalRepo, git_state
+from pcs.repo import GitRepo, LocalRepo
 from pcs.run import Run, _pop_active, _push_active, active_runs, keep_verification
 from pcs.run import _flatten as _flatten_spec
-from pcs.run_command import RunCommand, read_sources_dir, source_artifact_name
+from pcs.run_command import RunCommand
 from pcs.specs import content_hash, dump_yaml, sha256_bytes, to_recordable
 
 if TYPE_CHECKING:  # pragma: no cover
     from pcs.component import Component
-    from pcs.verification import Verification
 
 __all__ = ["ComponentRun", "active_component_run", "GRADES", "argument_params"]
 
-#: the top-level names of the modules a run's code imports from outside its repo
-#: (to move to pcs._keys with the other stored names)
-IMPORTS_ARTIFACT = _keys.IMPORTS_ARTIFACT
-
 log = logging.getLogger(__name__)
 
-GRADES = ("portable", "local", "not-rerunnable")
 _UNSET = object()
 # MLflow's limit on a param value; longer arguments are logged as a pointer
 _PARAM_VALUE_LIMIT = 6000
@@ -110,10 +101,8 @@ class ComponentRun(Run):
         self._trusted = False
         self._imports: list[str] | None = None
         self._capture: OutputCapture | None = None
-        self._reads: FileReads | None = None
-        self._seed_report: SeedReport | None = None
-        self._loaded_before: frozenset[str] = frozenset()
-        self.verification: Verification | None = None
+        # the pcs.Verification of a verified rerun (a feature above the core, set by it)
+        self.verification: Any = None
 
     # -- executing a command -----------------------------------------------------------
 
@@ -167,7 +156,7 @@ class ComponentRun(Run):
                 component.check_entry_point(command.entry_point, targets[component.identifier])
                 component.check_arguments(command.argument_set, command.entry_point, targets)
                 params = argument_params(command)
-                record = _prepare_record(command)
+                record = Record.start(command._facts())
                 counted = _signals.enter()
                 try:
                     run = cls._start(command, record, params, outer_run, rerun_of, run_name,
@@ -176,17 +165,17 @@ class ComponentRun(Run):
                     run._finish(value, return_value_format, record, session)
                 except BaseException as exc:
                     # before leave(): a signal delivered again there ends the process
-                    record.folder.cleanup()
+                    record.cleanup()
                     _signals.leave(counted, exc)
                     raise
-                record.folder.cleanup()
+                record.cleanup()
                 _signals.leave(counted, None)
         finally:
             session.close()
         return run
 
     @classmethod
-    def _start(cls, command: RunCommand, record: _Record, params: dict[str, str],
+    def _start(cls, command: RunCommand, record: Record, params: dict[str, str],
                outer_run: Run | None, rerun_of: Run | None, run_name: str | None,
                experiment_id: str | None, extra_tags: dict[str, str] | None) -> ComponentRun:
         tags = dict(record.tags)
@@ -197,7 +186,7 @@ class ComponentRun(Run):
         run._run_command = command
         try:
             run._log_params_unchecked(params)
-            run.log_artifacts(record.folder.name)
+            run.log_artifacts(record.folder)
         except BaseException as exc:
             run._end_with_error(exc)
             raise
@@ -212,18 +201,13 @@ class ComponentRun(Run):
         self._changed()
 
     def _call_entry_point(
-        self, command: RunCommand, targets: dict[str, Any], record: _Record,
-        session: _closure.Session,
+        self, command: RunCommand, targets: dict[str, Any], record: Record, session: Session,
     ) -> Any:
         component = command.component
         capture = self._capture = OutputCapture()
-        reads = self._reads = FileReads(
-            [r for c in component.dependency_list() if (r := c._live_root()) is not None]
-        )
         _push_active(self)
         try:
-            self._loaded_before = loaded_top_level_modules()
-            with seeded(command.seed) as self._seed_report, capture, reads:
+            with record.watching(), capture:
                 objects = component._build_objects(command.argument_set, targets)
                 self._managed_ids = {id(o) for o in objects.values()}
                 entry = getattr(objects[component.identifier], command.entry_point)
@@ -238,44 +222,20 @@ class ComponentRun(Run):
             _pop_active(self)
 
     def _end_files(
-        self, command: RunCommand, record: _Record, session: _closure.Session
+        self, command: RunCommand, record: Record, session: Session
     ) -> tuple[Path, dict[str, str]]:
-        """Stage what the end of a run records (output, imports, a grown closure); its tags."""
-        end = Path(record.folder.name) / "end"
-        end.mkdir(exist_ok=True)
+        """Stage what the end of a run records (output, then the record's end); its tags."""
+        end = record.end_folder()
         tags: dict[str, str] = {}
         try:
             if self._capture is not None:
                 tags.update(self._capture.write_files(end))
             grew = command.absorb(session)
-            self._imports = _third_party(command.imports)
-            if command.imports:  # none: no file, read as an empty list
-                (end / Path(IMPORTS_ARTIFACT).name).write_text(dump_yaml({
-                    "pcs_format": _keys.FORMAT_VERSION,
-                    "modules": self._imports,
-                    "stdlib": sorted(n for n in command.imports if n in sys.stdlib_module_names),
-                }), encoding="utf-8")
-            if grew:
-                # modules first imported while the entry point ran: the record must cover them
-                record.rewrite(command, end)
-                tags[_keys.RUN_COMMAND_ID] = command.identifier
-            # the distributions the run used, which a rebuilt environment installs
-            names = modules_used_by_run(command.sources.values(), self._loaded_before)
-            fingerprint, text = used_environment_yaml(names | set(command.imports), self._seed_report)
-            (end / Path(_keys.ENVIRONMENT_USED_ARTIFACT).name).write_text(text, encoding="utf-8")
-            tags[_keys.ENVIRONMENT_FINGERPRINT] = fingerprint
-            data = self._reads.files() if self._reads is not None else []
-            if data:
-                record.lower_grade(
-                    "it read files next to its code that the snapshot does not hold ("
-                    + ", ".join(data[:5]) + (f" and {len(data) - 5} more" if len(data) > 5 else "")
-                    + "): a rerun of the recorded code cannot read them; rerun with "
-                    "code='current' or code='git' where they are"
-                )
-                tags[_keys.GRADE] = record.grade[0]
-                tags[_keys.GRADE_REASONS] = json.dumps(record.grade[1])
+            record.end(end, command._facts(), grew, tags)
         except Exception as exc:  # noqa: BLE001 - the run must still end; say what is missing
             log.warning("pcs: could not stage the end of run %s: %s", self.identifier, exc)
+        if record.imports is not None:
+            self._imports = record.imports
         return end, tags
 
     def _end_with_error(
@@ -312,7 +272,7 @@ class ComponentRun(Run):
             return
         self.end("FAILED")
 
-    def _finish(self, value: Any, fmt: str, record: _Record, session: _closure.Session) -> None:
+    def _finish(self, value: Any, fmt: str, record: Record, session: Session) -> None:
         command = self.run_command
         try:
             end, tags = self._end_files(command, record, session)
@@ -320,12 +280,10 @@ class ComponentRun(Run):
             if path is not None:
                 tags[_keys.RETURN_VALUE_SHA256] = digest
             else:
-                record.lower_grade(
+                tags.update(record.lower_grade(
                     f"the return value ({type(value).__name__}) cannot be recorded as YAML/JSON; "
                     "pass return_value_format='dill' to record it"
-                )
-                tags[_keys.GRADE] = record.grade[0]
-                tags[_keys.GRADE_REASONS] = json.dumps(record.grade[1])
+                ))
             tags[_keys.RETURN_VALUE_FORMAT] = used_fmt
             self.log_artifacts(end, _keys.PCS_ARTIFACT_DIR)
             self.set_tags(tags)
@@ -486,7 +444,7 @@ class ComponentRun(Run):
         without it gives an empty list.
         """
         if self._imports is None:
-            data = self._read_yaml(IMPORTS_ARTIFACT)
+            data = self._read_yaml(_keys.IMPORTS_ARTIFACT)
             modules = data.get("modules") if isinstance(data, dict) else None
             self._imports = [str(m) for m in modules] if isinstance(modules, list) else []
         return list(self._imports)
@@ -652,240 +610,6 @@ def _pin_to_recorded_commits(command: RunCommand, record: dict[str, Any], run_id
             "code='current'."
         )
     return RunCommand.create(command.component, command.entry_point, command.argument_set, command.seed)
-
-
-def _third_party(names: set[str]) -> list[str]:
-    """The top-level module names that are not part of the standard library, sorted."""
-    return sorted(n for n in names if n not in sys.stdlib_module_names and not n.startswith("_pcs"))
-
-
-# -- the record written at run start --------------------------------------------------------
-
-
-class _Record:
-    """The artifacts and tags of a new component run, staged in a temp folder."""
-
-    def __init__(self, folder: tempfile.TemporaryDirectory, tags: dict[str, str],
-                 grade: tuple[str, list[str]], code_record: dict[str, Any]):
-        self.folder = folder
-        self.tags = tags
-        self.grade = grade
-        self.code_record = code_record
-
-    def lower_grade(self, reason: str) -> None:
-        """Something found at the end of the run keeps it from being ``portable``."""
-        level, reasons = self.grade
-        if level == "portable":
-            self.grade = ("local", [reason])
-        else:
-            self.grade = (level, reasons + [reason])
-
-    def rewrite(self, command: RunCommand, end: Path) -> None:
-        """Stage, in ``end`` (uploaded as ``pcs/``), the record of a closure that grew during the run."""
-        (end / Path(_keys.RUN_COMMAND_ARTIFACT).name).write_text(
-            command.to_yaml_text(), encoding="utf-8"
-        )
-        _write_sources(command, end / Path(_keys.SOURCE_ARTIFACT_DIR).name)
-        _describe_closure(command, self.code_record)
-        (end / Path(_keys.CODE_ARTIFACT).name).write_text(dump_yaml(self.code_record), encoding="utf-8")
-
-
-def _write_sources(command: RunCommand, folder: Path) -> None:
-    """Every snapshot text the command's code map names, as ``<sha256>.py`` in ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    components = {c.identifier: c for c in command.component.dependency_list()}
-    for key, entry in command.code.items():
-        digest = entry.get("sha256")
-        if not digest:
-            continue  # no source could be captured; the grade says so
-        text = command.sources.get(digest)
-        if text is None and key in components:
-            text = components[key].source()
-        if text is None:
-            continue
-        target = folder / source_artifact_name(digest)
-        if not target.exists():
-            target.write_text(text, encoding="utf-8")
-
-
-def _prepare_record(command: RunCommand) -> _Record:
-    """Stage every artifact and tag of a new component run, before the run exists."""
-    component = command.component
-    components = component.dependency_list()
-    folder = tempfile.TemporaryDirectory(prefix=f"pcs-{os.getpid()}-record-")
-    root = Path(folder.name)
-    pcs_dir = root / _keys.PCS_ARTIFACT_DIR
-    pcs_dir.mkdir()
-    (root / _keys.RUN_COMMAND_ARTIFACT).write_text(command.to_yaml_text(), encoding="utf-8")
-    _write_sources(command, root / _keys.SOURCE_ARTIFACT_DIR)
-    fingerprint, env_text = environment_yaml(command.seed)
-    (root / _keys.ENVIRONMENT_ARTIFACT).write_text(env_text, encoding="utf-8")
-
-    code_record, git_tags, git_problems = _capture_code(command, pcs_dir)
-    requirements, req_problems = _capture_requirements(components, pcs_dir)
-    code_record["requirements"] = requirements
-    (root / _keys.CODE_ARTIFACT).write_text(dump_yaml(code_record), encoding="utf-8")
-
-    level, reasons = _grade(command, git_problems, req_problems)
-    tags = {
-        _keys.RUN_COMMAND_ID: command.identifier,
-        _keys.COMPONENT: component.identifier,
-        _keys.ENTRY_POINT: command.entry_point,
-        _keys.SEED: str(command.seed),
-        _keys.ENVIRONMENT_FINGERPRINT: fingerprint,
-        _keys.GRADE: level,
-        _keys.GRADE_REASONS: json.dumps(reasons),
-        **git_tags,
-    }
-    return _Record(folder, tags, (level, reasons), code_record)
-
-
-def _capture_code(command: RunCommand, pcs_dir: Path) -> tuple[dict[str, Any], dict[str, str], list[str]]:
-    """Per component: source label, sha256, where it was on disk and its git state.
-
-    A rerun of recorded code takes the git state of git-pinned components from
-    the recorded ``code.yaml``, so it reaches no git remote.
-    """
-    record: dict[str, Any] = {"components": {}}
-    tags: dict[str, str] = {}
-    problems: list[str] = []
-    states: dict[str, GitState] = {}
-    root_component = command.component
-    recorded = (command.recorded_code or {}).get("components") or {}
-    for c in root_component.dependency_list():
-        entry: dict[str, Any] = dict(command.code[c.identifier])
-        if isinstance(c.repo, GitRepo):
-            old = (recorded.get(c.identifier) or {}).get("git") or {}
-            if c._source_override is not None and old.get("commit"):
-                commit = str(old["commit"])  # the snapshot of this commit runs: no remote asked
-            else:
-                commit = c.repo.resolve(c.version)
-            entry["git"] = {"url": c.repo.url, "commit": commit, "version": c.version}
-            if not _is_remote_url(c.repo.url):
-                problems.append(f"{c.identifier} is pinned to a git repo at a local path ({c.repo.url})")
-            if c is root_component:
-                tags[_keys.SOURCE_GIT_COMMIT] = commit
-                tags[_keys.SOURCE_GIT_REPO_URL] = c.repo.url
-        else:
-            local = c.local_source_file()
-            live_root = c._live_root()
-            if local is not None and live_root is not None:
-                entry["local_dir"] = str(c.repo.local_dir) if isinstance(c.repo, LocalRepo) else str(live_root)
-                entry["local_path"] = str(local)
-            closure_files = [
-                live_root / PurePosixPath(e["path"])
-                for e in command.closure_entries(c.identifier).values()
-            ] if live_root is not None else []
-            state = git_state([local] + closure_files) if local is not None else None
-            if state is not None:
-                states[c.identifier] = state
-                entry["git"] = state.to_dict()
-                if state.dirty:
-                    diff_dir = pcs_dir.parent / _keys.DIFF_ARTIFACT_DIR
-                    diff_dir.mkdir(exist_ok=True)
-                    name = f"{c.name}.diff"
-                    (diff_dir / name).write_text(state.diff or "", encoding="utf-8")
-                    entry["git"]["diff_artifact"] = f"{_keys.DIFF_ARTIFACT_DIR}/{name}"
-                if c is root_component:
-                    tags[_keys.SOURCE_GIT_COMMIT] = state.commit
-                    tags[_keys.CODE_DIRTY] = str(state.dirty).lower()
-                    if state.branch:
-                        tags[_keys.SOURCE_GIT_BRANCH] = state.branch
-                    if state.remote_url:
-                        tags[_keys.SOURCE_GIT_REPO_URL] = state.remote_url
-        record["components"][c.identifier] = entry
-    _describe_closure(command, record, states)
-    return record, tags, problems
-
-
-def _describe_closure(
-    command: RunCommand, record: dict[str, Any], states: dict[str, GitState] | None = None
-) -> None:
-    """Add every closure module to ``record["components"]``: where it was, and its git state.
-
-    Args:
-        command: the command whose closure is described.
-        record: the ``code.yaml`` data; entries already in it are kept.
-        states: the git state of each component's files, when just captured
-            (tells which closure files have uncommitted edits).
-    """
-    entries = record.setdefault("components", {})
-    for c in command.component.dependency_list():
-        owner = entries.get(c.identifier) or {}
-        git = owner.get("git") or {}
-        state = (states or {}).get(c.identifier)
-        live_root = c._live_root()
-        for key, module in command.closure_entries(c.identifier).items():
-            if key in entries:
-                continue
-            entry: dict[str, Any] = dict(module)
-            local = live_root / PurePosixPath(module["path"]) if live_root is not None else None
-            if local is not None:
-                entry["local_path"] = str(local)
-            if git:
-                entry["git"] = {k: git[k] for k in ("url", "commit", "version", "branch", "remote_url")
-                                if k in git}
-                if "dirty" in git:
-                    entry["git"]["dirty"] = _file_dirty(state, local) if state else bool(git["dirty"])
-            entries[key] = entry
-
-
-def _file_dirty(state: GitState, local: Path | None) -> bool:
-    """Whether one file of a captured git state has uncommitted edits (or is not committed)."""
-    if not state.dirty or local is None:
-        return state.dirty
-    rel = os.path.relpath(local.resolve(), state.root).replace(os.sep, "/")
-    return rel in state.untracked or f"diff --git a/{rel} b/{rel}" in state.diff
-
-
-def _capture_requirements(components: list, pcs_dir: Path) -> tuple[dict[str, Any], list[str]]:
-    out: dict[str, Any] = {}
-    problems: list[str] = []
-    for c in components:
-        text = c.requirements_text()
-        if text is None:
-            continue
-        req_dir = pcs_dir.parent / _keys.REQUIREMENTS_DIR
-        req_dir.mkdir(exist_ok=True)
-        (req_dir / f"{c.name}.txt").write_text(text, encoding="utf-8")
-        digest = sha256_bytes(text.encode())
-        out[c.identifier] = {"path": c.requirements_path, "sha256": digest}
-        lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
-        unpinned = [ln for ln in lines if "==" not in ln and not ln.startswith("-")]
-        if unpinned:
-            problems.append(
-                f"{c.requirements_path} of {c.identifier} does not pin "
-                f"{', '.join(unpinned[:5])} to exact versions"
-            )
-    return out, problems
-
-
-def _grade(command: RunCommand, git_problems: list[str], req_problems: list[str]) -> tuple[str, list[str]]:
-    """The reproducibility grade of a command, with reasons, at record time.
-
-    The modules a component imports from its own repo are in the snapshot (its
-    closure), so they do not lower the grade; modules the snapshot cannot hold
-    (compiled ones) and relative imports make it ``local``.
-    """
-    blocking: list[str] = []
-    local: list[str] = []
-    for c in command.component.dependency_list():
-        for problem in c.snapshot_problems():
-            (local if "imports files next to it" in problem else blocking).append(problem)
-    local.extend(command.closure_problems)
-    local.extend(git_problems)
-    local.extend(req_problems)
-    if blocking:
-        return "not-rerunnable", blocking + local
-    if local:
-        return "local", local
-    return "portable", ["complete source snapshot, recorded arguments and seed"]
-
-
-def _is_remote_url(url: str) -> bool:
-    return url.startswith(("http://", "https://", "ssh://", "git://")) or (
-        "@" in url and ":" in url and not url.startswith("file://")
-    )
 
 
 _EXT = {"yaml": "yaml", "json": "json", "dill": "pkl", "pickle": "pkl"}

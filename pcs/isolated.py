@@ -532,7 +532,7 @@ def _recorded_environment(original: ComponentRun) -> dict[str, Any]:
 
 def _rerun_env(environment: Mapping[str, Any], experiment_id: str) -> dict[str, str]:
     """The subprocess's variables: the recorded hash seed and thread settings, no PYTHONPATH."""
-    from pcs._determinism import DETERMINISM_VARIABLES, THREAD_VARIABLES
+    from pcs.record.determinism import DETERMINISM_VARIABLES, THREAD_VARIABLES
 
     env = dict(os.environ)
     env["MLFLOW_TRACKING_URI"] = _config.tracking_uri()

@@ -3,7 +3,7 @@
 The identifier is the sha256 of the command's canonical spec, which covers the
 component DAG's structure, the entry point, every argument, the seed and a
 sha256 of every component's source and of every module in its closure (the
-modules it loads from its own repo, see :mod:`pcs._closure`). Editing a
+modules it loads from its own repo, see :mod:`pcs.record.closure`). Editing a
 component file or a helper it imports therefore makes a different command;
 running the same command again is the same computation.
 
@@ -23,19 +23,21 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pcs import _closure, _keys
+from pcs import _keys
 from pcs._keys import FORMAT_VERSION
 from pcs.argument_set import ArgumentSet
-from pcs.component import Closure, Component, session_for
-from pcs.environment import draw_seed, seeded
+from pcs.component import Component
 from pcs.errors import ArgumentError, ComponentError, NotReproducibleError, RegistryError
+from pcs.record import Facts, closure
+from pcs.record.closure import Closure
+from pcs.record.determinism import seeded
+from pcs.record.environment import draw_seed
 from pcs.registry import InMemoryRegistry, Registry
 from pcs.repo import LocalRepo, Repo
 from pcs.run import run_class
 from pcs.specs import check_format_version, content_hash, dump_yaml, sha256_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pcs.component_run import ComponentRun
     from pcs.run import Run
 
 __all__ = ["RunCommand"]
@@ -74,7 +76,7 @@ class RunCommand:
         self.sources: dict[str, str] = dict(sources or {})
         self._identifier: str | None = None
         # a session that loaded the components for this command, kept for its first run
-        self._prepared: tuple[_closure.Session, dict[str, Any]] | None = None
+        self._prepared: tuple[closure.Session, dict[str, Any]] | None = None
         self.closure_problems: list[str] = []  # closure modules the snapshot cannot hold
         self.imports: set[str] = set()  # top-level names the closure imports from elsewhere
         # the code.yaml of the run a rerun of recorded code reproduces (its git state)
@@ -124,7 +126,7 @@ class RunCommand:
             code,
             sources,
         )
-        session = session_for(components)
+        session = closure.session_for([c._part() for c in components])
         try:
             # seeded while the modules load too: randomness at module level (a split drawn at
             # import) is then the same in every run of this seed
@@ -136,37 +138,18 @@ class RunCommand:
         command._prepared = (session, targets)
         return command
 
-    def scan(self, session: _closure.Session) -> None:
+    def scan(self, session: closure.Session) -> None:
         """Find the closure's literal imports (inside functions too) in ``session``, and absorb it."""
-        session.scan(
-            (cid, self.sources[entry["sha256"]])
-            for cid, entry in self.code.items()
-            if "module" not in entry and entry.get("sha256") in self.sources
-        )
+        session.scan(closure.component_texts(self.code, self.sources))
         self.absorb(session)
 
-    def absorb(self, session: _closure.Session) -> bool:
+    def absorb(self, session: closure.Session) -> bool:
         """Add the modules ``session`` pinned to the closure; whether the code map changed."""
-        by_id = {c.identifier: c for c in self.component.dependency_list()}
-        changed = False
-        for served in session.closure():
-            owner = by_id.get(served.key)
-            if owner is None:
-                continue
-            key = closure_key(served.key, served.name)
-            repo_id = owner.repo.identifier if owner.repo is not None else "<inline>"
-            entry = {
-                "component": served.key,
-                "module": served.name,
-                "path": served.module.path,
-                "file": f"{repo_id}:{served.module.path}",
-                "sha256": served.module.sha256,
-            }
-            if served.text is not None:
-                self.sources.setdefault(served.module.sha256, served.text)
-            if self.code.get(key) != entry:
-                self.code[key] = entry
-                changed = True
+        repo_ids = {
+            c.identifier: c.repo.identifier if c.repo is not None else "<inline>"
+            for c in self.component.dependency_list()
+        }
+        changed = closure.absorb(session, self.code, self.sources, repo_ids)
         if changed:
             self.code = dict(sorted(self.code.items()))
             self._identifier = None
@@ -178,31 +161,35 @@ class RunCommand:
 
     def closure_entries(self, component_id: str) -> dict[str, dict[str, str]]:
         """The code entries of ``component_id``'s closure, by key."""
-        return {
-            key: entry for key, entry in self.code.items()
-            if key != component_id and entry.get("component") == component_id and "module" in entry
-        }
+        return closure.module_entries(self.code, component_id)
 
     def closures(self) -> dict[str, Closure]:
         """Per component identifier: its closure's modules and the texts this process holds."""
-        out: dict[str, Closure] = {}
-        for c in self.component.dependency_list():
-            known = [
-                _closure.ModuleFile(str(e["module"]), str(e["path"]), str(e["sha256"]))
-                for e in self.closure_entries(c.identifier).values()
-                if e.get("sha256")
-            ]
-            out[c.identifier] = (known, {m.sha256: self.sources[m.sha256] for m in known
-                                         if m.sha256 in self.sources})
-        return out
+        return closure.closures(self.code, self.sources, [c.identifier for c in self.component.dependency_list()])
 
-    def take_session(self) -> tuple[_closure.Session, dict[str, Any] | None]:
+    def take_session(self) -> tuple[closure.Session, dict[str, Any] | None]:
         """The session that loaded this command's components (once), else a new one to load in."""
         if self._prepared is not None:
             session, targets = self._prepared
             self._prepared = None
             return session, targets
-        return session_for(self.component.dependency_list(), self.closures()), None
+        parts = [c._part() for c in self.component.dependency_list()]
+        return closure.session_for(parts, self.closures()), None
+
+    def _facts(self) -> Facts:
+        """What the record is told of this command, as it is now."""
+        return Facts(
+            identifier=self.identifier,
+            entry_point=self.entry_point,
+            seed=self.seed,
+            parts=[c._part() for c in self.component.dependency_list()],
+            code=self.code,
+            sources=self.sources,
+            imports=self.imports,
+            closure_problems=self.closure_problems,
+            recorded_code=self.recorded_code,
+            registry_text=self.to_yaml_text,
+        )
 
     @property
     def identifier(self) -> str:
@@ -326,13 +313,13 @@ class RunCommand:
                     f"The run command records no code for component {component.identifier!r}."
                 )
             component._source_override = _recorded_text(entry, sources)
-            known: list[_closure.ModuleFile] = []
+            known: list[closure.ModuleFile] = []
             texts: dict[str, str] = {}
             for module_entry in self.closure_entries(component.identifier).values():
                 if not module_entry.get("sha256"):
                     continue  # a compiled module: the run was graded local for it
                 texts[module_entry["sha256"]] = _recorded_text(module_entry, sources)
-                known.append(_closure.ModuleFile(
+                known.append(closure.ModuleFile(
                     str(module_entry["module"]), str(module_entry["path"]), module_entry["sha256"]
                 ))
             component._recorded_closure = (known, texts)
@@ -354,7 +341,7 @@ class RunCommand:
         run_name: str | None = None,
         experiment_id: str | None = None,
         return_value_format: str = "auto",
-    ) -> ComponentRun:
+    ) -> Run:
         """Execute the command as a new ``ComponentRun`` and return it when finished."""
         return run_class(_keys.RUN_TYPE_COMPONENT).execute(  # type: ignore[attr-defined, no-any-return]
             self,
@@ -376,11 +363,6 @@ class RunCommand:
             f"RunCommand({self.component.identifier!r}, {self.entry_point!r}, "
             f"seed={self.seed}, id={self.identifier[:12]})"
         )
-
-
-def closure_key(component_id: str, module: str) -> str:
-    """The key of a closure module's entry in a command's code map."""
-    return f"{component_id}:{module}"
 
 
 def _recorded_text(entry: Mapping[str, Any], sources: Mapping[str, str]) -> str:
@@ -406,17 +388,3 @@ def _portable_repo_spec(repo: Repo) -> dict[str, Any]:
     if isinstance(repo, LocalRepo):
         spec["path"] = PORTABLE_LOCAL_PATH
     return spec
-
-
-def source_artifact_name(digest: str) -> str:
-    return f"{digest}.py"
-
-
-def read_sources_dir(folder: Path) -> dict[str, str]:
-    """Snapshot texts by sha256 from a downloaded ``pcs/source`` folder."""
-    out: dict[str, str] = {}
-    if folder.is_dir():
-        for path in folder.iterdir():
-            if path.suffix == ".py":
-                out[path.stem] = path.read_text(encoding="utf-8")
-    return out

@@ -33,8 +33,8 @@ from typing import Any
 from pcs import _keys
 from pcs._features import provides
 from pcs.component_run import ComponentRun, argument_params
-from pcs.environment import changed_distributions, determinism_suspects
 from pcs.errors import ArgumentError, PcsError
+from pcs.record.environment import changed_distributions, determinism_suspects
 from pcs.run import Run
 from pcs.specs import content_hash
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from pcs import _determinism
-from pcs._determinism import (
+from pcs.record import determinism as _determinism
+from pcs.record.determinism import (
     SeedReport,
     determinism_record,
     determinism_suspects,
@@ -104,7 +104,7 @@ def test_numpy_first_imported_inside_the_block_is_seeded():
     out = python(
         """
         import json, sys
-        from pcs._determinism import seeded
+        from pcs.record.determinism import seeded
         before = "numpy" in sys.modules
         with seeded(7) as report:
             import numpy
@@ -273,7 +273,7 @@ def test_real_torch_first_imported_inside_the_block_is_seeded():
     out = python(
         """
         import json
-        from pcs._determinism import seeded, determinism_record
+        from pcs.record.determinism import seeded, determinism_record
         with seeded(13) as report:
             import torch
             value = torch.rand(3).tolist()
@@ -295,7 +295,7 @@ def test_entering_a_block_does_not_import_real_torch():
     out = python(
         """
         import sys
-        from pcs._determinism import seeded, seed_everything, determinism_record
+        from pcs.record.determinism import seeded, seed_everything, determinism_record
         with seeded(1):
             seed_everything(2)
             determinism_record()

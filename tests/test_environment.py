@@ -23,7 +23,7 @@ from pcs import (
     NotReproducibleError,
     Run,
 )
-from pcs.environment import (
+from pcs.record.environment import (
     SeedReport,
     _normalize,
     capture_environment,
@@ -325,7 +325,7 @@ def test_required_distributions_follow_requirements_extras_and_markers(site_dir)
 
 
 def test_requirements_are_read_as_importlib_metadata_reads_them():
-    from pcs.environment import _scan
+    from pcs.record.environment import _scan
 
     scan = _scan()
     for name, dist in scan.dists.items():

@@ -22,8 +22,12 @@ import pytest
 import yaml
 
 from pcs import Component, EnvironmentBuildError, LocalRepo, Run
-from pcs.environment import capture_environment, environment_fingerprint, used_environment_yaml
 from pcs.isolated import MARKER, build_recorded_env, recorded_env, venv_python
+from pcs.record.environment import (
+    capture_environment,
+    environment_fingerprint,
+    used_environment_yaml,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RANDOM_AGENT = REPO_ROOT / "examples" / "random_agent"
@@ -142,7 +146,7 @@ def test_environment_holds_what_the_run_used_and_pcs_with_its_metadata(tmp_path,
         venv,
         """
         import importlib.metadata, importlib.util, json, sys, pcs, pcs_mini
-        from pcs.environment import used_environment_yaml
+        from pcs.record.environment import used_environment_yaml
         fingerprint, text = used_environment_yaml(["pcs_mini"])
         print(json.dumps({
             "mini": pcs_mini.VALUE,
@@ -248,7 +252,7 @@ def test_a_killed_build_is_swept_by_the_next_one(tmp_path, offline):
     builder = textwrap.dedent(
         f"""
         import time
-        from pcs.environment import capture_environment
+        from pcs.record.environment import capture_environment
         from pcs.isolated import build_recorded_env
         record = capture_environment()
         record["used_distributions"] = {{}}

@@ -1,4 +1,4 @@
-"""Dependencies point one way: cli -> features -> run core -> specs, config, keys.
+"""Dependencies point one way: cli -> features -> run core -> record -> foundations -> base.
 
 Every import of a pcs module inside pcs (at the top of a module or inside a
 function) is read from the source, so a function-local import that dodges a
@@ -20,9 +20,11 @@ LAYERS: list[tuple[str, set[str]]] = [
         "pcs.progress", "pcs._archive",
     }),
     ("foundations", {
-        "pcs._determinism", "pcs.environment", "pcs.repo", "pcs.registry", "pcs.argument_set",
-        "pcs.cache", "pcs.web_registry", "pcs._closure", "pcs._capture",
+        "pcs.repo", "pcs.registry", "pcs.argument_set", "pcs.cache", "pcs.web_registry",
+        "pcs._capture",
     }),
+    # what a component run records about its inputs: called by the run core, never calling it
+    ("record", {"pcs.record"}),
     ("run core", {
         "pcs.run", "pcs.component", "pcs.run_command", "pcs.component_run",
     }),
@@ -32,6 +34,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     }),
     ("cli", {"pcs.cli", "pcs", "pcs.__main__"}),
 ]
+CORE = [name for name, _ in LAYERS].index("run core")
 # within the run core, the order is fixed too (run knows nothing of components)
 CORE_ORDER = ["pcs.run", "pcs.component", "pcs.run_command", "pcs.component_run"]
 # a re-export under an AgentOS name: pcs.registry.WebRegistry (loaded on first use)
@@ -104,7 +107,7 @@ def test_no_module_imports_a_higher_layer():
                 continue
             if layer > own:
                 upward.append(f"{module} ({LAYERS[own][0]}) imports {target} ({LAYERS[layer][0]})")
-            elif layer == own == 2:
+            elif layer == own == CORE:
                 a, b = _core_rank(module), _core_rank(target)
                 if a is not None and b is not None and b > a:
                     upward.append(f"{module} imports {target}, later in the run core")

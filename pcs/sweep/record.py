@@ -44,7 +44,7 @@ _PARAM_VALUE_LIMIT = 6000
 
 def stage(root: Path, spec: SweepSpec, commands_yaml: str, sources: Mapping[str, str]) -> None:
     """Write the sweep's record into ``root``, laid out as its artifacts."""
-    from pcs.run_command import source_artifact_name
+    from pcs.record.code import source_artifact_name
     from pcs.specs import dump_yaml
 
     (root / _keys.SOURCE_ARTIFACT_DIR).mkdir(parents=True)

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from pcs._keys import FORMAT_VERSION
 from pcs.argument_set import ArgumentSet
-from pcs.environment import draw_seed
 from pcs.errors import ArgumentError, NotReproducibleError
+from pcs.record.environment import draw_seed
 from pcs.specs import check_format_version, to_recordable
 
 if TYPE_CHECKING:  # pragma: no cover

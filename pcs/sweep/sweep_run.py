@@ -487,7 +487,7 @@ class SweepRun(Run):
         return self
 
     def _recorded_sources(self) -> dict[str, str]:
-        from pcs.run_command import read_sources_dir
+        from pcs.record.code import read_sources_dir
 
         with tempfile.TemporaryDirectory(prefix=f"pcs-{os.getpid()}-sweep-") as tmp:
             try:

@@ -24,6 +24,11 @@ first run or rerun, take them from one place:
   inside functions) without running them, so the closure is known before the
   entry point runs; modules first imported while it runs (dynamic imports) are
   served and pinned too, and reported by :meth:`Session.closure`.
+- :func:`session_for` builds a session from the run core's description of
+  each component (a :class:`Part`: its repo, file, the snapshot and closure a
+  rerun pins); :func:`absorb` adds what a session pinned to a run command's
+  code map (``"<component>:<module>"`` -> ``{component, module, path, file,
+  sha256}``), which the command's identifier covers.
 
 What is never served: the standard library, pcs itself, ``__main__``, names
 already imported from elsewhere (an installed module wins over a file of the
@@ -47,6 +52,7 @@ import importlib.abc
 import importlib.machinery
 import importlib.util
 import os
+import posixpath
 import shutil
 import site
 import sys
@@ -62,18 +68,29 @@ from typing import Any
 
 from pcs import _config
 from pcs.cache import in_use
-from pcs.errors import NotReproducibleError
+from pcs.errors import ComponentFileNotFoundError, NotReproducibleError
+from pcs.repo import GitRepo, Repo
 from pcs.specs import sha256_bytes
 
 __all__ = [
+    "Closure",
     "ModuleFile",
+    "Part",
     "Served",
     "Tree",
     "Session",
-    "materialise",
+    "absorb",
+    "closure_key",
+    "closures",
+    "component_texts",
+    "excluded_path",
     "git_tree",
     "literal_imports",
-    "excluded_path",
+    "materialise",
+    "module_entries",
+    "relative_file_path",
+    "session_for",
+    "tree_for",
 ]
 
 _LOCK = threading.RLock()
@@ -556,7 +573,7 @@ class Session:
         while frame is not None:
             module = frame.f_globals.get("__name__", "")
             if isinstance(module, str) and not module.startswith(
-                ("importlib", "_frozen_importlib", "pcs._closure")
+                ("importlib", "_frozen_importlib", __name__)
             ):
                 if not frame.f_code.co_filename.startswith("<frozen"):
                     file = frame.f_globals.get("__file__")
@@ -799,7 +816,7 @@ def _excluded_prefixes() -> tuple[str, ...]:
     user = site.getusersitepackages() if hasattr(site, "getusersitepackages") else None
     if isinstance(user, str):
         places.add(user)
-    places.add(str(Path(__file__).resolve().parent))
+    places.add(str(Path(__file__).resolve().parent.parent))  # the pcs package
     out: set[str] = set()
     for place in places:
         if place:
@@ -812,3 +829,179 @@ def excluded_path(path: str) -> bool:
     """Whether ``path`` lies inside the interpreter's prefixes, site-packages or pcs."""
     candidate = path if path.endswith(os.sep) else path + os.sep
     return candidate.startswith(_excluded_prefixes())
+
+
+# -- components: their trees, and their closures in a run command's code map ------------------
+
+# A closure handed to a tree: the modules pinned, and their text by sha256.
+Closure = tuple[Sequence[ModuleFile], Mapping[str, str]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Part:
+    """One component as the record sees it: where its source lives and what a rerun pins.
+
+    The run core describes each component once (``Component._part()``) and
+    hands the descriptions down; nothing here calls back into the core. What
+    costs a read (the source text, the requirements file, the snapshot's
+    problems) is asked for only when a record needs it.
+    """
+
+    key: str  # the component's identifier
+    name: str
+    repo: Repo | None
+    file_path: str | None
+    version: str | None  # the commit, branch or tag asked of a GitRepo
+    snapshot: str | None  # the recorded text a rerun runs instead of the file
+    recorded: Closure | None  # the recorded closure a rerun of recorded code serves
+    legacy: tuple[Path, Path] | None  # (root, folder) where a record older than closures found helpers
+    live_root: Path | None  # the folder a first run resolves the component's files from
+    local_file: Path | None  # the file on this machine's disk that holds the source
+    requirements_path: str | None
+    source: Callable[[], str]  # the source text the component runs now
+    requirements: Callable[[], str | None]  # the requirements file's text, when it declares one
+    problems: Callable[[], list[str]]  # why the source snapshot may not be enough to rerun anywhere
+
+
+def tree_for(part: Part, closure: Closure | None = None) -> Tree | None:
+    """Where a component's files are for a load: live folder, git commit or snapshot.
+
+    Args:
+        part: the component.
+        closure: modules pinned already (default: the recorded closure of a rerun).
+
+    Returns:
+        None for a component without files (captured from ``__main__``).
+    """
+    if part.repo is None or not part.file_path:
+        return None
+    known, texts = closure if closure is not None else (part.recorded or ((), {}))
+    file_path = PurePosixPath(part.file_path.replace("\\", "/")).as_posix()
+    if part.snapshot is not None:
+        files = {file_path: part.snapshot}
+        files.update({m.path: texts[m.sha256] for m in known if m.sha256 in texts})
+        return Tree(
+            part.key, file_path,
+            opener=lambda stack: materialise(files, stack),
+            known=known, texts=texts, live=False, fallback=part.legacy,
+        )
+    if isinstance(part.repo, GitRepo):
+        repo, version = part.repo, part.version
+        folder = posixpath.dirname(file_path)
+
+        def export(stack: ExitStack) -> Path:
+            return git_tree(repo, repo.resolve(version), folder, stack)
+
+        return Tree(part.key, file_path, opener=export, known=known, texts=texts)
+    local, root = part.local_file, part.live_root
+    if local is None or root is None:  # nothing live to load from
+        return None
+    installed = excluded_path(str(root))
+    return Tree(
+        part.key, relative_file_path(local, root), root=root, known=known,
+        texts=texts, live=not installed, search_path=not installed,
+    )
+
+
+def session_for(parts: Sequence[Part], closures: Mapping[str, Closure] | None = None) -> Session:
+    """A session over the trees of ``parts``.
+
+    Args:
+        parts: the components to load, root first.
+        closures: modules pinned per component identifier (default: none for a
+            first run, the recorded closure for a rerun of recorded code).
+    """
+    trees = []
+    for part in parts:
+        tree = tree_for(part, (closures or {}).get(part.key))
+        if tree is not None:
+            trees.append(tree)
+    return Session(trees)
+
+
+def relative_file_path(path: Path, root: Path) -> str:
+    """``path`` relative to ``root``, posix; refused when it lies outside."""
+    try:
+        return str(PurePosixPath(path.relative_to(root)))
+    except ValueError:
+        raise ComponentFileNotFoundError(
+            f"{path} is not inside the repo folder {root}; pass a repo that contains it."
+        ) from None
+
+
+def closure_key(component_id: str, module: str) -> str:
+    """The key of a closure module's entry in a command's code map."""
+    return f"{component_id}:{module}"
+
+
+def module_entries(code: Mapping[str, dict[str, str]], component_id: str) -> dict[str, dict[str, str]]:
+    """The entries of ``component_id``'s closure modules in a code map, by key."""
+    return {
+        key: entry for key, entry in code.items()
+        if key != component_id and entry.get("component") == component_id and "module" in entry
+    }
+
+
+def closures(
+    code: Mapping[str, dict[str, str]], sources: Mapping[str, str], keys: Iterable[str]
+) -> dict[str, Closure]:
+    """Per component identifier in ``keys``: its closure's modules and the texts held of them."""
+    out: dict[str, Closure] = {}
+    for key in keys:
+        known = [
+            ModuleFile(str(e["module"]), str(e["path"]), str(e["sha256"]))
+            for e in module_entries(code, key).values()
+            if e.get("sha256")
+        ]
+        out[key] = (known, {m.sha256: sources[m.sha256] for m in known if m.sha256 in sources})
+    return out
+
+
+def component_texts(
+    code: Mapping[str, Mapping[str, str]], sources: Mapping[str, str]
+) -> list[tuple[str, str]]:
+    """(identifier, source text) of every component whose text is held: what a scan starts from."""
+    return [
+        (cid, sources[entry["sha256"]])
+        for cid, entry in code.items()
+        if "module" not in entry and entry.get("sha256") in sources
+    ]
+
+
+def absorb(
+    session: Session,
+    code: dict[str, dict[str, str]],
+    sources: dict[str, str],
+    repo_ids: Mapping[str, str],
+) -> bool:
+    """Add the modules ``session`` pinned to a code map, and their texts to ``sources``.
+
+    Args:
+        session: the session that loaded the components.
+        code: the code map, changed in place.
+        sources: texts by sha256, added to in place.
+        repo_ids: the repo identifier of each component (``"<inline>"`` without one).
+
+    Returns:
+        Whether the code map changed.
+    """
+    changed = False
+    for served in session.closure():
+        repo_id = repo_ids.get(served.key)
+        if repo_id is None:
+            continue
+        key = closure_key(served.key, served.name)
+        entry = {
+            "component": served.key,
+            "module": served.name,
+            "path": served.module.path,
+            "file": f"{repo_id}:{served.module.path}",
+            "sha256": served.module.sha256,
+        }
+        if served.text is not None:
+            sources.setdefault(served.module.sha256, served.text)
+        if code.get(key) != entry:
+            code[key] = entry
+            changed = True
+    return changed
+

@@ -120,6 +120,16 @@ def _seed_into(report: SeedReport, name: str, module: ModuleType, *, on_import: 
         report.on_import.append(name)
 
 
+def _seed_now(report: SeedReport) -> None:
+    """Seed ``random`` and the frameworks already imported with ``report.seed``."""
+    random.seed(report.seed)
+    report.seeded.append("random")
+    for name in FRAMEWORKS:
+        module = _loaded(name)
+        if module is not None:
+            _seed_into(report, name, module, on_import=False)
+
+
 def _loaded(name: str) -> ModuleType | None:
     """``sys.modules[name]`` once it has finished importing (never imports it)."""
     module = sys.modules.get(name)
@@ -141,12 +151,7 @@ def seed_everything(seed: int) -> list[str]:
         What was seeded, in order (``["random", "numpy", ...]``).
     """
     report = SeedReport(seed)
-    random.seed(seed)
-    report.seeded.append("random")
-    for name in FRAMEWORKS:
-        module = _loaded(name)
-        if module is not None:
-            _seed_into(report, name, module, on_import=False)
+    _seed_now(report)
     return report.seeded
 
 
@@ -274,12 +279,7 @@ def seeded(seed: int) -> Iterator[SeedReport]:
             sys.meta_path.insert(0, _FINDER)
     token = _CURRENT.set(active)
     try:
-        random.seed(seed)
-        report.seeded.append("random")
-        for name in FRAMEWORKS:
-            module = _loaded(name)
-            if module is not None:
-                _seed_into(report, name, module, on_import=False)
+        _seed_now(report)
         yield report
     finally:
         _CURRENT.reset(token)

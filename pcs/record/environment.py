@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from pcs._determinism import (
+from pcs.record.determinism import (
     SeedReport,
     determinism_record,
     determinism_suspects,

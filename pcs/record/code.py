@@ -1,0 +1,212 @@
+"""The code part of a record: the source snapshot, and where the code was in git.
+
+- ``pcs/source/<sha256>.py``: the text of every component and of every module
+  of its closure, as run (:func:`write_sources`; read back by
+  :func:`read_sources_dir`);
+- ``pcs/code.yaml``: per component and closure module, its snapshot's sha256,
+  where it was on disk and its git state (commit, branch, remote, whether it
+  had uncommitted edits), with ``pcs/git_diff/<name>.diff`` for a dirty tree
+  (:func:`capture_code`, :func:`describe_closure`);
+- ``pcs/requirements/<name>.txt``: a component's declared requirements file
+  (:func:`capture_requirements`).
+
+Each function takes the code map of a run command (see :mod:`pcs.run_command`)
+and the components as :class:`~pcs.record.closure.Part` descriptions.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from pcs import _keys
+from pcs.record.closure import Part, module_entries
+from pcs.repo import GitRepo, GitState, LocalRepo, git_state
+from pcs.specs import sha256_bytes
+
+__all__ = [
+    "capture_code",
+    "capture_requirements",
+    "describe_closure",
+    "read_sources_dir",
+    "source_artifact_name",
+    "write_sources",
+]
+
+Code = Mapping[str, dict[str, str]]  # a run command's code map
+
+
+def source_artifact_name(digest: str) -> str:
+    """The name of a snapshot text's file in ``pcs/source``."""
+    return f"{digest}.py"
+
+
+def read_sources_dir(folder: Path) -> dict[str, str]:
+    """Snapshot texts by sha256 from a downloaded ``pcs/source`` folder."""
+    out: dict[str, str] = {}
+    if folder.is_dir():
+        for path in folder.iterdir():
+            if path.suffix == ".py":
+                out[path.stem] = path.read_text(encoding="utf-8")
+    return out
+
+
+def write_sources(parts: Sequence[Part], code: Code, sources: Mapping[str, str], folder: Path) -> None:
+    """Every snapshot text the code map names, as ``<sha256>.py`` in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    by_key = {p.key: p for p in parts}
+    for key, entry in code.items():
+        digest = entry.get("sha256")
+        if not digest:
+            continue  # no source could be captured; the grade says so
+        text = sources.get(digest)
+        if text is None and key in by_key:
+            text = by_key[key].source()
+        if text is None:
+            continue
+        target = folder / source_artifact_name(digest)
+        if not target.exists():
+            target.write_text(text, encoding="utf-8")
+
+
+def capture_code(
+    parts: Sequence[Part], code: Code, recorded_code: Mapping[str, Any] | None, pcs_dir: Path
+) -> tuple[dict[str, Any], dict[str, str], list[str]]:
+    """Per component: source label, sha256, where it was on disk and its git state.
+
+    A rerun of recorded code takes the git state of git-pinned components from
+    the recorded ``code.yaml`` (``recorded_code``), so it reaches no git remote.
+
+    Args:
+        parts: the components, root first.
+        code: the command's code map.
+        recorded_code: the ``code.yaml`` of the run a rerun of recorded code reproduces.
+        pcs_dir: the staged ``pcs/`` folder (diffs go next to it).
+
+    Returns:
+        The ``code.yaml`` data, the git tags of the root component, and the
+        reasons the git state lowers the grade.
+    """
+    record: dict[str, Any] = {"components": {}}
+    tags: dict[str, str] = {}
+    problems: list[str] = []
+    states: dict[str, GitState] = {}
+    root = parts[0].key
+    recorded = (recorded_code or {}).get("components") or {}
+    for part in parts:
+        entry: dict[str, Any] = dict(code[part.key])
+        if isinstance(part.repo, GitRepo):
+            old = (recorded.get(part.key) or {}).get("git") or {}
+            if part.snapshot is not None and old.get("commit"):
+                commit = str(old["commit"])  # the snapshot of this commit runs: no remote asked
+            else:
+                commit = part.repo.resolve(part.version)
+            entry["git"] = {"url": part.repo.url, "commit": commit, "version": part.version}
+            if not _is_remote_url(part.repo.url):
+                problems.append(f"{part.key} is pinned to a git repo at a local path ({part.repo.url})")
+            if part.key == root:
+                tags[_keys.SOURCE_GIT_COMMIT] = commit
+                tags[_keys.SOURCE_GIT_REPO_URL] = part.repo.url
+        else:
+            local, live_root = part.local_file, part.live_root
+            if local is not None and live_root is not None:
+                entry["local_dir"] = (
+                    str(part.repo.local_dir) if isinstance(part.repo, LocalRepo) else str(live_root)
+                )
+                entry["local_path"] = str(local)
+            closure_files = [
+                live_root / PurePosixPath(e["path"]) for e in module_entries(code, part.key).values()
+            ] if live_root is not None else []
+            state = git_state([local] + closure_files) if local is not None else None
+            if state is not None:
+                states[part.key] = state
+                entry["git"] = state.to_dict()
+                if state.dirty:
+                    diff_dir = pcs_dir.parent / _keys.DIFF_ARTIFACT_DIR
+                    diff_dir.mkdir(exist_ok=True)
+                    name = f"{part.name}.diff"
+                    (diff_dir / name).write_text(state.diff or "", encoding="utf-8")
+                    entry["git"]["diff_artifact"] = f"{_keys.DIFF_ARTIFACT_DIR}/{name}"
+                if part.key == root:
+                    tags[_keys.SOURCE_GIT_COMMIT] = state.commit
+                    tags[_keys.CODE_DIRTY] = str(state.dirty).lower()
+                    if state.branch:
+                        tags[_keys.SOURCE_GIT_BRANCH] = state.branch
+                    if state.remote_url:
+                        tags[_keys.SOURCE_GIT_REPO_URL] = state.remote_url
+        record["components"][part.key] = entry
+    describe_closure(parts, code, record, states)
+    return record, tags, problems
+
+
+def describe_closure(
+    parts: Sequence[Part], code: Code, record: dict[str, Any],
+    states: Mapping[str, GitState] | None = None,
+) -> None:
+    """Add every closure module to ``record["components"]``: where it was, and its git state.
+
+    Args:
+        parts: the components whose closures are described.
+        code: the command's code map.
+        record: the ``code.yaml`` data; entries already in it are kept.
+        states: the git state of each component's files, when just captured
+            (tells which closure files have uncommitted edits).
+    """
+    entries = record.setdefault("components", {})
+    for part in parts:
+        owner = entries.get(part.key) or {}
+        git = owner.get("git") or {}
+        state = (states or {}).get(part.key)
+        live_root = part.live_root
+        for key, module in module_entries(code, part.key).items():
+            if key in entries:
+                continue
+            entry: dict[str, Any] = dict(module)
+            local = live_root / PurePosixPath(module["path"]) if live_root is not None else None
+            if local is not None:
+                entry["local_path"] = str(local)
+            if git:
+                entry["git"] = {k: git[k] for k in ("url", "commit", "version", "branch", "remote_url")
+                                if k in git}
+                if "dirty" in git:
+                    entry["git"]["dirty"] = _file_dirty(state, local) if state else bool(git["dirty"])
+            entries[key] = entry
+
+
+def _file_dirty(state: GitState, local: Path | None) -> bool:
+    """Whether one file of a captured git state has uncommitted edits (or is not committed)."""
+    if not state.dirty or local is None:
+        return state.dirty
+    rel = os.path.relpath(local.resolve(), state.root).replace(os.sep, "/")
+    return rel in state.untracked or f"diff --git a/{rel} b/{rel}" in state.diff
+
+
+def capture_requirements(parts: Sequence[Part], pcs_dir: Path) -> tuple[dict[str, Any], list[str]]:
+    """Stage each component's requirements file; its path and sha256, and the unpinned ones."""
+    out: dict[str, Any] = {}
+    problems: list[str] = []
+    for part in parts:
+        text = part.requirements()
+        if text is None:
+            continue
+        req_dir = pcs_dir.parent / _keys.REQUIREMENTS_DIR
+        req_dir.mkdir(exist_ok=True)
+        (req_dir / f"{part.name}.txt").write_text(text, encoding="utf-8")
+        digest = sha256_bytes(text.encode())
+        out[part.key] = {"path": part.requirements_path, "sha256": digest}
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+        unpinned = [ln for ln in lines if "==" not in ln and not ln.startswith("-")]
+        if unpinned:
+            problems.append(
+                f"{part.requirements_path} of {part.key} does not pin "
+                f"{', '.join(unpinned[:5])} to exact versions"
+            )
+    return out, problems
+
+
+def _is_remote_url(url: str) -> bool:
+    return url.startswith(("http://", "https://", "ssh://", "git://")) or (
+        "@" in url and ":" in url and not url.startswith("file://")
+    )

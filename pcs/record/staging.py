@@ -1,0 +1,194 @@
+"""The record of one component run, staged as files and tags: at its start, while it runs, at its end.
+
+:class:`Record` is what ``ComponentRun`` calls; it is told about the command
+through :class:`Facts` and asks the other parts of :mod:`pcs.record` for the
+files and tags they contribute.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pcs import _keys
+from pcs.record.closure import Part
+from pcs.record.code import capture_code, capture_requirements, describe_closure, write_sources
+from pcs.record.determinism import SeedReport, seeded
+from pcs.record.environment import (
+    environment_yaml,
+    loaded_top_level_modules,
+    modules_used_by_run,
+    used_environment_yaml,
+)
+from pcs.record.grade import Grade, grade_at_start, reads_reason
+from pcs.record.reads import FileReads
+from pcs.specs import dump_yaml
+
+__all__ = ["Facts", "Record"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Facts:
+    """What a record is told of a run command; the run core gathers it, the record never asks back.
+
+    Args:
+        identifier: the run command's identifier.
+        entry_point: the entry point it calls.
+        seed: its seed.
+        parts: its components, root first.
+        code: its code map (components and their closure modules, see
+            :mod:`pcs.run_command`).
+        sources: snapshot texts by sha256 that this process holds.
+        imports: top-level names of modules its code imports from elsewhere.
+        closure_problems: closure modules the snapshot cannot hold.
+        recorded_code: the ``code.yaml`` of the run a rerun of recorded code reproduces.
+        registry_text: renders ``pcs/run_command.yaml`` (only when it is written).
+    """
+
+    identifier: str
+    entry_point: str
+    seed: int
+    parts: Sequence[Part]
+    code: Mapping[str, dict[str, str]]
+    sources: Mapping[str, str]
+    imports: AbstractSet[str]
+    closure_problems: Sequence[str]
+    recorded_code: Mapping[str, Any] | None
+    registry_text: Callable[[], str]
+
+
+class Record:
+    """The artifacts and tags of a component run, staged in a temp folder.
+
+    :meth:`start` stages what is recorded before the run exists; :meth:`watching`
+    is active while the entry point runs; :meth:`end` stages what the end of the
+    run adds; :meth:`cleanup` removes the temp folder.
+    """
+
+    def __init__(self, tmp: tempfile.TemporaryDirectory, facts: Facts, tags: dict[str, str],
+                 grade: Grade, code_record: dict[str, Any]) -> None:
+        self._tmp = tmp
+        self.folder = Path(tmp.name)  # uploaded as the run's artifacts at its start
+        self.facts = facts
+        self.tags = tags  # the tags of the run at its start
+        self.grade = grade
+        self.code_record = code_record
+        self.reads: FileReads | None = None
+        self.seed_report: SeedReport | None = None
+        self.imports: list[str] | None = None  # third-party top-level modules, once the end is staged
+        self._loaded_before: frozenset[str] = frozenset()
+
+    # -- at the start -----------------------------------------------------------------------------
+
+    @classmethod
+    def start(cls, facts: Facts) -> Record:
+        """Stage every artifact and tag of a new component run, before the run exists."""
+        tmp = tempfile.TemporaryDirectory(prefix=f"pcs-{os.getpid()}-record-")
+        root = Path(tmp.name)
+        pcs_dir = root / _keys.PCS_ARTIFACT_DIR
+        pcs_dir.mkdir()
+        parts = facts.parts
+        (root / _keys.RUN_COMMAND_ARTIFACT).write_text(facts.registry_text(), encoding="utf-8")
+        write_sources(parts, facts.code, facts.sources, root / _keys.SOURCE_ARTIFACT_DIR)
+        fingerprint, env_text = environment_yaml(facts.seed)
+        (root / _keys.ENVIRONMENT_ARTIFACT).write_text(env_text, encoding="utf-8")
+
+        code_record, git_tags, git_problems = capture_code(parts, facts.code, facts.recorded_code, pcs_dir)
+        requirements, req_problems = capture_requirements(parts, pcs_dir)
+        code_record["requirements"] = requirements
+        (root / _keys.CODE_ARTIFACT).write_text(dump_yaml(code_record), encoding="utf-8")
+
+        grade = grade_at_start(
+            (problem for part in parts for problem in part.problems()),
+            facts.closure_problems, git_problems, req_problems,
+        )
+        tags = {
+            _keys.RUN_COMMAND_ID: facts.identifier,
+            _keys.COMPONENT: parts[0].key,
+            _keys.ENTRY_POINT: facts.entry_point,
+            _keys.SEED: str(facts.seed),
+            _keys.ENVIRONMENT_FINGERPRINT: fingerprint,
+            **grade.tags(),
+            **git_tags,
+        }
+        return cls(tmp, facts, tags, grade, code_record)
+
+    # -- while the entry point runs ---------------------------------------------------------------
+
+    @contextmanager
+    def watching(self) -> Iterator[None]:
+        """Seed the run, and watch what it reads and imports, while the block runs."""
+        self.reads = FileReads([p.live_root for p in self.facts.parts if p.live_root is not None])
+        self._loaded_before = loaded_top_level_modules()
+        with seeded(self.facts.seed) as self.seed_report, self.reads:
+            yield
+
+    # -- at the end -------------------------------------------------------------------------------
+
+    def end_folder(self) -> Path:
+        """The folder of what the end of the run records (uploaded as ``pcs/``)."""
+        end = self.folder / "end"
+        end.mkdir(exist_ok=True)
+        return end
+
+    def end(self, folder: Path, facts: Facts, grew: bool, tags: dict[str, str]) -> None:
+        """Stage in ``folder`` what the end of a run records; add its tags to ``tags``.
+
+        That is: the modules its code imported from elsewhere, the record rewritten
+        when the closure grew while the entry point ran (``grew``: modules first
+        imported then), the distributions it used, and a grade lowered for the
+        data files it read next to its code.
+
+        Args:
+            folder: from :meth:`end_folder`.
+            facts: the command as it is now (its closure may have grown).
+            grew: whether the code map changed while the entry point ran.
+            tags: filled in place, so what was staged before a failure is kept.
+        """
+        self.imports = _third_party(facts.imports)
+        if facts.imports:  # none: no file, read as an empty list
+            (folder / Path(_keys.IMPORTS_ARTIFACT).name).write_text(dump_yaml({
+                "pcs_format": _keys.FORMAT_VERSION,
+                "modules": self.imports,
+                "stdlib": sorted(n for n in facts.imports if n in sys.stdlib_module_names),
+            }), encoding="utf-8")
+        if grew:
+            # modules first imported while the entry point ran: the record must cover them
+            self._rewrite(facts, folder)
+            tags[_keys.RUN_COMMAND_ID] = facts.identifier
+        # the distributions the run used, which a rebuilt environment installs
+        names = modules_used_by_run(facts.sources.values(), self._loaded_before)
+        fingerprint, text = used_environment_yaml(names | set(facts.imports), self.seed_report)
+        (folder / Path(_keys.ENVIRONMENT_USED_ARTIFACT).name).write_text(text, encoding="utf-8")
+        tags[_keys.ENVIRONMENT_FINGERPRINT] = fingerprint
+        data = self.reads.files() if self.reads is not None else []
+        if data:
+            tags.update(self.lower_grade(reads_reason(data)))
+
+    def lower_grade(self, reason: str) -> dict[str, str]:
+        """Lower the grade for something found at the end of the run; the grade's tags."""
+        self.grade.lower(reason)
+        return self.grade.tags()
+
+    def _rewrite(self, facts: Facts, folder: Path) -> None:
+        """Stage, in ``folder`` (uploaded as ``pcs/``), the record of a closure that grew during the run."""
+        (folder / Path(_keys.RUN_COMMAND_ARTIFACT).name).write_text(facts.registry_text(), encoding="utf-8")
+        write_sources(facts.parts, facts.code, facts.sources, folder / Path(_keys.SOURCE_ARTIFACT_DIR).name)
+        describe_closure(facts.parts, facts.code, self.code_record)
+        (folder / Path(_keys.CODE_ARTIFACT).name).write_text(dump_yaml(self.code_record), encoding="utf-8")
+
+    def cleanup(self) -> None:
+        """Remove the staged files."""
+        self._tmp.cleanup()
+
+
+def _third_party(names: AbstractSet[str]) -> list[str]:
+    """The top-level module names that are not part of the standard library, sorted."""
+    return sorted(n for n in names if n not in sys.stdlib_module_names and not n.startswith("_pcs"))
