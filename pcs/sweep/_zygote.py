@@ -148,16 +148,31 @@ def _become_worker(conn_fd: int, stdout_fd: int, env: dict[str, str], cwd: str |
 
 
 class Forked:
-    """A worker forked by the zygote: the parts of ``subprocess.Popen`` a pool uses."""
+    """A worker forked by the zygote: the parts of ``subprocess.Popen`` a pool uses.
 
-    def __init__(self, server: Zygote, pid: int) -> None:
+    Its pid is known once the zygote has forked it (it may still be loading when
+    the request is sent; the socket holds what is sent to the worker meanwhile).
+    """
+
+    def __init__(self, server: Zygote) -> None:
         self.server = server
-        self.pid = pid
+        self._pid: int | None = None
         self.returncode: int | None = None
+
+    @property
+    def pid(self) -> int:
+        if self._pid is None:
+            self.server.wait_forked(self)
+        if self._pid is None:  # pragma: no cover - the zygote died before forking it
+            raise OSError("the sweep's worker server exited before starting this worker")
+        return self._pid
 
     def poll(self) -> int | None:
         if self.returncode is None:
-            self.returncode = self.server.exit_status(self.pid, 0.0)
+            if self._pid is None and not self.server.alive():
+                self.returncode = -signal.SIGKILL
+            elif self._pid is not None or self.server.try_forked(self):
+                self.returncode = self.server.exit_status(self.pid, 0.0)
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
@@ -168,8 +183,11 @@ class Forked:
         return self.returncode
 
     def send_signal(self, signum: int) -> None:
+        """Signal the worker; one not forked yet has no trial (closing its socket stops it)."""
+        if self._pid is None and not self.server.try_forked(self):
+            return
         if self.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
+            with contextlib.suppress(ProcessLookupError, OSError):
                 os.kill(self.pid, signum)
 
     def kill(self) -> None:
@@ -198,22 +216,34 @@ class Zygote:
         self.control = parent
         self.lock = threading.Lock()
         self.exited: dict[int, int] = {}
+        self.pending: list[Forked] = []  # asked for, pid not known yet (answered in order)
         self.pid_env = _env_key()
 
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def fork(self, conn_fd: int, stdout_fd: int, env: dict[str, str], cwd: str | None) -> int:
-        """Fork a worker serving on ``conn_fd``; its pid."""
+    def fork(self, conn_fd: int, stdout_fd: int, env: dict[str, str], cwd: str | None) -> Forked:
+        """Ask for a worker serving on ``conn_fd``; returns at once (the zygote may still load)."""
+        worker = Forked(self)
         with self.lock:
             socket.send_fds(self.control, [pickle.dumps(("fork", env, cwd))],
                             [conn_fd, stdout_fd])
-            while True:
-                message = self._receive(None)
-                if message is None:
-                    raise OSError("the sweep's worker server exited")
-                if message[0] == "forked":
-                    return int(message[1])
+            self.pending.append(worker)
+        return worker
+
+    def wait_forked(self, worker: Forked) -> None:
+        """Read the zygote's answers until ``worker`` has its pid (or the zygote is gone)."""
+        with self.lock:
+            while worker._pid is None and worker in self.pending:
+                if self._receive(0.5) is None and not self.alive():
+                    return
+
+    def try_forked(self, worker: Forked) -> bool:
+        """Whether ``worker`` has its pid, reading what the zygote already said."""
+        with self.lock:
+            while worker._pid is None and self._receive(0.0) is not None:
+                pass
+        return worker._pid is not None
 
     def exit_status(self, pid: int, timeout: float | None) -> int | None:
         """The exit status of worker ``pid`` once it has exited (waiting up to ``timeout``)."""
@@ -241,6 +271,8 @@ class Zygote:
         message = pickle.loads(data)
         if message[0] == "exited":
             self.exited[int(message[1])] = int(message[2])
+        elif message[0] == "forked" and self.pending:
+            self.pending.pop(0)._pid = int(message[1])  # the zygote answers in order
         return message
 
     def close(self) -> None:

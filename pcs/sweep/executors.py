@@ -375,13 +375,11 @@ class _ProcessPool(Executor):
             if os.environ.get("PCS_SWEEP_FRESH_WORKERS") == "1" or not hasattr(os, "fork"):
                 process: Any = _fresh_worker(child_end, env, self.cwd)
             else:
-                from pcs.sweep._zygote import Forked, zygote
+                from pcs.sweep._zygote import zygote
 
-                server = zygote()
                 stdout = _stdout_target()
-                pid = server.fork(child_end.fileno(), 1 if stdout is None else stdout, env,
-                                  self.cwd or os.getcwd())
-                process = Forked(server, pid)
+                process = zygote().fork(child_end.fileno(), 1 if stdout is None else stdout,
+                                        env, self.cwd or os.getcwd())
         except BaseException:
             parent_end.close()
             raise
@@ -438,7 +436,10 @@ class _ProcessPool(Executor):
     def _stop_all(self) -> None:
         """SIGTERM every worker (their trials end KILLED), then SIGKILL what outlives the wait."""
         for worker in self.workers:
-            if worker.process.poll() is None:
+            if worker.task is None:  # nothing to end KILLED: it exits when its socket closes
+                with contextlib.suppress(OSError):
+                    worker.conn.close()
+            elif worker.process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     worker.process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT_S

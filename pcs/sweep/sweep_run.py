@@ -291,7 +291,7 @@ class SweepRun(Run):
         tags = {
             _keys.COMPONENT: spec.component,
             _keys.ENTRY_POINT: spec.entry_point,
-            TRIAL_COUNT_TAG: str(len(spec.trials)),
+            TRIAL_COUNT_TAG: str(spec.search["n_trials"] if spec.search else len(spec.trials)),
         }
         if rerun_of is not None:
             tags[_keys.RERUN_OF] = rerun_of.identifier
