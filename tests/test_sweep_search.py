@@ -84,7 +84,7 @@ def test_a_tpe_search_records_its_plan_and_suggestions_and_runs_again_from_its_s
         assert row["model.fit.opt"] in ("sgd", "adam")
         # every trial is a normal component run with the suggested arguments
         assert trial.params["model.fit.depth"] == str(row["model.fit.depth"])
-        assert trial.return_value == row["loss"]
+        assert trial.return_value == round(row["loss"], 9)
     search = Run.from_existing_run_id(sweep.identifier).spec.search
     assert search["sampler"] == "tpe" and search["seed"] == 3
     assert search["direction"] == "minimize" and search["metric"] == "loss"
@@ -107,13 +107,14 @@ def test_a_tpe_search_records_its_plan_and_suggestions_and_runs_again_from_its_s
     assert replay.verification.verdict == "reproduced"
 
 
-def test_a_changed_objective_is_named_when_the_search_runs_again(model, project):
+def test_a_changed_objective_is_named_when_the_search_runs_again(model, project, monkeypatch):
     sweep = model.sweep("fit", space=SPACE, n_trials=3, metric="loss", mode="min", seed=5,
                         executor="serial", search="random")
     (project / "model.py").write_text(textwrap.dedent(MODEL).replace("depth * 0.1", "depth * 0.2"))
 
     # the search runs its recorded code: an edit of the file changes nothing
     assert sweep.rerun(verify=True, research=True).verification.verdict == "reproduced"
+    monkeypatch.chdir(project)  # the trials' repo is recorded as "." (the project's folder)
     replay = sweep.rerun(verify=True, code="current")
     assert replay.verification.verdict == "diverged"
     assert "loss differs" in str(replay.verification) or "return value" in str(replay.verification)

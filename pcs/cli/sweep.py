@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -101,6 +102,8 @@ def parse_space_option(text: str) -> tuple[str, Any]:
         except ValueError:
             raise ArgumentError(usage) from None
         return path, (loguniform if kind == "loguniform" else uniform)(low, high)
+    if re.fullmatch(r"[A-Za-z]+(:[^,:]+){2,3}", raw.strip()):
+        raise ArgumentError(usage)  # a range of a kind pcs does not know, e.g. log:1:2
     return path, parse_grid_option(f"{path}={raw}")[1]
 
 

@@ -411,12 +411,18 @@ class Study:
         if trial is None:
             return
         state = self.optuna.trial.TrialState
-        if status == "PRUNED":
-            self.study.tell(trial, state=state.PRUNED)
-        elif status == "FINISHED" and value is not None and math.isfinite(value):
-            self.study.tell(trial, value)
-        else:
-            self.study.tell(trial, state=state.FAIL)
+        try:
+            if status == "PRUNED":
+                self.study.tell(trial, state=state.PRUNED)
+            elif status == "FINISHED" and value is not None and math.isfinite(value):
+                self.study.tell(trial, value)
+            else:
+                self.study.tell(trial, state=state.FAIL)
+        except RuntimeError as exc:
+            # GridSampler stops the study when its grid is used up, which Optuna allows only
+            # inside study.optimize; the trial is told all the same (Optuna stores it first)
+            if "Study.stop" not in str(exc):
+                raise
 
     @property
     def exhausted(self) -> bool:
@@ -446,14 +452,16 @@ def plan_search(
     check_executor(executor, max_workers)
     base = ArgumentSet.coerce(arg_set)
     entry = component.resolve_entry_point(entry_point)
-    targets = component._load_targets()
-    component.check_entry_point(entry, targets[component.identifier])
+    targets: Any = None
+    if first is None:  # a search run again passes its recorded command, checked when it ran
+        targets = component._load_targets()
+        component.check_entry_point(entry, targets[component.identifier])
     example = base
     for e in plan.space:
         comp, function, name = parse_path(e["path"])
         example = example.with_args(comp, function, **{name: example_value(e)})
-    component.check_arguments(example, entry, targets)
-    if first is None:  # a search run again passes its recorded command: its snapshot is the code
+    if first is None:
+        component.check_arguments(example, entry, targets)
         first = RunCommand.create(component, entry, example, trial_seed(plan.seed, 0))
     spec = SweepSpec(
         component=component.identifier, entry_point=entry, arg_set=base.to_dict(), grid=[],

@@ -819,6 +819,14 @@ class SweepRun(Run):
                 "replaying the trials (rerun without research=True)."
             )
         plan = old_spec.search or {}
+        for what in ("sampler", "prune"):
+            if str(plan.get(what) or "").startswith("custom:"):
+                raise NotReproducibleError(
+                    f"Sweep {self.identifier} searched with its own {what} "
+                    f"({plan[what][7:]}), which pcs cannot build again; replay its trials "
+                    "(rerun without research=True), or search with search='tpe', 'random' or "
+                    "'grid' and a seed."
+                )
         chosen = executor or old_spec.executor
         if chosen == "ray" and plan.get("prune"):
             chosen = "process"
