@@ -400,7 +400,13 @@ class _ProcessPool(Executor):
         self.workers.remove(worker)
         with contextlib.suppress(OSError):
             worker.conn.close()
-        if worker.done == 0 and not self.started_ok:
+        reason = f"the worker process running it died ({_exit_text(code)})"
+        result = None
+        if task is not None:
+            result = _end_trial_of_dead_worker(shared, task, worker.pid, reason, self.since_ms)
+        if result is not None:
+            self.started_ok = True  # it got as far as recording a run: workers do start
+        elif worker.done == 0 and not self.started_ok:
             self.dead_at_start += 1
             if self.dead_at_start >= max(2, self.size):
                 raise PcsError(
@@ -409,8 +415,6 @@ class _ProcessPool(Executor):
                     f"interpreter ({sys.executable}), or run the sweep with executor='serial'."
                 )
         if task is not None:
-            reason = f"the worker process running it died ({_exit_text(code)})"
-            result = _end_trial_of_dead_worker(shared, task, worker.pid, reason, self.since_ms)
             if result is None and (task.index, task.attempt) not in retried:
                 retried.add((task.index, task.attempt))  # type: ignore[arg-type]
                 source.again(task)  # it never recorded a run: nothing is duplicated
@@ -621,6 +625,7 @@ class _Ray(Executor):
         if not self.ray.is_initialized():
             self.ray.init(address=address, log_to_driver=True)
             self.started_here = True
+        _keep_signal_exit()
 
     def options(self) -> dict[str, Any]:
         """``ray.remote`` options of one trial: its CPUs, GPUs and other resources, no retries
@@ -678,6 +683,27 @@ class _Ray(Executor):
         if self.started_here:
             self.ray.shutdown()
             self.started_here = False
+
+
+def _keep_signal_exit() -> None:
+    """Let SIGTERM end the sweep as pcs ends any run: KILLED, then death by the signal.
+
+    ``ray.init`` installs a SIGTERM handler that calls ``sys.exit(15)``: the
+    sweep would exit with status 15 instead of dying by the signal, and its runs
+    would be ended by nobody. pcs's handler goes back on top, and Ray's exit is
+    not chained (the process dies by the signal instead, as without Ray).
+    """
+    import threading
+
+    from pcs import _signals
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    current = signal.getsignal(signal.SIGTERM)
+    if getattr(current, "__module__", "").startswith("ray"):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _signals._PREVIOUS.pop(signal.SIGTERM, None)
+        _signals.install()
 
 
 def _ray_reason(exc: BaseException) -> str:

@@ -361,6 +361,8 @@ class SweepRun(Run):
 
         def on_result(result: Any) -> None:
             task = source.given.get(result.index)
+            if result.run_id is None and task is not None:
+                result = self._record_unstarted(task, result)  # every attempt has its run
             if (
                 task is not None and result.status == "FAILED" and result.attempt <= max_retries
                 and (result.cause in ("worker", "start")
@@ -371,8 +373,6 @@ class SweepRun(Run):
                             max_retries + 1)
                 source.again(dataclasses.replace(task, attempt=task.attempt + 1))
                 return
-            if result.run_id is None and task is not None:
-                result = self._record_unstarted(task, result)
             source.done(result)
             counts[result.status] += 1
             if result.status == "FINISHED":
@@ -419,8 +419,16 @@ class SweepRun(Run):
                       attempt=task.attempt)
 
     def _end_running_trials(self, status: str, reason: str) -> list[str]:
-        """End the sweep's trials that are still RUNNING (nothing is left RUNNING)."""
+        """End the sweep's trials that are still RUNNING (nothing is left RUNNING).
+
+        Trials a Ray cancellation ended (Ray interrupts a task as Ctrl-C does) are
+        tagged with the signal that really stopped the sweep.
+        """
         ended = []
+        if reason.startswith("SIG") and reason != "SIGINT":
+            for run in self._search_trials(f"tags.`{_keys.ENDED_BY}` = 'SIGINT'"):
+                with contextlib.suppress(Exception):
+                    run._record_end_reason(reason)
         for run in self._search_trials("attributes.status = 'RUNNING'"):
             try:
                 run._record_end_reason(reason)
