@@ -549,3 +549,23 @@ def test_a_process_sweep_records_and_reruns_on_every_kind_of_store(store, traine
     assert sweep.load_text(_keys.SWEEP_TABLE_ARTIFACT).count("FINISHED") == 2
     again = sweep.rerun(verify=True, executor="serial")
     assert again.verification.verdict == "reproduced"
+
+
+def test_the_plot_ticks_an_integer_grid_at_its_own_values(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    from pcs.sweep.results import write_plot
+
+    rows = [{"trial": i, "run_id": str(i), "status": "FINISHED", "seed": 1, "n": n, "score": n / 2}
+            for i, n in enumerate([1, 5, 10, 20])]
+    path = tmp_path / "plot.svg"
+    write_plot(rows, ["n"], "score", path, "ticks")
+
+    root = ET.fromstring(path.read_text())
+    ns = "{http://www.w3.org/2000/svg}"
+    ticks = [
+        "".join(t.itertext()).strip()
+        for g in root.iter(f"{ns}g") if (g.get("id") or "").startswith("xtick_")
+        for t in g.iter(f"{ns}text")
+    ]
+    assert ticks == ["1", "5", "10", "20"]

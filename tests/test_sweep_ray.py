@@ -17,6 +17,8 @@ from pcs import Component, LocalRepo, Run, SweepRun, _keys
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+pytestmark = pytest.mark.xdist_group("ray")  # one local Ray per session, on one xdist worker
+
 SOURCE = '''
 import random
 import time
@@ -78,6 +80,10 @@ def test_trials_run_as_ray_tasks_and_a_failing_one_fails_alone(trainer):
     assert on_ray.trials[2].tags[_keys.ERROR] == "ValueError: lr 0.2 diverges"
     assert str(os.getpid()) not in {t.tags[_keys.PID] for t in on_ray.trials}
     assert [t.tags[_keys.SWEEP_ID] for t in on_ray.trials] == [on_ray.identifier] * 6
+    # where each trial ran: the Ray node (address and id) and the host
+    node_id = ray.get_runtime_context().get_node_id()
+    assert {t.tags[_keys.RAY_NODE].split()[1] for t in on_ray.trials} == {node_id}
+    assert all(t.tags[_keys.HOST] for t in on_ray.trials)
     finished = [i for i, s in enumerate(statuses) if s == "FINISHED"]
     assert [on_ray.trials[i].return_value for i in finished] == [
         serial.trials[i].return_value for i in finished
@@ -104,8 +110,11 @@ def test_workers_write_to_the_callers_tracking_uri(trainer, tmp_path, template_s
 
 
 def test_a_ray_sweep_reruns_on_ray_and_verifies(trainer):
+    # each trial asks for both CPUs of the cluster: Ray runs them one at a time
     sweep = SweepRun.from_component(trainer, "fit", grid={LR: [0.1, 0.2]}, seeds=[1, 2],
-                                    executor="ray", max_workers=2)
+                                    executor="ray", max_workers=2, resources={"cpus": 2})
+    spans = sorted((t.info.start_time, t.info.end_time) for t in sweep.trials)
+    assert all(end <= start for (_, end), (start, _) in zip(spans, spans[1:]))
 
     again = Run.from_existing_run_id(sweep.identifier).rerun(verify=True)
 
