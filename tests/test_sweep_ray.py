@@ -114,7 +114,7 @@ def test_a_ray_sweep_reruns_on_ray_and_verifies(trainer):
     sweep = SweepRun.from_component(trainer, "fit", grid={LR: [0.1, 0.2]}, seeds=[1, 2],
                                     executor="ray", max_workers=2, resources={"cpus": 2})
     spans = sorted((t.info.start_time, t.info.end_time) for t in sweep.trials)
-    assert all(end <= start for (_, end), (start, _) in zip(spans, spans[1:]))
+    assert all(end <= start for (_, end), (start, _) in zip(spans, spans[1:], strict=False))
 
     again = Run.from_existing_run_id(sweep.identifier).rerun(verify=True)
 

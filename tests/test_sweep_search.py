@@ -16,7 +16,7 @@ import pytest
 from conftest import run_cli
 
 import pcs
-from pcs import Component, LocalRepo, Run, SweepRun, _keys
+from pcs import Component, LocalRepo, Run, _keys
 from pcs.errors import ArgumentError, NotReproducibleError
 
 MODEL = '''
