@@ -51,8 +51,7 @@ def _preload() -> None:
     import mlflow.tracking.fluent  # noqa: F401
     import sqlalchemy  # noqa: F401
 
-    import pcs  # noqa: F401
-    import pcs.component_run  # noqa: F401
+    import pcs.component_run  # noqa: F401  (importing a pcs module runs pcs/__init__ too)
     import pcs.sweep._worker  # noqa: F401
 
 
