@@ -352,3 +352,47 @@ def test_code_that_raises_is_retried_only_when_asked(tmp_path):
     assert [t.status for t in retried.trials] == ["FINISHED"]
     assert retried.trials[0].tags[_keys.ATTEMPT] == "2"
     assert len(retried.inner_runs) == 2
+
+
+WORK_REGISTRY = """
+repos:
+  src:
+    type: local
+    path: .
+components:
+  work:
+    repo: src
+    file_path: work.py
+    class_name: Work
+    instantiate: true
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_a_stopped_pcs_sweep_prints_its_id_and_how_to_resume_it(work, tmp_path, signum):
+    (tmp_path / "src" / "components.yaml").write_text(WORK_REGISTRY)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    child = subprocess.Popen(
+        [sys.executable, "-m", "pcs", "sweep", "work", "-r", str(tmp_path / "src" / "components.yaml"),
+         "-e", "nap", "--grid", "work.nap.seconds=120,121", "--executor", "serial"],
+        env=env, cwd=tmp_path, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        _wait_for(lambda: [t for t in _sweep_and_trials()[1] if t.status == "RUNNING"], 90,
+                  "a running trial")
+        os.killpg(child.pid, signum)  # Ctrl-C reaches the terminal's whole group
+        child.wait(timeout=60)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+    stderr = child.stderr.read()
+
+    sweep, trials = _sweep_and_trials()
+    assert sweep is not None and sweep.status == "KILLED"
+    assert sweep.tags[_keys.ENDED_BY] == signal.Signals(signum).name
+    assert f"pcs sweep --resume {sweep.identifier}" in stderr, stderr
+    # SIGTERM ends the command as the signal does; Ctrl-C is exit 130
+    assert child.returncode == (-signum if signum == signal.SIGTERM else 130), stderr

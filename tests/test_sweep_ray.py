@@ -147,3 +147,50 @@ def test_ctrl_c_cancels_the_ray_tasks_and_ends_everything_killed(trainer):
     assert sweep.status == "KILLED" and sweep.tags[_keys.ENDED_BY] == "SIGINT"
     assert len(trials) >= 2 and all(t.status == "KILLED" for t in trials)
     assert not [r for r in runs if r.status == "RUNNING"]
+
+
+RAY_CHILD = '''
+import sys
+import ray
+from pcs import Component, LocalRepo, SweepRun
+
+ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+trainer = Component.from_repo(LocalRepo("src", sys.argv[1]), "trainer", "trainer.py", "Trainer",
+                              instantiate=True)
+SweepRun.from_component(trainer, "fit", grid={"trainer.fit.lr": [0.1]}, seeds=[1],
+                        executor="ray", arg_set={"trainer": {"fit": {"sleep": 120}}})
+'''
+
+
+def test_sigterm_to_a_ray_driver_ends_its_trials_by_that_name_and_kills_it_by_the_signal(
+    trainer, tmp_path
+):
+    import signal
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    child = subprocess.Popen([sys.executable, "-c", RAY_CHILD, str(tmp_path / "src")], env=env,
+                             cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not [
+            r for r in Run.get_all_runs() if _keys.TRIAL in r.tags and r.status == "RUNNING"
+        ]:
+            time.sleep(0.3)
+        os.kill(child.pid, signal.SIGTERM)
+        child.wait(timeout=90)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+
+    stderr = child.stderr.read()
+    assert child.returncode == -signal.SIGTERM, stderr[-2000:]
+    runs = Run.get_all_runs()
+    trials = [r for r in runs if _keys.TRIAL in r.tags]
+    assert trials and all(t.status == "KILLED" for t in trials)
+    assert {t.tags[_keys.ENDED_BY] for t in trials} == {"SIGTERM"}
+    assert not [r for r in runs if r.status == "RUNNING"]
