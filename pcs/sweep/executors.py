@@ -659,7 +659,9 @@ class _Ray(Executor):
                     in_flight[remote.remote(shared_ref, task)] = task
                 if not in_flight:
                     break
-                done, _ = ray.wait(list(in_flight), num_returns=1)
+                # a short timeout: ray.wait blocks in C++, where SIGTERM's handler cannot run
+                with _signal_from_ray():
+                    done, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.5)
                 for ref in done:
                     task = in_flight.pop(ref)
                     try:
@@ -683,6 +685,21 @@ class _Ray(Executor):
         if self.started_here:
             self.ray.shutdown()
             self.started_here = False
+
+
+@contextlib.contextmanager
+def _signal_from_ray() -> Iterator[None]:
+    """Ray runs signal handlers inside its C++ calls and reports what they raise as a
+    SystemError; raise the Ctrl-C or SIGTERM itself, so the sweep stops as it should."""
+    from pcs import _signals
+
+    try:
+        yield
+    except SystemError as exc:
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, (KeyboardInterrupt, _signals.ProcessTerminated)):
+            raise cause from None
+        raise
 
 
 def _keep_signal_exit() -> None:
