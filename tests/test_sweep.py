@@ -569,3 +569,22 @@ def test_the_plot_ticks_an_integer_grid_at_its_own_values(tmp_path):
         for t in g.iter(f"{ns}text")
     ]
     assert ticks == ["1", "5", "10", "20"]
+
+
+@pytest.mark.mlflow_server
+def test_a_verified_sweep_rerun_on_a_server_prints_no_download_bars(trainer, mlflow_server,
+                                                                     monkeypatch):
+    import uuid
+
+    from mlflow import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    experiment = MlflowClient(tracking_uri=mlflow_server).create_experiment(f"t-{uuid.uuid4().hex}")
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", experiment)
+    sweep = sweep_serial(trainer, seeds=[1])
+
+    quiet = run_cli("rerun", sweep.identifier, "--verify", "--executor", "serial")
+    assert ": reproduced" in quiet.stdout
+    assert "Downloading artifacts" not in quiet.stderr  # MLflow's bars: one per download
+    loud = run_cli("-v", "rerun", sweep.identifier, "--verify", "--executor", "serial")
+    assert "Downloading artifacts" in loud.stderr

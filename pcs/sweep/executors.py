@@ -13,11 +13,18 @@ sweep's main thread) stop an executor: workers are sent SIGTERM (Ray tasks are
 cancelled), which ends their trials KILLED, and are killed if they do not stop
 in time. The sweep then ends whatever is still RUNNING as KILLED.
 
-The ``process`` executor starts its workers as fresh interpreters
-(``python -m pcs.sweep``), not by forking: a fork would copy the caller's
-open database connections, threads and GPU state, and ``spawn`` would import
-the caller's script again. A worker that dies in the middle of a trial (a
-crash, ``os._exit``) fails that trial; another worker takes over.
+The ``process`` executor's workers are forked by a zygote
+(:mod:`pcs.sweep._zygote`): a fresh interpreter that imported MLflow and pcs
+once. They are never forks of the caller, which would copy its open database
+connections, threads and GPU state (and ``spawn`` would import the caller's
+script again). A worker that dies in the middle of a trial (a crash,
+``os._exit``) fails that trial (or, with retries, that attempt); another
+worker takes over. Each worker gets its own GPUs (``CUDA_VISIBLE_DEVICES``)
+when the machine has some.
+
+Trials come from a :class:`TaskSource`: a list, or a search that suggests
+each trial when a worker is free and hears running trials' metric values
+(workers report them over their socket; the sweep answers whether to prune).
 """
 
 from __future__ import annotations
