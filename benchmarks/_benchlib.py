@@ -328,6 +328,7 @@ class MlflowServer:
         self.folder.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PCS_"))}
         env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+        env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # its job runner is eight more processes
         command = [
             sys.executable, "-m", "mlflow", "server",
             "--backend-store-uri", f"sqlite:///{self.backend_db}",

@@ -24,6 +24,36 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def pytest_collection_modifyitems(config, items):
+    """Keep tests that share an expensive fixture on one pytest-xdist worker.
+
+    The suite runs on two workers (``-n 2 --dist loadgroup``). Tests on a local
+    Ray share one cluster, tests on PostgreSQL share the server (some restart
+    it), and tests of a module with a module-scoped fixture (a server, a store)
+    share that fixture: each group goes to one worker, so nothing expensive is
+    started twice and no test sees another's restart. Without xdist the marks
+    do nothing.
+    """
+    for item in items:
+        group = _xdist_group(item)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+def _xdist_group(item) -> str | None:
+    names = getattr(item, "fixturenames", ())
+    if "local_ray" in names:
+        return "ray"
+    if item.get_closest_marker("postgres") is not None:
+        return "postgres"
+    info = getattr(item, "_fixtureinfo", None)
+    for name in names:
+        defs = info.name2fixturedefs.get(name) if info is not None else None
+        if defs and defs[-1].scope in ("module", "class", "package"):
+            return f"module:{item.module.__name__}"
+    return None
+
+
 def git(repo: Path, *args: str) -> str:
     """Run git in ``repo`` (as a test author, never signing); its output, stripped."""
     return subprocess.run(
@@ -62,6 +92,18 @@ def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 90.0) ->
         except OSError:
             time.sleep(0.3)
     raise RuntimeError(f"server at {url} did not answer within {timeout}s")
+
+
+def mlflow_server_env() -> dict[str, str]:
+    """The environment for an ``mlflow server`` the tests start.
+
+    No ``MLFLOW_*`` variable of the test leaks in, and MLflow 3's job runner is
+    off: pcs uses no server-side jobs, and the runner starts about eight worker
+    processes per server that would compete with the tests for the CPU.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    return env
 
 
 def stop_process(process: subprocess.Popen) -> None:
@@ -131,7 +173,7 @@ def mlflow_server(tmp_path_factory):
     """A real ``mlflow server`` on 127.0.0.1 with a SQLite backend and proxied artifacts."""
     folder = tmp_path_factory.mktemp("mlflow_server")
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env = mlflow_server_env()
     log = open(folder / "server.log", "w")  # noqa: SIM115 - closed at teardown
     process = subprocess.Popen(
         [

@@ -23,7 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, free_port, make_store, stop_process, wait_for_http
+from conftest import (
+    REPO_ROOT,
+    free_port,
+    make_store,
+    mlflow_server_env,
+    stop_process,
+    wait_for_http,
+)
 
 from pcs import Run, RunNotFoundError, TrackingStoreError, transfer
 from pcs._liveness import this_host
@@ -150,7 +157,7 @@ def postgres_mlflow_server(tmp_path_factory):
         cursor.execute(f'CREATE DATABASE "{name}"')
     folder = tmp_path_factory.mktemp("mlflow_pg")
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env = mlflow_server_env()
     log = open(folder / "server.log", "w")  # noqa: SIM115 - closed at teardown
     process = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server",

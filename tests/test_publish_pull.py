@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from _registry_server import start_registry_server
-from conftest import free_port, make_store, run_cli, stop_process, wait_for_http
+from conftest import free_port, make_store, mlflow_server_env, run_cli, stop_process, wait_for_http
 
 from pcs import Component, LocalRepo, Run
 from pcs.web_registry import WebRegistry
@@ -124,7 +123,7 @@ def postgres_databases():
 def test_team_path_on_postgresql(postgres_databases, tmp_path, monkeypatch):
     mlflow_db, registry_db = postgres_databases
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env = mlflow_server_env()
     log = open(tmp_path / "mlflow.log", "w")  # noqa: SIM115 - closed below
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", mlflow_db,
