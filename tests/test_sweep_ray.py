@@ -17,8 +17,6 @@ from pcs import Component, LocalRepo, Run, SweepRun, _keys
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-pytestmark = pytest.mark.xdist_group("ray")  # one local Ray per session, on one xdist worker
-
 SOURCE = '''
 import random
 import time
