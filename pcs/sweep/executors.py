@@ -660,6 +660,10 @@ class _Ray(Executor):
         shared_ref = ray.put(shared)
         in_flight: dict[Any, Task] = {}
         limit = self.max_workers or (len(source) if len(source) else 2**31)
+        if not self.max_workers and type(source)._next is not TaskSource._next:
+            # a search suggests from what has ended: no more in flight than the cluster runs
+            cpus = float(ray.cluster_resources().get("CPU", 1))
+            limit = max(1, int(cpus // max(float(self.options()["num_cpus"]), 1e-9)))
         try:
             while True:
                 while len(in_flight) < limit and (task := source.take()) is not None:
