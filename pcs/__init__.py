@@ -40,7 +40,7 @@ from pcs.registry import InMemoryRegistry, Registry
 from pcs.repo import GitRepo, LocalRepo, Repo
 from pcs.run import Run, active_run
 from pcs.run_command import RunCommand
-from pcs.sweep import SweepRun, SweepVerification
+from pcs.sweep import SweepRun, SweepVerification, intrange, loguniform, uniform
 from pcs.verification import Difference, Verification, compare_runs
 
 # the features the run core reaches through pcs._features register themselves on import
@@ -74,6 +74,9 @@ __all__ = [
     "RunCommand",
     "SweepRun",
     "SweepVerification",
+    "loguniform",
+    "uniform",
+    "intrange",
     "Verification",
     "Difference",
     "compare_runs",

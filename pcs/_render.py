@@ -124,7 +124,8 @@ def fold_sweeps(runs: Iterable[Run]) -> list[tuple[Run, dict[str, int] | None]]:
             start = run.info.start_time or 0
             seen = latest.setdefault(parent, {})
             if trial not in seen or seen[trial][0] <= start:
-                seen[trial] = (start, run.info.status)
+                pruned = run.info.status == "KILLED" and tags.get(_keys.PRUNED)
+                seen[trial] = (start, "PRUNED" if pruned else run.info.status)
             continue
         rows.append(run)
     out: list[tuple[Run, dict[str, int] | None]] = []
@@ -135,15 +136,26 @@ def fold_sweeps(runs: Iterable[Run]) -> list[tuple[Run, dict[str, int] | None]]:
         counts: dict[str, int] = {}
         for _, status in latest.get(run.identifier, {}).values():
             counts[status] = counts.get(status, 0) + 1
-        out.append((run, {"trials": sum(counts.values()), **dict(sorted(counts.items()))}))
+        seen_count = sum(counts.values())
+        planned = run.tags.get(_keys.SWEEP_TRIALS, "")
+        # trials planned but with no run (yet): counted, so the row says what is missing
+        if planned.isdigit() and int(planned) > seen_count and run.info.status != "RUNNING":
+            counts["MISSING"] = int(planned) - seen_count
+        total = max(seen_count, int(planned)) if planned.isdigit() else seen_count
+        out.append((run, {"trials": total, **dict(sorted(counts.items()))}))
     return out
 
 
 def _trial_counts_text(counts: dict[str, int]) -> str:
+    """``sweep of 20 trials (17 finished, 1 failed, 1 pruned, 1 missing)``; all finished: no list."""
     total = counts.get("trials", 0)
-    others = [f"{n} {s.lower()}" for s, n in counts.items() if s not in ("trials", "FINISHED")]
+    order = ("FINISHED", "FAILED", "KILLED", "PRUNED", "RUNNING", "MISSING")
+    parts = [f"{counts[s]} {s.lower()}" for s in order if counts.get(s)]
+    parts += [f"{n} {s.lower()}" for s, n in counts.items() if s not in ("trials", *order)]
     text = f"sweep of {total} trial{'s' if total != 1 else ''}"
-    return text + (f" ({', '.join(others)})" if others else "")
+    if counts.get("FINISHED", 0) == total:
+        return text
+    return text + f" ({', '.join(parts)})"
 
 
 @provides("print_runs_table")
@@ -242,7 +254,7 @@ def print_sweep(
         table.add_row(*cells)
     out.print(table)
     summary = sweep_summary(rows)
-    failed = summary["trials"] - summary.get("FINISHED", 0)
+    failed = summary["trials"] - summary.get("FINISHED", 0) - summary.get("PRUNED", 0)
     parts = [f"{summary.get('FINISHED', 0)} finished"]
     parts += [f"{n} {s.lower()}" for s, n in summary.items() if s not in ("trials", "FINISHED")]
     out.print(f"{summary['trials']} trial(s): {', '.join(parts)}")

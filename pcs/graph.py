@@ -116,6 +116,8 @@ class LineageNode:
     focus: bool
     distance: int  # links away from the focus run
     deleted: bool = False
+    trial: int | None = None  # a sweep's trial: its index (pcs.trial)
+    sweep_id: str | None = None  # a sweep's trial: its sweep (pcs.sweep_id)
 
     @property
     def type_label(self) -> str:
@@ -312,6 +314,8 @@ def _node(run: Run, distance: int, focus: bool) -> LineageNode:
         focus=focus,
         distance=distance,
         deleted=run.info.lifecycle_stage == "deleted",
+        trial=int(tags[_keys.TRIAL]) if tags.get(_keys.TRIAL, "").isdigit() else None,
+        sweep_id=tags.get(_keys.SWEEP_ID) if tags.get(_keys.TRIAL) else None,
     )
 
 
@@ -338,7 +342,12 @@ def _layers(lineage: Lineage) -> list[list[str]]:
     generation = {
         scc: i for i, group in enumerate(nx.topological_generations(dag)) for scc in group
     }
-    order = {n.run_id: i for i, n in enumerate(lineage.nodes)}
+    nodes = {n.run_id: n for n in lineage.nodes}
+    # a sweep's trials start in trial order (0, 1, 2, ...), after the other runs of the layer
+    order = {
+        n.run_id: (n.trial is not None, n.trial if n.trial is not None else 0, i)
+        for i, n in enumerate(lineage.nodes)
+    }
     layers: list[list[str]] = [[] for _ in range(max(generation.values()) + 1)]
     for run_id in sorted(graph.nodes, key=order.__getitem__):
         layers[generation[members[run_id]]].append(run_id)
@@ -354,7 +363,7 @@ def _layers(lineage: Lineage) -> list[list[str]]:
                 for here, run_id in enumerate(layers[i]):
                     linked = [rank[o] for o in neighbours(run_id) if layer_of[o] != i]
                     centre[run_id] = sum(linked) / len(linked) if linked else float(here)
-                layers[i] = sorted(layers[i], key=centre.__getitem__)
+                layers[i] = sorted(layers[i], key=lambda r: (centre[r], order[r]))
     # ... then neighbours swap places while that uncrosses arrows (ties the sweeps leave)
     undirected = graph.to_undirected(as_view=True)
     for _ in range(len(graph)):
@@ -377,7 +386,29 @@ def _layers(lineage: Lineage) -> list[list[str]]:
                     swapped = True
         if not swapped:
             break
-    return layers
+    return [_trials_in_order(layer, nodes) for layer in layers]
+
+
+def _trials_in_order(layer: list[str], nodes: dict[str, LineageNode]) -> list[str]:
+    """The layer with each sweep's trials together, in trial order, where the first of them sits.
+
+    Other runs keep their places around them, so a sweep's rerun (or the sweep
+    itself) never lands between its trials and its arrows do not cross them.
+    """
+    first: dict[str, int] = {}
+    for place, run_id in enumerate(layer):
+        node = nodes.get(run_id)
+        if node is not None and node.trial is not None and node.sweep_id:
+            first.setdefault(node.sweep_id, place)
+
+    def key(item: tuple[int, str]) -> tuple[int, int, int]:
+        place, run_id = item
+        node = nodes.get(run_id)
+        if node is not None and node.trial is not None and node.sweep_id in first:
+            return first[node.sweep_id], 0, node.trial
+        return place, 1, 0
+
+    return [run_id for _, run_id in sorted(enumerate(layer), key=key)]
 
 
 def _positions(layers: list[list[str]]) -> dict[str, tuple[float, float]]:

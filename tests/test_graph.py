@@ -210,6 +210,39 @@ def test_sweep_cycle_and_odd_names(store):
     assert root.find(f".//{SVG}b") is None
 
 
+def test_a_rerun_sweep_draws_its_trials_in_order_beside_the_originals():
+    from pcs.graph import _layers
+
+    def sweep_of(name: str, rerun_of: dict[int, str] | None = None,
+                 of: Run | None = None) -> tuple[Run, dict[int, Run]]:
+        sweep = Run(run_name=name, tags={_keys.RERUN_OF: of.identifier} if of else None)
+        sweep.set_tag(_keys.SWEEP_ID, sweep.identifier)
+        trials = {}
+        for index in (11, 10, 3, 0, 7, 1, 2, 9, 4, 8, 6, 5):  # recorded out of order
+            tags = {_keys.SWEEP_ID: sweep.identifier, _keys.TRIAL: str(index)}
+            if rerun_of:
+                tags[_keys.RERUN_OF] = rerun_of[index]
+            trials[index] = Run(run_name=f"trial {index}", outer_run=sweep, tags=tags)
+            trials[index].end()
+        sweep.end()
+        return sweep, trials
+
+    sweep, trials = sweep_of("sweep")
+    rerun, again = sweep_of("rerun", {i: r.identifier for i, r in trials.items()}, sweep)
+
+    layers = _layers(lineage(sweep, depth=2))
+
+    ids = {r.identifier: f"t{i}" for i, r in trials.items()}
+    ids.update({r.identifier: f"r{i}" for i, r in again.items()})
+    ids.update({sweep.identifier: "S", rerun.identifier: "R"})
+    named = [[ids[i] for i in layer] for layer in layers]
+    assert named[0] == ["S"]
+    # the original trials in order, together; the rerun sweep beside them, not among them
+    assert named[1] == [f"t{i}" for i in range(12)] + ["R"]
+    # each rerun trial level with its original: the rerun arrows run side by side
+    assert named[2] == [f"r{i}" for i in range(12)]
+
+
 # -- SVG -------------------------------------------------------------------------------------------
 
 

@@ -549,3 +549,42 @@ def test_a_process_sweep_records_and_reruns_on_every_kind_of_store(store, traine
     assert sweep.load_text(_keys.SWEEP_TABLE_ARTIFACT).count("FINISHED") == 2
     again = sweep.rerun(verify=True, executor="serial")
     assert again.verification.verdict == "reproduced"
+
+
+def test_the_plot_ticks_an_integer_grid_at_its_own_values(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    from pcs.sweep.results import write_plot
+
+    rows = [{"trial": i, "run_id": str(i), "status": "FINISHED", "seed": 1, "n": n, "score": n / 2}
+            for i, n in enumerate([1, 5, 10, 20])]
+    path = tmp_path / "plot.svg"
+    write_plot(rows, ["n"], "score", path, "ticks")
+
+    root = ET.fromstring(path.read_text())
+    ns = "{http://www.w3.org/2000/svg}"
+    ticks = [
+        "".join(t.itertext()).strip()
+        for g in root.iter(f"{ns}g") if (g.get("id") or "").startswith("xtick_")
+        for t in g.iter(f"{ns}text")
+    ]
+    assert ticks == ["1", "5", "10", "20"]
+
+
+@pytest.mark.mlflow_server
+def test_a_verified_sweep_rerun_on_a_server_prints_no_download_bars(trainer, mlflow_server,
+                                                                     monkeypatch):
+    import uuid
+
+    from mlflow import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    experiment = MlflowClient(tracking_uri=mlflow_server).create_experiment(f"t-{uuid.uuid4().hex}")
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", experiment)
+    sweep = sweep_serial(trainer, seeds=[1])
+
+    quiet = run_cli("rerun", sweep.identifier, "--verify", "--executor", "serial")
+    assert ": reproduced" in quiet.stdout
+    assert "Downloading artifacts" not in quiet.stderr  # MLflow's bars: one per download
+    loud = run_cli("-v", "rerun", sweep.identifier, "--verify", "--executor", "serial")
+    assert "Downloading artifacts" in loud.stderr

@@ -7,6 +7,7 @@ store holds.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -248,3 +249,150 @@ def test_a_new_sqlite_store_is_created_before_the_workers_open_it(tmp_path):
         pool.abort()
     assert {"experiments", "runs", "alembic_version"} <= tables
     assert not any(t.startswith("_alembic_tmp") for t in tables)
+
+
+FLAKY = '''
+import os
+from pathlib import Path
+
+# loads of this module by sweep workers (not the sweep's own): the 3rd and 4th die at once,
+# before their trial's run exists
+if os.getpid() != int(os.environ["PCS_TEST_SWEEP_PID"]):
+    _loads = Path(os.environ["PCS_TEST_LOADS"])
+    _loads.mkdir(exist_ok=True)
+    _mine = len(list(_loads.iterdir())) + 1
+    (_loads / str(_mine)).touch()
+    if _mine in (3, 4):
+        os._exit(7)
+
+
+class Flaky:
+    def fit(self, x=0, crash_once=None):
+        marker = Path(crash_once) if crash_once else None
+        if marker is not None and not marker.exists():
+            marker.touch()
+            os._exit(9)  # the worker dies in the middle of the trial, once
+        return {"x": x, "gpus": os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os.getpid()}
+'''
+
+
+def test_retries_keep_every_attempt_a_trial_that_never_started_has_a_run_and_gpus_are_dealt(
+    tmp_path, monkeypatch
+):
+    from pcs.sweep.executors import gpu_slots
+
+    folder = tmp_path / "flaky"
+    folder.mkdir()
+    (folder / "flaky.py").write_text(textwrap.dedent(FLAKY))
+    monkeypatch.setenv("PCS_TEST_SWEEP_PID", str(os.getpid()))
+    monkeypatch.setenv("PCS_TEST_LOADS", str(tmp_path / "loads"))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2")  # the GPUs the sweep may hand out
+    flaky = Component.from_repo(LocalRepo("src", folder), "flaky", "flaky.py", "Flaky",
+                                instantiate=True)
+
+    sweep = SweepRun.from_component(
+        flaky, "fit", grid={"flaky.fit.x": [0, 1, 2]}, seeds=[1], executor="process",
+        max_workers=1, resources={"gpus": 1},
+        arg_set={"flaky": {"fit": {"crash_once": str(tmp_path / "crashed")}}}, max_retries=1,
+    )
+
+    runs = {r.identifier: r for r in sweep.inner_runs}
+    table = sweep.table()
+    assert [r["status"] for r in table] == ["FINISHED"] * 3  # one FINISHED run per trial
+
+    def attempts(index: int) -> list[Run]:
+        mine = [r for r in runs.values() if r.tags[_keys.TRIAL] == str(index)]
+        return sorted(mine, key=lambda r: r.tags[_keys.ATTEMPT])
+
+    # trial 0: its worker died mid-trial; the retry finished, and both attempts are kept
+    first, second = attempts(0)
+    assert [(r.tags[_keys.ATTEMPT], r.status) for r in (first, second)] == [
+        ("1", "FAILED"), ("2", "FINISHED")]
+    assert "died (exit code 9)" in first.tags[_keys.ERROR]
+    assert sweep.trials[0].identifier == second.identifier
+    # trial 1: its first attempt's workers died before its run existed, twice: a run says so
+    never, then = attempts(1)
+    assert never.status == "FAILED" and "before its run was recorded" in never.tags[_keys.ERROR]
+    assert "exit code 7" in never.tags[_keys.ERROR]
+    assert never.tags[_keys.RUN_COMMAND_ID] == sweep.spec.trials[1].run_command
+    assert then.status == "FINISHED" and sweep.trials[1].identifier == then.identifier
+    # one worker at a time, each with a GPU of its own
+    assert {t.return_value["gpus"] for t in sweep.trials} <= {"0", "1", "2"}
+    assert gpu_slots(2, 1) == ["0", "1"] and gpu_slots(4, 2) == ["0,1"] and gpu_slots(1, 0) == []
+    assert json.loads(sweep.tags[_keys.SWEEP_SUMMARY]) == {"FINISHED": 3, "trials": 3}
+    assert not [r for r in runs.values() if r.status == "RUNNING"]
+
+
+def test_code_that_raises_is_retried_only_when_asked(tmp_path):
+    listed = tmp_path / "once"
+    once = textwrap.dedent('''
+        from pathlib import Path
+
+        class Once:
+            def go(self, marker=""):
+                path = Path(marker)
+                if not path.exists():
+                    path.touch()
+                    raise RuntimeError("first time fails")
+                return 1
+    ''')
+    folder = tmp_path / "once_src"
+    folder.mkdir()
+    (folder / "once.py").write_text(once)
+    comp = Component.from_repo(LocalRepo("src", folder), "once", "once.py", "Once",
+                               instantiate=True)
+
+    plain = SweepRun.from_component(comp, "go", arg_set={"once": {"go": {"marker": str(listed)}}},
+                                    executor="serial", max_retries=2)
+    listed.unlink()
+    retried = SweepRun.from_component(comp, "go", arg_set={"once": {"go": {"marker": str(listed)}}},
+                                      executor="serial", max_retries=2, retry_exceptions=True)
+
+    assert [t.status for t in plain.trials] == ["FAILED"]  # its code raised: not retried
+    assert [t.status for t in retried.trials] == ["FINISHED"]
+    assert retried.trials[0].tags[_keys.ATTEMPT] == "2"
+    assert len(retried.inner_runs) == 2
+
+
+WORK_REGISTRY = """
+repos:
+  src:
+    type: local
+    path: .
+components:
+  work:
+    repo: src
+    file_path: work.py
+    class_name: Work
+    instantiate: true
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_a_stopped_pcs_sweep_prints_its_id_and_how_to_resume_it(work, tmp_path, signum):
+    (tmp_path / "src" / "components.yaml").write_text(WORK_REGISTRY)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    child = subprocess.Popen(
+        [sys.executable, "-m", "pcs", "sweep", "work", "-r", str(tmp_path / "src" / "components.yaml"),
+         "-e", "nap", "--grid", "work.nap.seconds=120,121", "--executor", "serial"],
+        env=env, cwd=tmp_path, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        _wait_for(lambda: [t for t in _sweep_and_trials()[1] if t.status == "RUNNING"], 90,
+                  "a running trial")
+        os.killpg(child.pid, signum)  # Ctrl-C reaches the terminal's whole group
+        child.wait(timeout=60)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+    stderr = child.stderr.read()
+
+    sweep, trials = _sweep_and_trials()
+    assert sweep is not None and sweep.status == "KILLED"
+    assert sweep.tags[_keys.ENDED_BY] == signal.Signals(signum).name
+    assert f"pcs sweep --resume {sweep.identifier}" in stderr, stderr
+    # SIGTERM ends the command as the signal does; Ctrl-C is exit 130
+    assert child.returncode == (-signum if signum == signal.SIGTERM else 130), stderr

@@ -39,7 +39,8 @@ _STORE_COMMANDS = {
     envvar="MLFLOW_TRACKING_URI",
     help="MLflow tracking store (default: MLFLOW_TRACKING_URI, else MLflow's default sqlite:///mlflow.db).",
 )
-@click.option("-v", "--verbose", is_flag=True, help="Show MLflow's own INFO logs.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Show MLflow's own INFO logs and artifact download progress.")
 @click.version_option(package_name="pcs", prog_name="pcs")
 @click.pass_context
 def cli(ctx: click.Context, tracking_uri: str | None, verbose: bool) -> None:
@@ -54,6 +55,8 @@ def cli(ctx: click.Context, tracking_uri: str | None, verbose: bool) -> None:
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     if not verbose:
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        # one tqdm bar per downloaded artifact (hundreds in a verified sweep rerun on a server)
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # MLflow prints "View run ... at" lines on stdout for tracking servers; pcs prints its own
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     if ctx.invoked_subcommand in _STORE_COMMANDS:

@@ -135,10 +135,20 @@ def _verdict_exit(report: Any) -> int:
 @click.option("--env", type=click.Choice(["current", "recorded"]), default="current", show_default=True,
               help="Run here, or in a virtual environment with the recorded distributions.")
 @_tolerance_options
+@click.option("--executor", type=click.Choice(["serial", "process", "ray"]), default=None,
+              help="A sweep: where its trials rerun [default: where they ran].")
+@click.option("--workers", type=click.IntRange(1), default=None,
+              help="A sweep: worker processes (or Ray tasks at once).")
+@click.option("--ray-address", default=None, help="A sweep: the Ray cluster to rerun on.")
+@click.option("--research", is_flag=True,
+              help="A search: run the search again from its seed (one trial at a time) and check "
+                   "it suggests the same arguments, instead of replaying its trials.")
 @progress_option
 @json_option
 def rerun(run_id: str, verify: bool, strict: bool, code: str, env: str, rtol: float, atol: float,
-          ignore: tuple[str, ...], show_progress: bool | None, as_json: bool) -> int:
+          ignore: tuple[str, ...], executor: str | None, workers: int | None,
+          ray_address: str | None, research: bool, show_progress: bool | None,
+          as_json: bool) -> int:
     """Execute RUN_ID's recorded command again; prints the verdict (with --verify), then the new id.
 
     Exits 0 when reproduced, 1 when diverged, 5 when nothing could be compared.
@@ -148,6 +158,20 @@ def rerun(run_id: str, verify: bool, strict: bool, code: str, env: str, rtol: fl
     with working(as_json), progress_callback(show_progress) as progress:
         original = Run.from_existing_run_id(run_id)
         options: dict[str, Any] = {"progress": progress} if env == "recorded" else {}
+        sweep_options = {k: v for k, v in (("executor", executor), ("max_workers", workers),
+                                           ("ray_address", ray_address)) if v is not None}
+        if research:
+            sweep_options["research"] = True
+        if sweep_options:
+            from pcs.errors import ArgumentError
+            from pcs.sweep import SweepRun
+
+            if not isinstance(original, SweepRun):
+                raise ArgumentError(
+                    f"--executor, --workers, --ray-address and --research are for sweeps; run "
+                    f"{original.identifier} is not one. Rerun it without them."
+                )
+            options.update(sweep_options, progress=progress)
         new_run = original.rerun(
             verify=verify or strict, code=code, env=env, rtol=rtol, atol=atol, ignore=ignore,
             **options,

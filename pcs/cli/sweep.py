@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
@@ -16,7 +19,14 @@ from pcs.cli._common import (
     working,
 )
 
-__all__ = ["sweep", "parse_grid_option", "parse_seeds_option", "split_values"]
+__all__ = [
+    "sweep",
+    "parse_grid_option",
+    "parse_seeds_option",
+    "parse_space_option",
+    "split_values",
+    "interrupted_notice",
+]
 
 
 def split_values(text: str) -> list[str]:
@@ -64,6 +74,39 @@ def parse_grid_option(text: str) -> tuple[str, list[Any]]:
     return path, [parse_value(p, f"--grid {path}") for p in pieces]
 
 
+def parse_space_option(text: str) -> tuple[str, Any]:
+    """``PATH=loguniform:LOW:HIGH``, ``uniform:LOW:HIGH``, ``int:LOW:HIGH[:STEP]`` or ``V1,V2,...``."""
+    from pcs.errors import ArgumentError
+    from pcs.sweep.search import intrange, loguniform, uniform
+
+    path, sep, raw = text.partition("=")
+    parts = path.split(".")
+    usage = (
+        f"Cannot read --space {text[:200]!r}: write it as COMPONENT.FUNCTION.ARG=RANGE, with RANGE "
+        "loguniform:1e-4:1e-1, uniform:0:1, int:2:8 (int:2:8:2 for a step), or choices "
+        "sgd,adam."
+    )
+    if not sep or len(parts) != 3 or not all(parts) or not raw.strip():
+        raise ArgumentError(usage)
+    kind, _, rest = raw.partition(":")
+    if kind in ("loguniform", "uniform", "int") and rest:
+        bounds = rest.split(":")
+        try:
+            if kind == "int":
+                if len(bounds) not in (2, 3):
+                    raise ValueError
+                return path, intrange(*(int(b) for b in bounds))
+            if len(bounds) != 2:
+                raise ValueError
+            low, high = float(bounds[0]), float(bounds[1])
+        except ValueError:
+            raise ArgumentError(usage) from None
+        return path, (loguniform if kind == "loguniform" else uniform)(low, high)
+    if re.fullmatch(r"[A-Za-z]+(:[^,:]+){2,3}", raw.strip()):
+        raise ArgumentError(usage)  # a range of a kind pcs does not know, e.g. log:1:2
+    return path, parse_grid_option(f"{path}={raw}")[1]
+
+
 def parse_seeds_option(text: str) -> list[int]:
     """``1,2,3`` -> [1, 2, 3]."""
     from pcs.errors import ArgumentError
@@ -107,10 +150,33 @@ def parse_seeds_option(text: str) -> list[int]:
 @click.option("--ray-address", default=None,
               help="Ray cluster to connect to (ray.init(address=...)); workers on other machines "
                    "need a tracking server they can reach: pcs --tracking-uri http://... sweep ...")
+@click.option("--space", "space", multiple=True, metavar="COMPONENT.FUNCTION.ARG=RANGE",
+              help="Search instead of a grid: an argument and its range, loguniform:1e-4:1e-1, "
+                   "uniform:0:1, int:2:8[:STEP], or choices V1,V2,... Repeatable; needs "
+                   "--trials (but --search grid), --metric and --mode (pip install 'pcs[optuna]').")
+@click.option("--search", type=click.Choice(["tpe", "random", "grid"]), default="tpe",
+              show_default=True, help="How --space is searched (Optuna's samplers).")
+@click.option("--trials", "n_trials", type=click.IntRange(1), default=None,
+              help="How many trials the search runs (--search grid: default its size).")
+@click.option("--seed", type=click.IntRange(0), default=None,
+              help="Seed of the search (default: drawn and recorded); trials' seeds derive from it.")
+@click.option("--prune", type=click.Choice(["median", "asha", "hyperband"]), default=None,
+              help="Stop unpromising search trials early, from the --metric they log with a step.")
 @click.option("--metric", default=None,
-              help="Metric to plot in pcs/sweep.svg and to pick the best trial by.")
-@click.option("--mode", type=click.Choice(["max", "min"]), default="max", show_default=True,
-              help="Whether the best trial has the largest or the smallest --metric.")
+              help="Metric to rank trials by (the search optimises it; the sweep run logs its best "
+                   "value) and to plot in pcs/sweep.svg.")
+@click.option("--mode", type=click.Choice(["max", "min"]), default=None,
+              help="Whether the best trial has the largest or the smallest --metric "
+                   "[default: max; a search needs it].")
+@click.option("--cpus", type=click.FloatRange(0), default=None,
+              help="CPUs one trial needs (Ray schedules by it).")
+@click.option("--gpus", type=click.FloatRange(0), default=None,
+              help="GPUs one trial needs (Ray schedules by it; process workers get their own).")
+@click.option("--max-retries", type=click.IntRange(0), default=0, show_default=True,
+              help="Run a trial again when its worker, process or node died (each attempt is "
+                   "kept).")
+@click.option("--retry-exceptions", is_flag=True,
+              help="With --max-retries, also retry trials whose code raised.")
 @click.option("--run-name", default=None, help="MLflow run name of the sweep.")
 @click.option("--experiment", "experiment_name", default=None,
               help="MLflow experiment (by name; created when missing).")
@@ -122,13 +188,17 @@ def sweep(component: str | None, registry_file: str, entry_point: str | None,
           args: tuple[str, ...], arg_set_file: str | None, grid: tuple[str, ...],
           samples: int | None, sample_seed: int | None, seeds: str | None,
           executor: str | None, workers: int | None, ray_address: str | None,
-          metric: str | None, mode: str, run_name: str | None, experiment_name: str | None,
-          resume_id: str | None, show_progress: bool | None, as_json: bool) -> int:
+          space: tuple[str, ...], search: str, n_trials: int | None, seed: int | None,
+          prune: str | None, metric: str | None, mode: str | None, cpus: float | None,
+          gpus: float | None, max_retries: int, retry_exceptions: bool, run_name: str | None,
+          experiment_name: str | None, resume_id: str | None, show_progress: bool | None,
+          as_json: bool) -> int:
     """Run COMPONENT's entry point once per combination of --grid values and --seeds.
 
     Shows a progress bar of finished and failed trials on stderr, then the
     table of trials; prints the sweep id last. Exits 0 when any trial
-    finished, 6 when none did.
+    finished, 6 when none did. Ctrl-C or SIGTERM stops it, printing the sweep id
+    and the --resume command on stderr.
     """
     from pcs import _config, _render
     from pcs.argument_set import ArgumentSet
@@ -137,12 +207,14 @@ def sweep(component: str | None, registry_file: str, entry_point: str | None,
     from pcs.run import Run
     from pcs.sweep import SweepRun
 
-    with working(as_json), progress_callback(show_progress) as progress:
+    resources = {k: v for k, v in (("cpus", cpus), ("gpus", gpus)) if v is not None}
+    with working(as_json), progress_callback(show_progress) as progress, \
+            interrupted_notice() as on_start:
         if resume_id:
-            if component or grid or args or arg_set_file or seeds is not None or samples:
+            if component or grid or args or arg_set_file or seeds is not None or samples or space:
                 raise ArgumentError(
                     "--resume SWEEP_ID runs the sweep's own recorded trials; give no COMPONENT, "
-                    "--grid, -a, --arg-set, --seeds or --samples with it."
+                    "--grid, --space, -a, --arg-set, --seeds or --samples with it."
                 )
             found = Run.from_existing_run_id(resume_id)
             if not isinstance(found, SweepRun):
@@ -152,7 +224,8 @@ def sweep(component: str | None, registry_file: str, entry_point: str | None,
                 )
             result = found.resume_trials(
                 executor=executor, max_workers=workers, ray_address=ray_address,
-                progress=progress,
+                progress=progress, max_retries=max_retries, retry_exceptions=retry_exceptions,
+                on_start=on_start,
             )
         else:
             if not component:
@@ -171,6 +244,21 @@ def sweep(component: str | None, registry_file: str, entry_point: str | None,
                 if path in grid_map:
                     raise ArgumentError(f"--grid {path} is given twice; give its values once.")
                 grid_map[path] = values
+            space_map: dict[str, Any] = {}
+            for text in space:
+                path, entry = parse_space_option(text)
+                if path in space_map:
+                    raise ArgumentError(f"--space {path} is given twice; give its range once.")
+                space_map[path] = entry
+            search_options: dict[str, Any] = {}
+            if space_map:
+                search_options = {"space": space_map, "search": search, "n_trials": n_trials,
+                                  "seed": seed, "prune": prune}
+            elif n_trials is not None or seed is not None or prune is not None:
+                raise ArgumentError(
+                    "--trials, --seed and --prune are for a search; give the arguments to search "
+                    "with --space COMPONENT.FUNCTION.ARG=RANGE (or sweep a --grid without them)."
+                )
             comp_obj = Component.from_registry_file(registry_file, component)
             experiment_id = (
                 _config.experiment_by_name(_config.tracking_client(), experiment_name)
@@ -180,14 +268,17 @@ def sweep(component: str | None, registry_file: str, entry_point: str | None,
                 comp_obj, entry_point, arg_set, grid_map or None, samples,
                 parse_seeds_option(seeds) if seeds is not None else (None,),
                 executor or "process", workers, run_name,
-                sample_seed=sample_seed, plot_metric=metric, ray_address=ray_address,
-                experiment_id=experiment_id, progress=progress,
+                sample_seed=sample_seed, metric=metric, mode=mode, ray_address=ray_address,
+                experiment_id=experiment_id, progress=progress, resources=resources or None,
+                max_retries=max_retries, retry_exceptions=retry_exceptions, on_start=on_start,
+                **search_options,
             )
         rows = result.table()
         best = None
         if metric and any(r["status"] == "FINISHED" for r in rows):
             try:
-                best = result.best(metric, mode)
+                spec = result._read_spec()
+                best = result.best(metric, mode or (spec.best_mode if spec else "max"))
             except ArgumentError:
                 best = None  # no trial logged it; the table says so
     summary = _render.sweep_summary(rows)
@@ -207,3 +298,29 @@ def sweep(component: str | None, registry_file: str, entry_point: str | None,
         _render.print_sweep(result, rows, best=best, metric=metric)
         click.echo(result.identifier)
     return EXIT_CODES["ok"] if status == "FINISHED" else EXIT_CODES["component_failed"]
+
+
+@contextlib.contextmanager
+def interrupted_notice() -> Iterator[Callable[[Any], None]]:
+    """Yield an ``on_start`` callback; on Ctrl-C or SIGTERM/SIGHUP, print the sweep id and how
+    to resume it (on stderr) before the command ends as the signal says."""
+    from pcs import _signals
+
+    started: list[str] = []
+
+    def notice() -> None:
+        if started:
+            click.echo(
+                f"pcs: sweep {started[-1]} was stopped; run its remaining trials with: "
+                f"pcs sweep --resume {started[-1]}",
+                err=True,
+            )
+
+    remove = _signals.on_termination(notice)
+    try:
+        yield lambda sweep: started.append(sweep.identifier)
+    except KeyboardInterrupt:
+        notice()
+        raise
+    finally:
+        remove()

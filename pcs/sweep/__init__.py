@@ -8,9 +8,11 @@ one ``ComponentRun`` per trial. ``sweep.table()``, ``sweep.best(metric)``,
 tracking store alone.
 
 Parts: :mod:`pcs.sweep.spec` (what a sweep is and how it is planned),
+:mod:`pcs.sweep.search` (adaptive search with Optuna),
 :mod:`pcs.sweep.record` (what a sweep records before its first trial),
 :mod:`pcs.sweep.sweep_run` (the run), :mod:`pcs.sweep.executors` (where trials
-run), :mod:`pcs.sweep._worker` (running one trial), :mod:`pcs.sweep.results`
+run), :mod:`pcs.sweep._zygote` (the preloaded server that forks process workers),
+:mod:`pcs.sweep._worker` (running one trial), :mod:`pcs.sweep.results`
 (table, CSV, plot, best) and :mod:`pcs.sweep.verify` (verified reruns).
 """
 
@@ -20,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pcs._features import provides
+from pcs.sweep.search import intrange, loguniform, uniform
 from pcs.sweep.spec import EXECUTORS
 from pcs.sweep.spec import SweepSpec as SweepSpec
 from pcs.sweep.spec import TrialSpec as TrialSpec
@@ -32,7 +35,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from pcs.component import Component
 
 # SweepSpec, TrialSpec and TrialCheck (data of a sweep's record) are importable from here too
-__all__ = ["SweepRun", "SweepVerification", "run_sweep", "EXECUTORS"]
+__all__ = [
+    "SweepRun",
+    "SweepVerification",
+    "run_sweep",
+    "EXECUTORS",
+    "loguniform",
+    "uniform",
+    "intrange",
+]
 
 
 @provides("sweep")
@@ -53,8 +64,9 @@ def run_sweep(
     Args:
         component, entry_point, arg_set, grid, samples, seeds, executor,
         max_workers, run_name: see :meth:`SweepRun.from_component`.
-        **options: ``sample_seed``, ``plot_metric``, ``ray_address``,
-            ``experiment_id``, ``progress``.
+        **options: everything else :meth:`SweepRun.from_component` takes (``space``,
+            ``search``, ``n_trials``, ``metric``, ``mode``, ``seed``, ``prune``,
+            ``resources``, ``max_retries``, ``ray_address``, ``progress``, ...).
 
     Returns:
         The ended sweep run.

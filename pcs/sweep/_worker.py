@@ -46,6 +46,7 @@ __all__ = [
     "Task",
     "Result",
     "TrialContext",
+    "TrialPruned",
     "run_trial",
     "install_lock_retries",
     "is_lock_error",
@@ -76,13 +77,18 @@ class Shared:
 
 @dataclass(frozen=True)
 class Task:
-    """One trial to run."""
+    """One trial to run (one attempt at it)."""
 
     index: int
     command_id: str
     run_name: str
     rerun_of: str | None = None
     return_value_format: str = "auto"
+    registry: dict[str, Any] | None = None  # holds this trial's command when the shared one does not
+    watch: str | None = None  # the metric to follow: its final value is the trial's result
+    report: bool = False  # tell the sweep every value of ``watch``; it may prune the trial
+    prune_at: int | None = None  # a replay: stop when ``watch`` is logged at this step
+    attempt: int = 1
 
 
 @dataclass(frozen=True)
@@ -93,21 +99,42 @@ class Result:
     run_id: str | None
     status: str  # FINISHED, FAILED or KILLED
     error: str | None = None
+    value: float | None = None  # the final value of the task's ``watch`` metric
+    pruned: int | None = None  # the step at which the trial was pruned
+    cause: str | None = None  # for FAILED: "code" (its code raised), "worker", or "start"
+    attempt: int = 1
+
+
+class TrialPruned(KeyboardInterrupt):
+    """Raised in a trial's code (from its metric logging) when the search stops it early.
+
+    A KeyboardInterrupt, so ``except Exception`` in user code does not swallow
+    it and the run ends KILLED, not FAILED.
+    """
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"pruned at step {step}")
+        self.step = step
 
 
 class TrialContext:
     """The shared context, parsed once per worker; builds each trial's command afresh."""
 
-    def __init__(self, shared: Shared) -> None:
+    def __init__(self, shared: Shared,
+                 reporter: Callable[[int, int, float], bool] | None = None) -> None:
         from pcs.registry import InMemoryRegistry
 
         self.shared = shared
         self.registry = InMemoryRegistry(shared.registry)
+        self.reporter = reporter  # (trial, step, value) -> whether to prune
 
-    def command(self, command_id: str) -> Any:
+    def command(self, command_id: str, registry: dict[str, Any] | None = None) -> Any:
         """The trial's RunCommand, on fresh component objects."""
+        from pcs.registry import InMemoryRegistry
         from pcs.run_command import RunCommand
 
+        if registry:
+            self.registry.update(InMemoryRegistry(registry), force=True)
         command = RunCommand.from_registry(self.registry, command_id)
         for component in command.component.dependency_list():
             text = self.shared.requirements.get(component.identifier)
@@ -138,32 +165,160 @@ def _files_match(command: Any) -> bool:
     return True
 
 
-def run_trial(task: Task, context: TrialContext) -> Result:
+def run_trial(task: Task, context: TrialContext, tags: dict[str, str] | None = None) -> Result:
     """Run one trial as a component run nested in the sweep; a failure is a FAILED result.
 
     Ctrl-C and SIGTERM/SIGHUP are not failures of the trial: they end its run
-    KILLED and propagate, so the executor stops.
+    KILLED and propagate, so the executor stops. A pruned trial ends KILLED
+    with ``pcs.pruned`` (the step) and ``pcs.ended_by=pruned``.
+
+    Args:
+        task: the trial.
+        context: the sweep's context in this process.
+        tags: more tags for the trial's run (where it ran).
     """
     from pcs.component_run import ComponentRun, _one_line
     from pcs.run import Run
 
     shared = context.shared
+    all_tags = {_keys.SWEEP_ID: shared.sweep_id, _keys.TRIAL: str(task.index),
+                _keys.ATTEMPT: str(task.attempt), **(tags or {})}
+    watch = _Watch(task, context.reporter) if task.watch else None
     try:
-        command = context.command(task.command_id)
-        run = ComponentRun.execute(
-            command,
-            outer_run=Run.lazy(shared.sweep_id),
-            rerun_of=Run.lazy(task.rerun_of) if task.rerun_of else None,
-            run_name=task.run_name,
-            experiment_id=shared.experiment_id,
-            return_value_format=task.return_value_format,
-            tags={_keys.SWEEP_ID: shared.sweep_id, _keys.TRIAL: str(task.index)},
-        )
+        command = context.command(task.command_id, task.registry)
+        with _watching(watch, shared.tracking_uri):
+            run = ComponentRun.execute(
+                command,
+                outer_run=Run.lazy(shared.sweep_id),
+                rerun_of=Run.lazy(task.rerun_of) if task.rerun_of else None,
+                run_name=task.run_name,
+                experiment_id=shared.experiment_id,
+                return_value_format=task.return_value_format,
+                tags=all_tags,
+            )
+    except TrialPruned as exc:
+        run_id = getattr(exc, "pcs_run_id", None) or (watch.run_id if watch else None)
+        if run_id:
+            Run.lazy(run_id).set_tags({_keys.PRUNED: str(exc.step), _keys.ENDED_BY: "pruned"})
+        return Result(task.index, run_id, "KILLED", f"pruned at step {exc.step}",
+                      value=watch.value if watch else None, pruned=exc.step,
+                      attempt=task.attempt)
     except (KeyboardInterrupt, _signals.ProcessTerminated):
         raise
     except BaseException as exc:  # noqa: BLE001 - a trial's failure (even SystemExit) ends only it
-        return Result(task.index, getattr(exc, "pcs_run_id", None), "FAILED", _one_line(exc))
-    return Result(task.index, run.identifier, "FINISHED")
+        return Result(task.index, getattr(exc, "pcs_run_id", None), "FAILED", _one_line(exc),
+                      value=watch.value if watch else None, cause="code", attempt=task.attempt)
+    return Result(task.index, run.identifier, "FINISHED", value=watch.value if watch else None,
+                  attempt=task.attempt)
+
+
+# -- following a trial's metric (its result, and reports to a pruner) ----------------------------
+
+
+class _Watch:
+    """A trial's ``watch`` metric as the trial logs it: its final value, and pruning."""
+
+    def __init__(self, task: Task, reporter: Callable[[int, int, float], bool] | None) -> None:
+        self.task = task
+        self.reporter = reporter if task.report else None
+        self.run_id: str | None = None
+        self.latest: tuple[int, int, float] | None = None  # (step, timestamp, value)
+        self.pruned: int | None = None
+
+    @property
+    def value(self) -> float | None:
+        return self.latest[2] if self.latest is not None else None
+
+    def created(self, tags: Any, run_id: str) -> None:
+        if self.run_id is None and _tag_value(tags, _keys.TRIAL) == str(self.task.index) and (
+            _tag_value(tags, _keys.ATTEMPT) == str(self.task.attempt)
+        ):
+            self.run_id = run_id
+
+    def logged(self, run_id: str, metrics: Any) -> None:
+        if run_id != self.run_id or self.pruned is not None:
+            return
+        for metric in metrics or ():
+            if metric.key != self.task.watch:
+                continue
+            step, value = int(metric.step or 0), float(metric.value)
+            key = (step, int(metric.timestamp or 0), value)
+            if self.latest is None or key[:2] >= self.latest[:2]:
+                self.latest = key
+            stop = False
+            if self.task.prune_at is not None:
+                stop = step >= self.task.prune_at
+            elif self.reporter is not None:
+                stop = self.reporter(self.task.index, step, value)
+            if stop:
+                self.pruned = step
+                raise TrialPruned(step)
+
+
+def _tag_value(tags: Any, key: str) -> str | None:
+    for tag in tags or ():
+        if getattr(tag, "key", None) == key:
+            return str(tag.value)
+    return None
+
+
+_CURRENT_WATCH: _Watch | None = None
+
+
+@contextlib.contextmanager
+def _watching(watch: _Watch | None, tracking_uri: str) -> Iterator[None]:
+    """Follow ``watch``'s metric in every write to the store while the trial runs."""
+    global _CURRENT_WATCH
+    if watch is None:
+        yield
+        return
+    _install_watch_hooks(tracking_uri)
+    _CURRENT_WATCH = watch
+    try:
+        yield
+    finally:
+        _CURRENT_WATCH = None
+
+
+def _install_watch_hooks(tracking_uri: str) -> None:
+    """Wrap the store's ``create_run``, ``log_metric`` and ``log_batch`` (once per store)."""
+    from mlflow import MlflowClient
+
+    store = MlflowClient(tracking_uri=tracking_uri)._tracking_client.store
+    if getattr(store, "_pcs_watched", False):
+        return
+    create_run, log_metric, log_batch = store.create_run, store.log_metric, store.log_batch
+
+    @functools.wraps(create_run)
+    def watched_create_run(*args: Any, **kwargs: Any) -> Any:
+        run = create_run(*args, **kwargs)
+        watch = _CURRENT_WATCH
+        if watch is not None:
+            tags = kwargs.get("tags") if "tags" in kwargs else (args[3] if len(args) > 3 else None)
+            watch.created(tags, run.info.run_id)
+        return run
+
+    @functools.wraps(log_metric)
+    def watched_log_metric(run_id: str, metric: Any) -> Any:
+        out = log_metric(run_id, metric)
+        watch = _CURRENT_WATCH
+        if watch is not None:
+            watch.logged(run_id, [metric])
+        return out
+
+    @functools.wraps(log_batch)
+    def watched_log_batch(run_id: str, metrics: Any = (), *args: Any, **kwargs: Any) -> Any:
+        out = log_batch(run_id, metrics, *args, **kwargs)
+        watch = _CURRENT_WATCH
+        if watch is not None:
+            watch.logged(run_id, metrics)
+        return out
+
+    for name, fn in (("create_run", watched_create_run), ("log_metric", watched_log_metric),
+                     ("log_batch", watched_log_batch)):
+        fn.pcs_retrying = True  # type: ignore[attr-defined]
+        setattr(store, name, fn)
+    store._pcs_watched = True
 
 
 # -- signals raised where Python swallows exceptions --------------------------------------------
@@ -366,7 +521,19 @@ def ray_entry(shared: Shared, task: Task) -> Result:
     if context is None:
         _RAY_CONTEXTS.clear()  # a Ray worker serves one sweep after another
         context = _RAY_CONTEXTS[key] = TrialContext(shared)
-    return run_trial(task, context)
+    return run_trial(task, context, ray_tags())
+
+
+def ray_tags() -> dict[str, str]:
+    """Where this Ray task runs: ``pcs.ray_node`` (the node's id and address)."""
+    try:
+        import ray
+
+        node = ray.get_runtime_context().get_node_id()
+        address = ray.util.get_node_ip_address()
+    except Exception:  # noqa: BLE001 - where it ran is worth recording, not worth failing for
+        return {}
+    return {_keys.RAY_NODE: f"{address} {node}"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -413,6 +580,12 @@ def _leave(code: int) -> None:
     os._exit(code)
 
 
+def _ask_sweep(conn: Any, index: int, step: int, value: float) -> bool:
+    """Report a value of the trial's metric to the sweep; whether it says to prune the trial."""
+    conn.send(("report", (index, step, value)))
+    return bool(conn.recv())
+
+
 def _serve(conn: Any) -> int:
     context: TrialContext | None = None
     while True:
@@ -425,7 +598,7 @@ def _serve(conn: Any) -> int:
         kind, payload = message
         if kind == "init":
             apply_environment(payload)
-            context = TrialContext(payload)
+            context = TrialContext(payload, functools.partial(_ask_sweep, conn))
             continue
         if context is None:  # pragma: no cover - the sweep always sends init first
             raise RuntimeError("pcs sweep worker: a trial arrived before the sweep's context")

@@ -35,6 +35,7 @@ __all__ = [
     "check_runnable_in",
     "rerun_spec",
     "absolute_tracking_uri",
+    "warn_local_store_on_ray",
 ]
 
 SPEC_ARTIFACT = _keys.SWEEP_SPEC_ARTIFACT
@@ -153,6 +154,35 @@ def rerun_spec(old: SweepSpec | None, old_runs: Mapping[int, ComponentRun],
         arg_set={}, grid=[], samples=None, sample_seed=None, seeds=[None],
         executor=executor, max_workers=max_workers, plot_metric=None, trials=trials,
     )
+
+
+def warn_local_store_on_ray(uri: str, ray_address: str | None) -> None:
+    """Warn when Ray trials on other machines would write to a store only this one has."""
+    import logging
+    import socket
+
+    local = uri.startswith(("sqlite:", "file:")) or "://" not in uri
+    if not local:
+        return
+    others: list[str] = []
+    try:
+        import ray
+
+        here = {"127.0.0.1", ray.util.get_node_ip_address()}
+        with __import__("contextlib").suppress(OSError):
+            here.add(socket.gethostbyname(socket.gethostname()))
+        others = sorted({n.get("NodeManagerAddress", "") for n in ray.nodes()
+                         if n.get("Alive")} - here)
+    except Exception:  # noqa: BLE001 - the warning is a courtesy
+        pass
+    if others or (ray_address and ray_address not in ("local", "auto")):
+        where = f" (nodes at {', '.join(others[:5])})" if others else ""
+        logging.getLogger("pcs.sweep").warning(
+            "pcs: the sweep's Ray trials write to the local store %s; trials that run on other "
+            "machines of the cluster%s would write to a file of that name there, not here. Use a "
+            "tracking server every node reaches: pcs --tracking-uri http://HOST:5000 sweep ... "
+            "(or MLFLOW_TRACKING_URI).", uri, where,
+        )
 
 
 def absolute_tracking_uri() -> str:

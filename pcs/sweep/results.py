@@ -2,7 +2,8 @@
 
 A row holds ``trial``, ``run_id``, ``status`` and ``seed``, the value of each
 varied argument path, and the final value of each metric the trials logged
-(MLflow's latest value of it). A trial that has no run yet is ``MISSING``.
+(MLflow's latest value of it). A trial that has no run yet is ``MISSING``; one
+that a search pruned is ``PRUNED`` (its run ended KILLED).
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "FIXED_COLUMNS",
     "MISSING",
+    "PRUNED",
     "build_table",
     "metric_names",
     "write_csv",
     "write_plot",
+    "write_parallel",
     "choose_metric",
     "best_trial",
     "varied_paths_of",
@@ -35,6 +38,7 @@ __all__ = [
 
 FIXED_COLUMNS = ("trial", "run_id", "status", "seed")
 MISSING = "MISSING"
+PRUNED = "PRUNED"  # a trial its search stopped early (its run ended KILLED, tagged pcs.pruned)
 
 
 def metric_names(runs: Iterable[Run]) -> list[str]:
@@ -80,7 +84,7 @@ def build_table(spec: SweepSpec | None, runs: Mapping[int, Run]) -> list[dict[st
         row: dict[str, Any] = {
             "trial": index,
             "run_id": run.identifier if run is not None else None,
-            "status": run.status if run is not None else MISSING,
+            "status": _status(run),
             "seed": seed,
         }
         for path in varied:
@@ -93,6 +97,15 @@ def build_table(spec: SweepSpec | None, runs: Mapping[int, Run]) -> list[dict[st
             row[_column(name, taken)] = metrics.get(name)
         rows.append(row)
     return rows
+
+
+def _status(run: Run | None) -> str:
+    """A trial's status in the table: its run's, ``PRUNED`` for a trial its search stopped."""
+    if run is None:
+        return MISSING
+    if run.status == "KILLED" and run.tags.get(_keys.PRUNED):
+        return PRUNED
+    return str(run.status)
 
 
 def _cell(value: Any) -> str:
@@ -183,11 +196,86 @@ def write_plot(
                        gid=f"pcs-trials-{column}-seed-{seed}")
         if not numeric:
             ax.set_xticks(range(len(labels)), labels, rotation=30 if len(labels) > 4 else 0)
+        elif len(positions) <= _MAX_VALUE_TICKS:
+            # a grid's own values, not matplotlib's round numbers between them
+            ticks = sorted({float(v) for v in values if isinstance(v, (int, float))})
+            ax.set_xticks(ticks, [_label(_plain_number(t)) for t in ticks],
+                          rotation=30 if len(ticks) > 6 else 0)
         ax.set_xlabel(column)
         ax.set_ylabel(metric)
         ax.grid(True, alpha=0.3)
     if 1 < len(seeds) <= 12:
         axes[-1].legend(fontsize="small", frameon=False, loc="best")
+    fig.suptitle(title, fontsize="medium")
+    with matplotlib.rc_context({"svg.hashsalt": "pcs-sweep", "svg.fonttype": "none"}):
+        fig.savefig(path, format="svg", metadata={"Date": None})
+
+
+_MAX_VALUE_TICKS = 12  # more distinct values than this (a search's) get matplotlib's own ticks
+
+
+def _plain_number(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else value
+
+
+def write_parallel(
+    rows: list[dict[str, Any]], varied: list[str], metric: str, path: Path, title: str,
+    mode: str | None = None,
+) -> None:
+    """Parallel coordinates: one vertical axis per varied argument and one for ``metric``;
+    each trial is a line through its values, coloured by its ``metric`` (the best darkest).
+
+    Each axis is scaled to its own range (numbers) or spaced by its values in
+    order (anything else), labelled at both ends. Each trial's line is an SVG
+    element with the id ``pcs-parallel-trial-<index>``.
+    """
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    columns = [*varied, metric]
+    plotted = [r for r in rows if _is_number(r.get(metric)) and not _nan(r[metric])]
+    fig = Figure(figsize=(max(4.5, 1.9 * len(columns) + 1.2), 3.8), layout="constrained")
+    ax = fig.subplots()
+    scales: list[tuple[Any, Any]] = []
+    for column in columns:
+        values = [r.get(column) for r in plotted]
+        if values and all(_is_number(v) for v in values):
+            floats = [float(v) for v in values if v is not None]
+            low, high = min(floats), max(floats)
+            span = (high - low) or 1.0
+            scales.append((lambda v, lo=low, sp=span: (float(v or 0.0) - lo) / sp,
+                           (_plain_number(low), _plain_number(high))))
+        else:
+            order: dict[str, int] = {}
+            for value in values:
+                order.setdefault(json.dumps(value, sort_keys=True), len(order))
+            count = max(1, len(order) - 1)
+            first = next(iter(order), None)
+            last = next(reversed(order), None) if order else None
+            scales.append((lambda v, o=order, n=count: o[json.dumps(v, sort_keys=True)] / n,
+                           (json.loads(first) if first else "", json.loads(last) if last else "")))
+    numbers = [float(r[metric]) for r in plotted]
+    low, high = (min(numbers), max(numbers)) if numbers else (0.0, 1.0)
+    colours = matplotlib.colormaps["viridis"]
+    for row in sorted(plotted, key=lambda r: float(r[metric]) * (1 if mode == "min" else -1),
+                      reverse=True):
+        ys = [scale(row.get(column)) for column, (scale, _) in zip(columns, scales, strict=True)]
+        share = (float(row[metric]) - low) / ((high - low) or 1.0)
+        goodness = 1 - share if mode == "min" else share
+        ax.plot(range(len(columns)), ys, color=colours(0.9 * (1 - goodness)), alpha=0.8,
+                linewidth=1.4, gid=f"pcs-parallel-trial-{row['trial']}")
+    for i, (_, (bottom, top)) in enumerate(scales):
+        ax.axvline(i, color="#888", linewidth=0.8)
+        ax.annotate(_label(bottom), (i, -0.04), ha="center", va="top", fontsize="x-small",
+                    annotation_clip=False)
+        ax.annotate(_label(top), (i, 1.04), ha="center", va="bottom", fontsize="x-small",
+                    annotation_clip=False)
+    ax.set_xticks(range(len(columns)), [_label(c) if len(c) <= 18 else c[-18:] for c in columns])
+    ax.set_yticks([])
+    ax.set_ylim(-0.12, 1.12)
+    ax.set_xlim(-0.3, len(columns) - 0.7)
+    for side in ("top", "right", "left"):
+        ax.spines[side].set_visible(False)
     fig.suptitle(title, fontsize="medium")
     with matplotlib.rc_context({"svg.hashsalt": "pcs-sweep", "svg.fonttype": "none"}):
         fig.savefig(path, format="svg", metadata={"Date": None})

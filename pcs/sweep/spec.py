@@ -90,11 +90,30 @@ class SweepSpec:
     max_workers: int | None
     plot_metric: str | None
     trials: list[TrialSpec] = field(default_factory=list)
+    search: dict[str, Any] | None = None  # a SearchPlan's data, for an adaptive search
+    mode: str | None = None  # "min" or "max": which value of the metric is best
 
     @property
     def varied_paths(self) -> list[str]:
-        """The argument paths the sweep varies, in grid order."""
-        return [path for path, _ in self.grid]
+        """The argument paths the sweep varies, in grid order (a search: its space's order)."""
+        paths = [path for path, _ in self.grid]
+        if self.search:
+            paths += [e["path"] for e in self.search.get("space") or [] if e["path"] not in paths]
+        return paths
+
+    @property
+    def metric(self) -> str | None:
+        """The metric that ranks the trials (a search's, else the one plotted)."""
+        if self.search:
+            return str(self.search["metric"])
+        return self.plot_metric
+
+    @property
+    def best_mode(self) -> str:
+        """Whether the largest (``max``) or smallest (``min``) value of :attr:`metric` is best."""
+        if self.search:
+            return "min" if self.search.get("direction") == "minimize" else "max"
+        return self.mode or "max"
 
     def replace(self, **changes: Any) -> SweepSpec:
         """A copy with some fields changed."""
@@ -115,6 +134,8 @@ class SweepSpec:
             "executor": self.executor,
             "max_workers": self.max_workers,
             "plot_metric": self.plot_metric,
+            "mode": self.mode,
+            "search": self.search,
             "trials": [t.to_dict() for t in self.trials],
         }
 
@@ -138,6 +159,8 @@ class SweepSpec:
                 max_workers=_opt_int(data.get("max_workers")),
                 plot_metric=data.get("plot_metric"),
                 trials=[TrialSpec.from_dict(t) for t in data.get("trials") or []],
+                search=dict(data["search"]) if data.get("search") else None,
+                mode=data.get("mode"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise NotReproducibleError(
@@ -285,6 +308,7 @@ def plan_sweep(
     max_workers: int | None,
     sample_seed: int | None = None,
     plot_metric: str | None = None,
+    mode: str | None = None,
 ) -> tuple[SweepSpec, list[RunCommand]]:
     """Check a sweep and build the run command of every trial, before anything is recorded.
 
@@ -297,8 +321,7 @@ def plan_sweep(
     from pcs.run_command import RunCommand
 
     check_executor(executor, max_workers)
-    if plot_metric is not None and (not isinstance(plot_metric, str) or not plot_metric):
-        raise ArgumentError(f"plot_metric is a metric name; got {plot_metric!r}.")
+    check_metric(plot_metric, mode)
     checked_grid = _check_grid(grid)
     checked_seeds = _check_seeds(seeds)
     combos, drawn_sample_seed = _combinations(checked_grid, samples, sample_seed)
@@ -343,5 +366,14 @@ def plan_sweep(
         max_workers=max_workers,
         plot_metric=plot_metric,
         trials=trials,
+        mode=mode,
     )
     return spec, commands
+
+
+def check_metric(metric: Any, mode: Any) -> None:
+    """Refuse a metric that is not a name, or a mode other than min and max."""
+    if metric is not None and (not isinstance(metric, str) or not metric):
+        raise ArgumentError(f"A metric is named by a non-empty string; got {metric!r}.")
+    if mode is not None and mode not in ("min", "max"):
+        raise ArgumentError(f"mode is 'min' or 'max'; got {mode!r}.")

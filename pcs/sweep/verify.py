@@ -65,7 +65,8 @@ class SweepVerification:
     original_id: str
     candidate_id: str
     trials: list[TrialCheck] = field(default_factory=list)
-    relation: str = "rerun"
+    relation: str = "rerun"  # "research": a search run again from its seed
+    notes: list[str] = field(default_factory=list)
 
     @property
     def verdict(self) -> str:
@@ -105,15 +106,19 @@ class SweepVerification:
             "reproduced": self.reproduced,
             "trials": [t.to_dict() for t in self.trials],
             "diverged": [t.index for t in self.diverged],
+            "relation": self.relation,
+            "notes": list(self.notes),
         }
 
     def __str__(self) -> str:
         total = len(self.trials)
         bad = self.diverged
-        head = f"sweep {self.candidate_id} (rerun of {self.original_id}): {self.verdict}"
+        how = "search run again from the seed of" if self.relation == "research" else "rerun of"
+        head = f"sweep {self.candidate_id} ({how} {self.original_id}): {self.verdict}"
+        notes = [f"  note: {n}" for n in self.notes]
         if not bad:
-            return f"{head}\n  all {total} trial(s) reproduced"
-        lines = [head, f"  {len(bad)} of {total} trial(s) did not reproduce:"]
+            return "\n".join([head, *notes, f"  all {total} trial(s) reproduced"])
+        lines = [head, *notes, f"  {len(bad)} of {total} trial(s) did not reproduce:"]
         for check in bad[:50]:
             pair = f"{(check.original_id or '-')[:8]} -> {(check.candidate_id or '-')[:8]}"
             lines.append(f"    trial {check.index} ({pair}): {check.verdict}: {check.first_difference}")
