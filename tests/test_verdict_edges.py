@@ -165,7 +165,7 @@ def _env_with_hash_seed(seed: str) -> dict[str, str]:
 def test_state_compared_only_for_plain_python_objects():
     import random
 
-    from pcs.verification import _same_value
+    from pcs.verification.outputs import _same_value
 
     class Plain:
         pass

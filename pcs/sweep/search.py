@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pcs.errors import ArgumentError, NotReproducibleError
+from pcs.record.environment import draw_seed
 
 __all__ = [
     "Distribution",
@@ -243,8 +244,6 @@ class SearchPlan:
         Raises:
             ArgumentError: any option that does not fit.
         """
-        from pcs.environment import draw_seed
-
         checked = check_space(space)
         if not isinstance(metric, str) or not metric:
             raise ArgumentError(
