@@ -81,3 +81,5 @@ SWEEP_COMMANDS_ARTIFACT = "pcs/sweep_commands.yaml"
 SWEEP_TABLE_ARTIFACT = "pcs/sweep.csv"
 SWEEP_PLOT_ARTIFACT = "pcs/sweep.svg"
 SWEEP_PARALLEL_ARTIFACT = "pcs/sweep_parallel.svg"
+INPUTS_ARTIFACT = "pcs/inputs.yaml"  # data files, environment variables and other runs' artifacts read
+DATA_SNAPSHOT_DIR = "pcs/data"  # small data files read, by sha256, so a rerun of recorded code has them

@@ -98,6 +98,8 @@ class Component:
         # a record from before closures were recorded: (root, folder) on disk where its
         # sibling imports were found, as they were then
         self._legacy_dirs: tuple[Path, Path] | None = None
+        # a rerun of recorded code: the data files the run read next to its code (see Part.data)
+        self._recorded_data: dict[str, bytes | Path] = {}
 
     # -- constructors -------------------------------------------------------------
 
@@ -364,6 +366,7 @@ class Component:
             snapshot=self._source_override,
             recorded=self._recorded_closure,
             legacy=self._legacy_dirs,
+            data=dict(self._recorded_data),
             live_root=self._live_root(),
             local_file=self.local_source_file(),
             requirements_path=self.requirements_path,

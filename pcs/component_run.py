@@ -54,6 +54,8 @@ from pcs.record import GRADES, Record
 from pcs.record.closure import Session
 from pcs.record.code import read_sources_dir
 from pcs.record.determinism import seeded
+from pcs.record.environ import recorded_environ
+from pcs.record.reads import data_for_rerun
 from pcs.registry import InMemoryRegistry
 from pcs.repo import GitRepo, LocalRepo
 from pcs.run import Run, _pop_active, _push_active, active_runs, keep_verification
@@ -207,7 +209,7 @@ class ComponentRun(Run):
         capture = self._capture = OutputCapture()
         _push_active(self)
         try:
-            with record.watching(), capture:
+            with record.watching({t.key: t.root for t in session.trees if t.root is not None}), capture:
                 objects = component._build_objects(command.argument_set, targets)
                 self._managed_ids = {id(o) for o in objects.values()}
                 entry = getattr(objects[component.identifier], command.entry_point)
@@ -460,6 +462,7 @@ class ComponentRun(Run):
         atol: float = 0.0,
         ignore: tuple[str, ...] | list[str] = (),
         progress: ProgressCallback | None = None,
+        env_vars: str = "recorded",
     ) -> ComponentRun:
         """Execute the recorded command again as a new run, tagged ``pcs.rerun_of``.
 
@@ -479,7 +482,12 @@ class ComponentRun(Run):
             rtol, atol: tolerance for comparing metric values (``math.isclose``).
             ignore: metric or param names (glob patterns) not to compare.
             progress: hears of the rebuilt environment's progress (``env="recorded"``).
+            env_vars: ``"recorded"`` sets the environment variables the run read to the
+                values it read while the rerun runs (secrets, recorded as a hash, keep
+                their current value); ``"current"`` leaves the environment as it is.
         """
+        if env_vars not in ("recorded", "current"):
+            raise ArgumentError(f"env_vars must be 'recorded' or 'current'; got {env_vars!r}.")
         if code not in ("recorded", "current", "git"):
             raise ArgumentError(f"code must be 'recorded', 'current' or 'git'; got {code!r}.")
         if env not in ("current", "recorded"):
@@ -489,17 +497,20 @@ class ComponentRun(Run):
                 f"Run {self.identifier} was graded not-rerunnable when it was recorded: "
                 + "; ".join(self.grade_reasons)
             )
-        if env == "recorded":
-            new = feature("rerun_in_recorded_env")(
-                self, code=code, run_name=run_name, progress=progress
-            )
-        else:
-            new = self.command_for_rerun(code).run(
-                rerun_of=self,
-                run_name=run_name,
-                experiment_id=self.experiment_id,
-                return_value_format=self._recorded_format(),
-            )
+        inputs = self._read_yaml(_keys.INPUTS_ARTIFACT) if env_vars == "recorded" else None
+        values = (inputs.get("env") or {}) if isinstance(inputs, dict) else {}
+        with recorded_environ(values if isinstance(values, dict) else {}):
+            if env == "recorded":
+                new = feature("rerun_in_recorded_env")(
+                    self, code=code, run_name=run_name, progress=progress
+                )
+            else:
+                new = self.command_for_rerun(code).run(
+                    rerun_of=self,
+                    run_name=run_name,
+                    experiment_id=self.experiment_id,
+                    return_value_format=self._recorded_format(),
+                )
         if verify or strict:
             report = feature("compare_runs")(self, new, rtol=rtol, atol=atol, ignore=ignore)
             keep_verification(new, report, strict)
@@ -518,9 +529,11 @@ class ComponentRun(Run):
         if code == "recorded":
             command.use_sources(self._sources_for(command))
             self._use_recorded_requirements(command)
+            self._use_recorded_data(command, code)
             if any(isinstance(c.repo, GitRepo) for c in components):
                 command.recorded_code = self.code_record  # its git state, so no remote is asked
             return command
+        self._use_recorded_data(command, code)
         record = self.code_record.get("components") or {}
         if code == "git":
             return _pin_to_recorded_commits(command, record, self.identifier)
@@ -548,6 +561,33 @@ class ComponentRun(Run):
                 recorded = folder / f"{c.name}.txt"
                 if recorded.is_file():
                     c._requirements_override = recorded.read_text(encoding="utf-8")
+
+    def _use_recorded_data(self, command: RunCommand, code: str) -> None:
+        """Components of a rerun of recorded code get the data files the run read next to
+        its code; any rerun is refused when one of them is gone (see ``data_for_rerun``)."""
+        inputs = self._read_yaml(_keys.INPUTS_ARTIFACT)
+        if not isinstance(inputs, dict) or not inputs.get("data"):
+            return
+        wanted = {
+            str(e.get("sha256")) for files in inputs["data"].values() if isinstance(files, dict)
+            for e in files.values() if isinstance(e, dict) and e.get("snapshot")
+        }
+        snapshots: dict[str, bytes] = {}
+        if wanted and code == "recorded":
+            with tempfile.TemporaryDirectory(prefix=f"pcs-{os.getpid()}-data-") as tmp:
+                try:
+                    folder = self._download_quietly(_keys.DATA_SNAPSHOT_DIR, Path(tmp))
+                except Exception:  # noqa: BLE001 - none kept: the live files are looked for
+                    folder = None
+                for digest in wanted:
+                    kept = folder / digest if folder is not None else None
+                    if kept is not None and kept.is_file():
+                        blob = kept.read_bytes()
+                        if sha256_bytes(blob) == digest:
+                            snapshots[digest] = blob
+        placed = data_for_rerun(self.identifier, inputs, self.code_record, snapshots, code)
+        for component in command.component.dependency_list():
+            component._recorded_data = placed.get(component.identifier, {})
 
     def _sources_for(self, command: RunCommand) -> dict[str, str]:
         sources = self.recorded_sources()

@@ -47,6 +47,7 @@ from pcs.errors import (
     RunNotFoundError,
     UnverifiableError,
 )
+from pcs.record.inputs import saw_artifact
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
@@ -472,10 +473,13 @@ class Run:
     def download_artifacts(self, path: str = "", dst_path: str | Path | None = None) -> Path:
         """Download artifacts to a local folder and return its path.
 
-        When another run is active, that run is recorded as depending on this one.
+        When another run is active, that run is recorded as depending on this one,
+        and a component run records the sha256 of what it loaded (``pcs/inputs.yaml``).
         """
         self._record_use_by_active_run()
-        return self._download_quietly(path, Path(dst_path) if dst_path is not None else None)
+        local = self._download_quietly(path, Path(dst_path) if dst_path is not None else None)
+        saw_artifact(self.identifier, path, local)
+        return local
 
     def load_text(self, artifact_file: str) -> str:
         """The text of one artifact (records a dependency link like ``download_artifacts``)."""

@@ -8,6 +8,7 @@ the runs themselves are tested through ``Component`` everywhere else.
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import random
 from pathlib import Path
@@ -81,7 +82,8 @@ def test_a_session_built_from_parts_pins_the_closure_into_a_code_map(tmp_path):
     assert not closure.absorb(session, code, sources, {"agent": "here"})  # nothing new
 
 
-def test_a_record_is_staged_from_facts_alone(tmp_path):
+def test_a_record_is_staged_from_facts_alone(tmp_path, monkeypatch):
+    monkeypatch.setenv("PCS_DATA_SNAPSHOT_MAX_BYTES", "2")  # layout.txt is too large to keep
     part, code, sources = _project(tmp_path)
     (tmp_path / "layout.txt").write_text("#..#\n", encoding="utf-8")
     facts = Facts(
@@ -107,7 +109,10 @@ def test_a_record_is_staged_from_facts_alone(tmp_path):
 
     end, tags = record.end_folder(), {}
     record.end(end, Facts(**{**vars(facts), "imports": {"yaml", "json"}}), False, tags)
-    assert sorted(p.name for p in end.iterdir()) == ["environment_used.yaml", "imports.yaml"]
+    assert sorted(p.name for p in end.iterdir()) == ["environment_used.yaml", "imports.yaml", "inputs.yaml"]
+    inputs = yaml.safe_load((end / "inputs.yaml").read_text(encoding="utf-8"))
+    assert inputs["data"] == {"agent": {"layout.txt": {
+        "sha256": hashlib.sha256(b"#..#\n").hexdigest(), "size": 5, "snapshot": False}}}
     assert yaml.safe_load((end / "imports.yaml").read_text(encoding="utf-8"))["modules"] == ["yaml"]
     assert record.imports == ["yaml"]
     assert tags[_keys.GRADE] == "local" and "layout.txt" in json.loads(tags[_keys.GRADE_REASONS])[0]

@@ -232,8 +232,10 @@ class C:
 """
 
 
-def test_a_run_that_reads_a_file_next_to_its_code_is_graded_local_naming_it(tmp_path):
+def test_a_run_that_reads_a_file_next_to_its_code_is_graded_local_naming_it(tmp_path, monkeypatch):
     import json
+
+    monkeypatch.setenv("PCS_DATA_SNAPSHOT_MAX_BYTES", "4")  # too small to keep layout.txt
 
     folder = tmp_path / "src"
     component = component_in(folder, DATA_READER)
@@ -242,7 +244,7 @@ def test_a_run_that_reads_a_file_next_to_its_code_is_graded_local_naming_it(tmp_
 
     assert run.tags["pcs.reproducibility"] == "local"
     (reason,) = json.loads(run.tags["pcs.reproducibility_reasons"])
-    assert "(layout.txt)" in reason and "code='current'" in reason
+    assert "(layout.txt)" in reason and "too large to keep" in reason
     # the same component reading nothing next to it stays portable
     plain = component_in(tmp_path / "other", "class C:\n    def go(self):\n        return 1\n")
     assert load(plain.run_with_arg_set("go", {}, seed=1)).tags["pcs.reproducibility"] == "portable"

@@ -143,12 +143,16 @@ def _verdict_exit(report: Any) -> int:
 @click.option("--research", is_flag=True,
               help="A search: run the search again from its seed (one trial at a time) and check "
                    "it suggests the same arguments, instead of replaying its trials.")
+@click.option("--env-vars", "env_vars", type=click.Choice(["recorded", "current"]), default="recorded",
+              show_default=True,
+              help="The environment variables the run read: set to the recorded values while the "
+                   "rerun runs, or left as they are now.")
 @progress_option
 @json_option
 def rerun(run_id: str, verify: bool, strict: bool, code: str, env: str, rtol: float, atol: float,
           ignore: tuple[str, ...], executor: str | None, workers: int | None,
           ray_address: str | None, research: bool, show_progress: bool | None,
-          as_json: bool) -> int:
+          as_json: bool, env_vars: str) -> int:
     """Execute RUN_ID's recorded command again; prints the verdict (with --verify), then the new id.
 
     Exits 0 when reproduced, 1 when diverged, 5 when nothing could be compared.
@@ -172,6 +176,16 @@ def rerun(run_id: str, verify: bool, strict: bool, code: str, env: str, rtol: fl
                     f"{original.identifier} is not one. Rerun it without them."
                 )
             options.update(sweep_options, progress=progress)
+        if env_vars != "recorded":
+            from pcs.component_run import ComponentRun
+            from pcs.errors import ArgumentError
+
+            if not isinstance(original, ComponentRun):
+                raise ArgumentError(
+                    f"--env-vars is for component runs; run {original.identifier} is not one. "
+                    "Rerun it without --env-vars."
+                )
+            options["env_vars"] = env_vars
         new_run = original.rerun(
             verify=verify or strict, code=code, env=env, rtol=rtol, atol=atol, ignore=ignore,
             **options,

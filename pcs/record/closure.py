@@ -726,23 +726,36 @@ def _absolute_names(
 # -- where trees come from ---------------------------------------------------------------------
 
 
-def materialise(files: Mapping[str, str], stack: ExitStack) -> Path:
-    """A folder in ``$PCS_HOME/sources`` holding ``files`` (posix path -> text), held in use.
+def materialise(files: Mapping[str, str | bytes | Path], stack: ExitStack) -> Path:
+    """A folder in ``$PCS_HOME/sources`` holding ``files``, held in use.
 
-    The folder's name is a hash of the paths and texts, so equal snapshots share
+    ``files`` maps a posix path to its text, its bytes (a data file), or a
+    ``Path`` the folder links to (a data file too large to snapshot). The
+    folder's name is a hash of the paths and contents, so equal snapshots share
     one folder; it is written through a temp folder marked with this process's
     id and renamed into place, so it appears complete or not at all.
     """
 
-    lines = sorted(f"{p}\0{sha256_bytes(t.encode('utf-8'))}" for p, t in files.items())
+    def digest(content: str | bytes | Path) -> str:
+        if isinstance(content, Path):
+            return f"link:{content}"
+        return sha256_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+
+    lines = sorted(f"{p}\0{digest(t)}" for p, t in files.items())
     entry = _config.cache_dir("sources") / sha256_bytes("\n".join(lines).encode("utf-8"))[:40]
     stack.enter_context(in_use(entry))
     if not entry.is_dir():
         def write(tmp: Path) -> None:
-            for rel, text in files.items():
+            for rel, content in files.items():
                 target = tmp.joinpath(*_safe_parts(rel))
                 target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(text, encoding="utf-8")
+                if isinstance(content, Path):
+                    target.symlink_to(content)
+                    continue  # never chmod through a link: that would change the user's file
+                if isinstance(content, bytes):
+                    target.write_bytes(content)
+                else:
+                    target.write_text(content, encoding="utf-8")
                 target.chmod(0o444)  # a snapshot is not edited in place
         _publish(entry, "materialise", write)
     return entry
@@ -861,6 +874,9 @@ class Part:
     source: Callable[[], str]  # the source text the component runs now
     requirements: Callable[[], str | None]  # the requirements file's text, when it declares one
     problems: Callable[[], list[str]]  # why the source snapshot may not be enough to rerun anywhere
+    # a rerun of recorded code: data files read next to the code (posix path -> the recorded
+    # bytes, or the live file a link points to), placed with the snapshot (pcs.record.reads)
+    data: Mapping[str, bytes | Path] = field(default_factory=dict)
 
 
 def tree_for(part: Part, closure: Closure | None = None) -> Tree | None:
@@ -878,7 +894,7 @@ def tree_for(part: Part, closure: Closure | None = None) -> Tree | None:
     known, texts = closure if closure is not None else (part.recorded or ((), {}))
     file_path = PurePosixPath(part.file_path.replace("\\", "/")).as_posix()
     if part.snapshot is not None:
-        files = {file_path: part.snapshot}
+        files: dict[str, str | bytes | Path] = {**part.data, file_path: part.snapshot}
         files.update({m.path: texts[m.sha256] for m in known if m.sha256 in texts})
         return Tree(
             part.key, file_path,

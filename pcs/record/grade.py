@@ -3,8 +3,8 @@
 - ``portable``: the record holds everything the run read (source snapshot,
   arguments, seed); it reruns on any machine with the environment.
 - ``local``: something the run depended on is outside the record (a git repo
-  at a local path, unpinned requirements, a compiled module, data files next
-  to the code); it reruns here, where those are.
+  at a local path, unpinned requirements, a compiled module, data files read
+  next to the code that are too large to keep); it reruns here, where those are.
 - ``not-rerunnable``: the source could not be captured.
 
 A grade is decided when the run starts (:func:`grade_at_start`) and can only
@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from pcs import _keys
+from pcs.record.reads import SNAPSHOT_LIMIT_ENV
 
 __all__ = ["GRADES", "Grade", "grade_at_start", "reads_reason"]
 
@@ -75,11 +76,18 @@ def grade_at_start(
     return Grade("portable", ["complete source snapshot, recorded arguments and seed"])
 
 
-def reads_reason(files: Sequence[str]) -> str:
-    """Why data files read next to the code lower the grade."""
+def reads_reason(files: Sequence[str], limit: int | None = None) -> str:
+    """Why data files read next to the code lower the grade: they are too large to keep.
+
+    Args:
+        files: the files, relative to their folder.
+        limit: the largest file kept with the record, in bytes.
+    """
+    kept = f" (over the {limit}-byte limit of {SNAPSHOT_LIMIT_ENV})" if limit is not None else ""
     return (
-        "it read files next to its code that the snapshot does not hold ("
+        "it read data files next to its code that are too large to keep with the record"
+        + kept + " ("
         + ", ".join(files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
-        + "): a rerun of the recorded code cannot read them; rerun with "
-        "code='current' or code='git' where they are"
+        + "): their sha256 is recorded, and a rerun reads them where they are, so it runs "
+        "only where they are"
     )

@@ -8,6 +8,7 @@ files and tags they contribute.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -21,6 +22,7 @@ from pcs import _keys
 from pcs.record.closure import Part
 from pcs.record.code import capture_code, capture_requirements, describe_closure, write_sources
 from pcs.record.determinism import SeedReport, seeded
+from pcs.record.environ import EnvReads
 from pcs.record.environment import (
     environment_yaml,
     loaded_top_level_modules,
@@ -28,7 +30,8 @@ from pcs.record.environment import (
     used_environment_yaml,
 )
 from pcs.record.grade import Grade, grade_at_start, reads_reason
-from pcs.record.reads import FileReads
+from pcs.record.inputs import RunInputs
+from pcs.record.reads import FileReads, by_root, describe, snapshot_limit
 from pcs.specs import dump_yaml
 
 __all__ = ["Facts", "Record"]
@@ -81,6 +84,9 @@ class Record:
         self.grade = grade
         self.code_record = code_record
         self.reads: FileReads | None = None
+        self.env_reads: EnvReads | None = None
+        self.run_inputs: RunInputs | None = None
+        self._roots: dict[str, str] = {}  # watched folder -> component key
         self.seed_report: SeedReport | None = None
         self.imports: list[str] | None = None  # third-party top-level modules, once the end is staged
         self._loaded_before: frozenset[str] = frozenset()
@@ -123,11 +129,28 @@ class Record:
     # -- while the entry point runs ---------------------------------------------------------------
 
     @contextmanager
-    def watching(self) -> Iterator[None]:
-        """Seed the run, and watch what it reads and imports, while the block runs."""
-        self.reads = FileReads([p.live_root for p in self.facts.parts if p.live_root is not None])
+    def watching(self, roots: Mapping[str, Path] | None = None) -> Iterator[None]:
+        """Seed the run, and watch what it reads and imports, while the block runs.
+
+        Args:
+            roots: the folder each component's files are loaded from, by its
+                key (default: the live folders of local components); the data
+                files read under them are recorded.
+        """
+        if roots is None:
+            roots = {p.key: p.live_root for p in self.facts.parts if p.live_root is not None}
+        self._roots = {os.path.realpath(path): key for key, path in roots.items()}
+        for part in self.facts.parts:
+            for rel, content in part.data.items():
+                if isinstance(content, Path) and content.as_posix().endswith("/" + rel):
+                    # a file too large to keep, linked next to the recorded code: watch where it is
+                    live_root = content.as_posix()[: -len(rel) - 1]
+                    self._roots.setdefault(os.path.realpath(live_root), part.key)
+        self.reads = FileReads(list(self._roots))
+        self.env_reads = EnvReads()
+        self.run_inputs = RunInputs()
         self._loaded_before = loaded_top_level_modules()
-        with seeded(self.facts.seed) as self.seed_report, self.reads:
+        with seeded(self.facts.seed) as self.seed_report, self.reads, self.env_reads, self.run_inputs:
             yield
 
     # -- at the end -------------------------------------------------------------------------------
@@ -168,9 +191,36 @@ class Record:
         fingerprint, text = used_environment_yaml(names | set(facts.imports), self.seed_report)
         (folder / Path(_keys.ENVIRONMENT_USED_ARTIFACT).name).write_text(text, encoding="utf-8")
         tags[_keys.ENVIRONMENT_FINGERPRINT] = fingerprint
-        data = self.reads.files() if self.reads is not None else []
-        if data:
-            tags.update(self.lower_grade(reads_reason(data)))
+        self._stage_inputs(folder, tags)
+
+    def _stage_inputs(self, folder: Path, tags: dict[str, str]) -> None:
+        """Stage ``inputs.yaml``: the data files read (by sha256 and size), the environment
+        variables read, the artifacts loaded from other runs; lower the grade for data files."""
+        if self.reads is None:
+            return  # the entry point never ran
+        files = describe(self.reads.located())
+        record: dict[str, Any] = {
+            "pcs_format": _keys.FORMAT_VERSION,
+            "data": by_root(files, self._roots),
+            "data_watch": {"method": self.reads.method, "partial": self.reads.partial,
+                           "events_lost": self.reads.overflowed},
+            "env": dict(sorted((self.env_reads.values if self.env_reads else {}).items())),
+            "runs": self.run_inputs.to_dict() if self.run_inputs else {},
+        }
+        (folder / Path(_keys.INPUTS_ARTIFACT).name).write_text(dump_yaml(record), encoding="utf-8")
+        kept = folder / Path(_keys.DATA_SNAPSHOT_DIR).name
+        for f in files:
+            if f.snapshot:  # a rerun of the recorded code finds it next to that code
+                kept.mkdir(exist_ok=True)
+                shutil.copyfile(os.path.join(f.root, *f.path.split("/")), kept / f.sha256)
+        too_large = [f.path for f in files if not f.snapshot]
+        if too_large:
+            tags.update(self.lower_grade(reads_reason(too_large, snapshot_limit())))
+        if self.reads.overflowed:
+            tags.update(self.lower_grade(
+                "the kernel dropped file events while it ran (too many at once), so data files "
+                "it read may be missing from its record"
+            ))
 
     def lower_grade(self, reason: str) -> dict[str, str]:
         """Lower the grade for something found at the end of the run; the grade's tags."""

@@ -1,8 +1,9 @@
 """The record of two runs compared: what could explain a difference in their outputs.
 
-Causes are differences in the record (code, arguments, seed, Python, platform,
-distributions); suspects are the usual sources of nondeterminism, listed when
-nothing recorded explains a divergence.
+Causes are differences in the record (code, arguments, seed, data files read,
+environment variables read, artifacts of dependency runs, datasets logged with
+``mlflow.log_input``, Python, platform, distributions); suspects are the usual
+sources of nondeterminism, listed when nothing recorded explains a divergence.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 from pcs import _keys
 from pcs.component_run import ComponentRun
 from pcs.errors import PcsError
+from pcs.record.environ import is_secret, shown_value
 from pcs.record.environment import changed_distributions, determinism_suspects
 from pcs.run import Run
 
@@ -39,7 +41,98 @@ def record_causes(a: Run, b: Run) -> list[str]:
         causes.extend(_argument_causes(cmd_a.argument_set.to_dict(), cmd_b.argument_set.to_dict()))
     if cmd_a.seed != cmd_b.seed:
         causes.append(f"seed: {cmd_a.seed} vs {cmd_b.seed}")
+    causes.extend(_input_causes(inputs_record(a), inputs_record(b)))
+    causes.extend(_dataset_causes(a, b))
     causes.extend(_environment_causes(a.environment, b.environment))
+    return causes
+
+
+def inputs_record(run: ComponentRun) -> dict[str, Any] | None:
+    """The run's ``pcs/inputs.yaml`` (data files, environment variables, other runs' artifacts
+    it read), or None for a run recorded before pcs kept it."""
+    data = run._read_yaml(_keys.INPUTS_ARTIFACT)
+    return data if isinstance(data, dict) else None
+
+
+def _data_by_path(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Data entries keyed by path, components' versions (``name==sha``) and keys set aside."""
+    out: dict[str, dict[str, Any]] = {}
+    for component, files in (record.get("data") or {}).items():
+        if not isinstance(files, dict):
+            continue
+        name = str(component).split("==", 1)[0]
+        for path, entry in files.items():
+            if isinstance(entry, dict):
+                out.setdefault(str(path), {**entry, "component": name})
+    return out
+
+
+def _input_causes(a: dict[str, Any] | None, b: dict[str, Any] | None) -> list[str]:
+    """Data files, environment variables and other runs' artifacts the two runs read differently."""
+    if a is None or b is None:
+        return []  # a run recorded before pcs kept its inputs
+    causes: list[str] = []
+    data_a, data_b = _data_by_path(a), _data_by_path(b)
+    for path in sorted(set(data_a) | set(data_b)):
+        ea, eb = data_a.get(path), data_b.get(path)
+        if ea is None or eb is None:
+            causes.append(f"data: {path} read only by the {'original' if ea else 'candidate'}")
+        elif ea.get("sha256") != eb.get("sha256"):
+            causes.append(
+                f"data: {path} changed (sha {str(ea.get('sha256'))[:4]} → {str(eb.get('sha256'))[:4]})"
+            )
+    env_a, env_b = a.get("env") or {}, b.get("env") or {}
+    for name in sorted(set(env_a) & set(env_b)):
+        va, vb = env_a[name], env_b[name]
+        if va == vb:
+            continue
+        if is_secret(name) or isinstance(va, dict) or isinstance(vb, dict):
+            causes.append(f"env: {name} changed ({shown_value(va)} -> {shown_value(vb)})")
+        else:
+            causes.append(f"env: {name} {shown_value(va)} -> {shown_value(vb)}")
+    runs_a, runs_b = a.get("runs") or {}, b.get("runs") or {}
+    for run_id in sorted(set(runs_a) & set(runs_b)):
+        fa, fb = runs_a[run_id] or {}, runs_b[run_id] or {}
+        changed = [p for p in sorted(set(fa) | set(fb)) if fa.get(p) != fb.get(p)]
+        if changed:
+            shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+            causes.append(f"dependency run {run_id[:8]}: {shown} changed")
+    only_a, only_b = sorted(set(runs_a) - set(runs_b)), sorted(set(runs_b) - set(runs_a))
+    if only_a or only_b:
+        causes.append(
+            "dependency runs: " + (", ".join(r[:8] for r in only_a) or "none") + " vs "
+            + (", ".join(r[:8] for r in only_b) or "none")
+        )
+    return causes
+
+
+def _datasets(run: Run) -> dict[str, str]:
+    """``{name (context): digest}`` of the datasets logged with ``mlflow.log_input``, from MLflow's own record."""
+    try:
+        inputs = run._mlflow_run().inputs
+    except Exception:  # noqa: BLE001 - a store that keeps no inputs
+        return {}
+    found: list[tuple[str, str | None, str]] = []
+    for item in getattr(inputs, "dataset_inputs", None) or []:
+        dataset = item.dataset
+        context = next((t.value for t in item.tags or [] if t.key == "mlflow.data.context"), None)
+        found.append((str(dataset.name), context, str(dataset.digest)))
+    names = [name for name, _, _ in found]
+    # a name logged once is enough; the same name in several contexts is told apart by them
+    return {
+        (f"{name} ({context})" if names.count(name) > 1 and context else name): digest
+        for name, context, digest in found
+    }
+
+
+def _dataset_causes(a: Run, b: Run) -> list[str]:
+    da, db = _datasets(a), _datasets(b)
+    causes = []
+    for label in sorted(set(da) | set(db)):
+        if label not in da or label not in db:
+            causes.append(f"dataset {label}: logged only by the {'original' if label in da else 'candidate'}")
+        elif da[label] != db[label]:
+            causes.append(f"dataset {label}: digest {da[label]} -> {db[label]}")
     return causes
 
 
