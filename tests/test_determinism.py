@@ -438,4 +438,5 @@ def test_parts_missing_from_an_old_record_are_not_differences():
 def test_suspects_of_this_process_against_itself_name_only_risks(monkeypatch):
     monkeypatch.setenv("PYTHONHASHSEED", "0")
     here = determinism_record()
-    assert determinism_suspects(here, here) == []
+    # no difference; at most the thread-count risk of a NumPy already imported here
+    assert [s for s in determinism_suspects(here, here) if not s.startswith("thread counts:")] == []

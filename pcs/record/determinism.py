@@ -513,6 +513,9 @@ def _differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
             if name not in fa and name not in fb:
                 continue
             label = _FRAMEWORK_LABEL.get(name, name)
+            if name == "blas_pools" and name in fa and name in fb:
+                lines.extend(_pool_differences(fa[name], fb[name]))
+                continue
             if name not in fa or name not in fb:
                 lines.append(
                     f"{label}: {'imported' if name in fa else 'not imported'} vs "
@@ -550,6 +553,40 @@ def _differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _pool_key(pool: Any) -> tuple[str, str, str]:
+    if not isinstance(pool, Mapping):
+        return (str(pool), "", "")
+    return (str(pool.get("api")), str(pool.get("version")), str(pool.get("threads")))
+
+
+def _pools(value: Any) -> list[tuple[str, str, str]]:
+    """BLAS/OpenMP pools as a sorted list: the order threadpoolctl lists them in is the order
+    the libraries were loaded, which says nothing about how they compute."""
+    return sorted(_pool_key(p) for p in value) if isinstance(value, list) else []
+
+
+def _pool_text(pool: tuple[str, str, str]) -> str:
+    api, version, threads = pool
+    return " ".join(x for x in (api, version if version != "None" else "", f"{threads} threads") if x)
+
+
+def _pool_differences(a: Any, b: Any) -> list[str]:
+    """The pools only one run had (as multisets: the same pools in another order are equal)."""
+    pa, pb = _pools(a), _pools(b)
+    only_a, only_b = list(pa), []
+    for pool in pb:
+        if pool in only_a:
+            only_a.remove(pool)
+        else:
+            only_b.append(pool)
+    if not only_a and not only_b:
+        return []
+    return [
+        "BLAS/OpenMP thread pools: " + (", ".join(map(_pool_text, only_a)) or "none") + " vs "
+        + (", ".join(map(_pool_text, only_b)) or "none")
+    ]
+
+
 def _risks(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
     """The usual suspects that were the same in both runs but can still vary."""
     lines: list[str] = []
@@ -561,6 +598,7 @@ def _risks(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
                 "to rule this out"
             )
     fa, fb = a.get("frameworks") or {}, b.get("frameworks") or {}
+    threads_said = False  # a line about thread counts read from a library
     for name in FRAMEWORKS:
         ra, rb = fa.get(name), fb.get(name)
         if not (isinstance(ra, dict) and isinstance(rb, dict)):
@@ -573,14 +611,38 @@ def _risks(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
                 f"{label}: {count} in both runs; a parallel reduction may add numbers in "
                 "another order from run to run (one thread rules this out)"
             )
+            threads_said = True
     pools_a, pools_b = fa.get("blas_pools") or [], fb.get("blas_pools") or []
-    if pools_a and pools_a == pools_b:
-        many = [p for p in pools_a if isinstance(p.get("threads"), int) and p["threads"] > 1]
+    if pools_a and _pools(pools_a) == _pools(pools_b):
+        many = sorted(
+            (p for p in pools_a if isinstance(p, Mapping) and isinstance(p.get("threads"), int)
+             and p["threads"] > 1),
+            key=_pool_key,
+        )
         if many:
             shown = ", ".join(f"{p['api']} {p['threads']} threads" for p in many)
             lines.append(
                 f"BLAS/OpenMP thread pools: {shown} in both runs; results can depend on how "
                 "work is split between threads (OMP_NUM_THREADS=1 rules this out)"
+            )
+            threads_said = True
+    # numeric libraries whose thread count was not read (NumPy's BLAS without threadpoolctl)
+    numeric = [
+        n for n in ("numpy", "torch", "tensorflow") if (n in fa or n in fb)
+        and "threads" not in (fa.get(n) or {}) and "threads" not in (fb.get(n) or {})
+    ]
+    va, vb = a.get("variables") or {}, b.get("variables") or {}
+    if numeric and not threads_said and not pools_a and not pools_b and "variables" in a and "variables" in b:
+        # no thread count was read from the libraries: the variables are all there is to go on
+        unpinned = [n for n in THREAD_VARIABLES[:3] if va.get(n) != "1" or vb.get(n) != "1"]
+        if unpinned:
+            cores = (a.get("cpu") or {}).get("usable")
+            count = f" ({cores} here)" if cores else ""
+            lines.append(
+                f"thread counts: {', '.join(unpinned)} not set to 1 in both runs, so "
+                f"{', '.join(_FRAMEWORK_LABEL[n] for n in numeric)} may split work across as "
+                f"many threads as cores{count} and add numbers in another order from run to run "
+                "(OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 rules this out)"
             )
     ga, gb = a.get("gpu") or {}, b.get("gpu") or {}
     torch_a, torch_b = fa.get("torch"), fb.get("torch")
