@@ -13,8 +13,8 @@ Two watchers, used together:
   no dependency): the kernel reports ``IN_OPEN`` / ``IN_ACCESS`` /
   ``IN_CLOSE_NOWRITE`` for every process, so C readers (SQLite, NumPy,
   pandas' Arrow) and child processes count. Files the run creates, writes or
-  moves into place (``IN_CREATE``, ``IN_CLOSE_WRITE``, ``IN_MOVED_TO``) are
-  its outputs and are left out;
+  moves into place (``IN_CREATE``, ``IN_MODIFY``, ``IN_MOVED_TO``) are its
+  outputs and are left out, as is any file modified since the run began;
 - everywhere, Python's audit hook, which sees every ``open`` made from Python
   in this process (``open()``, ``os.open``, ``pathlib``), also in folders the
   inotify watch did not reach.
@@ -278,9 +278,11 @@ _IN_ONLYDIR = 0x01000000
 _IN_ISDIR = 0x40000000
 _IN_NONBLOCK = 0o4000
 _IN_CLOEXEC = 0o2000000
-_READ_EVENTS = _IN_OPEN | _IN_ACCESS | _IN_CLOSE_NOWRITE
-_WRITE_EVENTS = _IN_CLOSE_WRITE | _IN_MOVED_TO | _IN_CREATE | _IN_MODIFY
-_MASK = _READ_EVENTS | _IN_CLOSE_WRITE | _IN_MOVED_TO | _IN_CREATE | _IN_ONLYDIR
+# IN_CLOSE_WRITE means "opened for writing", not "written": SQLite opens its file read-write
+# to read it. What was written shows as IN_MODIFY (or a new file, IN_CREATE / IN_MOVED_TO).
+_READ_EVENTS = _IN_OPEN | _IN_ACCESS | _IN_CLOSE_NOWRITE | _IN_CLOSE_WRITE
+_WRITE_EVENTS = _IN_MOVED_TO | _IN_CREATE | _IN_MODIFY
+_MASK = _READ_EVENTS | _WRITE_EVENTS | _IN_ONLYDIR
 _HEADER = struct.Struct("iIII")
 _LIBC: Any = None
 
