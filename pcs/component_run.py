@@ -24,7 +24,9 @@ At the end of the run (also when it fails), in one upload: the return value
 (the top-level modules the code imports from elsewhere, when any), and, when the entry point
 imported modules of its repo that were not known at the start (dynamic
 imports), the record rewritten to cover them (run command, its id tag,
-snapshot and ``pcs/code.yaml``).
+snapshot and ``pcs/code.yaml``); ``pcs/inputs.yaml`` (data files, environment
+variables and other runs' artifacts the entry point read) and ``pcs/data/``
+(the small data files, kept).
 """
 
 from __future__ import annotations

@@ -16,7 +16,13 @@ One module per part of the record:
 - :mod:`~pcs.record.code`: the source snapshot (``pcs/source/``), where the
   code was and its git state (``pcs/code.yaml``, ``pcs/git_diff/``), the
   declared requirements (``pcs/requirements/``).
-- :mod:`~pcs.record.reads`: data files the run reads next to its code.
+- :mod:`~pcs.record.reads`: data files the run reads under its components'
+  folders (inotify on Linux, Python's audit hook everywhere), by sha256 and
+  size; the small ones are kept (``pcs/data/``) and placed next to the
+  recorded code when it reruns.
+- :mod:`~pcs.record.environ`: environment variables the run's code reads
+  (secrets as a hash), set back to the recorded values on rerun.
+- :mod:`~pcs.record.inputs`: artifacts loaded from other runs, by sha256.
 - :mod:`~pcs.record.environment`: Python, platform and distributions
   (``pcs/environment.yaml`` at the start, ``pcs/environment_used.yaml`` at the
   end), the modules the run used.
@@ -42,15 +48,11 @@ Where the work to come goes (issue 17):
     decides what is served; what it pins reaches the code map through
     :func:`~pcs.record.closure.absorb`; what cannot be held lowers the grade
     through the session's ``problems``.
-(b) Data reads will be seen at the OS level (inotify on the project tree, so C
-    readers and subprocesses count) and recorded by sha256 and size: that
-    replaces the audit hook in :mod:`~pcs.record.reads`, and its end-of-run
-    file joins the others in :meth:`Record.end`. Environment variables the run
-    reads, and inputs from other runs (dependency runs' artifacts, datasets
-    logged with ``mlflow.log_input``) with their digests, are new parts of
-    their own here (``environ.py``, ``inputs.py``), watched in
-    :meth:`Record.watching` and staged in :meth:`Record.end`. Verification
-    names a changed input as a cause by reading these records.
+(b) Done: data reads, environment variables and other runs' artifacts are
+    watched in :meth:`Record.watching` and staged in :meth:`Record.end` as
+    ``pcs/inputs.yaml``; datasets logged with ``mlflow.log_input`` are in
+    MLflow's own record of the run. Verification names a changed input as a
+    cause by reading them (:mod:`pcs.verification.causes`).
 (c) Outputs (the return value, captured stdout/stderr, child runs, logged
     models, fd-level capture) are not part of the record: ``pcs._capture``
     captures them, ``ComponentRun`` stages them next to the record's end

@@ -5,8 +5,10 @@ history (step by step; ``system/*`` metrics never), the params the code logged
 (not the arguments and seed pcs logged as params: those are the record), the
 run's own artifacts by sha256, and the entry point's captured stdout. The
 record compared for causes is the code (snapshot hashes, git commit, dirty
-diff), the arguments, the seed, Python, the platform, the distributions and
-the determinism record (hash seed, thread counts, CPU, GPU).
+diff), the arguments, the seed, the inputs the run read (data files by
+sha256, environment variables, dependency runs' artifacts, ``log_input``
+datasets by digest), Python, the platform, the distributions and the
+determinism record (hash seed, thread counts, CPU, GPU).
 
 The verdict is one of:
 
