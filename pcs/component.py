@@ -100,6 +100,7 @@ class Component:
         self._legacy_dirs: tuple[Path, Path] | None = None
         # a rerun of recorded code: the data files the run read next to its code (see Part.data)
         self._recorded_data: dict[str, bytes | Path] = {}
+        self._recorded_data_root: Path | None = None
 
     # -- constructors -------------------------------------------------------------
 
@@ -367,6 +368,7 @@ class Component:
             recorded=self._recorded_closure,
             legacy=self._legacy_dirs,
             data=dict(self._recorded_data),
+            data_root=self._recorded_data_root,
             live_root=self._live_root(),
             local_file=self.local_source_file(),
             requirements_path=self.requirements_path,

@@ -58,6 +58,7 @@ from pcs.record.code import read_sources_dir
 from pcs.record.determinism import seeded
 from pcs.record.environ import recorded_environ
 from pcs.record.reads import data_for_rerun
+from pcs.record.staging import watch_loading
 from pcs.registry import InMemoryRegistry
 from pcs.repo import GitRepo, LocalRepo
 from pcs.run import Run, _pop_active, _push_active, active_runs, keep_verification
@@ -154,8 +155,8 @@ class ComponentRun(Run):
         try:
             with session:
                 if targets is None:
-                    with seeded(command.seed):  # as RunCommand.create loads them
-                        targets = component._load_targets_in(session)
+                    with seeded(command.seed), watch_loading(session) as command._loaded:
+                        targets = component._load_targets_in(session)  # as RunCommand.create
                     command.scan(session)
                 component.check_entry_point(command.entry_point, targets[component.identifier])
                 component.check_arguments(command.argument_set, command.entry_point, targets)
@@ -587,9 +588,14 @@ class ComponentRun(Run):
                         blob = kept.read_bytes()
                         if sha256_bytes(blob) == digest:
                             snapshots[digest] = blob
-        placed = data_for_rerun(self.identifier, inputs, self.code_record, snapshots, code)
+        record = self.code_record
+        placed = data_for_rerun(self.identifier, inputs, record, snapshots, code)
         for component in command.component.dependency_list():
             component._recorded_data = placed.get(component.identifier, {})
+            where = ((record.get("components") or {}).get(component.identifier) or {}).get("local_dir")
+            if code == "recorded" and isinstance(where, str) and Path(where).is_dir():
+                # code that reads relative to the working folder still reads the files there
+                component._recorded_data_root = Path(where)
 
     def _sources_for(self, command: RunCommand) -> dict[str, str]:
         sources = self.recorded_sources()

@@ -32,6 +32,7 @@ from pcs.record import Facts, closure
 from pcs.record.closure import Closure
 from pcs.record.determinism import seeded
 from pcs.record.environment import draw_seed
+from pcs.record.staging import LoadReads, watch_loading
 from pcs.registry import InMemoryRegistry, Registry
 from pcs.repo import LocalRepo, Repo
 from pcs.run import run_class
@@ -77,6 +78,7 @@ class RunCommand:
         self._identifier: str | None = None
         # a session that loaded the components for this command, kept for its first run
         self._prepared: tuple[closure.Session, dict[str, Any]] | None = None
+        self._loaded: LoadReads | None = None  # what loading the components read
         self.closure_problems: list[str] = []  # closure modules the snapshot cannot hold
         self.imports: set[str] = set()  # top-level names the closure imports from elsewhere
         # the code.yaml of the run a rerun of recorded code reproduces (its git state)
@@ -131,7 +133,8 @@ class RunCommand:
             # seeded while the modules load too: randomness at module level (a split drawn at
             # import) is then the same in every run of this seed
             with session, seeded(command.seed):
-                targets = component._load_targets_in(session, components)
+                with watch_loading(session) as command._loaded:
+                    targets = component._load_targets_in(session, components)
                 command.scan(session)
         finally:
             session.close()
@@ -189,6 +192,7 @@ class RunCommand:
             closure_problems=self.closure_problems,
             recorded_code=self.recorded_code,
             registry_text=self.to_yaml_text,
+            loaded=self._loaded,
         )
 
     @property

@@ -185,3 +185,43 @@ def test_the_snapshot_limit_must_be_a_number(monkeypatch):
     monkeypatch.delenv("PCS_DATA_SNAPSHOT_MAX_BYTES")
     assert snapshot_limit() == 1024 * 1024
     assert os.environ.get("PCS_DATA_SNAPSHOT_MAX_BYTES") is None
+
+
+RELATIVE_READER = """\
+from pathlib import Path
+
+HEADER = (Path(__file__).parent / "header.txt").read_text()  # read when the module loads
+
+
+class C:
+    def go(self):
+        with open("rows.txt") as f:  # relative to the working folder, not to this file
+            return HEADER + f.read()
+"""
+
+
+@linux_only
+def test_a_rerun_of_recorded_code_sees_reads_relative_to_the_working_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "comp.py").write_text(RELATIVE_READER)
+    (folder / "rows.txt").write_text("abc")
+    (folder / "header.txt").write_text("# ")
+    time.sleep(0.05)
+    monkeypatch.chdir(folder)
+    component = Component.from_repo(LocalRepo("here", folder), "c", "comp.py", "C", instantiate=True)
+    run = Run.from_existing_run_id(component.run_with_arg_set("go", {}, seed=1).identifier)
+    assert list(run._read_yaml("pcs/inputs.yaml")["data"]["c"]) == ["header.txt", "rows.txt"]
+
+    same = run.rerun(verify=True)
+    assert same.verification.verdict == "reproduced"
+    assert same.verification.causes == []  # the rerun read the same file: no false cause
+    (folder / "rows.txt").write_text("abcd")
+    changed = run.rerun(verify=True)
+    assert changed.verification.verdict == "diverged"
+    assert [c.split(" (")[0] for c in changed.verification.causes] == ["data: rows.txt changed"]
+    # read at load by the current code: an edited header is named too
+    (folder / "header.txt").write_text("## ")
+    current = run.rerun(verify=True, code="current")
+    assert [c.split(" (")[0] for c in current.verification.causes] == [
+        "data: header.txt changed", "data: rows.txt changed"]

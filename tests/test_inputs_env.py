@@ -56,12 +56,14 @@ def test_lookups_by_the_runs_code_are_recorded_and_library_lookups_are_not(tmp_p
 COMPONENT = """\
 import os
 
+SCALE = float(os.environ.get("SCALE", "1"))  # read when the module loads, before the run starts
+
 
 class C:
     def go(self):
         lr = float(os.environ["LR"])
         token = os.getenv("API_TOKEN", "")
-        return {"lr": lr, "token_length": len(token)}
+        return {"lr": lr * SCALE, "token_length": len(token)}
 """
 
 
@@ -78,14 +80,16 @@ def component(folder: Path) -> Component:
 def test_a_rerun_runs_with_the_recorded_values_and_a_changed_value_is_named(tmp_path, monkeypatch):
     monkeypatch.setenv("LR", "0.1")
     monkeypatch.setenv("API_TOKEN", "abc")
+    monkeypatch.setenv("SCALE", "1")
     run = Run.from_existing_run_id(component(tmp_path / "p").run_with_arg_set("go", {}, seed=1).identifier)
     text = run.load_text("pcs/inputs.yaml")
     assert "abc" not in text  # a secret is kept as its hash only
     assert run._read_yaml("pcs/inputs.yaml")["env"] == {
-        "API_TOKEN": {"sha256": hashlib.sha256(b"abc").hexdigest()}, "LR": "0.1",
+        "API_TOKEN": {"sha256": hashlib.sha256(b"abc").hexdigest()}, "LR": "0.1", "SCALE": "1",
     }
 
     monkeypatch.setenv("LR", "0.2")
+    monkeypatch.setenv("SCALE", "10")  # read at module load: set back as well
     same = run.rerun(verify=True)
     assert same.verification.verdict == "reproduced"
     assert same.return_value == {"lr": 0.1, "token_length": 3}
@@ -93,7 +97,8 @@ def test_a_rerun_runs_with_the_recorded_values_and_a_changed_value_is_named(tmp_
 
     current = run.rerun(verify=True, env_vars="current")
     assert current.verification.verdict == "diverged"
-    assert current.verification.causes == ["env: LR 0.1 -> 0.2"]
+    assert current.verification.causes == ["env: LR 0.1 -> 0.2", "env: SCALE 1 -> 10"]
+    monkeypatch.setenv("SCALE", "1")
 
     # a secret cannot be set back (only its hash is known): its change is named, not shown
     monkeypatch.setenv("API_TOKEN", "abcd")

@@ -877,6 +877,7 @@ class Part:
     # a rerun of recorded code: data files read next to the code (posix path -> the recorded
     # bytes, or the live file a link points to), placed with the snapshot (pcs.record.reads)
     data: Mapping[str, bytes | Path] = field(default_factory=dict)
+    data_root: Path | None = None  # where the recorded run read them, watched in a rerun too
 
 
 def tree_for(part: Part, closure: Closure | None = None) -> Tree | None:

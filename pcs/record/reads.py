@@ -132,9 +132,12 @@ class FileReads:
     def located(self) -> list[tuple[str, str]]:
         """``(root, path relative to it)`` of each file read, sorted; see :meth:`files`."""
         found: set[tuple[str, str]] = set()
+        home = _home()
         for path in self._paths - self._written:
             if _left_out(path):
                 continue
+            if path.startswith(home) and not any(r.startswith(home) for r in self.roots if path.startswith(r)):
+                continue  # pcs's own caches inside a project folder
             try:
                 if os.path.getmtime(path) >= self._started or not os.path.isfile(path):
                     continue  # written during the run: its own output, not an input
@@ -155,6 +158,13 @@ class FileReads:
         and MLflow's ``mlflow.db`` are left out.
         """
         return sorted({rel for _, rel in self.located()})
+
+
+def _home() -> str:
+    """PCS_HOME, spelled as the roots are (real path, trailing separator)."""
+    from pcs import _config
+
+    return os.path.join(os.path.realpath(_config.pcs_home()), "")
 
 
 def _left_out(path: str) -> bool:
@@ -328,12 +338,15 @@ class _Inotify:
             return None
         folders: dict[int, str] = {}
         partial = False
+        home = _home()
         for root in roots:
+            skip_home = not root.startswith(home)
             for folder, subfolders, _ in os.walk(root):
                 subfolders[:] = [
                     d for d in subfolders
                     if d not in _NOT_INPUTS and not d.endswith(".egg-info")
                     and not os.path.exists(os.path.join(folder, d, "pyvenv.cfg"))
+                    and not (skip_home and os.path.join(folder, d, "") == home)
                 ]
                 if len(folders) >= MAX_WATCHED_FOLDERS:
                     partial = True

@@ -34,7 +34,7 @@ from pcs.record.inputs import RunInputs
 from pcs.record.reads import FileReads, by_root, describe, snapshot_limit
 from pcs.specs import dump_yaml
 
-__all__ = ["Facts", "Record"]
+__all__ = ["Facts", "LoadReads", "Record", "watch_loading"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,6 +53,7 @@ class Facts:
         closure_problems: closure modules the snapshot cannot hold.
         recorded_code: the ``code.yaml`` of the run a rerun of recorded code reproduces.
         registry_text: renders ``pcs/run_command.yaml`` (only when it is written).
+        loaded: the inputs read while the components loaded (see :func:`watch_loading`).
     """
 
     identifier: str
@@ -65,6 +66,38 @@ class Facts:
     closure_problems: Sequence[str]
     recorded_code: Mapping[str, Any] | None
     registry_text: Callable[[], str]
+    loaded: LoadReads | None = None  # what loading the components read (module-level code)
+
+
+class LoadReads:
+    """The data files and environment variables read while components load (module-level code).
+
+    Loading happens before the run exists (``RunCommand.create``, or at the start
+    of ``ComponentRun.execute``); what it read joins the run's inputs at its end.
+    """
+
+    def __init__(self, roots: Mapping[str, Path]) -> None:
+        self.roots = {os.path.realpath(path): key for key, path in roots.items()}
+        self.env: dict[str, Any] = {}
+        self.files: list[tuple[str, str]] = []  # (root, relative path)
+        self._reads = FileReads(list(self.roots))
+        self._env = EnvReads()
+
+    def __enter__(self) -> LoadReads:
+        self._reads.__enter__()
+        self._env.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._env.__exit__(*exc)
+        self._reads.__exit__(*exc)
+        self.env = dict(self._env.values)
+        self.files = self._reads.located()
+
+
+def watch_loading(session: Any) -> LoadReads:
+    """A watch over what loading the components of an open ``session`` reads."""
+    return LoadReads({t.key: t.root for t in session.trees if t.root is not None})
 
 
 class Record:
@@ -141,11 +174,10 @@ class Record:
             roots = {p.key: p.live_root for p in self.facts.parts if p.live_root is not None}
         self._roots = {os.path.realpath(path): key for key, path in roots.items()}
         for part in self.facts.parts:
-            for rel, content in part.data.items():
-                if isinstance(content, Path) and content.as_posix().endswith("/" + rel):
-                    # a file too large to keep, linked next to the recorded code: watch where it is
-                    live_root = content.as_posix()[: -len(rel) - 1]
-                    self._roots.setdefault(os.path.realpath(live_root), part.key)
+            if part.data_root is not None:
+                # a rerun of recorded code: the files the run read where they were (a link
+                # next to the code leads there; code may also read them by a relative path)
+                self._roots.setdefault(os.path.realpath(part.data_root), part.key)
         self.reads = FileReads(list(self._roots))
         self.env_reads = EnvReads()
         self.run_inputs = RunInputs()
@@ -198,13 +230,21 @@ class Record:
         variables read, the artifacts loaded from other runs; lower the grade for data files."""
         if self.reads is None:
             return  # the entry point never ran
-        files = describe(self.reads.located())
+        loaded = self.facts.loaded
+        located = set(self.reads.located())
+        env = dict(self.env_reads.values if self.env_reads else {})
+        if loaded is not None:  # module-level code read these before the entry point ran
+            located |= set(loaded.files)
+            for root, key in loaded.roots.items():
+                self._roots.setdefault(root, key)
+            env = {**loaded.env, **{k: v for k, v in env.items() if k not in loaded.env}}
+        files = describe(sorted(located))
         record: dict[str, Any] = {
             "pcs_format": _keys.FORMAT_VERSION,
             "data": by_root(files, self._roots),
             "data_watch": {"method": self.reads.method, "partial": self.reads.partial,
                            "events_lost": self.reads.overflowed},
-            "env": dict(sorted((self.env_reads.values if self.env_reads else {}).items())),
+            "env": dict(sorted(env.items())),
             "runs": self.run_inputs.to_dict() if self.run_inputs else {},
         }
         (folder / Path(_keys.INPUTS_ARTIFACT).name).write_text(dump_yaml(record), encoding="utf-8")
