@@ -20,6 +20,7 @@ import os
 def lookups():
     os.environ.get("LR")
     os.getenv("API_TOKEN")
+    os.environ.get("DATABASE_URL")
     "UNSET_FLAG" in os.environ
     os.environ["MADE_HERE"] = "1"
     os.environ["MADE_HERE"]  # set by the run itself: not an input
@@ -34,6 +35,7 @@ def test_lookups_by_the_runs_code_are_recorded_and_library_lookups_are_not(tmp_p
     monkeypatch.setenv("LR", "0.1")
     monkeypatch.setenv("API_TOKEN", "s3cr3t")
     monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setenv("DATABASE_URL", "postgresql://me:pw@127.0.0.1/db")  # a password in a URL
     monkeypatch.delenv("UNSET_FLAG", raising=False)
     monkeypatch.delenv("NOT_THERE", raising=False)
     namespace: dict = {}
@@ -45,6 +47,7 @@ def test_lookups_by_the_runs_code_are_recorded_and_library_lookups_are_not(tmp_p
     assert reads.values == {
         "LR": "0.1",
         "API_TOKEN": {"sha256": hashlib.sha256(b"s3cr3t").hexdigest()},
+        "DATABASE_URL": {"sha256": hashlib.sha256(b"postgresql://me:pw@127.0.0.1/db").hexdigest()},
         "UNSET_FLAG": None,
         "NOT_THERE": None,
     }

@@ -9,8 +9,9 @@ standard library, installed distributions, MLflow and pcs are not the run's
 inputs and are left out; so are names the run set itself before reading them.
 
 Values of names that look secret (``*TOKEN*``, ``*SECRET*``, ``*PASSWORD*``,
-``*KEY*``) are recorded as ``{"sha256": ...}`` only: a changed secret is
-named, its value never stored.
+``*KEY*``), and values carrying credentials (a URL with a password), are
+recorded as ``{"sha256": ...}`` only: a changed secret is named, its value
+never stored.
 
 What is not seen: a copy of the whole environment (``dict(os.environ)``,
 iteration) and lookups made by C code (``getenv(3)``) or by child processes.
@@ -30,6 +31,8 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from pcs._redact import redact_text
+
 __all__ = ["EnvReads", "is_secret", "recorded_environ", "shown_value"]
 
 _SECRET = re.compile(r"TOKEN|SECRET|PASSWORD|KEY", re.IGNORECASE)
@@ -45,8 +48,11 @@ def is_secret(name: str) -> bool:
 
 
 def _entry(name: str, value: str | None) -> Any:
-    if value is None or not is_secret(name):
+    if value is None:
+        return None
+    if not is_secret(name) and redact_text(value) == value:
         return value
+    # a secret by its name, or a value carrying credentials (a URL with a password)
     return {"sha256": hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()}
 
 
