@@ -28,6 +28,11 @@ def lookups():
         os.environ["NOT_THERE"]
     except KeyError:
         pass
+    # copies of the whole environment are not lookups of its names
+    dict(os.environ)
+    os.environ.copy()
+    {**os.environ}
+    list(os.environ.items())
 '''
 
 

@@ -13,14 +13,16 @@ Values of names that look secret (``*TOKEN*``, ``*SECRET*``, ``*PASSWORD*``,
 recorded as ``{"sha256": ...}`` only: a changed secret is named, its value
 never stored.
 
-What is not seen: a copy of the whole environment (``dict(os.environ)``,
-iteration) and lookups made by C code (``getenv(3)``) or by child processes.
+What is not a lookup: a copy of the whole environment (``dict(os.environ)``,
+``os.environ.copy()``, ``{**os.environ}``, iteration); what is not seen:
+lookups made by C code (``getenv(3)``) or by child processes.
 
 :func:`recorded_environ` sets recorded values for the time a rerun runs.
 """
 
 from __future__ import annotations
 
+import dis
 import hashlib
 import os
 import re
@@ -109,21 +111,47 @@ _PASSING = ("_collections_abc.py", "/os.py")
 _ELSEWHERE: tuple[str, ...] = ()
 
 
+# the methods of os / collections.abc through which one name is looked up; any other
+# (copy, __iter__ of items(), ...) copies the whole environment, which is not a lookup
+_LOOKUPS = {"get", "getenv", "__contains__", "setdefault", "pop"}
+_SUBSCRIPT_OPS = {dis.opmap[name] for name in ("BINARY_SUBSCR", "BINARY_OP") if name in dis.opmap}
+
+
 def _from_run_code(depth: int = 3) -> bool:
-    """Whether the lookup came from the run's own code (the first frame outside os and abc)."""
+    """Whether a lookup of one name came from the run's own code.
+
+    ``depth`` is the frame that called ``__getitem__``: either the run's code
+    subscripting ``os.environ`` (a subscript instruction; ``dict(os.environ)`` and
+    ``{**os.environ}`` call it from C and are not lookups), or ``get`` /
+    ``getenv`` / ``in``, whose caller is then the one that counts.
+    """
     try:
         frame: Any = sys._getframe(depth)
     except ValueError:
         return False
+    passing = False
     while frame is not None:
-        filename = frame.f_code.co_filename
+        code = frame.f_code
+        filename = code.co_filename
         if filename in _SKIPPED_FILES or filename.endswith(_PASSING):
+            if not passing and code.co_name not in _LOOKUPS:
+                return False  # a copy of the whole environment
+            passing = True
             frame = frame.f_back
             continue
         if filename.startswith("<frozen"):
             return False
+        if not passing and not _subscripting(frame):
+            return False  # called from C: dict(os.environ), {**os.environ}
         return not os.path.abspath(filename).startswith(_ELSEWHERE)
     return False
+
+
+def _subscripting(frame: Any) -> bool:
+    try:
+        return frame.f_code.co_code[frame.f_lasti] in _SUBSCRIPT_OPS
+    except (IndexError, AttributeError):
+        return True  # cannot tell: count it
 
 
 def _install() -> None:

@@ -43,7 +43,10 @@ __all__ = [
     "SNAPSHOT_LIMIT_ENV",
     "DataFile",
     "FileReads",
+    "by_root",
+    "data_for_rerun",
     "describe",
+    "file_sha256",
     "snapshot_limit",
 ]
 
@@ -206,7 +209,7 @@ def describe(located: Iterable[tuple[str, str]], limit: int | None = None) -> li
             digest, size = file_sha256(path)
         except OSError:
             continue  # gone since: nothing to record
-        out.append(DataFile(root, rel, digest, size, 0 < size <= limit or size == 0 and limit > 0))
+        out.append(DataFile(root, rel, digest, size, limit > 0 and size <= limit))
     return out
 
 
@@ -219,11 +222,6 @@ def file_sha256(path: str | Path) -> tuple[str, int]:
             h.update(chunk)
             size += len(chunk)
     return h.hexdigest(), size
-
-
-def short(digest: str | None) -> str:
-    """The first 4 hex digits of a digest, as cause lines show them."""
-    return (digest or "none")[:4] if digest else "none"
 
 
 def by_root(files: Sequence[DataFile], roots: Mapping[str, str]) -> dict[str, dict[str, dict[str, Any]]]:
