@@ -59,3 +59,32 @@ def test_thread_counts_pinned_to_one_are_not_suspected():
 
 def test_a_pure_python_run_has_no_thread_suspect():
     assert determinism_suspects(record(), record()) == []
+
+
+UNSEEDED = """\
+import os
+
+import numpy as np
+
+
+class C:
+    def go(self):
+        # noise pcs does not seed: the divergence is unexplained by the record
+        return int(np.frombuffer(os.urandom(8), dtype="uint32")[0])
+"""
+
+
+def test_an_unexplained_divergence_of_a_numpy_run_lists_the_thread_count_suspect(tmp_path, monkeypatch):
+    from pcs import Component, LocalRepo, Run
+
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    folder = tmp_path / "p"
+    folder.mkdir()
+    (folder / "comp.py").write_text(UNSEEDED)
+    component = Component.from_repo(LocalRepo("here", folder), "c", "comp.py", "C", instantiate=True)
+    run = Run.from_existing_run_id(component.run_with_arg_set("go", {}, seed=1).identifier)
+    report = run.rerun(verify=True).verification
+    assert report.verdict == "diverged" and report.causes == []
+    assert any(s.startswith("thread counts: OMP_NUM_THREADS, MKL_NUM_THREADS, OPENBLAS_NUM_THREADS")
+               for s in report.suspects), report.suspects
