@@ -81,3 +81,21 @@ def test_a_log_input_dataset_whose_digest_changed_is_named(tmp_path):
     assert f"dataset train: digest {old_digest} -> {new_digest}" in causes
     assert any(c.startswith("data: train.npy changed") for c in causes)
     assert len(causes) == 2
+
+
+def test_plain_runs_compared_name_a_dataset_whose_digest_changed():
+    import mlflow
+    import numpy as np
+
+    from pcs.verification import compare_runs
+
+    runs = []
+    for values in (np.arange(3.0), np.arange(4.0)):
+        with Run() as run:
+            mlflow.log_input(mlflow.data.from_numpy(values, name="train"), context="training")
+            run.log_metric("total", float(values.sum()))
+        runs.append(run)
+    digests = [mlflow.data.from_numpy(v, name="train").digest for v in (np.arange(3.0), np.arange(4.0))]
+    report = compare_runs(*runs)
+    assert report.verdict == "diverged"
+    assert f"dataset train: digest {digests[0]} -> {digests[1]}" in report.causes

@@ -25,7 +25,7 @@ def record_causes(a: Run, b: Run) -> list[str]:
             causes.append(
                 f"git commit: {a.tags.get(_keys.SOURCE_GIT_COMMIT)} vs {b.tags.get(_keys.SOURCE_GIT_COMMIT)}"
             )
-        return causes
+        return causes + _dataset_causes(a, b)  # MLflow's record of log_input, any run has it
     try:
         cmd_a, cmd_b = a.run_command, b.run_command
     except PcsError as exc:
