@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pcs import _keys
-from pcs.record.closure import Part
+from pcs.record.closure import Part, Session
 from pcs.record.code import capture_code, capture_requirements, describe_closure, write_sources
 from pcs.record.determinism import SeedReport, seeded
 from pcs.record.environ import EnvReads
@@ -95,7 +95,7 @@ class LoadReads:
         self.files = self._reads.located()
 
 
-def watch_loading(session: Any) -> LoadReads:
+def watch_loading(session: Session) -> LoadReads:
     """A watch over what loading the components of an open ``session`` reads."""
     return LoadReads({t.key: t.root for t in session.trees if t.root is not None})
 
