@@ -52,7 +52,9 @@ bytes not kept. Nothing is dropped silently.
 
 Comparing output: :func:`drop_tool_lines` removes the lines MLflow and pcs
 print on their own (MLflow's "View run ... at:" links and log lines,
-progress bars), which say nothing about what the code computed.
+progress bars), which say nothing about what the code computed, and
+:func:`code_folder_as_placeholder` writes the folder the code ran from (the
+original's, or the snapshot a rerun of recorded code runs) as one placeholder.
 """
 
 from __future__ import annotations
@@ -66,12 +68,20 @@ import select
 import sys
 import threading
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
 from pcs import _keys
 
-__all__ = ["OutputCapture", "LIMIT_BYTES", "CUT_TAGS", "STREAM_FILES", "drop_tool_lines"]
+__all__ = [
+    "OutputCapture",
+    "LIMIT_BYTES",
+    "CUT_TAGS",
+    "STREAM_FILES",
+    "drop_tool_lines",
+    "code_folder_as_placeholder",
+]
 
 LIMIT_BYTES = 8 * 1024 * 1024  # kept per stream
 STREAM_FILES = {"stdout": "stdout.txt", "stderr": "stderr.txt"}
@@ -119,6 +129,32 @@ def drop_tool_lines(text: str) -> str:
                 continue
         kept.append(line + "\n")
     return "".join(kept)
+
+
+def code_folder_as_placeholder(text: str, files: Iterable[str]) -> str:
+    """``text`` with the folder the run's code ran from written as ``<code folder>``, for comparing output.
+
+    A rerun of recorded code runs the snapshot from pcs's cache, not from the
+    original's folder, so warnings, tracebacks and printed ``__file__`` paths
+    name another folder for the same file. The folder is found where ``text``
+    names one of ``files`` by an absolute path (``/tmp/w/src/train.py:12:
+    UserWarning``), and every mention of it is replaced.
+
+    Args:
+        text: captured stdout or stderr.
+        files: the run's code files, relative to their repository (``train.py``,
+            ``helpers/data.py``).
+    """
+    roots: set[str] = set()
+    for name in files:
+        name = name.replace("\\", "/").removeprefix("./")
+        if not name or name.startswith("/"):
+            continue
+        pattern = r"(/[^\s'\"<>|]*?)/" + re.escape(name) + r"(?![\w.])"
+        roots.update(m.group(1) for m in re.finditer(pattern, text))
+    for root in sorted(roots, key=len, reverse=True):
+        text = text.replace(root, "<code folder>")
+    return text
 
 
 # -- Python level ---------------------------------------------------------------------------
