@@ -309,7 +309,10 @@ def _point_handlers(old_to_new: dict[int, Any]) -> None:
     for handler in _stream_handlers():
         new = old_to_new.get(id(getattr(handler, "stream", None)))
         if new is not None:
-            handler.stream = new
+            # a handler whose stream is a property (logging.lastResort reads sys.stderr
+            # on every write) follows the replaced stream by itself
+            with contextlib.suppress(AttributeError):
+                handler.stream = new
 
 
 def _reset_warning_memory() -> None:

@@ -108,3 +108,16 @@ def test_a_handler_made_outside_any_run_is_left_alone(tmp_path):
     logging.getLogger().addHandler(handler)
     Component.from_repo(LocalRepo("src", folder), "quiet", "quiet.py", "Quiet", instantiate=True).run_with_arg_set("run", {})
     assert handler.stream is mine
+
+
+def test_a_handler_that_reads_the_stream_each_time_is_left_as_it_is(logger):
+    # logging.lastResort's stream is a read-only property returning sys.stderr; some
+    # libraries attach it to their loggers
+    as_in_a_script()
+    library = logging.getLogger("some.library")
+    library.addHandler(logging.lastResort)  # type: ignore[arg-type]
+    try:
+        run = logger.run_with_arg_set("run", {})
+        assert run.status == "FINISHED"
+    finally:
+        library.removeHandler(logging.lastResort)  # type: ignore[arg-type]
