@@ -239,6 +239,7 @@ class _Router:
 
     def write(self, text: str) -> int:
         stream = self._real()
+        through_descriptor = False
         if text:
             chain = _chain_for_this_thread()
             owner = _FD_OWNER
@@ -255,6 +256,10 @@ class _Router:
             if self._display is not None and not mine:
                 stream = self._display  # not the owner's text: show it without the descriptor
         written = stream.write(text)
+        if text and through_descriptor:
+            # written now, not when a block-buffered stream (a pipe, a file) fills: the
+            # record keeps the order the program wrote in, whatever the descriptor is
+            stream.flush()
         return written if written is not None else len(text)
 
     def writelines(self, lines: Any) -> None:

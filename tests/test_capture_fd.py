@@ -291,3 +291,31 @@ def test_sigterm_ends_the_run_killed_with_its_descriptor_output_kept(tmp_path, i
     (run,) = Run.get_all_runs()
     assert run.status == "KILLED"
     assert run.load_text("pcs/stdout.txt") == "written before the signal\n"
+
+
+ORDER_SCRIPT = """\
+import os, subprocess, sys
+from pathlib import Path
+from pcs._capture import OutputCapture
+
+capture = OutputCapture()
+with capture:
+    print("from Python")
+    os.write(1, b"from the descriptor\\n")
+    subprocess.run([sys.executable, "-c", "print('from a child')"], check=True)
+    print("the end")
+capture.write_files(Path(sys.argv[1]))
+"""
+
+
+def test_a_block_buffered_stdout_keeps_the_order_the_program_wrote_in(tmp_path):
+    # stdout is a pipe here, so Python buffers what it prints; the record must not
+    # depend on that (a run on a terminal and its rerun in CI would differ)
+    script = tmp_path / "order.py"
+    script.write_text(ORDER_SCRIPT, encoding="utf-8")
+    done = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    expected = "from Python\nfrom the descriptor\nfrom a child\nthe end\n"
+    assert (tmp_path / "stdout.txt").read_text(encoding="utf-8") == expected
+    assert done.stdout == expected
