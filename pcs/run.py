@@ -546,7 +546,12 @@ class Run:
     # -- lifecycle ---------------------------------------------------------------
 
     def set_terminated(self, status: str = "FINISHED", end_time: int | None = None) -> None:
-        """Set the run's status and end time (MLflow's terminate, without extra reads)."""
+        """Set the run's status and end time (MLflow's terminate, without extra reads).
+
+        Data logged asynchronously (``MLFLOW_ENABLE_ASYNC_LOGGING=true``,
+        ``synchronous=False``) is written first, so a run read as ended is complete.
+        """
+        _flush_async_logging(self._client)
         _terminate(self._client, self._run_id, status, end_time)
         _liveness.unregister(self._run_id)
         self._changed()
@@ -889,6 +894,27 @@ def _wrap(mlflow_run: MlflowRun, client: MlflowClient) -> Run:
 
 def _store(client: MlflowClient) -> Any:
     return client._tracking_client.store
+
+
+def _flush_async_logging(client: MlflowClient) -> None:
+    """Write what MLflow still queues for asynchronous logging (a no-op when nothing is queued).
+
+    MLflow's own ``set_terminated`` does this; :func:`_terminate` bypasses it. The
+    store is MLflow's cached one for the tracking URI, the one the code's
+    ``mlflow.log_*`` calls queue into.
+    """
+    try:
+        flush = _store(client).flush_async_logging
+    except AttributeError:
+        return  # a store without asynchronous logging
+    try:
+        flush()
+    except Exception as exc:  # noqa: BLE001 - the run must still end; say what may be missing
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "pcs: MLflow could not write the data it logged asynchronously: %s", exc
+        )
 
 
 def _terminate(client: MlflowClient, run_id: str, status: str, end_time: int | None) -> None:

@@ -261,6 +261,12 @@ def seeded(seed: int) -> Iterator[SeedReport]:
     Args:
         seed: a non-negative integer.
 
+    When the block exits, ``random``'s state and the global states of the
+    frameworks that were loaded when it started (NumPy's legacy generator,
+    PyTorch's CPU generator) are put back as they were, so a run leaves the
+    caller's random numbers where it found them (an inner run leaves its outer
+    run's).
+
     Returns:
         A context manager yielding the :class:`SeedReport`, filled in as
         frameworks are seeded.
@@ -278,10 +284,12 @@ def seeded(seed: int) -> Iterator[SeedReport]:
         if _FINDER not in sys.meta_path:
             sys.meta_path.insert(0, _FINDER)
     token = _CURRENT.set(active)
+    kept = _generator_states()
     try:
         _seed_now(report)
         yield report
     finally:
+        _restore_generator_states(kept)
         _CURRENT.reset(token)
         with _LOCK:
             _STACK.remove(active)
@@ -290,6 +298,32 @@ def seeded(seed: int) -> Iterator[SeedReport]:
                     sys.meta_path.remove(_FINDER)
                 except ValueError:
                     pass  # someone replaced sys.meta_path meanwhile
+
+
+def _generator_states() -> list[tuple[Callable[[Any], Any], Any]]:
+    """How to put back the global random states of ``random`` and the loaded frameworks."""
+    states: list[tuple[Callable[[Any], Any], Any]] = [(random.setstate, random.getstate())]
+    numpy = _loaded("numpy")
+    if numpy is not None:
+        try:
+            states.append((numpy.random.set_state, numpy.random.get_state()))
+        except Exception:  # noqa: BLE001,S110 - a NumPy without a legacy global generator
+            pass
+    torch = _loaded("torch")
+    if torch is not None:
+        try:
+            states.append((torch.random.set_rng_state, torch.random.get_rng_state()))
+        except Exception:  # noqa: BLE001,S110 - a build without a CPU generator to read
+            pass
+    return states
+
+
+def _restore_generator_states(states: list[tuple[Callable[[Any], Any], Any]]) -> None:
+    for restore, state in states:
+        try:
+            restore(state)
+        except Exception:  # noqa: BLE001,S110 - a framework that refuses its own state: leave it
+            pass
 
 
 # -- the determinism record ------------------------------------------------------------------

@@ -8,6 +8,7 @@ files and tags they contribute.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import sys
 import tempfile
@@ -129,6 +130,7 @@ class Record:
     @classmethod
     def start(cls, facts: Facts) -> Record:
         """Stage every artifact and tag of a new component run, before the run exists."""
+        _run_names_unseeded()
         tmp = tempfile.TemporaryDirectory(prefix=f"pcs-{os.getpid()}-record-")
         root = Path(tmp.name)
         pcs_dir = root / _keys.PCS_ARTIFACT_DIR
@@ -277,6 +279,23 @@ class Record:
     def cleanup(self) -> None:
         """Remove the staged files."""
         self._tmp.cleanup()
+
+
+def _run_names_unseeded() -> None:
+    """Give MLflow's run-name generator a ``random.Random`` of its own.
+
+    MLflow draws the names of runs it names (``chill-owl-867``) from the global
+    ``random``, which a run seeds: every run of one seed was named alike, and
+    creating a nested run with ``mlflow.start_run()`` took numbers from the
+    code's seeded sequence on a local store but not on a tracking server (which
+    names runs in its own process), so the same code drew other numbers there.
+    """
+    try:
+        from mlflow.utils import name_utils
+    except ImportError:  # pragma: no cover - MLflow is a dependency
+        return
+    if getattr(name_utils, "random", None) is random:
+        name_utils.random = random.Random()  # type: ignore[assignment]  # seeded from the OS
 
 
 def _third_party(names: AbstractSet[str]) -> list[str]:

@@ -3,7 +3,7 @@
 The outputs compared are the return value's sha256, every metric's full
 history (step by step; ``system/*`` metrics never), the params the code logged
 (not the arguments and seed pcs logged as params: those are the record), the
-run's own artifacts by sha256, and the entry point's captured stdout. The
+run's own artifacts by sha256, and the entry point's captured stdout and stderr. The
 record compared for causes is the code (snapshot hashes, git commit, dirty
 diff), the arguments, the seed, the inputs the run read (data files by
 sha256, environment variables, dependency runs' artifacts, ``log_input``
@@ -54,7 +54,7 @@ def compare_runs(
     rtol: float = 0.0,
     atol: float = 0.0,
     ignore: Iterable[str] = (),
-    compare_stderr: bool = False,
+    compare_stderr: bool = True,
     relation: str | None = None,
 ) -> Verification:
     """Compare ``candidate`` with ``original``: outputs first, then the record for causes.
@@ -66,8 +66,10 @@ def compare_runs(
             abs_tol=atol)`` count as reproduced within tolerance.
         ignore: metric, param or output names not to compare (glob patterns,
             e.g. ``"time/*"``, ``"stdout"``).
-        compare_stderr: also compare the captured stderr (warnings vary, so it is
-            only kept for the record by default).
+        compare_stderr: compare the captured stderr (the default; ``False``, like
+            ``ignore=["stderr"]``, leaves it out). Captured output is compared
+            without the lines MLflow and pcs print on their own
+            (:func:`pcs._capture.drop_tool_lines`).
         relation: "rerun" or "vs" for the report's first line (default: "rerun"
             when the candidate is a rerun of the original).
     """

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pcs import _keys
+from pcs._capture import code_folder_as_placeholder, drop_tool_lines
 from pcs.component_run import ComponentRun, argument_params
 from pcs.errors import ArgumentError, PcsError
 from pcs.run import Run
@@ -308,10 +309,19 @@ def compare_artifacts(
         name = _OUTPUT_RECORD_ARTIFACTS[path]
         if _is_empty(ha.get(path)) and _is_empty(hb.get(path)):
             continue  # nothing printed on either side
+        if ha.get(path) == hb.get(path):
+            report.compared.append(name)
+            continue
+        # compared without the lines MLflow and pcs print on their own
+        code_files = _code_files(a) | _code_files(b)
+        lines_a = _output_lines(a, path, code_files)
+        lines_b = _output_lines(b, path, code_files)
+        if not lines_a and not lines_b:
+            continue  # only such lines on either side: nothing the code printed
         report.compared.append(name)
-        if ha.get(path) != hb.get(path):
+        if lines_a != lines_b:
             report.differences.append(
-                Difference(name, name, f"{name} differs{_first_line_difference(a, b, path)}")
+                Difference(name, name, f"{name} differs{_first_line_difference(lines_a, lines_b)}")
             )
     for path in files:
         if path not in hb:
@@ -331,13 +341,38 @@ def _is_empty(digest: str | None) -> bool:
     return digest is None or digest == _EMPTY_SHA
 
 
-def _first_line_difference(a: Run, b: Run, path: str) -> str:
+def _output_lines(run: Run, path: str, files: set[str]) -> list[str]:
+    """The lines of a captured output, without those MLflow and pcs print on their own.
+
+    The folder the code ran from is written as a placeholder, so a rerun of the
+    recorded snapshot names the same files as the original.
+    """
     try:
         with tempfile.TemporaryDirectory(prefix="pcs-verify-") as tmp:
-            lines_a = _read_lines(a, path, Path(tmp) / "a")
-            lines_b = _read_lines(b, path, Path(tmp) / "b")
-    except Exception:  # noqa: BLE001 - the difference stands without the detail
-        return ""
+            text = "\n".join(_read_lines(run, path, Path(tmp)))
+    except Exception:  # noqa: BLE001 - not readable: compared as nothing printed
+        return []
+    return code_folder_as_placeholder(drop_tool_lines(text), files).splitlines()
+
+
+def _code_files(run: Run) -> set[str]:
+    """The run's code files relative to their repositories: components and the modules they import."""
+    if not isinstance(run, ComponentRun):
+        return set()
+    try:
+        command = run.run_command
+    except PcsError:
+        return set()
+    files: set[str] = set()
+    for component in command.component.dependency_list():
+        if component.file_path:
+            files.add(str(component.file_path))
+        files.update(str(e["path"]) for e in command.closure_entries(component.identifier).values()
+                     if e.get("path"))
+    return files
+
+
+def _first_line_difference(lines_a: list[str], lines_b: list[str]) -> str:
     for i, (x, y) in enumerate(zip(lines_a, lines_b, strict=False)):
         if x != y:
             return f" at line {i + 1}: {_clip(x)!r} vs {_clip(y)!r}"
