@@ -723,6 +723,77 @@ def _exec_module(
     return module
 
 
+def call_entry_point(fn: Any, kwargs: Mapping[str, Any]) -> Any:
+    """Call an entry point and return its value, its body run to the end.
+
+    An ``async def`` entry point (or one returning an awaitable) is awaited:
+    with ``asyncio.run`` when this thread runs no event loop, else (a notebook)
+    in a thread of its own, in a copy of this context (so the active run is
+    the same), while this thread waits. A generator is consumed into a list,
+    an async generator too; the list is the return value. So a run never ends
+    FINISHED with a body that did not run.
+
+    Args:
+        fn: the bound entry point.
+        kwargs: its arguments.
+    """
+    value = fn(**kwargs)
+    if inspect.isgenerator(value):
+        return list(value)
+    if inspect.isasyncgen(value):
+        return _await(_collect(value))
+    if inspect.isawaitable(value):
+        return _await(value)
+    return value
+
+
+async def _collect(agen: Any) -> list[Any]:
+    return [item async for item in agen]
+
+
+async def _result(awaitable: Any) -> Any:
+    value = await awaitable
+    if inspect.isasyncgen(value):
+        return await _collect(value)
+    return list(value) if inspect.isgenerator(value) else value
+
+
+def _await(awaitable: Any) -> Any:
+    """The result of ``awaitable``, awaited to the end from synchronous code."""
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(_result(awaitable))
+    # A loop runs in this thread (a notebook, an async caller): it cannot be re-entered
+    # from here, so the entry point gets a loop in a thread of its own, with this
+    # thread's context variables and MLflow's active-run stack (a thread-local, shared
+    # as the same list: this thread only waits meanwhile).
+    import contextvars
+    import threading
+
+    context = contextvars.copy_context()
+    fluent = sys.modules.get("mlflow.tracking.fluent")
+    stack = fluent._active_run_stack.get() if fluent is not None else None
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            if fluent is not None:
+                fluent._active_run_stack.set(stack)
+            outcome["value"] = context.run(asyncio.run, _result(awaitable))
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=work, name="pcs-entry-point")
+    worker.start()
+    worker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
 def _argument_error(
     component: Component, function: str, fn: Any, kwargs: Mapping[str, Any], exc: TypeError
 ) -> ArgumentError:
