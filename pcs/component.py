@@ -413,6 +413,7 @@ class Component:
         if path is not None:
             session.note_local_file(path)
         module = _exec_module(text, self.source_label(), self.name, path)
+        session.note_component_module(module.__name__, text, module.__file__ or self.source_label())
         if self.class_name is None:
             return module
         try:
@@ -712,6 +713,12 @@ def _exec_module(
     module_name = f"_pcs_components.{safe}_{digest[:12]}"
     module = types.ModuleType(module_name)
     module.__file__ = filename
+    if "_pcs_components" not in sys.modules:
+        # the package of component modules, so that importing one by name works (pickle does,
+        # to send a function of a component's file to a worker process by reference)
+        package = types.ModuleType("_pcs_components")
+        package.__path__ = []
+        sys.modules["_pcs_components"] = package
     sys.modules[module_name] = module
     try:
         exec(code, module.__dict__)  # noqa: S102 - running the component's code is the point

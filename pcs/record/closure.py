@@ -69,6 +69,7 @@ from typing import Any
 from pcs import _config
 from pcs.cache import in_use
 from pcs.errors import ComponentFileNotFoundError, NotReproducibleError
+from pcs.record.workers import Manifest
 from pcs.repo import GitRepo, Repo
 from pcs.specs import sha256_bytes
 
@@ -188,6 +189,7 @@ class Session:
         self._depth = 0
         self.imports: set[str] = set()  # top-level names of modules the closure imports from elsewhere
         self.problems: list[str] = []
+        self.workers = Manifest()  # what the run's child processes import
 
     # -- entering and leaving ---------------------------------------------------------------
 
@@ -231,6 +233,8 @@ class Session:
                 self._finder = _Finder(self)
                 sys.meta_path.insert(0, self._finder)
                 self._stashed.append(stash)
+                self._sync_workers()
+                self.workers.activate()
             self._depth += 1
         return self
 
@@ -239,6 +243,7 @@ class Session:
             self._depth -= 1
             if self._depth > 0:
                 return
+            self.workers.deactivate()
             if self._finder is not None:
                 try:
                     sys.meta_path.remove(self._finder)
@@ -306,6 +311,20 @@ class Session:
         """The opened tree of component ``key``, or None (an inline component)."""
         tree = self._by_key.get(key)
         return tree if tree is not None and tree.root is not None else None
+
+    def note_component_module(self, name: str, text: str, file: str) -> None:
+        """A component module this session loaded (``_pcs_components.*``): its workers import it too."""
+        self.workers.add_module(name, text, file, package=False)
+        self.workers.write()
+
+    def _sync_workers(self) -> None:
+        """Hand every module pinned so far to the worker manifest, and write it."""
+        for served in self._pinned.values():
+            if served.text is not None:
+                self.workers.add_module(served.name, served.text, str(served.file), served.is_package)
+        for name, (_, folders, _) in self._namespaces.items():
+            self.workers.add_namespace(name, [str(p) for p in folders])
+        self.workers.write()
 
     def note_local_file(self, path: str | os.PathLike[str]) -> None:
         """Count imports made by code in ``path`` as the closure's own (a component module)."""
@@ -504,7 +523,10 @@ class Session:
         origin = spec.origin
         if origin and origin != "namespace":
             real = os.path.realpath(origin)
-            if not _is_under(real, root) or excluded_path(real):
+            # inside the project: anywhere but the environment (stdlib, site-packages,
+            # pcs). A folder the run put on sys.path (sys.path.insert(0, "../shared"))
+            # holds the project's code as much as the component's own folder does.
+            if excluded_path(real):
                 return None
             path = Path(real)
             if origin.endswith(_EXTENSION_SUFFIXES):
@@ -515,6 +537,7 @@ class Session:
                 tree, name, path, tree.root, is_package=spec.submodule_search_locations is not None
             )
         locations = [Path(os.path.realpath(p)) for p in (spec.submodule_search_locations or [])]
+        # a namespace package spreads over many folders: only its parts under the root count
         inside = [p for p in locations if _is_under(str(p), root) and not excluded_path(str(p))]
         if not inside:
             return None
@@ -546,7 +569,7 @@ class Session:
         self, tree: Tree, module: ModuleFile, base: Path, text: str | None,
         is_package: bool | None = None,
     ) -> Served:
-        file = base.joinpath(*PurePosixPath(module.path).parts)
+        file = Path(os.path.normpath(base.joinpath(*PurePosixPath(module.path).parts)))
         if text is None:
             try:
                 text = importlib.util.decode_source(file.read_bytes())
@@ -629,6 +652,7 @@ class _Loader(importlib.abc.Loader):
     def exec_module(self, module: types.ModuleType) -> None:
         session = self.session
         session._loaded[module.__name__] = module
+        session._sync_workers()  # pinned just now: a worker started from here on imports it too
         if self.served is None or self.served.text is None:
             return  # a namespace package: nothing to run
         try:
@@ -736,16 +760,37 @@ def materialise(files: Mapping[str, str], stack: ExitStack) -> Path:
 
     lines = sorted(f"{p}\0{sha256_bytes(t.encode('utf-8'))}" for p, t in files.items())
     entry = _config.cache_dir("sources") / sha256_bytes("\n".join(lines).encode("utf-8"))[:40]
+    # A module found outside the component's folder (sys.path.insert(0, "../shared"))
+    # is recorded as "../shared/featurize.py": the root goes that many folders down,
+    # so the snapshot keeps the files' places relative to each other.
+    depth = max((_climbs(rel) for rel in files), default=0)
+    root = entry.joinpath(*[_ROOT_FOLDER] * depth)
     stack.enter_context(in_use(entry))
     if not entry.is_dir():
         def write(tmp: Path) -> None:
+            base = tmp.joinpath(*[_ROOT_FOLDER] * depth)
             for rel, text in files.items():
-                target = tmp.joinpath(*_safe_parts(rel))
+                target = Path(os.path.normpath(base.joinpath(*_safe_parts(rel))))
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text(text, encoding="utf-8")
                 target.chmod(0o444)  # a snapshot is not edited in place
+            base.mkdir(parents=True, exist_ok=True)
         _publish(entry, "materialise", write)
-    return entry
+    return root
+
+
+# the folder name a snapshot's root takes below the folders its ".." paths climb to
+_ROOT_FOLDER = "_pcs_root"
+
+
+def _climbs(rel: str) -> int:
+    """How many folders a recorded path climbs above the root (its leading ".." parts)."""
+    count = 0
+    for part in PurePosixPath(rel).parts:
+        if part != "..":
+            break
+        count += 1
+    return count
 
 
 def git_tree(repo: Any, commit: str, folder: str, stack: ExitStack) -> Path:
@@ -787,8 +832,11 @@ def _publish(entry: Path, purpose: str, build: Callable[[Path], Any]) -> None:
 
 
 def _safe_parts(rel: str) -> tuple[str, ...]:
+    """The parts of a recorded relative path: ".." only at its start (a module beside the root)."""
     parts = PurePosixPath(rel).parts
-    if not parts or PurePosixPath(rel).is_absolute() or any(p in ("", "..") for p in parts):
+    climbs = _climbs(rel)
+    rest = parts[climbs:]
+    if not rest or PurePosixPath(rel).is_absolute() or any(p in ("", "..") for p in rest):
 
         raise NotReproducibleError(
             f"The recorded source path {rel!r} is not a relative path inside the repo; the "
