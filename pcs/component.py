@@ -91,6 +91,7 @@ class Component:
             )
         self._inline_problems = list(inline_problems or [])
         self._ran_live_class = False
+        self._package: str | None = None  # the package its file was last loaded in
         self._source_override: str | None = None
         self._requirements_override: str | None = None
         # a rerun of recorded code: the recorded closure, served from a materialised snapshot
@@ -344,7 +345,7 @@ class Component:
         except ComponentError as exc:
             return problems + [str(exc)]
         relative = _relative_imports(text)
-        if relative:
+        if relative and self._package is None:
             problems.append(
                 f"{self.source_label()} imports files next to it relative to its package "
                 f"({', '.join(relative)}), which pcs can only import from the package as installed"
@@ -412,8 +413,12 @@ class Component:
     def _exec_target(self, text: str, path: Path | None, session: closure.Session) -> Any:
         if path is not None:
             session.note_local_file(path)
-        module = _exec_module(text, self.source_label(), self.name, path)
-        session.note_component_module(module.__name__, text, module.__file__ or self.source_label())
+        package = session.package_of(self.identifier)
+        self._package = package
+        module = _exec_module(text, self.source_label(), self.name, path, package)
+        session.note_component_module(
+            module.__name__, text, module.__file__ or self.source_label(), package
+        )
         if self.class_name is None:
             return module
         try:
@@ -691,7 +696,7 @@ def _check_same(first: Component, second: Component) -> None:
 
 
 def _exec_module(
-    source: str, label: str, name: str, path: Path | None = None
+    source: str, label: str, name: str, path: Path | None = None, package: str | None = None
 ) -> types.ModuleType:
     """Execute ``source`` as a fresh module.
 
@@ -701,7 +706,9 @@ def _exec_module(
     ``__file__`` is ``path``, the file on disk it was read from (a live file,
     an exported commit or a materialised snapshot), or the label when the
     source has no file (captured from ``__main__``). Imports of the files next
-    to it are served by the active closure session, not by ``sys.path``.
+    to it are served by the active closure session, not by ``sys.path``. A file
+    inside a package runs with ``__package__`` set to it, so its relative
+    imports load the package's modules under their real names.
     """
     digest = sha256_bytes(source.encode("utf-8"))
     filename = str(path) if path is not None else label
@@ -713,12 +720,14 @@ def _exec_module(
     module_name = f"_pcs_components.{safe}_{digest[:12]}"
     module = types.ModuleType(module_name)
     module.__file__ = filename
+    if package:
+        module.__package__ = package
     if "_pcs_components" not in sys.modules:
         # the package of component modules, so that importing one by name works (pickle does,
         # to send a function of a component's file to a worker process by reference)
-        package = types.ModuleType("_pcs_components")
-        package.__path__ = []
-        sys.modules["_pcs_components"] = package
+        holder = types.ModuleType("_pcs_components")
+        holder.__path__ = []
+        sys.modules["_pcs_components"] = holder
     sys.modules[module_name] = module
     try:
         exec(code, module.__dict__)  # noqa: S102 - running the component's code is the point

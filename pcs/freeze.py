@@ -194,7 +194,7 @@ def _closure_files(c: Component) -> list[Path]:
     try:
         with session:
             c._load_target_in(session)
-            session.scan([("", c.source())])
+            session.scan([(c.identifier, c.source())])
             return [s.file.resolve() for s in session.closure() if s.file.is_file()]
     finally:
         session.close()

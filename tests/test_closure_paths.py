@@ -80,3 +80,76 @@ def test_a_fresh_process_reruns_from_the_record_after_the_helper_was_deleted(rec
     result = run_cli("rerun", run.identifier, "--verify")
 
     assert "reproduced" in result.stdout
+
+
+PACKAGED_AGENT = """\
+import multiprocessing
+
+from .helpers import step
+
+
+def work(x):
+    return step(x) * 10
+
+
+class Agent:
+    def run(self, x=1):
+        from .more import extra  # a relative import inside a function
+
+        return step(x) + extra
+
+    def pool(self, n=3):
+        with multiprocessing.get_context("spawn").Pool(2) as pool:
+            return pool.map(work, range(n))
+"""
+
+
+@pytest.fixture
+def packaged(tmp_path) -> tuple[Path, Component]:
+    """pkg/agent.py in a repo folder, importing its package's modules relatively."""
+    root = tmp_path / "repo"
+    write(root, {
+        "pkg/__init__.py": "",
+        "pkg/agent.py": PACKAGED_AGENT,
+        "pkg/helpers.py": "def step(x):\n    return x + 1\n",
+        "pkg/more.py": "extra = 100\n",
+    })
+    return root, Component.from_repo(LocalRepo("repo", root), "agent", "pkg/agent.py", "Agent",
+                                     instantiate=True)
+
+
+def test_a_file_inside_a_package_loads_its_relative_imports_under_their_real_names(packaged):
+    _, component = packaged
+
+    run = component.run_with_arg_set("run", {"agent": {"run": {"x": 1}}})
+
+    assert run.return_value == 102
+    code = run.run_command.code
+    assert {code[k]["path"] for k in ("agent:pkg", "agent:pkg.helpers", "agent:pkg.more")} == {
+        "pkg/__init__.py", "pkg/helpers.py", "pkg/more.py"}
+    assert run.grade == "portable", run.grade_reasons
+
+
+def test_a_packaged_component_reruns_its_recorded_modules_and_names_a_changed_one(packaged):
+    root, component = packaged
+    run = component.run_with_arg_set("run", {"agent": {"run": {"x": 1}}})
+    (root / "pkg" / "helpers.py").write_text("def step(x):\n    return x + 5\n")
+
+    recorded = Run.from_existing_run_id(run.identifier).rerun(verify=True)
+    current = Run.from_existing_run_id(run.identifier).rerun(verify=True, code="current")
+
+    assert recorded.return_value == 102 and recorded.verification.verdict == "reproduced"
+    assert current.return_value == 106
+    assert "code: pkg/helpers.py changed" in current.verification.causes
+
+
+def test_spawn_workers_of_a_packaged_component_resolve_its_relative_imports(packaged):
+    root, component = packaged
+    run = component.run_with_arg_set("pool", {})
+    assert run.return_value == [10, 20, 30]
+    (root / "pkg" / "helpers.py").write_text("def step(x):\n    return x + 5\n")
+
+    rerun = Run.from_existing_run_id(run.identifier).rerun(verify=True)
+
+    assert rerun.return_value == [10, 20, 30]
+    assert rerun.verification.verdict == "reproduced"

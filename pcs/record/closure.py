@@ -76,6 +76,7 @@ from pcs.specs import sha256_bytes
 __all__ = [
     "Closure",
     "ModuleFile",
+    "SCRIPT_PREFIX",
     "Part",
     "Served",
     "Tree",
@@ -90,6 +91,7 @@ __all__ = [
     "materialise",
     "module_entries",
     "relative_file_path",
+    "script_literals",
     "session_for",
     "tree_for",
 ]
@@ -190,6 +192,7 @@ class Session:
         self.imports: set[str] = set()  # top-level names of modules the closure imports from elsewhere
         self.problems: list[str] = []
         self.workers = Manifest()  # what the run's child processes import
+        self._packages: dict[str, str] = {}  # component key -> the package its file lies in
 
     # -- entering and leaving ---------------------------------------------------------------
 
@@ -312,15 +315,52 @@ class Session:
         tree = self._by_key.get(key)
         return tree if tree is not None and tree.root is not None else None
 
-    def note_component_module(self, name: str, text: str, file: str) -> None:
-        """A component module this session loaded (``_pcs_components.*``): its workers import it too."""
-        self.workers.add_module(name, text, file, package=False)
+    def note_component_module(self, name: str, text: str, file: str, package: str | None = None) -> None:
+        """A component module this session loaded (``_pcs_components.*``): its workers import it too.
+
+        Args:
+            package: the package its relative imports resolve against (``__package__``).
+        """
+        self.workers.add_module(name, text, file, package=False, parent=package)
         self.workers.write()
+
+    def package_of(self, key: str) -> str | None:
+        """The package component ``key``'s file lies in, pinned with its parents; or None.
+
+        A file ``pkg/agent.py`` under the repo root, next to ``pkg/__init__.py``, is
+        in package ``pkg``: its relative imports (``from .helpers import step``) then
+        load ``pkg.helpers`` under its real name. Only folders inside the root count
+        (the root itself is the folder the component's files are measured from).
+        """
+        if key in self._packages:
+            return self._packages[key]
+        tree = self.tree(key)
+        if tree is None or tree.root is None:
+            return None
+        folders = PurePosixPath(tree.file_path).parts[:-1]
+        names: list[str] = []
+        for depth in range(len(folders), 0, -1):
+            folder = tree.root.joinpath(*folders[:depth])
+            if not folders[depth - 1].isidentifier() or not (folder / "__init__.py").is_file():
+                break
+            names.insert(0, folders[depth - 1])
+        if not names:
+            return None
+        base = tree.root.joinpath(*folders[: len(folders) - len(names)])
+        for depth in range(1, len(names) + 1):
+            name = ".".join(names[:depth])
+            if name not in self._pinned:
+                init = base.joinpath(*names[:depth], "__init__.py")
+                if self._pin_file(tree, name, init, tree.root, is_package=True) is None:
+                    return None
+        package = ".".join(names)
+        self._packages[key] = package
+        return package
 
     def _sync_workers(self) -> None:
         """Hand every module pinned so far to the worker manifest, and write it."""
         for served in self._pinned.values():
-            if served.text is not None:
+            if served.text is not None and not served.name.startswith(SCRIPT_PREFIX):
                 self.workers.add_module(served.name, served.text, str(served.file), served.is_package)
         for name, (_, folders, _) in self._namespaces.items():
             self.workers.add_namespace(name, [str(p) for p in folders])
@@ -343,7 +383,11 @@ class Session:
         Args:
             texts: (module name or "", source text) of component files.
         """
-        queue: list[tuple[str, bool, str]] = [("", False, text) for _, text in texts]
+        # a component file inside a package resolves its relative imports against it
+        queue: list[tuple[str, bool, str]] = [
+            (f"{self._packages[key]}._" if key in self._packages else "", False, text)
+            for key, text in texts
+        ]
         for served in list(self._pinned.values()):
             if served.text is not None:
                 queue.append((served.name, served.is_package, served.text))
@@ -358,6 +402,46 @@ class Session:
                 for found in self._resolve_chain(target):
                     if found.text is not None:
                         queue.append((found.name, found.is_package, found.text))
+            if not queue:
+                # Python files the code runs as programs (subprocess, runpy), and their imports
+                for script in self._scripts(texts):
+                    if script.text is not None:
+                        queue.append(("", False, script.text))
+
+    def _scripts(self, texts: Iterable[tuple[str, str]]) -> list[Served]:
+        """Pin the Python files next to the code that its string literals name; the new ones.
+
+        ``subprocess.run([sys.executable, "prepare.py"])`` and
+        ``runpy.run_path(Path(__file__).parent / "prepare.py")`` run a file no import
+        reaches; a literal ``"*.py"`` naming a file in the folder of the code that
+        says it (or of its component) is pinned as a script (``@prepare.py``), so the
+        snapshot holds it next to the code and a rerun runs the recorded text.
+        """
+        sources: list[tuple[Tree, list[Path], str]] = []
+        for key, text in texts:
+            tree = self.tree(key)
+            if tree is not None:
+                sources.append((tree, [tree.folder], text))
+        for served in list(self._pinned.values()):
+            tree = self._by_key.get(served.key)
+            if served.text is not None and tree is not None and tree.root is not None:
+                sources.append((tree, [served.file.parent, tree.folder], served.text))
+        new: list[Served] = []
+        for tree, folders, text in sources:
+            if tree.root is None:
+                continue
+            for literal in script_literals(text):
+                for folder in folders:
+                    path = Path(os.path.normpath(folder / literal))
+                    if not path.is_file() or excluded_path(str(path)):
+                        continue
+                    name = SCRIPT_PREFIX + _relative(path, tree.root)
+                    if name not in self._pinned:
+                        found = self._pin_file(tree, name, path, tree.root, is_package=False)
+                        if found is not None:
+                            new.append(found)
+                    break
+        return new
 
     def _resolve_chain(self, target: str) -> list[Served]:
         """Pin ``target`` and its parent packages when local; newly pinned ones are returned."""
@@ -579,7 +663,7 @@ class Session:
         served = Served(tree.key, module, text, file, package if is_package is None else is_package)
         self._pinned[module.name] = served
         self._local_files.add(str(file))
-        parent = module.name.rpartition(".")[0]
+        parent = module.name.rpartition(".")[0] if not module.name.startswith(SCRIPT_PREFIX) else ""
         while parent and parent not in self._pinned and parent not in self._namespaces:
             # a recorded submodule whose package holds no __init__.py (or is not recorded)
             folder = file.parent
@@ -722,6 +806,33 @@ def literal_imports(text: str) -> tuple[tuple[int, str, tuple[str, ...]], ...]:
                 out.append((node.level, node.module or "", tuple(a.name for a in node.names)))
         found = tuple(out)
         _SCANS[digest] = found
+    return found
+
+
+_SCRIPTS: dict[str, tuple[str, ...]] = {}
+
+#: the name prefix of a closure entry that is a script (a file run, not imported)
+SCRIPT_PREFIX = "@"
+
+
+def script_literals(text: str) -> tuple[str, ...]:
+    """String literals of ``text`` that name a relative ``.py`` file, cached by content."""
+    digest = sha256_bytes(text.encode("utf-8"))
+    found = _SCRIPTS.get(digest)
+    if found is None:
+        try:
+            tree = ast.parse(text)
+        except (SyntaxError, ValueError):
+            tree = None
+        out: list[str] = []
+        for node in ast.walk(tree) if tree is not None else ():
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                value = node.value
+                if (value.endswith(".py") and len(value) < 256 and "\n" not in value
+                        and not os.path.isabs(value) and value not in out):
+                    out.append(value)
+        found = tuple(out)
+        _SCRIPTS[digest] = found
     return found
 
 

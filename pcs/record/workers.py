@@ -53,16 +53,23 @@ class Manifest:
     """The modules a session serves, written where its child processes read them."""
 
     def __init__(self) -> None:
-        self._modules: dict[str, tuple[str, str, bool]] = {}  # name -> (sha256, file, package)
+        # name -> (sha256, file, is a package, __package__ when not its name's)
+        self._modules: dict[str, tuple[str, str, bool, str | None]] = {}
         self._texts: dict[str, str] = {}  # sha256 -> text
         self._namespaces: dict[str, list[str]] = {}
         self._saved_env: list[tuple[str | None, str | None]] = []
         self._changed = True
 
-    def add_module(self, name: str, text: str, file: str, package: bool) -> None:
-        """Serve module ``name`` with ``text`` (run as ``file``) to the children."""
+    def add_module(
+        self, name: str, text: str, file: str, package: bool, parent: str | None = None
+    ) -> None:
+        """Serve module ``name`` with ``text`` (run as ``file``) to the children.
+
+        Args:
+            parent: the ``__package__`` to run it in, when not its name's (a component module).
+        """
         digest = sha256_bytes(text.encode("utf-8"))
-        entry = (digest, file, package)
+        entry = (digest, file, package, parent)
         if self._modules.get(name) != entry:
             self._modules[name] = entry
             self._texts[digest] = text
@@ -81,11 +88,11 @@ class Manifest:
                 return
             folder = _folder()
             modules = {}
-            for name, (digest, file, package) in self._modules.items():
+            for name, (digest, file, package, parent) in self._modules.items():
                 target = folder / f"{digest}.py"
                 if not target.exists():
                     _write_file(target, self._texts[digest])
-                modules[name] = {"file": file, "text": str(target), "package": package}
+                modules[name] = {"file": file, "text": str(target), "package": package, "parent": parent}
             _write_file(folder / "manifest.json",
                         json.dumps({"modules": modules, "namespaces": self._namespaces}))
             self._changed = False

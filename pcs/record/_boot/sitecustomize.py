@@ -55,6 +55,8 @@ def _install(manifest_path: str) -> None:
                 return  # a namespace package
             with open(self.entry["text"], encoding="utf-8") as handle:
                 text = handle.read()
+            if self.entry.get("parent"):
+                module.__package__ = self.entry["parent"]  # a component file inside a package
             exec(compile(text, self.entry["file"], "exec", dont_inherit=True), module.__dict__)  # noqa: S102
 
     class Finder:
