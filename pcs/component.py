@@ -92,6 +92,8 @@ class Component:
         self._inline_problems = list(inline_problems or [])
         self._ran_live_class = False
         self._package: str | None = None  # the package its file was last loaded in
+        # a class of a script's __main__: the script, whose folder holds the helpers it imports
+        self._main_file: Path | None = None
         self._source_override: str | None = None
         self._requirements_override: str | None = None
         # a rerun of recorded code: the recorded closure, served from a materialised snapshot
@@ -144,7 +146,7 @@ class Component:
                 managed_obj=managed_cls,
             )
         source, problems = _capture_main_source(managed_cls)
-        return cls(
+        component = cls(
             identifier,
             class_name=managed_cls.__name__,
             instantiate=instantiate,
@@ -152,6 +154,8 @@ class Component:
             inline_source=source,
             inline_problems=problems,
         )
+        component._main_file = _script_file(managed_cls)
+        return component
 
     @classmethod
     def from_repo(
@@ -371,6 +375,7 @@ class Component:
             source=self.source,
             requirements=self.requirements_text,
             problems=self.snapshot_problems,
+            main_file=self._main_file if self._source_override is None else None,
         )
 
     def _live_root(self) -> Path | None:
@@ -831,6 +836,19 @@ def _relative_imports(source: str) -> list[str]:
         if level > 0
     ]
     return sorted(set(found))
+
+
+def _script_file(managed_cls: type) -> Path | None:
+    """The script whose ``__main__`` defines ``managed_cls``, when it is a file of the project."""
+    if managed_cls.__module__ != "__main__":
+        return None
+    file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if not isinstance(file, str):
+        return None  # a REPL or python -c: no folder to find helpers in
+    path = Path(file).resolve()
+    if not path.is_file() or closure.excluded_path(str(path)):
+        return None
+    return path
 
 
 def _capture_main_source(managed_cls: type) -> tuple[str | None, list[str]]:

@@ -992,6 +992,9 @@ def excluded_path(path: str) -> bool:
 
 # -- components: their trees, and their closures in a run command's code map ------------------
 
+#: the file name of a class captured from __main__ in a snapshot of its closure
+MAIN_FILE = "__pcs_main__.py"
+
 # A closure handed to a tree: the modules pinned, and their text by sha256.
 Closure = tuple[Sequence[ModuleFile], Mapping[str, str]]
 
@@ -1020,6 +1023,7 @@ class Part:
     source: Callable[[], str]  # the source text the component runs now
     requirements: Callable[[], str | None]  # the requirements file's text, when it declares one
     problems: Callable[[], list[str]]  # why the source snapshot may not be enough to rerun anywhere
+    main_file: Path | None = None  # the script whose __main__ defines a captured class
 
 
 def tree_for(part: Part, closure: Closure | None = None) -> Tree | None:
@@ -1032,9 +1036,20 @@ def tree_for(part: Part, closure: Closure | None = None) -> Tree | None:
     Returns:
         None for a component without files (captured from ``__main__``).
     """
-    if part.repo is None or not part.file_path:
-        return None
     known, texts = closure if closure is not None else (part.recorded or ((), {}))
+    if part.repo is None:
+        # a class captured from a script's __main__: its helpers are the script folder's
+        if part.snapshot is not None and known:
+            files = {MAIN_FILE: part.snapshot}
+            files.update({m.path: texts[m.sha256] for m in known if m.sha256 in texts})
+            return Tree(part.key, MAIN_FILE, opener=lambda stack: materialise(files, stack),
+                        known=known, texts=texts, live=False)
+        if part.main_file is not None and part.snapshot is None:
+            return Tree(part.key, part.main_file.name, root=part.main_file.parent, known=known,
+                        texts=texts, search_path=True)
+        return None
+    if not part.file_path:
+        return None
     file_path = PurePosixPath(part.file_path.replace("\\", "/")).as_posix()
     if part.snapshot is not None:
         files = {file_path: part.snapshot}
