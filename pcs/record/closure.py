@@ -361,7 +361,8 @@ class Session:
         """Hand every module pinned so far to the worker manifest, and write it."""
         for served in self._pinned.values():
             if served.text is not None and not served.name.startswith(SCRIPT_PREFIX):
-                self.workers.add_module(served.name, served.text, str(served.file), served.is_package)
+                self.workers.add_module(served.name, served.text, str(served.file), served.is_package,
+                                        digest=served.module.sha256 or None)
         for name, (_, folders, _) in self._namespaces.items():
             self.workers.add_namespace(name, [str(p) for p in folders])
         self.workers.write()

@@ -61,14 +61,16 @@ class Manifest:
         self._changed = True
 
     def add_module(
-        self, name: str, text: str, file: str, package: bool, parent: str | None = None
+        self, name: str, text: str, file: str, package: bool, parent: str | None = None,
+        digest: str | None = None,
     ) -> None:
         """Serve module ``name`` with ``text`` (run as ``file``) to the children.
 
         Args:
             parent: the ``__package__`` to run it in, when not its name's (a component module).
+            digest: the text's sha256, when known already.
         """
-        digest = sha256_bytes(text.encode("utf-8"))
+        digest = digest or sha256_bytes(text.encode("utf-8"))
         entry = (digest, file, package, parent)
         if self._modules.get(name) != entry:
             self._modules[name] = entry
