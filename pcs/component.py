@@ -91,6 +91,9 @@ class Component:
             )
         self._inline_problems = list(inline_problems or [])
         self._ran_live_class = False
+        self._package: str | None = None  # the package its file was last loaded in
+        # a class of a script's __main__: the script, whose folder holds the helpers it imports
+        self._main_file: Path | None = None
         self._source_override: str | None = None
         self._requirements_override: str | None = None
         # a rerun of recorded code: the recorded closure, served from a materialised snapshot
@@ -146,7 +149,7 @@ class Component:
                 managed_obj=managed_cls,
             )
         source, problems = _capture_main_source(managed_cls)
-        return cls(
+        component = cls(
             identifier,
             class_name=managed_cls.__name__,
             instantiate=instantiate,
@@ -154,6 +157,8 @@ class Component:
             inline_source=source,
             inline_problems=problems,
         )
+        component._main_file = _script_file(managed_cls)
+        return component
 
     @classmethod
     def from_repo(
@@ -347,7 +352,7 @@ class Component:
         except ComponentError as exc:
             return problems + [str(exc)]
         relative = _relative_imports(text)
-        if relative:
+        if relative and self._package is None:
             problems.append(
                 f"{self.source_label()} imports files next to it relative to its package "
                 f"({', '.join(relative)}), which pcs can only import from the package as installed"
@@ -375,6 +380,7 @@ class Component:
             source=self.source,
             requirements=self.requirements_text,
             problems=self.snapshot_problems,
+            main_file=self._main_file if self._source_override is None else None,
         )
 
     def _live_root(self) -> Path | None:
@@ -417,7 +423,12 @@ class Component:
     def _exec_target(self, text: str, path: Path | None, session: closure.Session) -> Any:
         if path is not None:
             session.note_local_file(path)
-        module = _exec_module(text, self.source_label(), self.name, path)
+        package = session.package_of(self.identifier)
+        self._package = package
+        module = _exec_module(text, self.source_label(), self.name, path, package)
+        session.note_component_module(
+            module.__name__, text, module.__file__ or self.source_label(), package
+        )
         if self.class_name is None:
             return module
         try:
@@ -695,7 +706,7 @@ def _check_same(first: Component, second: Component) -> None:
 
 
 def _exec_module(
-    source: str, label: str, name: str, path: Path | None = None
+    source: str, label: str, name: str, path: Path | None = None, package: str | None = None
 ) -> types.ModuleType:
     """Execute ``source`` as a fresh module.
 
@@ -705,7 +716,9 @@ def _exec_module(
     ``__file__`` is ``path``, the file on disk it was read from (a live file,
     an exported commit or a materialised snapshot), or the label when the
     source has no file (captured from ``__main__``). Imports of the files next
-    to it are served by the active closure session, not by ``sys.path``.
+    to it are served by the active closure session, not by ``sys.path``. A file
+    inside a package runs with ``__package__`` set to it, so its relative
+    imports load the package's modules under their real names.
     """
     digest = sha256_bytes(source.encode("utf-8"))
     filename = str(path) if path is not None else label
@@ -717,6 +730,14 @@ def _exec_module(
     module_name = f"_pcs_components.{safe}_{digest[:12]}"
     module = types.ModuleType(module_name)
     module.__file__ = filename
+    if package:
+        module.__package__ = package
+    if "_pcs_components" not in sys.modules:
+        # the package of component modules, so that importing one by name works (pickle does,
+        # to send a function of a component's file to a worker process by reference)
+        holder = types.ModuleType("_pcs_components")
+        holder.__path__ = []
+        sys.modules["_pcs_components"] = holder
     sys.modules[module_name] = module
     try:
         exec(code, module.__dict__)  # noqa: S102 - running the component's code is the point
@@ -726,6 +747,77 @@ def _exec_module(
             f"Loading {label} failed with {type(exc).__name__}: {exc}"
         ) from exc
     return module
+
+
+def call_entry_point(fn: Any, kwargs: Mapping[str, Any]) -> Any:
+    """Call an entry point and return its value, its body run to the end.
+
+    An ``async def`` entry point (or one returning an awaitable) is awaited:
+    with ``asyncio.run`` when this thread runs no event loop, else (a notebook)
+    in a thread of its own, in a copy of this context (so the active run is
+    the same), while this thread waits. A generator is consumed into a list,
+    an async generator too; the list is the return value. So a run never ends
+    FINISHED with a body that did not run.
+
+    Args:
+        fn: the bound entry point.
+        kwargs: its arguments.
+    """
+    value = fn(**kwargs)
+    if inspect.isgenerator(value):
+        return list(value)
+    if inspect.isasyncgen(value):
+        return _await(_collect(value))
+    if inspect.isawaitable(value):
+        return _await(value)
+    return value
+
+
+async def _collect(agen: Any) -> list[Any]:
+    return [item async for item in agen]
+
+
+async def _result(awaitable: Any) -> Any:
+    value = await awaitable
+    if inspect.isasyncgen(value):
+        return await _collect(value)
+    return list(value) if inspect.isgenerator(value) else value
+
+
+def _await(awaitable: Any) -> Any:
+    """The result of ``awaitable``, awaited to the end from synchronous code."""
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(_result(awaitable))
+    # A loop runs in this thread (a notebook, an async caller): it cannot be re-entered
+    # from here, so the entry point gets a loop in a thread of its own, with this
+    # thread's context variables and MLflow's active-run stack (a thread-local, shared
+    # as the same list: this thread only waits meanwhile).
+    import contextvars
+    import threading
+
+    context = contextvars.copy_context()
+    fluent = sys.modules.get("mlflow.tracking.fluent")
+    stack = fluent._active_run_stack.get() if fluent is not None else None
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            if fluent is not None:
+                fluent._active_run_stack.set(stack)
+            outcome["value"] = context.run(asyncio.run, _result(awaitable))
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=work, name="pcs-entry-point")
+    worker.start()
+    worker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def _argument_error(
@@ -749,6 +841,19 @@ def _relative_imports(source: str) -> list[str]:
         if level > 0
     ]
     return sorted(set(found))
+
+
+def _script_file(managed_cls: type) -> Path | None:
+    """The script whose ``__main__`` defines ``managed_cls``, when it is a file of the project."""
+    if managed_cls.__module__ != "__main__":
+        return None
+    file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if not isinstance(file, str):
+        return None  # a REPL or python -c: no folder to find helpers in
+    path = Path(file).resolve()
+    if not path.is_file() or closure.excluded_path(str(path)):
+        return None
+    return path
 
 
 def _capture_main_source(managed_cls: type) -> tuple[str | None, list[str]]:

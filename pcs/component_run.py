@@ -46,6 +46,7 @@ from pcs._features import feature
 from pcs._limits import MAX_DEPTH
 from pcs._yaml import load_json, load_yaml
 from pcs.argument_set import ArgumentSet
+from pcs.component import call_entry_point
 from pcs.errors import (
     ArgumentError,
     NotReproducibleError,
@@ -217,7 +218,7 @@ class ComponentRun(Run):
                 self._managed_ids = {id(o) for o in objects.values()}
                 entry = getattr(objects[component.identifier], command.entry_point)
                 kwargs = command.argument_set.get_function_args(component.name, command.entry_point)
-                return entry(**kwargs)
+                return call_entry_point(entry, kwargs)
         except BaseException as exc:
             end, tags = self._end_files(command, record, session)
             self._end_with_error(exc, end, tags)

@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 from pcs._features import provides
 from pcs.component import Component
 from pcs.errors import ComponentError, DirtyRepoError, RepoError
+from pcs.record import closure
 from pcs.registry import InMemoryRegistry
 from pcs.repo import GitRepo, GitState, git_state
 from pcs.specs import sha256_bytes
@@ -137,22 +138,39 @@ def _pin(c: Component, force: bool, repos: dict[str, GitRepo], notes: list[str])
             "so it cannot be frozen. Commit it to a git repository first."
         )
     root = Path(state.root)
+    helpers = _closure_files(c)
+    outside = [p for p in helpers if not _under(p, root)]
+    if outside:
+        raise DirtyRepoError(
+            f"Component {c.identifier!r} imports {_listed(outside)}, which lie outside its git "
+            f"repository {root}, so no commit of it holds them and the frozen component would "
+            "run other code. Move them into the repository (or make them an installed "
+            "package) and commit them."
+        )
+    if helpers:
+        state = git_state([local] + helpers + ([req_local] if req_local is not None else []))
+        if state is None:  # pragma: no cover - the component's own state was read above
+            raise RepoError(f"{local} is no longer in a git repository with a commit.")
     if state.untracked:
         # checked first: force cannot help, the last commit does not hold the file
         raise DirtyRepoError(
             f"{', '.join(state.untracked)} (component {c.identifier!r}) is not committed to "
             f"git in {root}, so no commit holds it. Add and commit it first."
         )
+    changed = _changed_files(state, root)
     if state.dirty and not force:
         raise DirtyRepoError(
-            f"{local} (component {c.identifier!r}) has uncommitted changes, so the commit "
+            f"{', '.join(changed) or local} (component {c.identifier!r}"
+            f"{' and the modules it imports' if helpers else ''}) "
+            f"{'has' if len(changed) <= 1 else 'have'} uncommitted changes, so the commit "
             f"{state.commit[:12]} does not hold the code you are running. Commit the changes, "
             "or pass force=True (CLI: --force) to freeze the last commit anyway."
         )
     if state.dirty:
         _note(notes, (
-            f"{local} has uncommitted changes; the frozen registry holds commit "
-            f"{state.commit[:12]} without them."
+            f"{', '.join(changed) or local} {'has' if len(changed) <= 1 else 'have'} "
+            f"uncommitted changes; the frozen registry holds commit {state.commit[:12]} "
+            "without them."
         ))
     repo = _repo_for(state, repos, notes)
     requirements = (
@@ -162,6 +180,47 @@ def _pin(c: Component, force: bool, repos: dict[str, GitRepo], notes: list[str])
         repo, f"{c.name}=={state.commit}", _posix_relpath(local, root), c.class_name,
         c.instantiate, requirements,
     )
+
+
+def _closure_files(c: Component) -> list[Path]:
+    """The files of the modules ``c`` imports from its project (its closure), on disk.
+
+    The component is loaded as a run loads it (its module-level code runs, so
+    ``sys.path`` entries it adds count) and its imports are scanned, also
+    those inside functions; modules imported only by name at run time
+    (``importlib.import_module(name)``) are not seen.
+    """
+    session = closure.session_for([c._part()])
+    try:
+        with session:
+            c._load_target_in(session)
+            session.scan([(c.identifier, c.source())])
+            return [s.file.resolve() for s in session.closure() if s.file.is_file()]
+    finally:
+        session.close()
+
+
+def _changed_files(state: GitState, root: Path) -> list[str]:
+    """The files of a dirty git state that differ from its commit, relative to ``root``."""
+    out = list(state.untracked)
+    for line in state.diff.splitlines():
+        if line.startswith("diff --git a/"):
+            name = line[len("diff --git a/"):].split(" b/", 1)[0]
+            if name not in out:
+                out.append(name)
+    return out
+
+
+def _under(path: Path, root: Path) -> bool:
+    try:
+        path.relative_to(root.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def _listed(paths: list[Path]) -> str:
+    return ", ".join(str(p) for p in paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
 
 
 def _repo_for(state: GitState, repos: dict[str, GitRepo], notes: list[str]) -> GitRepo:

@@ -13,6 +13,8 @@ One module per part of the record:
   :class:`~pcs.record.closure.Tree` per component) that serves, pins and
   hashes every module they import from their own repo; the pinned modules
   join the run command's code map, so they are part of its identifier.
+- :mod:`~pcs.record.workers`: the manifest of served modules that worker
+  processes of a run import (through ``pcs/record/_boot/sitecustomize.py``).
 - :mod:`~pcs.record.code`: the source snapshot (``pcs/source/``), where the
   code was and its git state (``pcs/code.yaml``, ``pcs/git_diff/``), the
   declared requirements (``pcs/requirements/``).
@@ -38,16 +40,17 @@ One module per part of the record:
 
 Where the work to come goes (issue 17):
 
-(a) The closure will follow imports wherever they resolve inside the project:
-    modules found through ``sys.path`` entries the run added, helpers next to
-    a ``__main__`` script, packages with relative imports (loaded under their
-    real package names), Python files run as subprocesses or through
-    ``runpy``, and worker processes (multiprocessing spawn, joblib/loky,
-    concurrent.futures) importing the same snapshot modules under the same
-    names. All of it is :mod:`~pcs.record.closure`: the ``Session``'s finder
-    decides what is served; what it pins reaches the code map through
-    :func:`~pcs.record.closure.absorb`; what cannot be held lowers the grade
-    through the session's ``problems``.
+(a) The closure follows imports wherever they resolve inside the project
+    (anywhere but the environment): modules found through ``sys.path``
+    entries the run added (recorded as ``../shared/featurize.py``), helpers
+    next to a ``__main__`` script, packages with relative imports (loaded
+    under their real package names), and Python files the code names to run
+    as programs (subprocess, ``runpy``: pinned as ``@prepare.py``). The
+    ``Session``'s finder decides what is served; what it pins reaches the code
+    map through :func:`~pcs.record.closure.absorb`; what cannot be held lowers
+    the grade through the session's ``problems``. Worker processes
+    (multiprocessing spawn/forkserver, joblib/loky, concurrent.futures) import
+    the same texts under the same names through :mod:`~pcs.record.workers`.
 (b) Done: data reads, environment variables and other runs' artifacts are
     watched in :meth:`Record.watching` and staged in :meth:`Record.end` as
     ``pcs/inputs.yaml``; datasets logged with ``mlflow.log_input`` are in

@@ -69,12 +69,14 @@ from typing import Any
 from pcs import _config
 from pcs.cache import in_use
 from pcs.errors import ComponentFileNotFoundError, NotReproducibleError
+from pcs.record.workers import Manifest
 from pcs.repo import GitRepo, Repo
 from pcs.specs import sha256_bytes
 
 __all__ = [
     "Closure",
     "ModuleFile",
+    "SCRIPT_PREFIX",
     "Part",
     "Served",
     "Tree",
@@ -89,6 +91,7 @@ __all__ = [
     "materialise",
     "module_entries",
     "relative_file_path",
+    "script_literals",
     "session_for",
     "tree_for",
 ]
@@ -188,6 +191,8 @@ class Session:
         self._depth = 0
         self.imports: set[str] = set()  # top-level names of modules the closure imports from elsewhere
         self.problems: list[str] = []
+        self.workers = Manifest()  # what the run's child processes import
+        self._packages: dict[str, str] = {}  # component key -> the package its file lies in
 
     # -- entering and leaving ---------------------------------------------------------------
 
@@ -231,6 +236,8 @@ class Session:
                 self._finder = _Finder(self)
                 sys.meta_path.insert(0, self._finder)
                 self._stashed.append(stash)
+                self._sync_workers()
+                self.workers.activate()
             self._depth += 1
         return self
 
@@ -239,6 +246,7 @@ class Session:
             self._depth -= 1
             if self._depth > 0:
                 return
+            self.workers.deactivate()
             if self._finder is not None:
                 try:
                     sys.meta_path.remove(self._finder)
@@ -307,6 +315,58 @@ class Session:
         tree = self._by_key.get(key)
         return tree if tree is not None and tree.root is not None else None
 
+    def note_component_module(self, name: str, text: str, file: str, package: str | None = None) -> None:
+        """A component module this session loaded (``_pcs_components.*``): its workers import it too.
+
+        Args:
+            package: the package its relative imports resolve against (``__package__``).
+        """
+        self.workers.add_module(name, text, file, package=False, parent=package)
+        self.workers.write()
+
+    def package_of(self, key: str) -> str | None:
+        """The package component ``key``'s file lies in, pinned with its parents; or None.
+
+        A file ``pkg/agent.py`` under the repo root, next to ``pkg/__init__.py``, is
+        in package ``pkg``: its relative imports (``from .helpers import step``) then
+        load ``pkg.helpers`` under its real name. Only folders inside the root count
+        (the root itself is the folder the component's files are measured from).
+        """
+        if key in self._packages:
+            return self._packages[key]
+        tree = self.tree(key)
+        if tree is None or tree.root is None:
+            return None
+        folders = PurePosixPath(tree.file_path).parts[:-1]
+        names: list[str] = []
+        for depth in range(len(folders), 0, -1):
+            folder = tree.root.joinpath(*folders[:depth])
+            if not folders[depth - 1].isidentifier() or not (folder / "__init__.py").is_file():
+                break
+            names.insert(0, folders[depth - 1])
+        if not names:
+            return None
+        base = tree.root.joinpath(*folders[: len(folders) - len(names)])
+        for depth in range(1, len(names) + 1):
+            name = ".".join(names[:depth])
+            if name not in self._pinned:
+                init = base.joinpath(*names[:depth], "__init__.py")
+                if self._pin_file(tree, name, init, tree.root, is_package=True) is None:
+                    return None
+        package = ".".join(names)
+        self._packages[key] = package
+        return package
+
+    def _sync_workers(self) -> None:
+        """Hand every module pinned so far to the worker manifest, and write it."""
+        for served in self._pinned.values():
+            if served.text is not None and not served.name.startswith(SCRIPT_PREFIX):
+                self.workers.add_module(served.name, served.text, str(served.file), served.is_package,
+                                        digest=served.module.sha256 or None)
+        for name, (_, folders, _) in self._namespaces.items():
+            self.workers.add_namespace(name, [str(p) for p in folders])
+        self.workers.write()
+
     def note_local_file(self, path: str | os.PathLike[str]) -> None:
         """Count imports made by code in ``path`` as the closure's own (a component module)."""
         self._local_files.add(str(path))
@@ -324,7 +384,11 @@ class Session:
         Args:
             texts: (module name or "", source text) of component files.
         """
-        queue: list[tuple[str, bool, str]] = [("", False, text) for _, text in texts]
+        # a component file inside a package resolves its relative imports against it
+        queue: list[tuple[str, bool, str]] = [
+            (f"{self._packages[key]}._" if key in self._packages else "", False, text)
+            for key, text in texts
+        ]
         for served in list(self._pinned.values()):
             if served.text is not None:
                 queue.append((served.name, served.is_package, served.text))
@@ -339,6 +403,46 @@ class Session:
                 for found in self._resolve_chain(target):
                     if found.text is not None:
                         queue.append((found.name, found.is_package, found.text))
+            if not queue:
+                # Python files the code runs as programs (subprocess, runpy), and their imports
+                for script in self._scripts(texts):
+                    if script.text is not None:
+                        queue.append(("", False, script.text))
+
+    def _scripts(self, texts: Iterable[tuple[str, str]]) -> list[Served]:
+        """Pin the Python files next to the code that its string literals name; the new ones.
+
+        ``subprocess.run([sys.executable, "prepare.py"])`` and
+        ``runpy.run_path(Path(__file__).parent / "prepare.py")`` run a file no import
+        reaches; a literal ``"*.py"`` naming a file in the folder of the code that
+        says it (or of its component) is pinned as a script (``@prepare.py``), so the
+        snapshot holds it next to the code and a rerun runs the recorded text.
+        """
+        sources: list[tuple[Tree, list[Path], str]] = []
+        for key, text in texts:
+            tree = self.tree(key)
+            if tree is not None:
+                sources.append((tree, [tree.folder], text))
+        for served in list(self._pinned.values()):
+            tree = self._by_key.get(served.key)
+            if served.text is not None and tree is not None and tree.root is not None:
+                sources.append((tree, [served.file.parent, tree.folder], served.text))
+        new: list[Served] = []
+        for tree, folders, text in sources:
+            if tree.root is None:
+                continue
+            for literal in script_literals(text):
+                for folder in folders:
+                    path = Path(os.path.normpath(folder / literal))
+                    if not path.is_file() or excluded_path(str(path)):
+                        continue
+                    name = SCRIPT_PREFIX + _relative(path, tree.root)
+                    if name not in self._pinned:
+                        found = self._pin_file(tree, name, path, tree.root, is_package=False)
+                        if found is not None:
+                            new.append(found)
+                    break
+        return new
 
     def _resolve_chain(self, target: str) -> list[Served]:
         """Pin ``target`` and its parent packages when local; newly pinned ones are returned."""
@@ -504,7 +608,10 @@ class Session:
         origin = spec.origin
         if origin and origin != "namespace":
             real = os.path.realpath(origin)
-            if not _is_under(real, root) or excluded_path(real):
+            # inside the project: anywhere but the environment (stdlib, site-packages,
+            # pcs). A folder the run put on sys.path (sys.path.insert(0, "../shared"))
+            # holds the project's code as much as the component's own folder does.
+            if excluded_path(real):
                 return None
             path = Path(real)
             if origin.endswith(_EXTENSION_SUFFIXES):
@@ -515,6 +622,7 @@ class Session:
                 tree, name, path, tree.root, is_package=spec.submodule_search_locations is not None
             )
         locations = [Path(os.path.realpath(p)) for p in (spec.submodule_search_locations or [])]
+        # a namespace package spreads over many folders: only its parts under the root count
         inside = [p for p in locations if _is_under(str(p), root) and not excluded_path(str(p))]
         if not inside:
             return None
@@ -546,7 +654,7 @@ class Session:
         self, tree: Tree, module: ModuleFile, base: Path, text: str | None,
         is_package: bool | None = None,
     ) -> Served:
-        file = base.joinpath(*PurePosixPath(module.path).parts)
+        file = Path(os.path.normpath(base.joinpath(*PurePosixPath(module.path).parts)))
         if text is None:
             try:
                 text = importlib.util.decode_source(file.read_bytes())
@@ -556,7 +664,7 @@ class Session:
         served = Served(tree.key, module, text, file, package if is_package is None else is_package)
         self._pinned[module.name] = served
         self._local_files.add(str(file))
-        parent = module.name.rpartition(".")[0]
+        parent = module.name.rpartition(".")[0] if not module.name.startswith(SCRIPT_PREFIX) else ""
         while parent and parent not in self._pinned and parent not in self._namespaces:
             # a recorded submodule whose package holds no __init__.py (or is not recorded)
             folder = file.parent
@@ -629,6 +737,7 @@ class _Loader(importlib.abc.Loader):
     def exec_module(self, module: types.ModuleType) -> None:
         session = self.session
         session._loaded[module.__name__] = module
+        session._sync_workers()  # pinned just now: a worker started from here on imports it too
         if self.served is None or self.served.text is None:
             return  # a namespace package: nothing to run
         try:
@@ -701,6 +810,33 @@ def literal_imports(text: str) -> tuple[tuple[int, str, tuple[str, ...]], ...]:
     return found
 
 
+_SCRIPTS: dict[str, tuple[str, ...]] = {}
+
+#: the name prefix of a closure entry that is a script (a file run, not imported)
+SCRIPT_PREFIX = "@"
+
+
+def script_literals(text: str) -> tuple[str, ...]:
+    """String literals of ``text`` that name a relative ``.py`` file, cached by content."""
+    digest = sha256_bytes(text.encode("utf-8"))
+    found = _SCRIPTS.get(digest)
+    if found is None:
+        try:
+            tree = ast.parse(text)
+        except (SyntaxError, ValueError):
+            tree = None
+        out: list[str] = []
+        for node in ast.walk(tree) if tree is not None else ():
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                value = node.value
+                if (value.endswith(".py") and len(value) < 256 and "\n" not in value
+                        and not os.path.isabs(value) and value not in out):
+                    out.append(value)
+        found = tuple(out)
+        _SCRIPTS[digest] = found
+    return found
+
+
 def _absolute_names(
     module: str, is_package: bool, imports: Iterable[tuple[int, str, tuple[str, ...]]]
 ) -> list[str]:
@@ -743,11 +879,17 @@ def materialise(files: Mapping[str, str | bytes | Path], stack: ExitStack) -> Pa
 
     lines = sorted(f"{p}\0{digest(t)}" for p, t in files.items())
     entry = _config.cache_dir("sources") / sha256_bytes("\n".join(lines).encode("utf-8"))[:40]
+    # A module found outside the component's folder (sys.path.insert(0, "../shared"))
+    # is recorded as "../shared/featurize.py": the root goes that many folders down,
+    # so the snapshot keeps the files' places relative to each other.
+    depth = max((_climbs(rel) for rel in files), default=0)
+    root = entry.joinpath(*[_ROOT_FOLDER] * depth)
     stack.enter_context(in_use(entry))
     if not entry.is_dir():
         def write(tmp: Path) -> None:
+            base = tmp.joinpath(*[_ROOT_FOLDER] * depth)
             for rel, content in files.items():
-                target = tmp.joinpath(*_safe_parts(rel))
+                target = Path(os.path.normpath(base.joinpath(*_safe_parts(rel))))
                 target.parent.mkdir(parents=True, exist_ok=True)
                 if isinstance(content, Path):
                     target.symlink_to(content)
@@ -757,8 +899,23 @@ def materialise(files: Mapping[str, str | bytes | Path], stack: ExitStack) -> Pa
                 else:
                     target.write_text(content, encoding="utf-8")
                 target.chmod(0o444)  # a snapshot is not edited in place
+            base.mkdir(parents=True, exist_ok=True)
         _publish(entry, "materialise", write)
-    return entry
+    return root
+
+
+# the folder name a snapshot's root takes below the folders its ".." paths climb to
+_ROOT_FOLDER = "_pcs_root"
+
+
+def _climbs(rel: str) -> int:
+    """How many folders a recorded path climbs above the root (its leading ".." parts)."""
+    count = 0
+    for part in PurePosixPath(rel).parts:
+        if part != "..":
+            break
+        count += 1
+    return count
 
 
 def git_tree(repo: Any, commit: str, folder: str, stack: ExitStack) -> Path:
@@ -800,8 +957,11 @@ def _publish(entry: Path, purpose: str, build: Callable[[Path], Any]) -> None:
 
 
 def _safe_parts(rel: str) -> tuple[str, ...]:
+    """The parts of a recorded relative path: ".." only at its start (a module beside the root)."""
     parts = PurePosixPath(rel).parts
-    if not parts or PurePosixPath(rel).is_absolute() or any(p in ("", "..") for p in parts):
+    climbs = _climbs(rel)
+    rest = parts[climbs:]
+    if not rest or PurePosixPath(rel).is_absolute() or any(p in ("", "..") for p in rest):
 
         raise NotReproducibleError(
             f"The recorded source path {rel!r} is not a relative path inside the repo; the "
@@ -846,6 +1006,9 @@ def excluded_path(path: str) -> bool:
 
 # -- components: their trees, and their closures in a run command's code map ------------------
 
+#: the file name of a class captured from __main__ in a snapshot of its closure
+MAIN_FILE = "__pcs_main__.py"
+
 # A closure handed to a tree: the modules pinned, and their text by sha256.
 Closure = tuple[Sequence[ModuleFile], Mapping[str, str]]
 
@@ -878,6 +1041,7 @@ class Part:
     # bytes, or the live file a link points to), placed with the snapshot (pcs.record.reads)
     data: Mapping[str, bytes | Path] = field(default_factory=dict)
     data_root: Path | None = None  # where the recorded run read them, watched in a rerun too
+    main_file: Path | None = None  # the script whose __main__ defines a captured class
 
 
 def tree_for(part: Part, closure: Closure | None = None) -> Tree | None:
@@ -890,12 +1054,23 @@ def tree_for(part: Part, closure: Closure | None = None) -> Tree | None:
     Returns:
         None for a component without files (captured from ``__main__``).
     """
-    if part.repo is None or not part.file_path:
-        return None
     known, texts = closure if closure is not None else (part.recorded or ((), {}))
+    if part.repo is None:
+        # a class captured from a script's __main__: its helpers are the script folder's
+        if part.snapshot is not None and known:
+            files: dict[str, str | bytes | Path] = {MAIN_FILE: part.snapshot}
+            files.update({m.path: texts[m.sha256] for m in known if m.sha256 in texts})
+            return Tree(part.key, MAIN_FILE, opener=lambda stack: materialise(files, stack),
+                        known=known, texts=texts, live=False)
+        if part.main_file is not None and part.snapshot is None:
+            return Tree(part.key, part.main_file.name, root=part.main_file.parent, known=known,
+                        texts=texts, search_path=True)
+        return None
+    if not part.file_path:
+        return None
     file_path = PurePosixPath(part.file_path.replace("\\", "/")).as_posix()
     if part.snapshot is not None:
-        files: dict[str, str | bytes | Path] = {**part.data, file_path: part.snapshot}
+        files = {**part.data, file_path: part.snapshot}
         files.update({m.path: texts[m.sha256] for m in known if m.sha256 in texts})
         return Tree(
             part.key, file_path,
