@@ -53,16 +53,22 @@ ROUND_TRIP = textwrap.dedent(
         run_id = long_run(points)
         bundle = work / name
         export_bundle([run_id], bundle, include_artifacts=False)
-        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / (name + '.db')}"
+        target = work / (name + ".db")
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{target}"
         new_id = import_bundle(bundle)[run_id]
-        history = MlflowClient().get_metric_history(new_id, "loss")
-        steps = sorted(m.step for m in history)
+        rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # before checking the copy
+        with sqlite3.connect(target) as db:
+            count, steps, low, high, wrong = db.execute(
+                "SELECT COUNT(*), COUNT(DISTINCT step), MIN(step), MAX(step), "
+                "SUM(value != step * 0.25 OR timestamp != 1000 + step) FROM metrics "
+                "WHERE run_uuid = ? AND key = 'loss'", (new_id,)
+            ).fetchone()
         return {
-            "points": len(history),
-            "steps_ok": steps == list(range(points)),
-            "values_ok": all(m.value == m.step * 0.25 for m in history),
+            "points": count,
+            "steps_ok": (steps, low, high) == (points, 0, points - 1),
+            "values_ok": wrong == 0,
             "yaml_bytes": (bundle / "registry.yaml").stat().st_size,
-            "rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+            "rss_kib": rss_kib,
         }
 
     small = round_trip(2_000, "small")
@@ -191,3 +197,38 @@ def test_a_return_value_too_large_asked_for_as_yaml_fails_the_run(big):
     failed = Run.get_all_runs()[0]
     assert failed.status == "FAILED"
     assert "InputLimitError" in failed.tags["pcs.error"]
+
+
+@pytest.fixture(scope="module")
+def registry_url(tmp_path_factory):
+    from _registry_server import start_registry_server, stop_process
+
+    url, process = start_registry_server(tmp_path_factory.mktemp("registry"), token="team-token")
+    yield url
+    stop_process(process)
+
+
+def test_a_long_history_is_published_and_pulled_through_the_registry_server(registry_url, other_store):
+    from mlflow.entities import Metric
+
+    from pcs.transfer import export_runs_by_id, import_run
+    from pcs.web_registry import WebRegistry
+
+    points = 3 * INLINE_POINTS
+    with Run(run_name="long") as run:
+        for start in range(0, points, 1000):
+            run.client.log_batch(run.identifier, metrics=[
+                Metric("loss", i / 4, 1_000 + i, i) for i in range(start, start + 1000)
+            ])
+    export_runs_by_id([run.identifier], WebRegistry(registry_url, token="team-token"),
+                      include_artifacts=False)
+    reference = WebRegistry(registry_url).get_run_spec(run.identifier)["metrics"]["loss"]
+    assert reference["points"] == points and reference["history"].startswith(HISTORY_DIR)
+
+    other_store()
+    pulled = import_run(WebRegistry(registry_url), run.identifier)
+    history = pulled.metric_history("loss")
+    assert [(m.step, m.value, m.timestamp) for m in history] == [
+        (i, i / 4, 1_000 + i) for i in range(points)
+    ]
+    assert pulled.artifact_paths() == []  # the history file is not an artifact of the run

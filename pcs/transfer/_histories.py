@@ -49,6 +49,7 @@ __all__ = [
 
 HISTORY_DIR = ".pcs-histories"
 INLINE_POINTS = 1000  # longer histories go to a file
+INLINE_TOTAL = 50_000  # and so do all of a run's histories once its inline points reach this
 STREAMED_RUN_FORMAT = 2  # a run spec with a history in a file
 HISTORY_FORMAT = 1
 PAGE = 10_000  # points read from the store per request
@@ -81,18 +82,23 @@ def _pages(run: Run, key: str) -> Iterator[list[Metric]]:
             return
 
 
-def export_history(run: Run, key: str, folder: Path | None) -> list | dict[str, Any]:
+def export_history(
+    run: Run, key: str, folder: Path | None, inline_so_far: int = 0
+) -> list | dict[str, Any]:
     """The spec entry of one metric: inline points, or a reference to the file written in ``folder``.
 
     Args:
         run: the run.
         key: the metric's name.
         folder: the run's carried folder (None: keep every history inline).
+        inline_so_far: points of the run's other histories already inline (a
+            run of many metrics must not make a spec larger than pcs reads either).
     """
     pages = _pages(run, key)
     first = next(pages, [])
     second = next(pages, None) if len(first) >= PAGE else None
-    if second is None and (folder is None or len(first) <= INLINE_POINTS):
+    short = len(first) <= INLINE_POINTS and inline_so_far + len(first) <= INLINE_TOTAL
+    if second is None and (folder is None or short):
         points = sorted(first, key=lambda m: (m.step, m.timestamp))
         return [[_encode(m.value), m.step, m.timestamp] for m in points]
     if folder is None:  # no place for a file: inline, as earlier pcs did

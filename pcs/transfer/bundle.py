@@ -133,7 +133,11 @@ def run_spec(
     from pcs.transfer._histories import STREAMED_RUN_FORMAT, export_history
 
     info = run.info
-    metrics = {key: export_history(run, key, histories) for key in sorted(run.data.metrics)}
+    metrics: dict[str, Any] = {}
+    inline = 0
+    for key in sorted(run.data.metrics):
+        metrics[key] = export_history(run, key, histories, inline)
+        inline += len(metrics[key]) if isinstance(metrics[key], list) else 0
     streamed = any(isinstance(h, dict) for h in metrics.values())
     names = experiment_names if experiment_names is not None else {}
     if info.experiment_id not in names:
