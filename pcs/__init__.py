@@ -31,6 +31,7 @@ from pcs.errors import (
     ReproducibilityError,
     RunNotFoundError,
     SpecNotFoundError,
+    StoreOutageError,
     TrackingStoreError,
     UnserializableArgumentError,
     UnverifiableError,
@@ -108,4 +109,5 @@ __all__ = [
     "UnserializableArgumentError",
     "UnverifiableError",
     "UploadTooLargeError",
+    "StoreOutageError",
 ]

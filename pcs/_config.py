@@ -34,9 +34,9 @@ def cache_dir(name: str) -> Path:
     return path
 
 
-# MLflow retries a dead tracking server for minutes by default; pcs fails within seconds
-# unless the user chose otherwise
-HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+# pcs fails fast only at its first contact with a tracking server (the probe below); after
+# that, MLflow's own HTTP retries stay as the user set them, and a run's writes ride out an
+# outage for PCS_STORE_RETRY_S (see pcs._writer)
 PROBE_TIMEOUT_S = 5.0
 _REACHABLE: set[str] = set()
 
@@ -60,8 +60,6 @@ def check_reachable(uri: str) -> None:
     """Refuse, within seconds, an HTTP tracking server that does not answer (once per process)."""
     if uri in _REACHABLE:
         return
-    for key, value in HTTP_DEFAULTS.items():
-        os.environ.setdefault(key, value)
     import urllib.error
     import urllib.request
 

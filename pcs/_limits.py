@@ -27,6 +27,13 @@ params and tags            MLflow's own limits (``mlflow.utils.validation``: 600
                            8000 characters, keys up to 250); never truncated
 text                       valid Unicode: no lone surrogates (``'\\udcff'``, as
                            undecodable bytes in file names or ``sys.argv`` become)
+return values              YAML/JSON up to ``MAX_YAML_BYTES`` (what pcs reads back);
+                           a larger one is not recorded, or fails the run when YAML
+                           or JSON was asked for
+metric histories           no cap on points: up to 1000 per metric (50,000 per run)
+                           inline in a run spec, longer ones in JSON-lines files of
+                           a bundle (:mod:`pcs.transfer._histories`), so what pcs
+                           exports stays within what it imports
 =========================  ============================================================
 
 MLflow's limits are read from MLflow itself, lazily, so ``import pcs`` stays

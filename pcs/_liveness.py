@@ -276,6 +276,9 @@ def end_live_runs(status: str, reason: str, timeout: float = 10.0,
     ended: list[str] = []
 
     def work() -> None:
+        from pcs import _writer
+
+        _writer.flush_all(wait=False)  # the metrics the runs buffered go in before they end
         for live in runs:
             try:
                 if terminate is not None:

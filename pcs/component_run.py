@@ -43,12 +43,13 @@ from typing import TYPE_CHECKING, Any
 from pcs import _keys, _signals
 from pcs._capture import OutputCapture
 from pcs._features import feature
-from pcs._limits import MAX_DEPTH
+from pcs._limits import MAX_DEPTH, MAX_YAML_BYTES
 from pcs._yaml import load_json, load_yaml
 from pcs.argument_set import ArgumentSet
 from pcs.component import call_entry_point
 from pcs.errors import (
     ArgumentError,
+    InputLimitError,
     NotReproducibleError,
     PcsError,
 )
@@ -286,10 +287,10 @@ class ComponentRun(Run):
             if path is not None:
                 tags[_keys.RETURN_VALUE_SHA256] = digest
             else:
-                tags.update(record.lower_grade(
+                tags.update(record.lower_grade(digest or (
                     f"the return value ({type(value).__name__}) cannot be recorded as YAML/JSON; "
                     "pass return_value_format='dill' to record it"
-                ))
+                )))
             tags[_keys.RETURN_VALUE_FORMAT] = used_fmt
             self.log_artifacts(end, _keys.PCS_ARTIFACT_DIR)
             self.set_tags(tags)
@@ -665,7 +666,12 @@ _EXT = {"yaml": "yaml", "json": "json", "dill": "pkl", "pickle": "pkl"}
 
 
 def _write_return_value(value: Any, fmt: str, folder: Path) -> tuple[Path | None, str, str]:
-    """Write the return value in ``fmt``; return (path or None, format used, sha256)."""
+    """Write the return value in ``fmt``; return (path, format used, sha256), or (None, "none", why).
+
+    A YAML/JSON text larger than pcs reads back (``MAX_YAML_BYTES``) is never
+    written: with ``auto`` the value is not recorded (the reason lowers the
+    grade); asked for ``yaml``/``json`` explicitly, it is an ``InputLimitError``.
+    """
     if fmt in ("auto", "yaml", "json"):
         try:
             data = to_recordable(_numpy_as_plain(value), "the return value")
@@ -685,6 +691,23 @@ def _write_return_value(value: Any, fmt: str, folder: Path) -> tuple[Path | None
             if used == "json"
             else dump_yaml(data, sort_keys=True)
         )
+        size = len(text.encode("utf-8"))
+        if size > MAX_YAML_BYTES:
+            why = (
+                f"the return value is {size} bytes as {used.upper()}, more than the "
+                f"{MAX_YAML_BYTES} bytes pcs reads back from one document, so it is not "
+                "recorded; return a smaller value (keep large data in artifacts) or pass "
+                "return_value_format='dill'"
+            )
+            if fmt != "auto":
+                raise InputLimitError(
+                    f"The return value is {size} bytes as {used.upper()}, more than the "
+                    f"{MAX_YAML_BYTES} bytes pcs reads back from one document, so the run "
+                    "cannot record it as asked. Return a smaller value (keep large data in "
+                    "artifacts), or use return_value_format='auto' (not recorded) or 'dill'."
+                )
+            log.warning("pcs: %s.", why)
+            return None, "none", why
         path.write_text(text, encoding="utf-8")
         return path, used, content_hash(data)
     import dill

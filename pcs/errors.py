@@ -32,6 +32,7 @@ error reaches it; the registry server maps ``http_status`` to its response.
     │       └── RegistryAuthError   a write without a valid token
     ├── EnvironmentBuildError       a recorded environment that cannot be rebuilt
     ├── TrackingStoreError          the MLflow tracking store is unreachable or refused
+    │   └── StoreOutageError        the store stayed away longer than PCS_STORE_RETRY_S mid-run
     └── CacheInUseError             a cache entry that a running pcs process still uses
 
 Exit codes of the ``pcs`` CLI (one table for every command):
@@ -84,6 +85,7 @@ __all__ = [
     "EnvironmentBuildError",
     "TrackingStoreError",
     "CacheInUseError",
+    "StoreOutageError",
 ]
 
 # the CLI's exit codes by meaning; the error classes below carry them
@@ -253,3 +255,7 @@ class CacheInUseError(PcsError):
     """A cache entry that a running pcs process still uses cannot be removed."""
 
     exit_code = EXIT_CODES["usage"]
+
+
+class StoreOutageError(TrackingStoreError):
+    """The tracking store stayed away longer than ``PCS_STORE_RETRY_S`` while a run was writing."""

@@ -36,7 +36,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pcs import _config, _keys, _liveness, _signals
+from pcs import _config, _keys, _liveness, _signals, _writer
 from pcs._features import feature
 from pcs.errors import (
     AmbiguousRunIdError,
@@ -45,6 +45,8 @@ from pcs.errors import (
     PcsError,
     ReproducibilityError,
     RunNotFoundError,
+    StoreOutageError,
+    TrackingStoreError,
     UnverifiableError,
 )
 from pcs.record.inputs import saw_artifact
@@ -158,6 +160,7 @@ class Run:
         self._last_read: MlflowRun | None = None  # the last record read, even if stale now
         self._guards: list[bool] = []
         self._ended = False
+        self._writer: _writer.MetricWriter | None = None  # buffered metrics (see pcs._writer)
         if _mlflow_run is not None:
             self._cached = _mlflow_run
             self._run_id = _mlflow_run.info.run_id
@@ -369,7 +372,16 @@ class Run:
     def log_metrics(
         self, metrics: Mapping[str, float], step: int | None = None, timestamp: int | None = None
     ) -> None:
-        """Log several metrics at one step in one call."""
+        """Log several metrics at one step.
+
+        The points are buffered and written in order by the run's writer (see
+        :mod:`pcs._writer`): within ``PCS_METRIC_FLUSH_S`` seconds, when pcs reads
+        the store, and when the run ends; a store outage is ridden out for up to
+        ``PCS_STORE_RETRY_S`` seconds. Nothing is read back from the store.
+
+        Raises:
+            StoreOutageError: the store has been away longer than ``PCS_STORE_RETRY_S``.
+        """
         from mlflow.entities import Metric
 
         from pcs import _limits
@@ -381,8 +393,15 @@ class Run:
             Metric(str(key), _limits.check_metric(str(key), value, at, ts), ts, at)
             for key, value in metrics.items()
         ]
-        self._client.log_batch(self._run_id, metrics=entries)
+        if self._writer is None:
+            self._writer = _writer.MetricWriter(self._client, self._run_id)
+        self._writer.add(entries)
         self._changed()
+
+    def flush_metrics(self) -> None:
+        """Write the metrics this handle buffered now (pcs does it within ``PCS_METRIC_FLUSH_S``)."""
+        if self._writer is not None:
+            self._writer.flush()
 
     def set_tag(self, key: str, value: Any) -> None:
         self.set_tags({key: value})
@@ -467,6 +486,7 @@ class Run:
 
     def metric_history(self, key: str) -> list[Metric]:
         """Every logged value of a metric, in logging order (step, then timestamp)."""
+        _writer.flush_all()
         history = self._client.get_metric_history(self._run_id, key)
         return sorted(history, key=lambda m: (m.step, m.timestamp))
 
@@ -549,10 +569,19 @@ class Run:
         """Set the run's status and end time (MLflow's terminate, without extra reads).
 
         Data logged asynchronously (``MLFLOW_ENABLE_ASYNC_LOGGING=true``,
-        ``synchronous=False``) is written first, so a run read as ended is complete.
+        ``synchronous=False``) and buffered metrics are written first, so a run
+        read as ended is complete; a store outage is ridden out for up to
+        ``PCS_STORE_RETRY_S`` seconds.
         """
+        failure = self._close_writer()
+        if failure is not None and status == "FINISHED":
+            status = "FAILED"
+            self._record_failure(failure)
         _flush_async_logging(self._client)
-        _terminate(self._client, self._run_id, status, end_time)
+        _writer.riding_out(
+            lambda: _terminate(self._client, self._run_id, status, end_time),
+            f"the end of run {self._run_id}", _safe_uri(self._client),
+        )
         _liveness.unregister(self._run_id)
         self._changed()
 
@@ -565,8 +594,39 @@ class Run:
             )
         self._stop_system_metrics()
         _pop_active(self)
+        failure = self._close_writer()
+        ending_well = status == "FINISHED"
+        if failure is not None and ending_well:
+            status = "FAILED"
+            self._record_failure(failure)
         self.set_terminated(status)
         self._ended = True
+        if failure is not None and ending_well:
+            raise failure  # a run that was ending well lost metrics: the caller must hear it
+
+    def _close_writer(self) -> TrackingStoreError | None:
+        """Write the buffered metrics and stop the writer; the failure, if any."""
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return None
+        try:
+            writer.close()
+        except TrackingStoreError as exc:
+            return exc
+        return None
+
+    def _record_failure(self, exc: BaseException) -> None:
+        """Tag why a run that was ending well ends FAILED (best effort: the store may be away)."""
+        try:
+            from pcs._redact import redact_text
+
+            text = redact_text(" ".join(f"{type(exc).__name__}: {exc}".split()))
+            _writer.riding_out(
+                lambda: self._client.set_tag(self._run_id, _keys.ERROR, text[:4000]),
+                f"the error of run {self._run_id}", _safe_uri(self._client),
+            )
+        except Exception:  # noqa: BLE001 - the status matters more than the reason
+            pass
 
     def resume(self) -> Run:
         """Set an ended run back to RUNNING, to append late results; ``end()`` it again."""
@@ -634,6 +694,8 @@ class Run:
             self._record_end_reason("SIGINT")
             self.end("KILLED")
         else:
+            if isinstance(exc, StoreOutageError):
+                self._record_failure(exc)
             self.end("FAILED")
 
     def _record_end_reason(self, reason: str) -> None:
@@ -935,6 +997,7 @@ def _get_mlflow_run(client: MlflowClient, run_id: str) -> MlflowRun:
 
     if not isinstance(run_id, str) or not run_id.strip():
         raise RunNotFoundError(f"{run_id!r} is not a run id.")
+    _writer.flush_all()  # this process's buffered metrics are in what it reads
     if not _is_id_like(run_id):
         raise RunNotFoundError(
             f"{run_id[:80]!r} is not a run id: run ids are letters, digits, '-' and '_' "
@@ -1054,6 +1117,7 @@ def search_mlflow_runs(
     ids = experiment_ids if experiment_ids is not None else all_experiment_ids(client)
     if not ids:
         return []
+    _writer.flush_all()
     out: list[MlflowRun] = []
     token = None
     while True:

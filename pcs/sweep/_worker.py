@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pcs import _config, _keys, _signals
+from pcs import _config, _keys, _signals, _writer
 
 __all__ = [
     "signals_not_swallowed",
@@ -275,7 +275,9 @@ def _watching(watch: _Watch | None, tracking_uri: str) -> Iterator[None]:
     _install_watch_hooks(tracking_uri)
     _CURRENT_WATCH = watch
     try:
-        yield
+        # pcs's buffered metrics are written as they are logged, so the watch sees each one
+        with _writer.synchronous():
+            yield
     finally:
         _CURRENT_WATCH = None
 

@@ -33,6 +33,7 @@ from pcs._yaml import load_yaml
 from pcs.errors import BundleError, FormatVersionError, InputLimitError, PcsError, RegistryError
 from pcs.registry import InMemoryRegistry, Registry
 from pcs.specs import check_format_version
+from pcs.transfer import _histories
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow.entities import Metric
@@ -115,6 +116,7 @@ def run_spec(
     run: Run,
     inner_run_ids: list[str] | None = None,
     experiment_names: dict[str, str | None] | None = None,
+    histories: Path | None = None,
 ) -> dict[str, Any]:
     """The serializable record of one run (without artifacts), credentials removed.
 
@@ -122,15 +124,21 @@ def run_spec(
         run: the run.
         inner_run_ids: its inner runs' ids, when already known (else searched).
         experiment_names: a cache of experiment names by id, filled as needed.
+        histories: the run's carried folder, where histories longer than
+            ``INLINE_POINTS`` are written as JSON-lines files (None: all inline).
 
     Returns:
         The run spec, as registries store it.
     """
+    from pcs.transfer._histories import STREAMED_RUN_FORMAT, export_history
+
     info = run.info
-    metrics = {
-        key: [[encode_value(m.value), m.step, m.timestamp] for m in metric_history(run, key)]
-        for key in sorted(run.data.metrics)
-    }
+    metrics: dict[str, Any] = {}
+    inline = 0
+    for key in sorted(run.data.metrics):
+        metrics[key] = export_history(run, key, histories, inline)
+        inline += len(metrics[key]) if isinstance(metrics[key], list) else 0
+    streamed = any(isinstance(h, dict) for h in metrics.values())
     names = experiment_names if experiment_names is not None else {}
     if info.experiment_id not in names:
         experiment = run.client.get_experiment(info.experiment_id)
@@ -139,7 +147,7 @@ def run_spec(
         inner_run_ids = [r.identifier for r in run.inner_runs]
     return {
         "identifier": run.identifier,
-        "pcs_format": _keys.FORMAT_VERSION,
+        "pcs_format": STREAMED_RUN_FORMAT if streamed else _keys.FORMAT_VERSION,
         "experiment_name": names[info.experiment_id],
         "run_name": info.run_name,
         "status": info.status,
@@ -441,7 +449,7 @@ def validate_run(
     where = f"Run {run_id} in the registry"
     if spec is None:
         spec = registry.get_run_spec(run_id)
-    check_format_version(spec, where)
+    _check_run_format(spec, where)
     for key in ("params", "tags", "metrics"):
         value = spec.setdefault(key, {})
         if not isinstance(value, dict):
@@ -456,6 +464,8 @@ def validate_run(
                 )
         spec[key] = {name: str(value) for name, value in spec[key].items()}
     for name, history in spec["metrics"].items():
+        if isinstance(name, str) and isinstance(history, Mapping):
+            continue  # a history in a file: checked with the files below
         if not isinstance(name, str) or not isinstance(history, list) or not all(
             isinstance(p, list) and len(p) == 3 and _is_value(p[0])
             and _is_int(p[1]) and _is_int(p[2]) and p[2] >= 0
@@ -497,13 +507,16 @@ def validate_run(
             )
         _check_run_command(registry, command_id, where)
     artifacts = spec.get("artifacts")
-    if artifacts is None:
+    histories = _histories.file_histories(spec)
+    if artifacts is None and not histories:
         return Planned(spec, registry, None)
+    if artifacts is None:
+        artifacts = {}  # carried only for its histories
     if not isinstance(artifacts, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in artifacts.items()
     ):
         raise BundleError(f"{where} has a malformed artifact list; expected path: sha256.")
-    if not artifacts:
+    if not artifacts and not histories:
         return Planned(spec, registry, None)  # a run without artifacts needs no folder
     if progress is not None and accepts_progress(registry.run_artifacts_dir):
         folder = registry.run_artifacts_dir(run_id, progress=progress)  # type: ignore[call-arg]
@@ -511,9 +524,12 @@ def validate_run(
         folder = registry.run_artifacts_dir(run_id)
     if folder is None:
         raise BundleError(
-            f"{where} lists {len(artifacts)} artifact(s) but the bundle has no artifacts "
-            f"folder for it (artifacts/{run_id}/). The bundle is incomplete; export it again."
+            f"{where} lists {len(artifacts)} artifact(s) and {len(histories)} metric "
+            f"histories but the bundle has no artifacts folder for it (artifacts/{run_id}/). "
+            "The bundle is incomplete; export it again."
         )
+    for key, ref in histories.items():
+        _histories.check_history_file(folder, key, ref, where)
     paths = {rel: safe_join(folder, rel, where) for rel in artifacts}
     for rel, path in paths.items():
         if not path.is_file():
@@ -533,6 +549,15 @@ def validate_run(
     if command_id and _keys.RUN_COMMAND_ARTIFACT in artifacts:
         _check_run_command_artifact(folder / _keys.RUN_COMMAND_ARTIFACT, command_id, where)
     return Planned(spec, registry, folder, size)
+
+
+def _check_run_format(spec: dict[str, Any], where: str) -> None:
+    """Refuse a run spec of a newer pcs; run format 2 (histories in files) is read here."""
+    from pcs.transfer._histories import STREAMED_RUN_FORMAT
+
+    if spec.get("pcs_format") == STREAMED_RUN_FORMAT:
+        return
+    check_format_version(spec, where)
 
 
 def _is_int(value: Any) -> bool:
@@ -559,6 +584,9 @@ def _check_mlflow_limits(spec: Mapping[str, Any], where: str) -> None:
         for key, value in spec["tags"].items():
             _validate_tag(key, value)
         for key, history in spec["metrics"].items():
+            if not isinstance(history, list):
+                _validate_metric(key, 0.0, 0, 0)  # its points are checked as the file is read
+                continue
             for value, step, timestamp in history[:1]:
                 _validate_metric(key, decode_value(value), timestamp, step)
     except MlflowException as exc:

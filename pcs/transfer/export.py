@@ -29,6 +29,7 @@ from pcs.errors import BundleError, RegistryConflictError
 from pcs.progress import CountingWriter, ProgressCallback, reporter
 from pcs.registry import InMemoryRegistry, Registry
 from pcs.transfer import _temps
+from pcs.transfer._histories import HISTORY_DIR
 from pcs.transfer.bundle import (
     LINK_TAGS,
     accepts_progress,
@@ -164,7 +165,7 @@ def export_bundle(
             exported = _export(
                 runs, registry, recurse, False, include_artifacts, progress, folder / "artifacts"
             )
-            registry.write_bundle(folder)
+            _check_readable(registry.write_bundle(folder))
             if archive:
                 from pcs._archive import write_tar_gz
 
@@ -181,6 +182,20 @@ def export_bundle(
                     output.replace(staging / "previous")
                 folder.replace(output)
         return ExportResult(output, exported)
+
+
+def _check_readable(path: Path) -> None:
+    """Refuse a ``registry.yaml`` larger than pcs reads back (what pcs writes, pcs reads)."""
+    from pcs._limits import MAX_YAML_BYTES
+
+    size = path.stat().st_size
+    if size > MAX_YAML_BYTES:
+        raise BundleError(
+            f"The bundle's registry.yaml would be {size} bytes, more than the {MAX_YAML_BYTES} "
+            "bytes pcs reads from one YAML document, so it could not be imported; nothing was "
+            "written. Export fewer runs at a time (long metric histories already travel in "
+            "files of their own)."
+        )
 
 
 def _callback(progress: Any) -> ProgressCallback | None:
@@ -296,28 +311,55 @@ def _export_one(
     rep: Reporter,
     progress: ProgressCallback | None,
 ) -> None:
-    """Add one run's record (and artifacts, when ``sizes`` lists them) to ``registry``."""
-    from pcs.component_run import ComponentRun
+    """Add one run's record (and artifacts, when ``sizes`` lists them) to ``registry``.
 
-    spec = run_spec(run, inner_ids, names)
-    if isinstance(run, ComponentRun) and spec["run_command"]:
-        command = InMemoryRegistry()
-        run.run_command.to_registry(command)
-        redact_specs(command)
-        registry.update(command, force=force)
-    if sizes is not None:
-        with _temps.temporary_dir("export") if root is None else nullcontext(root) as where:
-            folder = _download_all(run, Path(where), bool(sizes))
+    Metric histories longer than ``INLINE_POINTS`` travel as files in the run's
+    carried folder (see :mod:`pcs.transfer._histories`) wherever the registry
+    keeps files: bundles, the exports cache, a registry server.
+    """
+    streaming = root is not None or not isinstance(registry, InMemoryRegistry)
+    if sizes is None and not streaming:
+        spec = run_spec(run, inner_ids, names)
+        _add_command(run, spec, registry, force)
+        registry.add_run_spec(spec, force=force)
+        return
+    with _temps.temporary_dir("export") if root is None else nullcontext(root) as where:
+        folder = _download_all(run, Path(where), bool(sizes))
+        if sizes is not None:
             rep.advance(sum(sizes.values()))
+            if (folder / HISTORY_DIR).exists():
+                raise BundleError(
+                    f"Run {run.identifier} has an artifact folder named {HISTORY_DIR}, which "
+                    "pcs keeps for metric histories in bundles; rename that artifact folder "
+                    "to export the run."
+                )
             redact_artifacts(folder)
-            spec["artifacts"] = hash_tree(folder)
+            hashes = hash_tree(folder)  # before the histories join the folder: not artifacts
+        spec = run_spec(run, inner_ids, names, histories=folder if streaming else None)
+        _add_command(run, spec, registry, force)
+        if sizes is not None:
+            spec["artifacts"] = hashes
+        if sizes is not None or (folder / HISTORY_DIR).exists():
             _refuse_conflict(registry, spec, force)  # before replacing its artifacts
             if accepts_progress(registry.add_run_artifacts) and progress is not None:
                 registry.add_run_artifacts(run.identifier, folder, progress=progress)  # type: ignore[call-arg]
             else:
                 registry.add_run_artifacts(run.identifier, folder)
+        if sizes is None and not any(folder.iterdir()):
+            folder.rmdir()  # nothing to carry for this run
     # the spec goes last: a reader who sees it finds its artifacts too
     registry.add_run_spec(spec, force=force)
+
+
+def _add_command(run: Run, spec: dict[str, Any], registry: Registry, force: bool) -> None:
+    """Add the run command of a component run (with its components and repos) to ``registry``."""
+    from pcs.component_run import ComponentRun
+
+    if isinstance(run, ComponentRun) and spec["run_command"]:
+        command = InMemoryRegistry()
+        run.run_command.to_registry(command)
+        redact_specs(command)
+        registry.update(command, force=force)
 
 
 def _artifact_sizes(run: Run) -> dict[str, int]:

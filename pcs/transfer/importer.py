@@ -35,6 +35,7 @@ from pcs.errors import BundleError, RunNotFoundError
 from pcs.progress import CountingReader, ProgressCallback, reporter
 from pcs.registry import Registry
 from pcs.transfer import _claims, _temps
+from pcs.transfer._histories import log_file_histories
 from pcs.transfer._lookup import Store, origin_of
 from pcs.transfer.bundle import (
     REWRITTEN_TAGS,
@@ -407,6 +408,7 @@ def _write_run(
     metrics = [
         Metric(key, decode_value(value), int(timestamp), int(step))
         for key, history in spec["metrics"].items()
+        if isinstance(history, list)  # histories in files are streamed below
         for value, step, timestamp in history
     ]
     for tags_, params, metrics_ in _batches(
@@ -415,6 +417,7 @@ def _write_run(
         metrics,
     ):
         client.log_batch(run_id, metrics=metrics_, params=params, tags=tags_)
+    log_file_histories(client, run_id, spec, plan.artifacts)
     _write_artifacts(client, made.info.artifact_uri, run_id, plan, rep)
     status = spec.get("status", "FINISHED")
     if status not in ("RUNNING", "SCHEDULED"):
@@ -458,7 +461,7 @@ def _write_artifacts(
     spec = plan.spec
     with _temps.temporary_dir("import") as staging:
         if plan.artifacts is not None:
-            for rel, digest in spec["artifacts"].items():
+            for rel, digest in (spec.get("artifacts") or {}).items():
                 parts = PurePosixPath(rel).parts
                 target = staging.joinpath(*parts)
                 target.parent.mkdir(parents=True, exist_ok=True)
