@@ -29,6 +29,7 @@ snapshot and ``pcs/code.yaml``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -285,6 +286,7 @@ class ComponentRun(Run):
                     "pass return_value_format='dill' to record it"
                 ))
             tags[_keys.RETURN_VALUE_FORMAT] = used_fmt
+            tags.update(_returned_file_tags(value))
             self.log_artifacts(end, _keys.PCS_ARTIFACT_DIR)
             self.set_tags(tags)
         except BaseException as exc:
@@ -460,6 +462,7 @@ class ComponentRun(Run):
         atol: float = 0.0,
         ignore: tuple[str, ...] | list[str] = (),
         progress: ProgressCallback | None = None,
+        trust: bool = False,
     ) -> ComponentRun:
         """Execute the recorded command again as a new run, tagged ``pcs.rerun_of``.
 
@@ -479,6 +482,9 @@ class ComponentRun(Run):
             rtol, atol: tolerance for comparing metric values (``math.isclose``).
             ignore: metric or param names (glob patterns) not to compare.
             progress: hears of the rebuilt environment's progress (``env="recorded"``).
+            trust: with ``verify``, unpickle this run's pickled return value to compare
+                it when the run was imported (unpickling runs code: only for bundles
+                you trust); without it such a value is reported as not compared.
         """
         if code not in ("recorded", "current", "git"):
             raise ArgumentError(f"code must be 'recorded', 'current' or 'git'; got {code!r}.")
@@ -501,7 +507,9 @@ class ComponentRun(Run):
                 return_value_format=self._recorded_format(),
             )
         if verify or strict:
-            report = feature("compare_runs")(self, new, rtol=rtol, atol=atol, ignore=ignore)
+            report = feature("compare_runs")(
+                self, new, rtol=rtol, atol=atol, ignore=ignore, trust=trust
+            )
             keep_verification(new, report, strict)
         return new
 
@@ -613,6 +621,36 @@ def _pin_to_recorded_commits(command: RunCommand, record: dict[str, Any], run_id
 
 
 _EXT = {"yaml": "yaml", "json": "json", "dill": "pkl", "pickle": "pkl"}
+
+
+def _returned_file_tags(value: Any) -> dict[str, str]:
+    """When the return value names a file, its path and (inside the run's folder) its sha256.
+
+    The file may be overwritten by a later run in the same folder, so its hash
+    is taken now, for verification to compare.
+    """
+    if not isinstance(value, (str, os.PathLike)) or isinstance(value, bytes):
+        return {}
+    text = os.fspath(value)
+    if not text or len(text) > 4096 or "\n" in text:
+        return {}
+    try:
+        path = Path(text)
+        if not path.is_file():
+            return {}
+        resolved, here = path.resolve(), Path.cwd().resolve()
+        if not resolved.is_relative_to(here):
+            return {_keys.RETURNED_FILE: str(resolved)}
+        digest = hashlib.sha256()
+        with resolved.open("rb") as stream:
+            while chunk := stream.read(1 << 20):
+                digest.update(chunk)
+    except (OSError, ValueError):
+        return {}
+    return {
+        _keys.RETURNED_FILE: resolved.relative_to(here).as_posix(),
+        _keys.RETURNED_FILE_SHA256: digest.hexdigest(),
+    }
 
 
 def _write_return_value(value: Any, fmt: str, folder: Path) -> tuple[Path | None, str, str]:
