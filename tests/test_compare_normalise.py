@@ -178,3 +178,15 @@ def test_a_differing_line_shows_the_first_differing_column_with_context():
     assert "0.123456 (best" in detail and "0.123999 (best" in detail
     assert "..." in detail and "epoch 12" not in detail
     assert first_line_difference("a\nb\n", "a\n") == ": 2 lines vs 1"
+
+
+def test_requirement_order_of_a_logged_model():
+    first = b"mlflow==3.1\nscikit-learn==1.5\nnumpy==2.0"
+    second = b"mlflow==3.1\nnumpy==2.0\nscikit-learn==1.5"
+    assert same("model/requirements.txt", first, second) == ["requirement order"]
+    differ("model/requirements.txt", first, first.replace(b"numpy==2.0", b"numpy==2.1"))
+    conda = "dependencies:\n- python=3.11\n- pip:\n  - {}\n  - {}\nname: mlflow-env\n"
+    a = conda.format("scikit-learn==1.5", "numpy==2.0").encode()
+    b = conda.format("numpy==2.0", "scikit-learn==1.5").encode()
+    assert same("model/conda.yaml", a, b) == ["requirement order"]
+    differ("model/conda.yaml", a, conda.format("numpy==2.1", "scikit-learn==1.5").encode())

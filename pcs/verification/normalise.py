@@ -22,7 +22,10 @@ The rules:
   MLflow prints when a run ends against a tracking server;
 - ``object addresses``: ``0x7f...`` in ``<... at 0x...>`` reprs (params, text);
 - ``image names``: ``log_image(key=, step=)`` file names carry a timestamp and
-  a uuid; the images are compared by key and step.
+  a uuid; the images are compared by key and step;
+- ``requirement order``: the order of the requirements MLflow infers for a
+  logged model (``requirements.txt``, ``conda.yaml``, ``python_env.yaml``) varies
+  from run to run; the lists are compared sorted.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ RULES = (
     "MLflow links",
     "object addresses",
     "image names",
+    "requirement order",
 )
 
 # a zip or gzip member larger than this is compared by its bytes as stored
@@ -95,6 +99,11 @@ def normalise_file(path: str, data: bytes) -> tuple[bytes, list[str]]:
     try:
         if name == "mlmodel":
             return _mlmodel(data)
+        if name == "requirements.txt":
+            lines = data.decode("utf-8").splitlines()
+            return _apply(data, "requirement order", lambda d: "\n".join(sorted(lines)).encode())
+        if name in ("conda.yaml", "python_env.yaml"):
+            return _environment_yaml(data)
         if name.endswith(".svg"):
             return _svg(data)
         if name.endswith(".pdf"):
@@ -253,3 +262,24 @@ def _mlmodel(data: bytes) -> tuple[bytes, list[str]]:
     removed = [key for key in _MLMODEL_VOLATILE if spec.pop(key, None) is not None]
     text, ids = _MLFLOW_ID.subn("<id>", yaml.safe_dump(spec, sort_keys=True))
     return text.encode("utf-8"), (["model ids"] if removed or ids else [])
+
+
+def _environment_yaml(data: bytes) -> tuple[bytes, list[str]]:
+    import yaml
+
+    spec = yaml.safe_load(data.decode("utf-8"))
+    ordered = yaml.safe_dump(spec, sort_keys=True).encode()
+    sorted_lists = yaml.safe_dump(_sorted_lists(spec), sort_keys=True).encode()
+    return sorted_lists, (["requirement order"] if sorted_lists != ordered else [])
+
+
+def _sorted_lists(value: object) -> object:
+    """``value`` with every list of strings sorted (requirements), recursively."""
+    if isinstance(value, dict):
+        return {k: _sorted_lists(v) for k, v in value.items()}
+    if isinstance(value, list):
+        items = [_sorted_lists(v) for v in value]
+        if all(isinstance(v, str) for v in items):
+            return sorted(items)  # type: ignore[type-var]
+        return items
+    return value
