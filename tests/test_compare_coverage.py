@@ -69,3 +69,30 @@ def test_ignored_and_system_outputs_are_listed_with_the_reason():
     assert "outputs matching time/*: ignored as asked" in report.not_compared
     assert any(n.startswith("1 system metric(s): ") for n in report.not_compared)
     assert report.to_dict()["not_compared"] == report.not_compared
+
+
+def test_logged_models_and_child_runs_on_each_store(store):
+    import numpy as np
+    from sklearn.linear_model import LinearRegression
+
+    x = np.arange(6.0).reshape(-1, 1)
+    runs = []
+    for intercept in (0.0, 0.0, 1.0):
+        with mlflow.start_run() as run:
+            mlflow.sklearn.log_model(LinearRegression().fit(x, 2 * x.ravel() + intercept), name="model")
+            with mlflow.start_run(nested=True, run_name="evaluate"):
+                mlflow.log_metric("r2", 1.0)
+        runs.append(Run.from_existing_run_id(run.info.run_id))
+
+    same = compare_runs(runs[0], runs[1])
+    assert same.verdict == "reproduced", str(same)
+    assert "1 logged model(s), file by file" in same.compared
+    assert "1 child run(s)" in same.compared
+    assert "model ids" in same.normalised
+    # MLflow's guess at the model's requirements varies (a shorter list when its probe fails)
+    assert any("conda.yaml" in n and "requirements.txt" in n for n in same.not_compared), same.not_compared
+
+    other = compare_runs(runs[0], runs[2])
+    assert other.verdict == "diverged"
+    assert other.first_difference.kind == "model"
+    assert other.first_difference.detail.startswith("logged model 'model': model.")  # .skops or .pkl

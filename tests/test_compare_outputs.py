@@ -57,7 +57,7 @@ class Trainer:
         mlflow.log_figure(fig, "plots/fit.svg")
         mlflow.log_figure(fig, "plots/fit.pdf")
         plt.close(fig)
-        image = np.full((4, 4, 3), maybe("image", 7) % 255, dtype=np.uint8)
+        image = np.full((4, 4, 3), 7 + (noise % 200 + 1 if vary == "image" else 0), dtype=np.uint8)
         mlflow.log_image(image, key="residuals", step=1)
         mlflow.log_text(str(maybe("pcs_artifact", 1)), "pcs/notes.txt")
 

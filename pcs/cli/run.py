@@ -106,7 +106,7 @@ def _json_safe(value: Any) -> Any:
 
 def _tolerance_options(fn: Any) -> Any:
     fn = click.option("--ignore", "ignore", multiple=True, metavar="NAME",
-                      help="A metric, param or output (stdout) not to compare; glob patterns work. Repeatable.")(fn)
+                      help="A metric, param, tag, artifact or output (stdout) not to compare; glob patterns work. Repeatable.")(fn)
     fn = click.option("--atol", type=click.FloatRange(0), default=0.0, show_default=True,
                       help="Absolute tolerance for metric values.")(fn)
     fn = click.option("--rtol", type=click.FloatRange(0), default=0.0, show_default=True,

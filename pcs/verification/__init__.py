@@ -77,7 +77,7 @@ def compare_runs(
         candidate: a rerun of it, or any run to compare with it.
         rtol, atol: metric values equal within ``math.isclose(rel_tol=rtol,
             abs_tol=atol)`` count as reproduced within tolerance.
-        ignore: metric, param or output names not to compare (glob patterns,
+        ignore: metric, param, tag, artifact or output names not to compare (glob patterns,
             e.g. ``"time/*"``, ``"stdout"``).
         compare_stderr: also compare the captured stderr (warnings vary, so it is
             only kept for the record by default).

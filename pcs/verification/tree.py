@@ -3,7 +3,8 @@
 - **Logged models**: MLflow 3 keeps a model from ``mlflow.<flavor>.log_model``
   as a LoggedModel whose source run is the run, outside the run's artifacts.
   Models are matched by name (then order of logging) and compared file by file
-  after the normalisation rules, with their params.
+  after the normalisation rules, with their params; the environment files
+  MLflow infers for them are named as not compared (see ``_ENVIRONMENT_FILES``).
 - **Child runs**: runs tagged ``mlflow.parentRunId`` = the run (``mlflow.start_run(
   nested=True)``, pcs inner component runs), matched by run name and order of
   start (the rest by order), each compared as a run is, recursively.
@@ -75,7 +76,15 @@ def _compare_model(a: Run, b: Run, ma: Any, mb: Any, label: str, report: Verific
             return
         files_a = {p.relative_to(root_a).as_posix() for p in root_a.rglob("*") if p.is_file()}
         files_b = {p.relative_to(root_b).as_posix() for p in root_b.rglob("*") if p.is_file()}
-        for name in sorted(files_a | files_b):
+        guessed = (files_a | files_b) & _ENVIRONMENT_FILES
+        if guessed:
+            report.not_compared_because(
+                f"{label}: {', '.join(sorted(guessed))}",
+                "MLflow's guess at the environment, not the model: pcs records the run's "
+                "environment itself and compares it as a cause, while MLflow's guess varies "
+                "(it falls back to a shorter list when its probe fails)",
+            )
+        for name in sorted((files_a | files_b) - _ENVIRONMENT_FILES):
             if name not in files_b or name not in files_a:
                 where = "the original" if name in files_a else "the candidate"
                 report.differences.append(
@@ -87,6 +96,10 @@ def _compare_model(a: Run, b: Run, ma: Any, mb: Any, label: str, report: Verific
                 report.differences.append(
                     Difference("model", f"{label}/{name}", f"{label}: {name} differs: {detail}")
                 )
+
+
+# at a model's root: the requirements MLflow infers for it, not the model
+_ENVIRONMENT_FILES = {"requirements.txt", "conda.yaml", "python_env.yaml"}
 
 
 def _download_model(run: Run, model: Any, dst: Path) -> Path:
