@@ -68,7 +68,7 @@ def test_tolerance_applies_to_floats_inside_a_return_value(tmp_path):
 
     strict = compare_runs(load(exact), load(nudged))
     assert strict.verdict == "diverged", str(strict)
-    assert "at ['losses'][1]: 0.25 vs 0.250000000000001" in strict.first_difference.detail
+    assert "at ['best']: 0.25 vs 0.250000000000001" in strict.first_difference.detail  # keys sorted by YAML
 
     report = compare_runs(load(exact), load(nudged), rtol=1e-9)
     assert report.verdict == "reproduced within tolerance", str(report)
