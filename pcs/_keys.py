@@ -50,6 +50,8 @@ VERIFICATION = "pcs.verification"  # the verdict of a verified rerun, on the new
 SEED_PARAM = "pcs.seed"  # the seed, also as an MLflow param
 STDOUT_CUT = "pcs.stdout_cut_bytes"  # bytes of the entry point's output not kept
 STDERR_CUT = "pcs.stderr_cut_bytes"
+RETURNED_FILE = "pcs.returned_file"  # the return value named a file: its path, from the run's folder
+RETURNED_FILE_SHA256 = "pcs.returned_file_sha256"  # that file's sha256 when the run ended
 
 # MLflow's own tags
 PARENT_RUN_ID = "mlflow.parentRunId"

@@ -31,6 +31,7 @@ variables and other runs' artifacts the entry point read) and ``pcs/data/``
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -292,6 +293,7 @@ class ComponentRun(Run):
                     "pass return_value_format='dill' to record it"
                 )))
             tags[_keys.RETURN_VALUE_FORMAT] = used_fmt
+            tags.update(_returned_file_tags(value))
             self.log_artifacts(end, _keys.PCS_ARTIFACT_DIR)
             self.set_tags(tags)
         except BaseException as exc:
@@ -468,6 +470,7 @@ class ComponentRun(Run):
         ignore: tuple[str, ...] | list[str] = (),
         progress: ProgressCallback | None = None,
         env_vars: str = "recorded",
+        trust: bool = False,
     ) -> ComponentRun:
         """Execute the recorded command again as a new run, tagged ``pcs.rerun_of``.
 
@@ -490,6 +493,9 @@ class ComponentRun(Run):
             env_vars: ``"recorded"`` sets the environment variables the run read to the
                 values it read while the rerun runs (secrets, recorded as a hash, keep
                 their current value); ``"current"`` leaves the environment as it is.
+            trust: with ``verify``, unpickle this run's pickled return value to compare
+                it when the run was imported (unpickling runs code: only for bundles
+                you trust); without it such a value is reported as not compared.
         """
         if env_vars not in ("recorded", "current"):
             raise ArgumentError(f"env_vars must be 'recorded' or 'current'; got {env_vars!r}.")
@@ -517,7 +523,9 @@ class ComponentRun(Run):
                     return_value_format=self._recorded_format(),
                 )
         if verify or strict:
-            report = feature("compare_runs")(self, new, rtol=rtol, atol=atol, ignore=ignore)
+            report = feature("compare_runs")(
+                self, new, rtol=rtol, atol=atol, ignore=ignore, trust=trust
+            )
             keep_verification(new, report, strict)
         return new
 
@@ -663,6 +671,36 @@ def _pin_to_recorded_commits(command: RunCommand, record: dict[str, Any], run_id
 
 
 _EXT = {"yaml": "yaml", "json": "json", "dill": "pkl", "pickle": "pkl"}
+
+
+def _returned_file_tags(value: Any) -> dict[str, str]:
+    """When the return value names a file, its path and (inside the run's folder) its sha256.
+
+    The file may be overwritten by a later run in the same folder, so its hash
+    is taken now, for verification to compare.
+    """
+    if not isinstance(value, (str, os.PathLike)) or isinstance(value, bytes):
+        return {}
+    text = os.fspath(value)
+    if not text or len(text) > 4096 or "\n" in text:
+        return {}
+    try:
+        path = Path(text)
+        if not path.is_file():
+            return {}
+        resolved, here = path.resolve(), Path.cwd().resolve()
+        if not resolved.is_relative_to(here):
+            return {_keys.RETURNED_FILE: str(resolved)}
+        digest = hashlib.sha256()
+        with resolved.open("rb") as stream:
+            while chunk := stream.read(1 << 20):
+                digest.update(chunk)
+    except (OSError, ValueError):
+        return {}
+    return {
+        _keys.RETURNED_FILE: resolved.relative_to(here).as_posix(),
+        _keys.RETURNED_FILE_SHA256: digest.hexdigest(),
+    }
 
 
 def _write_return_value(value: Any, fmt: str, folder: Path) -> tuple[Path | None, str, str]:

@@ -106,7 +106,7 @@ def _json_safe(value: Any) -> Any:
 
 def _tolerance_options(fn: Any) -> Any:
     fn = click.option("--ignore", "ignore", multiple=True, metavar="NAME",
-                      help="A metric, param or output (stdout) not to compare; glob patterns work. Repeatable.")(fn)
+                      help="A metric, param, tag, artifact or output (stdout) not to compare; glob patterns work. Repeatable.")(fn)
     fn = click.option("--atol", type=click.FloatRange(0), default=0.0, show_default=True,
                       help="Absolute tolerance for metric values.")(fn)
     fn = click.option("--rtol", type=click.FloatRange(0), default=0.0, show_default=True,
@@ -147,11 +147,14 @@ def _verdict_exit(report: Any) -> int:
               show_default=True,
               help="The environment variables the run read: set to the recorded values while the "
                    "rerun runs, or left as they are now.")
+@click.option("--trust", is_flag=True,
+              help="Unpickle the imported run's pickled return value to compare it (unpickling "
+                   "runs code: only for bundles you trust). Without it, it is not compared.")
 @progress_option
 @json_option
 def rerun(run_id: str, verify: bool, strict: bool, code: str, env: str, rtol: float, atol: float,
           ignore: tuple[str, ...], executor: str | None, workers: int | None,
-          ray_address: str | None, research: bool, show_progress: bool | None,
+          ray_address: str | None, research: bool, trust: bool, show_progress: bool | None,
           as_json: bool, env_vars: str) -> int:
     """Execute RUN_ID's recorded command again; prints the verdict (with --verify), then the new id.
 
@@ -186,6 +189,18 @@ def rerun(run_id: str, verify: bool, strict: bool, code: str, env: str, rtol: fl
                     "Rerun it without --env-vars."
                 )
             options["env_vars"] = env_vars
+        if trust:
+            from pcs.component_run import ComponentRun
+            from pcs.errors import ArgumentError
+            from pcs.sweep import SweepRun
+
+            if isinstance(original, SweepRun) or not isinstance(original, ComponentRun):
+                raise ArgumentError(
+                    f"--trust is for a component run's return value; run {original.identifier} "
+                    "is not one (a sweep's trials are compared with their own runs' trust). "
+                    "Rerun it without --trust."
+                )
+            options["trust"] = True
         new_run = original.rerun(
             verify=verify or strict, code=code, env=env, rtol=rtol, atol=atol, ignore=ignore,
             **options,
@@ -207,8 +222,13 @@ def rerun(run_id: str, verify: bool, strict: bool, code: str, env: str, rtol: fl
 @click.argument("run_a")
 @click.argument("run_b")
 @_tolerance_options
+@click.option("--raw", is_flag=True,
+              help="Compare bytes as they are: no removing of dates and random ids first.")
+@click.option("--trust", is_flag=True,
+              help="Unpickle pickled return values of imported runs to compare them.")
 @json_option
-def diff(run_a: str, run_b: str, rtol: float, atol: float, ignore: tuple[str, ...], as_json: bool) -> int:
+def diff(run_a: str, run_b: str, rtol: float, atol: float, ignore: tuple[str, ...], raw: bool,
+         trust: bool, as_json: bool) -> int:
     """Compare two runs: outputs (return value, metrics step by step, params, artifacts, stdout), then the record.
 
     Exits 0 when they agree, 1 when they differ, 5 when nothing could be compared.
@@ -219,7 +239,7 @@ def diff(run_a: str, run_b: str, rtol: float, atol: float, ignore: tuple[str, ..
     with working(as_json):
         report = compare_runs(
             Run.from_existing_run_id(run_a), Run.from_existing_run_id(run_b),
-            rtol=rtol, atol=atol, ignore=ignore, relation="vs",
+            rtol=rtol, atol=atol, ignore=ignore, relation="vs", raw=raw, trust=trust,
         )
     if as_json:
         emit_json(report.to_dict())

@@ -37,6 +37,21 @@ class Verification:
     atol: float = 0.0
     max_deviation: tuple[str, float, float] | None = None  # (what, absolute, relative)
     relation: str = "vs"  # "vs" for pcs diff, "rerun" for a verified rerun
+    # outputs the runs produced that were not compared, each with the reason
+    not_compared: list[str] = field(default_factory=list)
+    # the normalisation rules that changed an output before it was compared
+    normalised: list[str] = field(default_factory=list)
+    raw: bool = False  # bytes compared as they are, no normalisation
+
+    def normalised_by(self, rules: list[str]) -> None:
+        """Note that ``rules`` (see :mod:`pcs.verification.normalise`) changed a compared output."""
+        self.normalised.extend(r for r in rules if r not in self.normalised)
+
+    def not_compared_because(self, what: str, reason: str) -> None:
+        """Note an output that exists but was not compared, and why."""
+        line = f"{what}: {reason}"
+        if line not in self.not_compared:
+            self.not_compared.append(line)
 
     @property
     def verdict(self) -> str:
@@ -67,6 +82,9 @@ class Verification:
             "suspects": list(self.suspects),
             "notes": list(self.notes),
             "compared": list(self.compared),
+            "not_compared": list(self.not_compared),
+            "normalised": list(self.normalised),
+            "raw": self.raw,
             "rtol": self.rtol,
             "atol": self.atol,
             "max_deviation": (
@@ -100,7 +118,14 @@ class Verification:
                 f"  largest deviation: {where} (absolute {absolute:.3g}, relative {relative:.3g})"
             )
         lines.append(f"  compared: {', '.join(self.compared) or 'nothing'}")
-        if verdict == "unverifiable":
+        if self.normalised:
+            lines.append(f"  compared after removing: {', '.join(self.normalised)} (pcs diff --raw compares bytes)")
+        if self.not_compared:
+            lines.append("  not compared:")
+            lines.extend(f"    - {n}" for n in self.not_compared)
+        if verdict == "unverifiable" and self.not_compared:
+            lines.append("  nothing was compared: what the runs produced is listed as not compared above.")
+        elif verdict == "unverifiable":
             lines.append(
                 "  nothing that could differ was recorded (no return value, metrics, artifacts "
                 "or printed output), so equal runs prove nothing. Return a value, log a metric "
