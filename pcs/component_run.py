@@ -418,9 +418,12 @@ class ComponentRun(Run):
         return self.return_value_of()
 
     def to_spec(self, flatten: bool = False) -> dict[str, Any]:
-        """The run's spec (info, data) with its ``run_command`` spec; see ``Run.to_spec``."""
+        """The run's spec (info, data) with its run command's identifier, as in AgentOS.
+
+        The run command's own spec is ``run.run_command.to_spec()``; see ``Run.to_spec``.
+        """
         spec = super().to_spec()
-        spec["run_command"] = self.run_command.to_spec()
+        spec["run_command"] = self.run_command.identifier
         return _flatten_spec(spec) if flatten else spec
 
     # -- reproduction ---------------------------------------------------------------------
