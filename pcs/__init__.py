@@ -19,6 +19,7 @@ from pcs.errors import (
     DirtyRepoError,
     EntryPointNotFoundError,
     EnvironmentBuildError,
+    ExperimentNotFoundError,
     FormatVersionError,
     InputLimitError,
     NotReproducibleError,
@@ -108,4 +109,5 @@ __all__ = [
     "UnserializableArgumentError",
     "UnverifiableError",
     "UploadTooLargeError",
+    "ExperimentNotFoundError",
 ]

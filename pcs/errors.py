@@ -32,7 +32,8 @@ error reaches it; the registry server maps ``http_status`` to its response.
     │       └── RegistryAuthError   a write without a valid token
     ├── EnvironmentBuildError       a recorded environment that cannot be rebuilt
     ├── TrackingStoreError          the MLflow tracking store is unreachable or refused
-    └── CacheInUseError             a cache entry that a running pcs process still uses
+    ├── CacheInUseError             a cache entry that a running pcs process still uses
+    └── ExperimentNotFoundError     an experiment name or id the tracking store does not know
 
 Exit codes of the ``pcs`` CLI (one table for every command):
 
@@ -84,6 +85,7 @@ __all__ = [
     "EnvironmentBuildError",
     "TrackingStoreError",
     "CacheInUseError",
+    "ExperimentNotFoundError",
 ]
 
 # the CLI's exit codes by meaning; the error classes below carry them
@@ -253,3 +255,10 @@ class CacheInUseError(PcsError):
     """A cache entry that a running pcs process still uses cannot be removed."""
 
     exit_code = EXIT_CODES["usage"]
+
+
+class ExperimentNotFoundError(PcsError):
+    """An experiment name or id (``--experiment``, ``MLFLOW_EXPERIMENT_*``) the store does not know."""
+
+    exit_code = EXIT_CODES["not_found"]
+    http_status = 404

@@ -16,11 +16,13 @@ from typing import Any
 import click
 
 from pcs.cli._common import parse_assignment
+from pcs.cli.annotate import delete, logs, note, restore, tag
 from pcs.cli.cache import cache
 from pcs.cli.cleanup import cleanup
 from pcs.cli.freeze import freeze
 from pcs.cli.graph import graph
 from pcs.cli.run import diff, rerun, run
+from pcs.cli.runs import runs
 from pcs.cli.status import status
 from pcs.cli.transfer import export_cmd, import_cmd, publish, pull
 
@@ -29,7 +31,7 @@ __all__ = ["main", "cli", "parse_assignment"]
 # commands that open the tracking store (the others never touch it)
 _STORE_COMMANDS = {
     "run", "status", "rerun", "diff", "export", "import", "publish", "pull", "graph",
-    "cleanup", "sweep",
+    "cleanup", "sweep", "runs", "logs", "tag", "note", "delete", "restore",
 }
 
 
@@ -79,7 +81,7 @@ def _note_new_store() -> None:
 
 
 for _command in (run, status, rerun, diff, freeze, export_cmd, import_cmd, publish, pull, graph,
-                 cache, cleanup):
+                 cache, cleanup, runs, logs, tag, note, delete, restore):
     cli.add_command(_command)
 
 
