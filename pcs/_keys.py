@@ -81,3 +81,7 @@ SWEEP_COMMANDS_ARTIFACT = "pcs/sweep_commands.yaml"
 SWEEP_TABLE_ARTIFACT = "pcs/sweep.csv"
 SWEEP_PLOT_ARTIFACT = "pcs/sweep.svg"
 SWEEP_PARALLEL_ARTIFACT = "pcs/sweep_parallel.svg"
+# MLflow 3's experiment kind: its UI opens a "custom_model_development" experiment on the
+# runs table (model training) rather than the GenAI overview
+EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND_TRAINING = "custom_model_development"
