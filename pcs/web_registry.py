@@ -392,7 +392,8 @@ class WebRegistry(Registry):
         if not self._token:
             raise RegistryAuthError(
                 f"Cannot write to the registry at {self.url}: no token given. Pass "
-                f"token= to WebRegistry or set {TOKEN_ENV} to the server's token."
+                f"--token-file PATH (CLI), token= to WebRegistry, or set {TOKEN_ENV} to the "
+                "server's token."
             )
         return _BearerAuth(self._token)
 

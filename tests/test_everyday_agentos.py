@@ -317,3 +317,5 @@ def test_web_registry_takes_the_api_root(tmp_path_factory):
     assert registry.url == url
     LocalRepo("root_form", local_dir=".").to_registry(registry)
     assert WebRegistry(url).get_repo_spec("root_form")["type"] == "local"
+    with pytest.raises(pcs.RegistryAuthError, match="--token-file PATH"):  # no token: say how
+        LocalRepo("no_token", local_dir=".").to_registry(WebRegistry(url))

@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"Error: {redact_text(str(exc))}", err=True)
         sys.exit(exc.exit_code)
     except (click.exceptions.Abort, KeyboardInterrupt) as exc:
-        run_id = getattr(exc, "pcs_run_id", None)
+        # click turns Ctrl-C into Abort; the KeyboardInterrupt it wraps names the run
+        run_id = getattr(exc, "pcs_run_id", None) or getattr(exc.__context__, "pcs_run_id", None)
         if run_id:
             # the run ended KILLED; its id goes last on stdout, as for any finished run
             click.echo(f"pcs: interrupted; run {run_id} ended KILLED (pcs status {run_id}).",
