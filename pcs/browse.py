@@ -155,7 +155,7 @@ def list_runs(
         ids = all_experiment_ids(client)
     clauses = [f"tags.`{_keys.RUN_TYPE}` IS NOT NULL"] if not include_all else []
     if filter_string.strip():
-        clauses.append(f"({filter_string})" if " or " in filter_string.lower() else filter_string)
+        clauses.append(filter_string)  # MLflow's syntax has AND only, so appending is safe
     order_by = [_order_by(sort)] if sort else None
     found = _search(client, " and ".join(clauses), ids, order_by, filter_string, sort)
     runs = [_wrap(r, client) for r in found]

@@ -39,6 +39,10 @@ def test_an_unknown_shell_is_a_usage_error():
 
 def test_help_of_a_store_command_creates_and_announces_no_store(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI")  # MLflow's default: ./mlflow.db
-    result = run_cli("export", "--help", cwd=tmp_path)
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    result = run_cli("export", "--help", cwd=fresh)
     assert "Usage: pcs export" in result.stdout
-    assert "creating one" not in result.stderr and not (tmp_path / "mlflow.db").exists()
+    assert "creating one" not in result.stderr and not (fresh / "mlflow.db").exists()
+    result = run_cli("status", cwd=fresh)  # a command that uses the store still says so
+    assert "creating one" in result.stderr
