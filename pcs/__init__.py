@@ -19,6 +19,7 @@ from pcs.errors import (
     DirtyRepoError,
     EntryPointNotFoundError,
     EnvironmentBuildError,
+    ExperimentNotFoundError,
     FormatVersionError,
     InputLimitError,
     NotReproducibleError,
@@ -110,4 +111,5 @@ __all__ = [
     "UnverifiableError",
     "UploadTooLargeError",
     "StoreOutageError",
+    "ExperimentNotFoundError",
 ]

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pcs import _keys
 from pcs._redact import redact_url
 from pcs.errors import TrackingStoreError
 
@@ -102,7 +103,12 @@ def experiment_by_name(client: MlflowClient, name: str) -> str:
         return str(experiment.experiment_id)
     if experiment is not None:
         return default_experiment_id(client)  # a deleted experiment cannot take runs
-    return str(client.create_experiment(name))
+    return str(client.create_experiment(name, tags=experiment_tags()))
+
+
+def experiment_tags() -> dict[str, str]:
+    """The tags of an experiment pcs creates: MLflow 3's kind for model training."""
+    return {_keys.EXPERIMENT_KIND: _keys.EXPERIMENT_KIND_TRAINING}
 
 
 def default_experiment_id(client: MlflowClient) -> str:

@@ -85,3 +85,7 @@ SWEEP_PLOT_ARTIFACT = "pcs/sweep.svg"
 SWEEP_PARALLEL_ARTIFACT = "pcs/sweep_parallel.svg"
 INPUTS_ARTIFACT = "pcs/inputs.yaml"  # data files, environment variables and other runs' artifacts read
 DATA_SNAPSHOT_DIR = "pcs/data"  # small data files read, by sha256, so a rerun of recorded code has them
+# MLflow 3's experiment kind: its UI opens a "custom_model_development" experiment on the
+# runs table (model training) rather than the GenAI overview
+EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND_TRAINING = "custom_model_development"

@@ -159,32 +159,53 @@ def _trial_counts_text(counts: dict[str, int]) -> str:
 
 
 @provides("print_runs_table")
-def print_runs_table(runs: Iterable[Run], out: Console | None = None) -> None:
-    """The listing of ``pcs status``: one aligned line per run, newest first.
+def print_runs_table(
+    runs: Iterable[Run],
+    out: Console | None = None,
+    listing: Any = None,
+) -> None:
+    """The listing of ``pcs status`` / ``pcs runs``: one aligned line per run, newest first.
 
     A sweep is one row with its trial count (its trials are hidden). Plain
     aligned columns (like ``docker ps``) rather than a drawn table: a listing of
-    10,000 runs prints in a moment.
+    10,000 runs prints in a moment. With a ``pcs.browse.RunListing``, its rows
+    are printed with its param/metric/tag columns (and an EXPERIMENT column when
+    the rows come from several experiments).
     """
-    header = ("RUN ID", "NAME", "STATUS", "STARTED", "ENTRY POINT", "GRADE", "LINKS")
+    extra: list[str] = list(listing.columns) if listing is not None else []
+    by_experiment = listing is not None and listing.several_experiments
+    header = (
+        "RUN ID", "NAME", *(("EXPERIMENT",) if by_experiment else ()), "STATUS", "STARTED",
+        "ENTRY POINT", "GRADE", *(c.partition(".")[2] for c in extra), "LINKS",
+    )
     rows: list[tuple[str, ...]] = []
-    for run, trials in fold_sweeps(runs):
+    folded = listing.rows if listing is not None else fold_sweeps(runs)
+    for run, trials in folded:
         tags = run.tags
         entry = tags.get(_keys.ENTRY_POINT)
         component = tags.get(_keys.COMPONENT)
         links = _links(run)
         if trials is not None:
             links = "; ".join(p for p in (_trial_counts_text(trials), links) if p)
+        experiment = (
+            (_clip(listing.experiments.get(run.info.experiment_id, run.info.experiment_id), 30),)
+            if by_experiment else ()
+        )
         rows.append((
             run.identifier,
             _clip(run.info.run_name or "", 40),
+            *experiment,
             _status(run),
             _time(run.info.start_time),
             f"{component}.{entry}" if entry else "-",
             tags.get(_keys.GRADE, "-"),
+            *(_listing_cell(listing.value(run, c)) for c in extra),
             links or "-",
         ))
     if not rows:
+        if listing is not None and listing.narrowed:
+            _write(out, "No runs match the experiment and filter given.")
+            return
         _write(out, "No pcs runs in this tracking store yet. Make one with 'pcs run' or Component.run().")
         return
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header) - 1)]
@@ -203,6 +224,15 @@ def _write(out: Console | None, text: str) -> None:
     import sys
 
     sys.stdout.write(text + "\n")
+
+
+def _listing_cell(value: Any) -> str:
+    """A param, metric or tag value in a listing (``-`` when the run has none)."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return _clip(str(value), 30)
 
 
 def _clip(text: str, limit: int) -> str:

@@ -93,11 +93,18 @@ class ArgumentSet:
                 args.setdefault(comp, {}).setdefault(fn, {}).update(copy.deepcopy(kwargs))
         return ArgumentSet(args)
 
-    def to_spec(self) -> dict[str, Any]:
+    def registry_spec(self) -> dict[str, Any]:
+        """The spec registries store: ``{"identifier": ..., "args": {...}}``."""
         return {"identifier": self.identifier, "args": self.to_dict()}
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> ArgumentSet:
+        """An ArgumentSet from its registry spec, or from AgentOS's nested or flat spec.
+
+        The identifier a spec claims must be the hash of its content.
+        """
+        if isinstance(spec, Mapping) and "args" not in spec:
+            spec = _from_agentos_spec(spec)
         if not isinstance(spec, Mapping) or "args" not in spec:
             raise ArgumentError(
                 "An ArgumentSet spec is a mapping with an 'args' key; "
@@ -116,7 +123,7 @@ class ArgumentSet:
         from pcs.registry import InMemoryRegistry
 
         registry = registry if registry is not None else InMemoryRegistry()
-        registry.add_argument_set_spec(self.to_spec(), force=force)
+        registry.add_argument_set_spec(self.registry_spec(), force=force)
         return registry
 
     @classmethod
@@ -181,6 +188,52 @@ class ArgumentSet:
         arg_set.anchor_sections = tuple(anchor_only)
         return arg_set
 
+    # -- AgentOS's names ------------------------------------------------------------------
+    #
+    # AgentOS's ArgumentSet was a mutable dict wrapper; these keep its calls working.
+    # ``update`` changes the set in place (the identifier follows the new content).
+
+    def update(self, component_name: str, fn_name: str, args: Mapping[str, Any]) -> None:
+        """Set ``args`` for one function of one component, in place (AgentOS's ``update``).
+
+        Raises:
+            ArgumentError: a name is not a string, ``args`` is not a mapping.
+            UnserializableArgumentError: a value pcs cannot record.
+        """
+        if not isinstance(component_name, str) or not isinstance(fn_name, str):
+            raise ArgumentError(
+                f"ArgumentSet.update needs a component name and a function name as strings; "
+                f"got {type(component_name).__name__} and {type(fn_name).__name__}."
+            )
+        if not isinstance(args, Mapping):
+            raise ArgumentError(
+                f"ArgumentSet.update needs the arguments of {component_name}.{fn_name} as a "
+                f"mapping {{arg: value}}; got {type(args).__name__}."
+            )
+        merged = self.get_function_args(component_name, fn_name)
+        merged.update(args)
+        checked = _validate({component_name: {fn_name: merged}})
+        self._args.setdefault(component_name, {})[fn_name] = checked[component_name][fn_name]
+        self._identifier = None
+
+    def get_component_args(self, component_name: str) -> dict[str, dict[str, Any]]:
+        """Every function's arguments of one component (a copy; ``{}`` when none)."""
+        return copy.deepcopy(self._args.get(component_name, {}))
+
+    def get_arg(self, component_name: str, function_name: str, arg_key: str) -> Any:
+        """One argument's value; ``{}`` when it is not set, as in AgentOS."""
+        fn_args = self._args.get(component_name, {}).get(function_name, {})
+        return copy.deepcopy(fn_args[arg_key]) if arg_key in fn_args else {}
+
+    def to_spec(self, flatten: bool = False) -> dict[str, Any]:
+        """AgentOS's spec: ``{identifier: args}``, or with ``flatten`` the args plus ``identifier``.
+
+        Registries store ``registry_spec()``; ``from_spec`` reads all three forms.
+        """
+        if flatten:
+            return {**self.to_dict(), "identifier": self.identifier}
+        return {self.identifier: self.to_dict()}
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ArgumentSet):
             return NotImplemented
@@ -191,6 +244,19 @@ class ArgumentSet:
 
     def __repr__(self) -> str:
         return f"ArgumentSet({self._args!r})"
+
+
+def _from_agentos_spec(spec: Mapping[str, Any]) -> Mapping[str, Any]:
+    """AgentOS's nested ``{identifier: args}`` or flat ``{**args, identifier}`` as a registry spec."""
+    if "identifier" in spec:
+        return {
+            "identifier": spec["identifier"],
+            "args": {k: v for k, v in spec.items() if k != "identifier"},
+        }
+    if len(spec) == 1:
+        ((identifier, args),) = spec.items()
+        return {"identifier": identifier, "args": args}
+    return spec
 
 
 def _anchor_only(root: Any) -> list[str]:

@@ -250,6 +250,16 @@ class Component:
             raise DependencyError(
                 f"{attribute_name!r} is not a valid attribute name for a dependency."
             )
+        wired = self.dependencies.get(attribute_name)
+        if wired is component:
+            return
+        if wired is not None:
+            raise DependencyError(
+                f"Component {self.identifier!r} already has the dependency {wired.identifier!r} "
+                f"as {attribute_name!r}; adding {component.identifier!r} there would silently "
+                "replace it. Pass another attribute_name, or build the component again without "
+                "the first one."
+            )
         self.dependencies[attribute_name] = component
         try:
             self.dependency_list()

@@ -193,6 +193,8 @@ class ComponentRun(Run):
         run = cls(experiment_id=experiment_id, run_name=run_name, tags=tags, outer_run=outer_run)
         run._run_command = command
         try:
+            if _keys.NOTE not in tags:  # a description given by the caller is kept
+                run.set_tag(_keys.NOTE, _description(command, run.identifier))
             run._log_params_unchecked(params)
             run.log_artifacts(record.folder)
         except BaseException as exc:
@@ -427,9 +429,12 @@ class ComponentRun(Run):
         return self.return_value_of()
 
     def to_spec(self, flatten: bool = False) -> dict[str, Any]:
-        """The run's spec (info, data) with its ``run_command`` spec; see ``Run.to_spec``."""
+        """The run's spec (info, data) with its run command's identifier, as in AgentOS.
+
+        The run command's own spec is ``run.run_command.to_spec()``; see ``Run.to_spec``.
+        """
         spec = super().to_spec()
-        spec["run_command"] = self.run_command.to_spec()
+        spec["run_command"] = self.run_command.identifier
         return _flatten_spec(spec) if flatten else spec
 
     # -- reproduction ---------------------------------------------------------------------
@@ -813,6 +818,21 @@ def _one_line(exc: BaseException) -> str:
     message = " ".join(str(exc).split())
     text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
     return text if len(text) <= _ERROR_TAG_LIMIT else text[: _ERROR_TAG_LIMIT - 3] + "..."
+
+
+def _description(command: RunCommand, run_id: str) -> str:
+    """The run's description in MLflow's UI: what ran, and how to rerun it (Markdown)."""
+    component = getattr(command.component, "identifier", "?")
+    arguments = sum(
+        len(command.argument_set.get_function_args(c, f))
+        for c, fns in command.argument_set.to_dict().items() for f in fns
+    )
+    return (
+        f"Recorded by pcs: `{component}.{command.entry_point}` with {arguments} "
+        f"argument{'s' if arguments != 1 else ''} (params), seed {command.seed}, and the "
+        f"code snapshot under `pcs/` in the artifacts.\n\n"
+        f"Run it again and check it reproduces: `pcs rerun {run_id} --verify`"
+    )
 
 
 def _note_run(exc: BaseException, run_id: str) -> None:

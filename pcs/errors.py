@@ -33,7 +33,8 @@ error reaches it; the registry server maps ``http_status`` to its response.
     ├── EnvironmentBuildError       a recorded environment that cannot be rebuilt
     ├── TrackingStoreError          the MLflow tracking store is unreachable or refused
     │   └── StoreOutageError        the store stayed away longer than PCS_STORE_RETRY_S mid-run
-    └── CacheInUseError             a cache entry that a running pcs process still uses
+    ├── CacheInUseError             a cache entry that a running pcs process still uses
+    └── ExperimentNotFoundError     an experiment name or id the tracking store does not know
 
 Exit codes of the ``pcs`` CLI (one table for every command):
 
@@ -86,6 +87,7 @@ __all__ = [
     "TrackingStoreError",
     "CacheInUseError",
     "StoreOutageError",
+    "ExperimentNotFoundError",
 ]
 
 # the CLI's exit codes by meaning; the error classes below carry them
@@ -259,3 +261,10 @@ class CacheInUseError(PcsError):
 
 class StoreOutageError(TrackingStoreError):
     """The tracking store stayed away longer than ``PCS_STORE_RETRY_S`` while a run was writing."""
+
+
+class ExperimentNotFoundError(PcsError):
+    """An experiment name or id (``--experiment``, ``MLFLOW_EXPERIMENT_*``) the store does not know."""
+
+    exit_code = EXIT_CODES["not_found"]
+    http_status = 404

@@ -22,14 +22,23 @@ import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pcs._keys import FORMAT_VERSION
 from pcs._limits import MAX_YAML_BYTES
 from pcs._yaml import load_yaml
 from pcs.errors import InputLimitError, RegistryConflictError, RegistryError, SpecNotFoundError
 from pcs.progress import ProgressCallback
-from pcs.specs import atomic_write_text, check_format_version, dump_yaml
+from pcs.specs import (
+    atomic_write_text,
+    check_format_version,
+    dump_yaml,
+    flatten_spec,
+    unflatten_spec,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pcs.component import Component
 
 __all__ = ["Registry", "InMemoryRegistry", "SECTIONS"]
 
@@ -120,14 +129,49 @@ class Registry(ABC):
             # is refused by a registry that checks (the server answers 409)
             self._put(section, identifier, body, overwrite=existing is not None and force)
 
-    def get_repo_spec(self, identifier: str) -> dict[str, Any]:
-        return self.get_spec("repos", identifier)
+    def get_repo_spec(
+        self,
+        identifier: str,
+        flatten: bool | None = None,
+        error_if_not_found: bool = True,
+    ) -> dict[str, Any]:
+        """A repo spec: flat with ``identifier`` (pcs's form), or AgentOS's forms.
+
+        Args:
+            identifier: the repo's identifier.
+            flatten: None (default) for pcs's flat spec; False for AgentOS's nested
+                ``{identifier: body}``; True for AgentOS's flat spec, which also
+                carries ``name`` and ``version``.
+            error_if_not_found: with False, a missing repo is ``{}`` instead of a
+                ``SpecNotFoundError`` (AgentOS's in-memory registry gave None; both
+                are falsy).
+        """
+        return self._agentos_get("repos", identifier, flatten, error_if_not_found)
 
     def add_repo_spec(self, spec: Mapping[str, Any], force: bool = False) -> None:
         self.add_spec("repos", spec, force)
 
-    def get_component_spec(self, identifier: str) -> dict[str, Any]:
-        return self.get_spec("components", identifier)
+    def get_component_spec(
+        self,
+        name: str,
+        version: str | None = None,
+        flatten: bool | None = None,
+        error_if_not_found: bool = True,
+    ) -> dict[str, Any]:
+        """A component spec by identifier, or by AgentOS's name and version.
+
+        Args:
+            name: an identifier (``agent==1.0``) or a name; a name alone matches a
+                component stored under it, or the one version stored of it.
+            version: the version; with it, ``name==version`` is looked up.
+            flatten: None (default) for pcs's flat spec; False for AgentOS's nested
+                ``{identifier: body}``; True for AgentOS's flat spec, which also
+                carries ``name`` and ``version``.
+            error_if_not_found: with False, a missing component is ``{}`` (as in
+                AgentOS) instead of a ``SpecNotFoundError``.
+        """
+        identifier = f"{name}=={version}" if version is not None else name
+        return self._agentos_get("components", identifier, flatten, error_if_not_found)
 
     def add_component_spec(self, spec: Mapping[str, Any], force: bool = False) -> None:
         self.add_spec("components", spec, force)
@@ -138,20 +182,91 @@ class Registry(ABC):
     def add_argument_set_spec(self, spec: Mapping[str, Any], force: bool = False) -> None:
         self.add_spec("argument_sets", spec, force)
 
-    def get_run_command_spec(self, identifier: str) -> dict[str, Any]:
-        return self.get_spec("run_commands", identifier)
+    def get_run_command_spec(
+        self,
+        identifier: str,
+        flatten: bool | None = None,
+        error_if_not_found: bool = True,
+    ) -> dict[str, Any]:
+        """A run command spec; ``flatten`` and ``error_if_not_found`` as for repos."""
+        return self._agentos_get("run_commands", identifier, flatten, error_if_not_found)
 
     def add_run_command_spec(self, spec: Mapping[str, Any], force: bool = False) -> None:
         self.add_spec("run_commands", spec, force)
 
-    def get_run_spec(self, identifier: str) -> dict[str, Any]:
-        return self.get_spec("runs", identifier)
+    def get_run_spec(
+        self,
+        identifier: str,
+        flatten: bool | None = None,
+        error_if_not_found: bool = True,
+    ) -> dict[str, Any]:
+        """A run spec; ``flatten`` and ``error_if_not_found`` as for repos."""
+        return self._agentos_get("runs", identifier, flatten, error_if_not_found)
 
     def add_run_spec(self, spec: Mapping[str, Any], force: bool = False) -> None:
         self.add_spec("runs", spec, force)
 
     def has_run(self, run_id: str) -> bool:
         return self.has_spec("runs", run_id)
+
+    # -- AgentOS's names ----------------------------------------------------------------
+
+    @staticmethod
+    def from_dict(data: Mapping[str, Any], base_dir: str | Path | None = None) -> InMemoryRegistry:
+        """A registry holding ``data`` (the serialized shape), as AgentOS's ``Registry.from_dict``."""
+        return InMemoryRegistry(data, base_dir=base_dir)
+
+    @staticmethod
+    def from_yaml(path: str | Path) -> InMemoryRegistry:
+        """A registry read from a YAML file, as AgentOS's ``Registry.from_yaml``."""
+        return InMemoryRegistry.from_yaml(path)
+
+    def get_component_specs(
+        self, filter_by_name: str | None = None, filter_by_version: str | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """Every component spec as ``{identifier: body}``, filtered by name and/or version.
+
+        Args:
+            filter_by_name: keep only identifiers whose part before ``==`` is this.
+            filter_by_version: keep only identifiers whose part after ``==`` is this.
+
+        Returns:
+            A new dict (empty when nothing matches).
+        """
+        out: dict[str, dict[str, Any]] = {}
+        for identifier in sorted(self.identifiers("components")):
+            name, _, version = identifier.partition("==")
+            if filter_by_name is not None and name != filter_by_name:
+                continue
+            if filter_by_version is not None and (version or None) != filter_by_version:
+                continue
+            body = self._get("components", identifier)
+            if body is not None:
+                out[identifier] = copy.deepcopy(body)
+        return out
+
+    def add_component(self, component: Component, recurse: bool = True, force: bool = False) -> None:
+        """Add a component (with ``recurse``, its dependencies and repos), as AgentOS did.
+
+        A different spec already under one of the identifiers raises
+        ``RegistryConflictError`` unless ``force``.
+        """
+        component.to_registry(self, recurse=recurse, force=force)
+
+    def _agentos_get(
+        self, section: str, identifier: str, flatten: bool | None, error_if_not_found: bool
+    ) -> dict[str, Any]:
+        if not error_if_not_found:
+            try:
+                spec = self.get_spec(section, identifier)
+            except SpecNotFoundError:
+                return {}
+        else:
+            spec = self.get_spec(section, identifier)
+        if flatten is None:
+            return spec
+        nested = unflatten_spec(spec)
+        return flatten_spec(nested) if flatten else nested
 
     def get_component_dag_specs(
         self, component_id: str

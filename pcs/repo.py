@@ -24,6 +24,7 @@ from typing import Any
 from pcs import _config
 from pcs._redact import redact_text, redact_url
 from pcs.errors import ComponentFileNotFoundError, RegistryError, RepoError
+from pcs.registry import InMemoryRegistry, Registry
 from pcs.specs import sha256_bytes
 
 __all__ = ["Repo", "LocalRepo", "GitRepo", "GitState", "git_state"]
@@ -78,6 +79,35 @@ class Repo(ABC):
             "'github'. Fix the 'type' of this repo in the registry."
         )
 
+    # -- AgentOS's names ----------------------------------------------------------------
+
+    def to_registry(
+        self, registry: Registry | None = None, recurse: bool = True, force: bool = False
+    ) -> Registry:
+        """Add this repo's spec to a registry (a new in-memory one by default).
+
+        Args:
+            registry: where to add it.
+            recurse: kept for AgentOS's signature; a repo has nothing below it.
+            force: replace a different spec already under the identifier instead
+                of raising ``RegistryConflictError``.
+
+        Returns:
+            The registry.
+        """
+        registry = registry if registry is not None else InMemoryRegistry()
+        registry.add_repo_spec(self.to_spec(), force=force)
+        return registry
+
+    @classmethod
+    def from_registry(cls, registry: Registry, identifier: str) -> Repo:
+        """The repo stored in ``registry`` under ``identifier``.
+
+        Relative local paths resolve against the registry's folder.
+        """
+        spec = registry.get_repo_spec(identifier)
+        return Repo.from_spec(spec, base_dir=registry.base_dir)
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Repo) and self.to_spec() == other.to_spec()
 
@@ -96,6 +126,11 @@ class LocalRepo(Repo):
     def __init__(self, identifier: str, local_dir: str | os.PathLike | None = None) -> None:
         super().__init__(identifier)
         self.local_dir = Path(local_dir if local_dir is not None else ".").expanduser().resolve()
+
+    @property
+    def local_repo_path(self) -> Path:
+        """The folder (AgentOS's name for ``local_dir``)."""
+        return self.local_dir
 
     def local_file(self, file_path: str) -> Path:
         return (self.local_dir / file_path).resolve()

@@ -282,7 +282,9 @@ class Run:
         self._links.clear()
         return self
 
+    @property
     def _mlflow_run(self) -> MlflowRun:
+        """The MLflow run, read once and cached (a property, as in AgentOS)."""
         if self._cached is None:
             self._cached = _get_mlflow_run(self._client, self._run_id)
         return self._cached
@@ -305,11 +307,11 @@ class Run:
 
     @property
     def info(self):  # -> mlflow.entities.RunInfo
-        return self._mlflow_run().info
+        return self._mlflow_run.info
 
     @property
     def data(self):  # -> mlflow.entities.RunData
-        return self._mlflow_run().data
+        return self._mlflow_run.data
 
     @property
     def status(self) -> str:
@@ -454,7 +456,7 @@ class Run:
                 )
 
                 if self._artifact_uri is None:
-                    self._artifact_uri = self._mlflow_run().info.artifact_uri
+                    self._artifact_uri = self._mlflow_run.info.artifact_uri
                 self._artifact_repository = get_artifact_repository(
                     self._artifact_uri, tracking_uri=_safe_uri(self._client)
                 )
@@ -912,7 +914,7 @@ def _push_active(run: Run) -> None:
     # MLflow's active-run entry is a snapshot (MLflow documents that its data goes stale), so a
     # record read before the latest write will do and saves a read
     snapshot = run._cached if run._cached is not None else run._last_read
-    entry = _ENTRY_CLASS(snapshot if snapshot is not None else run._mlflow_run())
+    entry = _ENTRY_CLASS(snapshot if snapshot is not None else run._mlflow_run)
     entry.pcs_run = run
     _mlflow_stack().append(entry)
 
@@ -1150,7 +1152,8 @@ def _flatten(spec: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in spec.items():
         path = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
+        if isinstance(value, Mapping):
+            # an empty section (no metrics yet) leaves no key: a flat spec holds no dicts
             out.update(_flatten(value, f"{path}."))
         else:
             out[path] = value

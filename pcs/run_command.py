@@ -270,7 +270,7 @@ class RunCommand:
             if component.repo is not None:
                 registry.add_repo_spec(_portable_repo_spec(component.repo), force=force)
             registry.add_component_spec(component.to_spec(), force=force)
-        registry.add_argument_set_spec(self.argument_set.to_spec(), force=force)
+        registry.add_argument_set_spec(self.argument_set.registry_spec(), force=force)
         registry.add_run_command_spec(self.to_spec(), force=force)
         return registry
 

@@ -7,12 +7,14 @@ content always gives the same identifier.
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import json
 import math
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ from pcs._limits import (
     depth_error,
     describe_int,
 )
-from pcs.errors import FormatVersionError, UnserializableArgumentError
+from pcs.errors import FormatVersionError, RegistryError, UnserializableArgumentError
 
 __all__ = [
     "canonical_json",
@@ -36,6 +38,8 @@ __all__ = [
     "check_format_version",
     "atomic_write_text",
     "dump_yaml",
+    "flatten_spec",
+    "unflatten_spec",
 ]
 
 
@@ -197,3 +201,100 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# -- AgentOS's nested and flat spec forms ---------------------------------------------
+#
+# AgentOS wrote a spec either nested, ``{identifier: {key: value}}``, or flat, with the
+# identifier (and its name and version, split at ``==``) beside the other keys. pcs
+# keeps specs flat with ``identifier`` only; these two functions convert for code
+# written against AgentOS.
+
+_RESERVED = ("identifier", "name", "version")
+
+
+def flatten_spec(nested: Mapping[str, Any]) -> dict[str, Any]:
+    """``{identifier: body}`` as one flat dict with ``identifier``, ``name`` and ``version``.
+
+    ``name`` and ``version`` are the parts of the identifier around ``==``
+    (``version`` is None without one), as in AgentOS.
+
+    Args:
+        nested: a spec with exactly one key, its identifier.
+
+    Returns:
+        A deep copy of the body with the three reserved keys added.
+
+    Raises:
+        RegistryError: the spec has not exactly one key, the identifier is not a
+            string or has more than one ``==``, or the body holds a reserved key
+            whose value disagrees with the identifier.
+
+    Example::
+
+        flatten_spec({"agent==1.0": {"class_name": "Agent"}})
+        # {"class_name": "Agent", "identifier": "agent==1.0", "name": "agent", "version": "1.0"}
+    """
+    if not isinstance(nested, Mapping) or len(nested) != 1:
+        keys = list(nested)[:5] if isinstance(nested, Mapping) else type(nested).__name__
+        raise RegistryError(
+            f"Only a spec with exactly one key (its identifier) can be flattened; got {keys}. "
+            "Pass {identifier: body}, as unflatten_spec returns it."
+        )
+    ((identifier, body),) = nested.items()
+    if not isinstance(body, Mapping):
+        raise RegistryError(
+            f"Spec {identifier!r} maps to a {type(body).__name__}; its body must be a mapping."
+        )
+    name, version = _split_identifier(identifier)
+    flat = copy.deepcopy(dict(body))
+    for key, expected in zip(_RESERVED, (identifier, name, version), strict=True):
+        if key in flat and flat[key] != expected:
+            raise RegistryError(
+                f"Spec {identifier!r} holds {key!r}: {flat[key]!r}, which disagrees with its "
+                f"identifier ({key} {expected!r}). '{key}' is reserved: remove it from the "
+                "body or make it match the identifier."
+            )
+    flat.update(identifier=identifier, name=name, version=version)
+    return flat
+
+
+def unflatten_spec(
+    flat: Mapping[str, Any], preserve_inner_identifier: bool = False
+) -> dict[str, dict[str, Any]]:
+    """A flat spec as ``{identifier: body}``.
+
+    Args:
+        flat: a spec with an ``identifier`` key.
+        preserve_inner_identifier: keep ``identifier``, ``name`` and ``version`` in
+            the body too (by default they are removed).
+
+    Returns:
+        A deep copy, nested under the identifier.
+
+    Raises:
+        RegistryError: ``flat`` has no string ``identifier``.
+    """
+    if not isinstance(flat, Mapping) or not isinstance(flat.get("identifier"), str):
+        raise RegistryError(
+            "A flat spec needs a string 'identifier' to be unflattened; got "
+            f"{sorted(flat)[:5] if isinstance(flat, Mapping) else type(flat).__name__}."
+        )
+    identifier = flat["identifier"]
+    _split_identifier(identifier)
+    body = copy.deepcopy(dict(flat))
+    if not preserve_inner_identifier:
+        for key in _RESERVED:
+            body.pop(key, None)
+    return {identifier: body}
+
+
+def _split_identifier(identifier: Any) -> tuple[str, str | None]:
+    if not isinstance(identifier, str) or not identifier:
+        raise RegistryError(f"A spec identifier must be a non-empty string; got {identifier!r}.")
+    parts = identifier.split("==")
+    if len(parts) > 2:
+        raise RegistryError(
+            f"Spec identifier {identifier!r} has more than one '=='; write name==version."
+        )
+    return parts[0], parts[1] if len(parts) == 2 else None

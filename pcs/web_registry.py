@@ -181,7 +181,8 @@ class WebRegistry(Registry):
     """A :class:`~pcs.registry.Registry` whose specs and artifacts live on a registry server.
 
     Args:
-        url: the server's base URL, e.g. ``http://127.0.0.1:8765``.
+        url: the server's base URL, e.g. ``http://127.0.0.1:8765``; the API root
+            (``http://127.0.0.1:8765/api/v1``, AgentOS's form) works too.
         token: bearer token for writes (stripped); defaults to ``$PCS_REGISTRY_TOKEN``.
         timeout: seconds to wait for an answer once connected.
         connect_timeout: seconds to wait for the connection itself, so an
@@ -211,7 +212,11 @@ class WebRegistry(Registry):
                 f"The registry URL {shown!r} has a query ('?...') or fragment ('#...'); give "
                 "the server's base URL only, e.g. http://127.0.0.1:8765."
             )
-        self._base = url.rstrip("/")  # with credentials: only ever handed to requests
+        base = url.rstrip("/")
+        if base.endswith(_API):
+            # AgentOS's WebRegistry took the API root (``http://host:port/api/v1``)
+            base = base[: -len(_API)].rstrip("/")
+        self._base = base  # with credentials: only ever handed to requests
         self.url = redact_url(self._base)
         userinfo = parts.netloc.rpartition("@")[0]
         self._secrets = sorted(
@@ -387,7 +392,8 @@ class WebRegistry(Registry):
         if not self._token:
             raise RegistryAuthError(
                 f"Cannot write to the registry at {self.url}: no token given. Pass "
-                f"token= to WebRegistry or set {TOKEN_ENV} to the server's token."
+                f"--token-file PATH (CLI), token= to WebRegistry, or set {TOKEN_ENV} to the "
+                "server's token."
             )
         return _BearerAuth(self._token)
 

@@ -80,11 +80,12 @@ def test_component_run_spec_holds_its_run_command():
         "greet", {"Greeter": {"greet": {"name": "pcs"}}}, seed=5
     )
     spec = Run.from_existing_run_id(run.identifier).to_spec()
-    assert spec["run_command"]["identifier"] == run.run_command.identifier
-    assert spec["run_command"]["argument_set"] == {"Greeter": {"greet": {"name": "pcs"}}}
-    assert spec["run_command"]["seed"] == 5
+    assert spec["run_command"] == run.run_command.identifier  # AgentOS: the id, not the spec
+    command = run.run_command.to_spec()
+    assert command["argument_set"] == {"Greeter": {"greet": {"name": "pcs"}}}
+    assert command["seed"] == 5
     flat = run.to_spec(flatten=True)
-    assert flat["run_command.entry_point"] == "greet"
+    assert flat["run_command"] == run.run_command.identifier
 
 
 def test_from_run_command_executes_it():

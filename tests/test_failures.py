@@ -149,9 +149,13 @@ def test_cli_prints_one_line_with_the_run_id_and_exits_6(project):
 
     assert result.returncode == 6
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and "Traceback" not in result.stderr
     (run,) = Run.get_all_runs()
-    assert run.identifier in lines[0] and "ValueError: num_episodes must be >= 0" in lines[0]
+    # the end of the traceback, then one line naming the run and the error (issue 20.4)
+    assert lines[-1].startswith(f"Error: run {run.identifier} FAILED")
+    assert "ValueError: num_episodes must be >= 0" in lines[-1]
+    assert lines[0] == "Traceback (last lines):" and len(lines) <= 8
+    assert lines[-2].startswith("ValueError: num_episodes must be >= 0")
+    assert result.stdout.splitlines()[-1] == run.identifier  # the id is stdout's last line
     status = run_cli("status", run.identifier, cwd=project).stdout
     assert "ValueError: num_episodes must be >= 0" in status and "traceback" in status
 

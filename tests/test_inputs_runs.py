@@ -72,7 +72,7 @@ def test_a_log_input_dataset_whose_digest_changed_is_named(tmp_path):
     new = run.rerun(verify=True, code="current")
 
     def digest(r: Run) -> str:
-        (item,) = r._mlflow_run().inputs.dataset_inputs
+        (item,) = r._mlflow_run.inputs.dataset_inputs
         return item.dataset.digest
 
     old_digest, new_digest = digest(run), digest(new)

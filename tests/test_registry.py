@@ -52,7 +52,7 @@ def test_argument_set_from_bad_files(tmp_path):
     (tmp_path / "bad.yaml").write_text("a: [")
     with pytest.raises(pcs.ArgumentError, match="not valid YAML"):
         ArgumentSet.from_yaml(tmp_path / "bad.yaml")
-    tampered = ArgumentSet({"a": {"f": {"x": 1}}}).to_spec() | {"identifier": "0" * 64}
+    tampered = ArgumentSet({"a": {"f": {"x": 1}}}).registry_spec() | {"identifier": "0" * 64}
     with pytest.raises(pcs.ArgumentError, match="hashes to"):
         ArgumentSet.from_spec(tampered)
 

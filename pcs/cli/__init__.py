@@ -16,11 +16,14 @@ from typing import Any
 import click
 
 from pcs.cli._common import parse_assignment
+from pcs.cli.annotate import delete, logs, note, restore, tag
 from pcs.cli.cache import cache
 from pcs.cli.cleanup import cleanup
+from pcs.cli.completion import completion
 from pcs.cli.freeze import freeze
 from pcs.cli.graph import graph
 from pcs.cli.run import diff, rerun, run
+from pcs.cli.runs import runs
 from pcs.cli.status import status
 from pcs.cli.transfer import export_cmd, import_cmd, publish, pull
 
@@ -29,7 +32,7 @@ __all__ = ["main", "cli", "parse_assignment"]
 # commands that open the tracking store (the others never touch it)
 _STORE_COMMANDS = {
     "run", "status", "rerun", "diff", "export", "import", "publish", "pull", "graph",
-    "cleanup", "sweep",
+    "cleanup", "sweep", "runs", "logs", "tag", "note", "delete", "restore",
 }
 
 
@@ -59,7 +62,10 @@ def cli(ctx: click.Context, tracking_uri: str | None, verbose: bool) -> None:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # MLflow prints "View run ... at" lines on stdout for tracking servers; pcs prints its own
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-    if ctx.invoked_subcommand in _STORE_COMMANDS:
+    # a subcommand's -h/--help has been read by the time this runs; main() hands its argv
+    argv = (ctx.obj or {}).get("argv", []) if isinstance(ctx.obj, dict) else []
+    asks_help = any(arg in ("-h", "--help") for arg in argv)
+    if ctx.invoked_subcommand in _STORE_COMMANDS and not asks_help:
         _note_new_store()
 
 
@@ -79,7 +85,7 @@ def _note_new_store() -> None:
 
 
 for _command in (run, status, rerun, diff, freeze, export_cmd, import_cmd, publish, pull, graph,
-                 cache, cleanup):
+                 cache, cleanup, runs, logs, tag, note, delete, restore, completion):
     cli.add_command(_command)
 
 
@@ -100,12 +106,22 @@ def main(argv: list[str] | None = None) -> None:
     from pcs.errors import EXIT_CODES, PcsError
 
     try:
-        result: Any = cli.main(args=argv, prog_name="pcs", standalone_mode=False)
+        result: Any = cli.main(args=argv, prog_name="pcs", standalone_mode=False,
+                               obj={"argv": list(argv if argv is not None else sys.argv[1:])})
     except PcsError as exc:
         click.echo(f"Error: {redact_text(str(exc))}", err=True)
         sys.exit(exc.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
-        click.echo("Aborted.", err=True)
+    except (click.exceptions.Abort, KeyboardInterrupt) as exc:
+        # click turns Ctrl-C into Abort; the KeyboardInterrupt it wraps names the run
+        run_id = getattr(exc, "pcs_run_id", None) or getattr(exc.__context__, "pcs_run_id", None)
+        if run_id:
+            # the run ended KILLED; its id goes last on stdout, as for any finished run
+            click.echo(f"pcs: interrupted; run {run_id} ended KILLED (pcs status {run_id}).",
+                       err=True)
+            if not _wants_json(argv):
+                click.echo(run_id)
+        else:
+            click.echo("Aborted.", err=True)
         sys.exit(EXIT_CODES["interrupted"])
     except click.ClickException as exc:
         exc.show()
@@ -116,11 +132,16 @@ def main(argv: list[str] | None = None) -> None:
         run_id = getattr(exc, "pcs_run_id", None)
         if run_id:
             message = redact_text(" ".join(str(exc).split())[:500])
+            _echo_traceback_tail(exc)
             click.echo(
                 f"Error: run {run_id} FAILED: {type(exc).__name__}: {_sentence(message)} The traceback is "
                 f"recorded in the run (pcs status {run_id}).",
                 err=True,
             )
+            # like a finished run, a failed one prints its id as the last line of stdout,
+            # so run=$(pcs run ... | tail -n 1) holds the id, not the script's last output
+            if not _wants_json(argv):  # with --json, stdout holds the JSON summary only
+                click.echo(run_id)
             sys.exit(EXIT_CODES["component_failed"])
         if type(exc).__module__.startswith(("mlflow", "sqlalchemy", "requests", "urllib3")):
             # the store refused or could not be reached: not a pcs bug, say what it said
@@ -139,3 +160,23 @@ def _sentence(text: str) -> str:
     """``text`` ending with one full stop (messages often end with their own)."""
     text = text.rstrip()
     return text if text.endswith((".", "!", "?")) else text + "."
+
+
+_TRACEBACK_LINES = 6
+
+
+def _wants_json(argv: list[str] | None) -> bool:
+    args = argv if argv is not None else sys.argv[1:]
+    return "--json" in args
+
+
+def _echo_traceback_tail(exc: BaseException) -> None:
+    """The last lines of a failed run's traceback, on stderr (the whole one is in the run)."""
+    import traceback
+
+    from pcs._redact import redact_text
+
+    lines = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).splitlines()
+    tail = [line for line in lines if line.strip()][-_TRACEBACK_LINES:]
+    if tail:
+        click.echo(redact_text("\n".join(["Traceback (last lines):", *tail])), err=True)

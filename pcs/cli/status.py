@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import click
 
-from pcs.cli._common import emit_json, json_option, working
+from pcs.cli._common import emit_json, working
+from pcs.cli.runs import listing_options, show_listing
 
 __all__ = ["status"]
 
 
 @click.command()
 @click.argument("run_id", required=False)
-@click.option("--experiment-id", "experiment_ids", multiple=True, help="Only these experiments (repeatable).")
-@click.option("--all", "include_all", is_flag=True, help="Also list plain MLflow runs, not only pcs runs.")
-@json_option
-def status(run_id: str | None, experiment_ids: tuple[str, ...], include_all: bool, as_json: bool) -> None:
-    """All pcs runs, newest first (a RUNNING run whose process died shows as 'RUNNING (stale)';
-    a sweep is one row with its trial count); with RUN_ID (or a unique prefix of 8+
-    characters), one run in detail, or a sweep's table of trials."""
+@listing_options
+def status(run_id: str | None, experiment: str | None, experiment_ids: tuple[str, ...],
+           columns: str | None, filter_string: str, sort: str | None, limit: int | None,
+           include_all: bool, as_json: bool) -> None:
+    """All pcs runs, newest first, as 'pcs runs' lists them (a RUNNING run whose process died
+    shows as 'RUNNING (stale)'; a sweep is one row with its trial count); with RUN_ID (or a
+    unique prefix of 8+ characters), one run in detail, or a sweep's table of trials."""
     from pcs import _render
     from pcs.run import Run
     from pcs.sweep import SweepRun
@@ -36,15 +37,5 @@ def status(run_id: str | None, experiment_ids: tuple[str, ...], include_all: boo
         else:
             _render.print_run_status(found, detailed=True)
         return
-    with working(as_json):
-        runs = Run.get_all_runs(experiment_ids or None, pcs_only=not include_all)
-    if as_json:
-        listing = []
-        for run, trials in _render.fold_sweeps(runs):
-            summary = _render.run_summary(run)
-            if trials is not None:
-                summary["trials"] = trials
-            listing.append(summary)
-        emit_json(listing)
-    else:
-        _render.print_runs_table(runs)
+    show_listing(experiment, experiment_ids, columns, filter_string, sort, limit, include_all,
+                 as_json)

@@ -441,7 +441,7 @@ def _experiment_for(client: MlflowClient, name: Any, cache: dict[str | None, str
     experiment = client.get_experiment_by_name(key)
     if experiment is None:
         try:
-            cache[key] = str(client.create_experiment(key))
+            cache[key] = str(client.create_experiment(key, tags=_config.experiment_tags()))
             return cache[key]
         except MlflowException as exc:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":

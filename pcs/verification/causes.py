@@ -109,7 +109,7 @@ def _input_causes(a: dict[str, Any] | None, b: dict[str, Any] | None) -> list[st
 def _datasets(run: Run) -> dict[str, str]:
     """``{name (context): digest}`` of the datasets logged with ``mlflow.log_input``, from MLflow's own record."""
     try:
-        inputs = run._mlflow_run().inputs
+        inputs = run._mlflow_run.inputs
     except Exception:  # noqa: BLE001 - a store that keeps no inputs
         return {}
     found: list[tuple[str, str | None, str]] = []
