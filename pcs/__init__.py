@@ -30,6 +30,8 @@ from pcs.errors import (
     RepoError,
     ReproducibilityError,
     RunNotFoundError,
+    ScriptError,
+    ScriptExitError,
     SpecNotFoundError,
     TrackingStoreError,
     UnserializableArgumentError,
@@ -42,6 +44,7 @@ from pcs.run import Run, active_run
 from pcs.run_command import RunCommand
 from pcs.sweep import SweepRun, SweepVerification, intrange, loguniform, uniform
 from pcs.verification import Difference, Verification, compare_runs
+from pcs.script import run_script, script_component
 
 # the features the run core reaches through pcs._features register themselves on import
 from pcs import _render, freeze, isolated, transfer  # noqa: E402, F401  isort: skip
@@ -108,4 +111,8 @@ __all__ = [
     "UnserializableArgumentError",
     "UnverifiableError",
     "UploadTooLargeError",
+    "ScriptError",
+    "ScriptExitError",
+    "run_script",
+    "script_component",
 ]

@@ -81,3 +81,7 @@ SWEEP_COMMANDS_ARTIFACT = "pcs/sweep_commands.yaml"
 SWEEP_TABLE_ARTIFACT = "pcs/sweep.csv"
 SWEEP_PLOT_ARTIFACT = "pcs/sweep.svg"
 SWEEP_PARALLEL_ARTIFACT = "pcs/sweep_parallel.svg"
+
+# script runs (pcs run train.py ARGS)
+DERIVED_FROM = "pcs.derived_from"  # a run of a recorded command with changed arguments: the run it came from
+ARGV_PARAM = "pcs.argv"  # a script run's argv (JSON list), also in its run command

@@ -671,6 +671,12 @@ def argument_params(command: RunCommand) -> dict[str, str]:
     value itself stays in the run command).
     """
     params: dict[str, str] = {_keys.SEED_PARAM: str(command.seed)}
+    if command.component.is_script:
+        # a script's params are what it parses (logged as it parses them); its argv is one param
+        argv = command.argument_set.get_function_args(command.component.name, command.entry_point)
+        text = json.dumps(list(argv.get("argv", [])))
+        params[_keys.ARGV_PARAM] = text if len(text) <= _PARAM_VALUE_LIMIT else f"sha256:{content_hash(text)}"
+        return params
     for comp, functions in command.argument_set.to_dict().items():
         for function, kwargs in functions.items():
             for name, value in kwargs.items():

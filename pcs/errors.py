@@ -32,7 +32,9 @@ error reaches it; the registry server maps ``http_status`` to its response.
     │       └── RegistryAuthError   a write without a valid token
     ├── EnvironmentBuildError       a recorded environment that cannot be rebuilt
     ├── TrackingStoreError          the MLflow tracking store is unreachable or refused
-    └── CacheInUseError             a cache entry that a running pcs process still uses
+    ├── CacheInUseError             a cache entry that a running pcs process still uses
+    ├── ScriptError                 a script that cannot be run (no such file, a folder, bad syntax)
+    └── ScriptExitError             a script run that exited with a non-zero code
 
 Exit codes of the ``pcs`` CLI (one table for every command):
 
@@ -84,6 +86,8 @@ __all__ = [
     "EnvironmentBuildError",
     "TrackingStoreError",
     "CacheInUseError",
+    "ScriptError",
+    "ScriptExitError",
 ]
 
 # the CLI's exit codes by meaning; the error classes below carry them
@@ -253,3 +257,22 @@ class CacheInUseError(PcsError):
     """A cache entry that a running pcs process still uses cannot be removed."""
 
     exit_code = EXIT_CODES["usage"]
+
+
+class ScriptError(PcsError):
+    """A script that cannot be run: no such file, a folder, a syntax error, no such module."""
+
+    exit_code = EXIT_CODES["usage"]
+
+
+class ScriptExitError(PcsError):
+    """A script that exited with a non-zero code; the CLI exits with that code.
+
+    Args:
+        message: what happened.
+        code: the script's exit code (``exit_code``).
+    """
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = code if isinstance(code, int) and 0 < code < 256 else 1
