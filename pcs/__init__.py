@@ -42,9 +42,9 @@ from pcs.registry import InMemoryRegistry, Registry
 from pcs.repo import GitRepo, LocalRepo, Repo
 from pcs.run import Run, active_run
 from pcs.run_command import RunCommand
+from pcs.script import run_script, script_component
 from pcs.sweep import SweepRun, SweepVerification, intrange, loguniform, uniform
 from pcs.verification import Difference, Verification, compare_runs
-from pcs.script import run_script, script_component
 
 # the features the run core reaches through pcs._features register themselves on import
 from pcs import _render, freeze, isolated, transfer  # noqa: E402, F401  isort: skip

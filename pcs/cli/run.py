@@ -274,6 +274,10 @@ def _verdict_exit(report: Any) -> int:
 
 @click.command()
 @click.argument("run_id")
+@click.argument("script_args", nargs=-1, type=click.UNPROCESSED, metavar="[-- SCRIPT ARGS...]")
+@click.option("-a", "--arg", "changed_args", multiple=True, metavar="COMPONENT.FUNCTION.ARG=VALUE",
+              help="Run the recorded code with this argument changed: a new run tagged "
+                   "pcs.derived_from, not a rerun (no verdict). Repeatable.")
 @click.option("--verify", is_flag=True, help="Compare the new run with the original and print the verdict.")
 @click.option("--strict", is_flag=True,
               help="The same as --verify here (exit 1 diverged, 5 unverifiable); in Python, "
@@ -293,16 +297,26 @@ def _verdict_exit(report: Any) -> int:
                    "it suggests the same arguments, instead of replaying its trials.")
 @progress_option
 @json_option
-def rerun(run_id: str, verify: bool, strict: bool, code: str, env: str, rtol: float, atol: float,
+def rerun(run_id: str, script_args: tuple[str, ...], changed_args: tuple[str, ...],
+          verify: bool, strict: bool, code: str, env: str, rtol: float, atol: float,
           ignore: tuple[str, ...], executor: str | None, workers: int | None,
           ray_address: str | None, research: bool, show_progress: bool | None,
           as_json: bool) -> int:
     """Execute RUN_ID's recorded command again; prints the verdict (with --verify), then the new id.
 
     Exits 0 when reproduced, 1 when diverged, 5 when nothing could be compared.
+    RUN_ID may also be MLflow's run URI, runs:/<id>.
+
+    \b
+    pcs rerun ID -- --lr 0.2         a script run's code with these arguments added
+    pcs rerun ID -a agent.run.n=10   a component run's code with this argument changed
+    Either makes a new run tagged pcs.derived_from (not a rerun: no verdict);
+    pcs diff ID NEW_ID shows what the change did.
     """
     from pcs.run import Run
 
+    if script_args or changed_args:
+        return _derive(run_id, script_args, changed_args, verify or strict, code, env, as_json)
     with working(as_json), progress_callback(show_progress) as progress:
         original = Run.from_existing_run_id(run_id)
         options: dict[str, Any] = {"progress": progress} if env == "recorded" else {}
@@ -335,6 +349,50 @@ def rerun(run_id: str, verify: bool, strict: bool, code: str, env: str, rtol: fl
             click.echo(str(report))
         click.echo(new_run.identifier)
     return _verdict_exit(report)
+
+
+def _derive(run_id: str, script_args: tuple[str, ...], changed_args: tuple[str, ...], verify: bool,
+            code: str, env: str, as_json: bool) -> int:
+    """``pcs rerun ID -- ARGS`` / ``-a``: the recorded code with changed arguments, as a new run."""
+    from pcs import _render
+    from pcs.argument_set import ArgumentSet
+    from pcs.component_run import ComponentRun
+    from pcs.errors import ArgumentError, NotReproducibleError
+    from pcs.run import Run
+
+    with working(as_json):
+        original = Run.from_existing_run_id(run_id)
+        if not isinstance(original, ComponentRun) or type(original) is not ComponentRun:
+            raise NotReproducibleError(
+                f"Run {original.identifier} is not a script or component run, so it has no recorded "
+                "arguments to change."
+            )
+        is_script = original.run_command.component.is_script
+        if script_args and not is_script:
+            raise ArgumentError(
+                f"Run {original.identifier} is a component run: change its arguments with "
+                "-a COMPONENT.FUNCTION.ARG=VALUE, not with arguments after --."
+            )
+        if changed_args and is_script:
+            raise ArgumentError(
+                f"Run {original.identifier} is a script run: give its changed arguments after "
+                "--, as on its command line (pcs rerun ID -- --lr 0.2)."
+            )
+        if is_script:
+            args: Any = list(script_args)
+        else:
+            arg_set = ArgumentSet()
+            for text in changed_args:
+                comp, fn, name, value = parse_assignment(text)
+                arg_set = arg_set.with_args(comp, fn, **{name: value})
+            args = arg_set
+        new_run = original.rerun(args=args, verify=verify, code=code, env=env)
+    if as_json:
+        emit_json(_render.run_summary(new_run) | {"derived_from": original.identifier})
+    else:
+        _render.print_run_status(new_run)
+        click.echo(new_run.identifier)
+    return 0
 
 
 @click.command()
