@@ -100,6 +100,8 @@ class Component:
         # a record from before closures were recorded: (root, folder) on disk where its
         # sibling imports were found, as they were then
         self._legacy_dirs: tuple[Path, Path] | None = None
+        # the entry point when none is named (a function component: the function)
+        self._default_entry_point: str | None = None
 
     # -- constructors -------------------------------------------------------------
 
@@ -263,6 +265,46 @@ class Component:
         repo = LocalRepo(f"{name}_folder", root)
         return cls(name, repo=repo, file_path=relative_file_path(origin, root),
                    class_name=SCRIPT_CLASS_NAME)
+
+    @classmethod
+    def from_function(cls, fn: Any, identifier: str | None = None) -> Component:
+        """A component that is one function: its entry point is the function's name.
+
+        A function from a module file is recorded as that module (a module
+        component); one defined in ``__main__`` (a notebook, a script, a REPL)
+        has its source and the globals it uses captured, as ``from_class`` does
+        for a class, so runs of it can be rerun without the notebook.
+
+        Example::
+
+            def train(lr=0.1, epochs=3):
+                ...
+            run = Component.from_function(train).run_with_arg_set(
+                "train", {"train": {"train": {"lr": 0.5}}}, seed=1)
+        """
+        if not inspect.isfunction(fn):
+            raise ComponentError(
+                f"Component.from_function needs a function defined with def; got "
+                f"{type(fn).__name__}. For a class use Component.from_class."
+            )
+        if fn.__name__ == "<lambda>" or "<locals>" in fn.__qualname__:
+            raise ComponentError(
+                f"{fn.__qualname__} is a lambda or is defined inside another function, so pcs "
+                "cannot record it as a component. Define it at the top level with def."
+            )
+        identifier = identifier or fn.__name__
+        module = sys.modules.get(fn.__module__)
+        module_file = getattr(module, "__file__", None)
+        if fn.__module__ != "__main__" and module_file and getattr(module, fn.__name__, None) is fn:
+            path = Path(module_file).resolve()
+            where = fn.__module__.rpartition(".")[0] or fn.__module__
+            repo = LocalRepo(f"local_dir_{sha256_bytes(where.encode())[:8]}", path.parent)
+            component = cls(identifier, repo=repo, file_path=relative_file_path(path, repo.local_dir))
+            component._default_entry_point = fn.__name__
+            return component
+        source, problems = _capture_main_source(fn)
+        holder = types.SimpleNamespace(**{fn.__name__: fn, "DEFAULT_ENTRY_POINT": fn.__name__})
+        return cls(identifier, managed_obj=holder, inline_source=source, inline_problems=problems)
 
     @classmethod
     def from_registry(cls, registry: Registry, identifier: str) -> Component:
@@ -525,6 +567,8 @@ class Component:
             return entry_point
         if self.is_script:
             return SCRIPT_ENTRY_POINT
+        if self._default_entry_point:
+            return self._default_entry_point
         target = self._load_target()
         return str(getattr(target, "DEFAULT_ENTRY_POINT", DEFAULT_ENTRY_POINT_NAME))
 
@@ -862,8 +906,8 @@ def _relative_imports(source: str) -> list[str]:
     return sorted(set(found))
 
 
-def _capture_main_source(managed_cls: type) -> tuple[str | None, list[str]]:
-    """Source for a class defined in ``__main__``: its globals, then the class.
+def _capture_main_source(managed_cls: Any) -> tuple[str | None, list[str]]:
+    """Source for a class (or function) defined in ``__main__``: its globals, then the class.
 
     Modules it uses become imports, functions and classes defined next to it
     are captured too, and plain values are written as literals. Anything else
@@ -878,7 +922,8 @@ def _capture_main_source(managed_cls: type) -> tuple[str | None, list[str]]:
     except (OSError, TypeError, IndexError):
         return None, [f"the source of class {managed_cls.__name__} could not be read"]
     globals_used: dict[str, Any] = {}
-    for member in vars(managed_cls).values():
+    members = [managed_cls] if inspect.isfunction(managed_cls) else list(vars(managed_cls).values())
+    for member in members:
         func = member.__func__ if isinstance(member, (staticmethod, classmethod)) else member
         if inspect.isfunction(func):
             free = [v for v in func.__code__.co_freevars if v != "__class__"]
