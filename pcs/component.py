@@ -292,7 +292,8 @@ class Component:
                 f"{fn.__qualname__} is a lambda or is defined inside another function, so pcs "
                 "cannot record it as a component. Define it at the top level with def."
             )
-        identifier = identifier or fn.__name__
+        name: str = fn.__name__
+        identifier = identifier or name
         module = sys.modules.get(fn.__module__)
         module_file = getattr(module, "__file__", None)
         if fn.__module__ != "__main__" and module_file and getattr(module, fn.__name__, None) is fn:
@@ -300,7 +301,7 @@ class Component:
             where = fn.__module__.rpartition(".")[0] or fn.__module__
             repo = LocalRepo(f"local_dir_{sha256_bytes(where.encode())[:8]}", path.parent)
             component = cls(identifier, repo=repo, file_path=relative_file_path(path, repo.local_dir))
-            component._default_entry_point = fn.__name__
+            component._default_entry_point = name
             return component
         source, problems = _capture_main_source(fn)
         holder = types.SimpleNamespace(**{fn.__name__: fn, "DEFAULT_ENTRY_POINT": fn.__name__})
