@@ -42,7 +42,7 @@ from pcs.registry import InMemoryRegistry, Registry
 from pcs.repo import GitRepo, LocalRepo, Repo
 from pcs.run import Run, active_run
 from pcs.run_command import RunCommand
-from pcs.script import run_script, script_component
+from pcs.script import run_script, script_component, sweep_script
 from pcs.sweep import SweepRun, SweepVerification, intrange, loguniform, uniform
 from pcs.verification import Difference, Verification, compare_runs
 
@@ -115,4 +115,5 @@ __all__ = [
     "ScriptExitError",
     "run_script",
     "script_component",
+    "sweep_script",
 ]

@@ -13,9 +13,10 @@ The run can then be rerun and verified like any component run
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pcs.argument_set import ArgumentSet
 from pcs.component import Component
@@ -24,8 +25,9 @@ from pcs.record.script import SCRIPT_ENTRY_POINT, check_argv
 
 if TYPE_CHECKING:  # pragma: no cover
     from pcs.component_run import ComponentRun
+    from pcs.run import Run
 
-__all__ = ["run_script", "script_component", "script_arguments"]
+__all__ = ["run_script", "script_component", "script_arguments", "script_grid", "sweep_script"]
 
 
 def script_component(script: str | Path | None = None, module: str | None = None) -> Component:
@@ -89,3 +91,67 @@ def run_script(
     return component.run_with_arg_set(  # type: ignore[return-value]
         SCRIPT_ENTRY_POINT, args, seed=seed, run_name=run_name, experiment_id=experiment_id,
     )
+
+
+def script_grid(grid: Mapping[str, Sequence[Any]], argv: Sequence[str] = ()) -> list[list[str]]:
+    """The argv of every combination of ``grid``: ``argv``, then ``--NAME VALUE`` per axis.
+
+    Args:
+        grid: option name (``lr``, or a flag as written, ``-n``) -> its values.
+        argv: the arguments every trial gets first.
+
+    Example::
+
+        script_grid({"lr": [0.01, 0.1]}, ["--epochs", "2"])
+        # [['--epochs', '2', '--lr', '0.01'], ['--epochs', '2', '--lr', '0.1']]
+    """
+    fixed = check_argv(argv)
+    axes: list[tuple[str, list[str]]] = []
+    for name, values in grid.items():
+        if not isinstance(name, str) or not name.strip("-") or any(c.isspace() for c in name):
+            raise ArgumentError(f"A script's grid is keyed by option names like 'lr'; got {name!r}.")
+        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
+            raise ArgumentError(f"Give the values of option {name!r} as a non-empty list; got {values!r:.200}.")
+        flag = name if name.startswith("-") else f"--{name}"
+        axes.append((flag, [str(v) for v in values]))
+    combos = itertools.product(*(values for _, values in axes))
+    return [fixed + [part for (flag, _), value in zip(axes, combo, strict=True) for part in (flag, value)]
+            for combo in combos]
+
+
+def sweep_script(
+    script: str | Path | None = None,
+    grid: Mapping[str, Sequence[Any]] | None = None,
+    *,
+    argv: Sequence[str] = (),
+    module: str | None = None,
+    seeds: Sequence[int | None] = (None,),
+    executor: str = "process",
+    max_workers: int | None = None,
+    run_name: str | None = None,
+    **options: Any,
+) -> Run:
+    """Run a script once per combination of ``grid`` values and seeds, as one sweep.
+
+    Each trial is a script run with the argv ``argv + [--NAME, VALUE, ...]``
+    (see :func:`script_grid`); what the script parses is each trial's params.
+
+    Args:
+        script: the script's path (or give ``module``).
+        grid: option name -> values, e.g. ``{"lr": [0.01, 0.1]}``.
+        argv: the arguments every trial gets first.
+        module: a module to run as ``python -m`` does, instead of a path.
+        seeds: repeat every combination once per seed (None: a drawn seed).
+        executor: ``"process"``, ``"serial"`` or ``"ray"``.
+        max_workers: parallel trials.
+        run_name: the sweep run's name.
+        **options: see ``Component.sweep``.
+
+    Returns:
+        The finished ``SweepRun``.
+    """
+    component = script_component(script, module)
+    argvs = script_grid(grid or {}, argv)
+    axis = f"{component.name}.{SCRIPT_ENTRY_POINT}.argv"
+    return component.sweep(SCRIPT_ENTRY_POINT, None, {axis: argvs}, seeds=seeds, executor=executor,
+                           max_workers=max_workers, run_name=run_name, **options)
