@@ -300,6 +300,7 @@ def test_cli_a_raising_script_exits_non_zero(tmp_path):
     (["."], "is a folder"),
     (["broken.py"], "does not compile (line 1)"),
     (["-m", "no_such_module_pcs", "--x"], "No module named 'no_such_module_pcs'"),
+    (["-e", "fit", "train.py"], "--entry-point is for components"),
 ])
 def test_cli_bad_input_is_one_line_and_no_run(tmp_path, args, match):
     write(Path.cwd(), "broken.py", "def f(:\n")

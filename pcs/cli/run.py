@@ -101,6 +101,16 @@ def run(ctx: click.Context, target: str | None, target_args: tuple[str, ...], mo
     from pcs import _config
     from pcs.errors import ArgumentError
 
+    if module is not None or (target is not None and _is_script(target)):
+        misplaced = [flag for name, flag in (
+            ("registry_file", "--registry-file"), ("entry_point", "--entry-point"), ("args", "--arg"),
+            ("arg_set_file", "--arg-set"), ("return_value_format", "--return-value-format"),
+        ) if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
+        if misplaced:
+            raise ArgumentError(
+                f"{', '.join(misplaced)} {'is' if len(misplaced) == 1 else 'are'} for components; a script "
+                "takes its own arguments after its name (pcs run train.py --lr 0.1)."
+            )
     if module is not None:
         if target is not None:
             target_args = (target, *target_args)
