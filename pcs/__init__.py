@@ -31,6 +31,8 @@ from pcs.errors import (
     RepoError,
     ReproducibilityError,
     RunNotFoundError,
+    ScriptError,
+    ScriptExitError,
     SpecNotFoundError,
     StoreOutageError,
     TrackingStoreError,
@@ -42,6 +44,7 @@ from pcs.registry import InMemoryRegistry, Registry
 from pcs.repo import GitRepo, LocalRepo, Repo
 from pcs.run import Run, active_run
 from pcs.run_command import RunCommand
+from pcs.script import run_script, script_component, sweep_script
 from pcs.sweep import SweepRun, SweepVerification, intrange, loguniform, uniform
 from pcs.verification import Difference, Verification, compare_runs
 
@@ -112,4 +115,9 @@ __all__ = [
     "UploadTooLargeError",
     "StoreOutageError",
     "ExperimentNotFoundError",
+    "ScriptError",
+    "ScriptExitError",
+    "run_script",
+    "script_component",
+    "sweep_script",
 ]

@@ -89,3 +89,7 @@ DATA_SNAPSHOT_DIR = "pcs/data"  # small data files read, by sha256, so a rerun o
 # runs table (model training) rather than the GenAI overview
 EXPERIMENT_KIND = "mlflow.experimentKind"
 EXPERIMENT_KIND_TRAINING = "custom_model_development"
+
+# script runs (pcs run train.py ARGS)
+DERIVED_FROM = "pcs.derived_from"  # a run of a recorded command with changed arguments: the run it came from
+ARGV_PARAM = "pcs.argv"  # a script run's argv (JSON list), also in its run command

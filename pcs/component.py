@@ -33,9 +33,11 @@ from pcs.errors import (
     ComponentFileNotFoundError,
     DependencyError,
     EntryPointNotFoundError,
+    ScriptError,
 )
 from pcs.record import closure
 from pcs.record.closure import Closure, Part, relative_file_path
+from pcs.record.script import SCRIPT_CLASS_NAME, SCRIPT_ENTRY_POINT, ScriptTarget
 from pcs.registry import InMemoryRegistry, Registry
 from pcs.repo import GitRepo, LocalRepo, Repo
 from pcs.run import Run, run_class
@@ -104,6 +106,8 @@ class Component:
         # a rerun of recorded code: the data files the run read next to its code (see Part.data)
         self._recorded_data: dict[str, bytes | Path] = {}
         self._recorded_data_root: Path | None = None
+        # the entry point when none is named (a function component: the function)
+        self._default_entry_point: str | None = None
 
     # -- constructors -------------------------------------------------------------
 
@@ -189,6 +193,127 @@ class Component:
             instantiate=instantiate,
             requirements_path=requirements_path,
         )
+
+    @classmethod
+    def from_script(cls, path: str | Path, identifier: str | None = None) -> Component:
+        """A component that runs the Python script at ``path`` as ``__main__``.
+
+        Its one entry point, ``run``, takes ``argv`` (the script's ``sys.argv[1:]``).
+        The script's folder is its repo: the helper modules it imports from there
+        are part of its recorded code. What the script parses with argparse or
+        click becomes params of the run under the script's own names.
+
+        Raises:
+            ScriptError: ``path`` does not exist, is a folder, or does not compile.
+        """
+        file = Path(path)
+        if not file.exists():
+            raise ScriptError(
+                f"No script at {path}: the file does not exist. Check the path (relative to "
+                f"{Path.cwd()})."
+            )
+        if file.is_dir():
+            raise ScriptError(
+                f"{path} is a folder, not a Python script. Give the script's file "
+                f"(pcs run {path}/main.py), or run a package's __main__.py with -m PACKAGE."
+            )
+        file = file.resolve()
+        _check_compiles(file, str(path))
+        name = identifier or _script_name(file.stem)
+        repo = LocalRepo(f"{name}_folder", file.parent)
+        return cls(name, repo=repo, file_path=file.name, class_name=SCRIPT_CLASS_NAME)
+
+    @classmethod
+    def from_module(cls, module: str, identifier: str | None = None) -> Component:
+        """A component that runs module ``module`` as ``__main__``, as ``python -m module`` does.
+
+        A package runs its ``__main__.py``. The folder on ``sys.path`` that holds
+        the module's top-level package is its repo.
+
+        Raises:
+            ScriptError: no such module is installed or importable from here, or it
+                is not a Python source file.
+        """
+        import importlib.util
+
+        if not module or not all(part.isidentifier() for part in module.split(".")):
+            raise ScriptError(f"{module!r} is not a module name (like package.module).")
+        try:
+            spec = importlib.util.find_spec(module)
+        except (ImportError, ValueError) as exc:
+            spec, why = None, f" ({type(exc).__name__}: {exc})"
+        else:
+            why = ""
+        if spec is not None and spec.submodule_search_locations is not None:
+            module = f"{module}.__main__"
+            try:
+                spec = importlib.util.find_spec(module)
+            except (ImportError, ValueError):
+                spec = None
+            if spec is None:
+                raise ScriptError(
+                    f"{module.rpartition('.')[0]} is a package without a __main__.py, so it cannot "
+                    "be run with -m. Run one of its modules (-m package.module)."
+                )
+        if spec is None or not spec.origin:
+            raise ScriptError(
+                f"No module named {module!r}{why}: it is not installed in this Python "
+                f"({sys.executable}) nor importable from {Path.cwd()}. Install it, or run it "
+                "from the folder that holds it."
+            )
+        origin = Path(spec.origin)
+        if origin.suffix != ".py" or not origin.is_file():
+            raise ScriptError(
+                f"Module {module!r} is {origin.name}, not a Python source file pcs can run and record."
+            )
+        origin = origin.resolve()
+        root = origin.parents[module.count(".")]
+        _check_compiles(origin, module)
+        name = identifier or _script_name(module.removesuffix(".__main__").replace(".", "_"))
+        repo = LocalRepo(f"{name}_folder", root)
+        return cls(name, repo=repo, file_path=relative_file_path(origin, root),
+                   class_name=SCRIPT_CLASS_NAME)
+
+    @classmethod
+    def from_function(cls, fn: Any, identifier: str | None = None) -> Component:
+        """A component that is one function: its entry point is the function's name.
+
+        A function from a module file is recorded as that module (a module
+        component); one defined in ``__main__`` (a notebook, a script, a REPL)
+        has its source and the globals it uses captured, as ``from_class`` does
+        for a class, so runs of it can be rerun without the notebook.
+
+        Example::
+
+            def train(lr=0.1, epochs=3):
+                ...
+            run = Component.from_function(train).run_with_arg_set(
+                "train", {"train": {"train": {"lr": 0.5}}}, seed=1)
+        """
+        if not inspect.isfunction(fn):
+            raise ComponentError(
+                f"Component.from_function needs a function defined with def; got "
+                f"{type(fn).__name__}. For a class use Component.from_class."
+            )
+        if fn.__name__ == "<lambda>" or "<locals>" in fn.__qualname__:
+            raise ComponentError(
+                f"{fn.__qualname__} is a lambda or is defined inside another function, so pcs "
+                "cannot record it as a component. Define it at the top level with def."
+            )
+        name: str = fn.__name__
+        identifier = identifier or name
+        module = sys.modules.get(fn.__module__)
+        module_file = getattr(module, "__file__", None)
+        if fn.__module__ != "__main__" and module_file and getattr(module, fn.__name__, None) is fn:
+            path = Path(module_file).resolve()
+            where = fn.__module__.rpartition(".")[0] or fn.__module__
+            repo = LocalRepo(f"local_dir_{sha256_bytes(where.encode())[:8]}", path.parent)
+            component = cls(identifier, repo=repo, file_path=relative_file_path(path, repo.local_dir))
+            component._default_entry_point = name
+            return component
+        source, problems = _capture_main_source(fn)
+        holder = types.SimpleNamespace(**{fn.__name__: fn, "DEFAULT_ENTRY_POINT": fn.__name__})
+        return cls(identifier, managed_obj=holder, inline_source=source, inline_problems=problems)
 
     @classmethod
     def from_registry(cls, registry: Registry, identifier: str) -> Component:
@@ -292,6 +417,11 @@ class Component:
         return order
 
     # -- source ------------------------------------------------------------------------
+
+    @property
+    def is_script(self) -> bool:
+        """Whether this component is a plain script run as ``__main__`` (see :meth:`from_script`)."""
+        return self.class_name == SCRIPT_CLASS_NAME and self.repo is not None
 
     @property
     def is_inline(self) -> bool:
@@ -433,6 +563,9 @@ class Component:
     def _exec_target(self, text: str, path: Path | None, session: closure.Session) -> Any:
         if path is not None:
             session.note_local_file(path)
+        if self.is_script:
+            # a script runs when its entry point is called, inside the run, not when loaded
+            return ScriptTarget(text, path, self.file_path or "", self.source_label())
         package = session.package_of(self.identifier)
         self._package = package
         module = _exec_module(text, self.source_label(), self.name, path, package)
@@ -459,6 +592,10 @@ class Component:
         """The entry point to call: the given one, or ``DEFAULT_ENTRY_POINT``, or ``run``."""
         if entry_point:
             return entry_point
+        if self.is_script:
+            return SCRIPT_ENTRY_POINT
+        if self._default_entry_point:
+            return self._default_entry_point
         target = self._load_target()
         return str(getattr(target, "DEFAULT_ENTRY_POINT", DEFAULT_ENTRY_POINT_NAME))
 
@@ -830,6 +967,30 @@ def _await(awaitable: Any) -> Any:
     return outcome["value"]
 
 
+def _check_compiles(file: Path, label: str) -> None:
+    """Refuse a script that cannot be read or does not compile, before any run exists."""
+    import importlib.util
+
+    try:
+        text = importlib.util.decode_source(file.read_bytes())
+    except (OSError, UnicodeDecodeError, SyntaxError) as exc:
+        raise ScriptError(f"{label} cannot be read as Python source: {exc}.") from None
+    try:
+        compile(text, str(file), "exec", dont_inherit=True)
+    except (SyntaxError, ValueError) as exc:
+        where = f" (line {exc.lineno})" if isinstance(exc, SyntaxError) and exc.lineno else ""
+        message = exc.msg if isinstance(exc, SyntaxError) else str(exc)
+        raise ScriptError(
+            f"{label} does not compile{where}: {message}. Fix the script; no run was created."
+        ) from None
+
+
+def _script_name(stem: str) -> str:
+    """A component name for a script: its file's stem, as a Python identifier."""
+    name = "".join(c if c.isalnum() or c == "_" else "_" for c in stem)
+    return name if name and not name[0].isdigit() else f"script_{name}"
+
+
 def _argument_error(
     component: Component, function: str, fn: Any, kwargs: Mapping[str, Any], exc: TypeError
 ) -> ArgumentError:
@@ -866,8 +1027,8 @@ def _script_file(managed_cls: type) -> Path | None:
     return path
 
 
-def _capture_main_source(managed_cls: type) -> tuple[str | None, list[str]]:
-    """Source for a class defined in ``__main__``: its globals, then the class.
+def _capture_main_source(managed_cls: Any) -> tuple[str | None, list[str]]:
+    """Source for a class (or function) defined in ``__main__``: its globals, then the class.
 
     Modules it uses become imports, functions and classes defined next to it
     are captured too, and plain values are written as literals. Anything else
@@ -882,7 +1043,8 @@ def _capture_main_source(managed_cls: type) -> tuple[str | None, list[str]]:
     except (OSError, TypeError, IndexError):
         return None, [f"the source of class {managed_cls.__name__} could not be read"]
     globals_used: dict[str, Any] = {}
-    for member in vars(managed_cls).values():
+    members = [managed_cls] if inspect.isfunction(managed_cls) else list(vars(managed_cls).values())
+    for member in members:
         func = member.__func__ if isinstance(member, (staticmethod, classmethod)) else member
         if inspect.isfunction(func):
             free = [v for v in func.__code__.co_freevars if v != "__class__"]

@@ -476,8 +476,16 @@ class ComponentRun(Run):
         progress: ProgressCallback | None = None,
         env_vars: str = "recorded",
         trust: bool = False,
+        args: Any = None,
     ) -> ComponentRun:
         """Execute the recorded command again as a new run, tagged ``pcs.rerun_of``.
+
+        With ``args``, the recorded code runs with changed arguments instead: a
+        new run tagged ``pcs.derived_from`` (not a rerun, so no verdict; ``pcs
+        diff`` shows what changed). For a script, ``args`` are strings appended
+        to the recorded argv (argparse and click keep an option's last value);
+        for a component, an ArgumentSet (or dict of that shape) merged over the
+        recorded one.
 
         Args:
             verify: compare the new run with this one; the report is
@@ -508,6 +516,8 @@ class ComponentRun(Run):
             raise ArgumentError(f"code must be 'recorded', 'current' or 'git'; got {code!r}.")
         if env not in ("current", "recorded"):
             raise ArgumentError(f"env must be 'current' or 'recorded'; got {env!r}.")
+        if args is not None:
+            return self._derive(args, verify or strict, code, env, run_name)
         if self.grade == "not-rerunnable":
             raise NotReproducibleError(
                 f"Run {self.identifier} was graded not-rerunnable when it was recorded: "
@@ -533,6 +543,34 @@ class ComponentRun(Run):
             )
             keep_verification(new, report, strict)
         return new
+
+    def _derive(self, args: Any, verify: bool, code: str, env: str, run_name: str | None) -> ComponentRun:
+        """The recorded code run with changed arguments, as a new run tagged ``pcs.derived_from``."""
+        if verify:
+            raise ArgumentError(
+                f"A run with changed arguments is not a rerun of {self.identifier}, so it has no "
+                "verdict against it. Drop verify (--verify), and compare the two runs with "
+                "pcs diff (compare_runs) to see what the change did."
+            )
+        if env != "current":
+            raise ArgumentError(
+                "Changed arguments run in this environment only (env='current'); rerun "
+                "with env='recorded' reproduces the recorded arguments."
+            )
+        if self.grade == "not-rerunnable":
+            raise NotReproducibleError(
+                f"Run {self.identifier} was graded not-rerunnable when it was recorded: "
+                + "; ".join(self.grade_reasons)
+            )
+        command = self.command_for_rerun(code)
+        command.use_argument_set(_changed_arguments(command, args))
+        return ComponentRun.execute(
+            command,
+            run_name=run_name,
+            experiment_id=self.experiment_id,
+            return_value_format=self._recorded_format(),
+            tags={_keys.DERIVED_FROM: self.identifier},
+        )
 
     def command_for_rerun(self, code: str = "recorded") -> RunCommand:
         """A fresh copy of the recorded command, over the recorded snapshot, current files or git commits.
@@ -634,6 +672,28 @@ class ComponentRun(Run):
                     if sha256_bytes(text.encode("utf-8")) == digest:
                         sources[digest] = text
         return sources
+
+
+def _changed_arguments(command: RunCommand, args: Any) -> ArgumentSet:
+    """The recorded arguments of ``command`` with ``args`` applied (see ``ComponentRun.rerun``)."""
+    component = command.component
+    if component.is_script:
+        if isinstance(args, (str, bytes)) or not isinstance(args, (list, tuple)) or not all(
+            isinstance(a, str) for a in args
+        ):
+            raise ArgumentError(
+                f"Run of script {component.name!r}: args are the strings to add to its recorded "
+                f"argv, e.g. ['--lr', '0.2']; got {args!r:.200}."
+            )
+        recorded = command.argument_set.get_function_args(component.name, command.entry_point)
+        argv = [*recorded.get("argv", []), *args]
+        return ArgumentSet({component.name: {command.entry_point: {"argv": argv}}})
+    if isinstance(args, (list, tuple)):
+        raise ArgumentError(
+            f"Component {component.name!r} takes arguments as an ArgumentSet (or a dict "
+            "{component: {function: {arg: value}}}), not a list: only a script run takes argv."
+        )
+    return command.argument_set.merged(ArgumentSet.coerce(args))
 
 
 def _pin_to_recorded_commits(command: RunCommand, record: dict[str, Any], run_id: str) -> RunCommand:
@@ -786,6 +846,12 @@ def argument_params(command: RunCommand) -> dict[str, str]:
     value itself stays in the run command).
     """
     params: dict[str, str] = {_keys.SEED_PARAM: str(command.seed)}
+    if command.component.is_script:
+        # a script's params are what it parses (logged as it parses them); its argv is one param
+        argv = command.argument_set.get_function_args(command.component.name, command.entry_point)
+        text = json.dumps(list(argv.get("argv", [])))
+        params[_keys.ARGV_PARAM] = text if len(text) <= _PARAM_VALUE_LIMIT else f"sha256:{content_hash(text)}"
+        return params
     for comp, functions in command.argument_set.to_dict().items():
         for function, kwargs in functions.items():
             for name, value in kwargs.items():

@@ -34,7 +34,9 @@ error reaches it; the registry server maps ``http_status`` to its response.
     ├── TrackingStoreError          the MLflow tracking store is unreachable or refused
     │   └── StoreOutageError        the store stayed away longer than PCS_STORE_RETRY_S mid-run
     ├── CacheInUseError             a cache entry that a running pcs process still uses
-    └── ExperimentNotFoundError     an experiment name or id the tracking store does not know
+    ├── ExperimentNotFoundError     an experiment name or id the tracking store does not know
+    ├── ScriptError                 a script that cannot be run (no such file, a folder, bad syntax)
+    └── ScriptExitError             a script run that exited with a non-zero code
 
 Exit codes of the ``pcs`` CLI (one table for every command):
 
@@ -88,6 +90,8 @@ __all__ = [
     "CacheInUseError",
     "StoreOutageError",
     "ExperimentNotFoundError",
+    "ScriptError",
+    "ScriptExitError",
 ]
 
 # the CLI's exit codes by meaning; the error classes below carry them
@@ -268,3 +272,22 @@ class ExperimentNotFoundError(PcsError):
 
     exit_code = EXIT_CODES["not_found"]
     http_status = 404
+
+
+class ScriptError(PcsError):
+    """A script that cannot be run: no such file, a folder, a syntax error, no such module."""
+
+    exit_code = EXIT_CODES["usage"]
+
+
+class ScriptExitError(PcsError):
+    """A script that exited with a non-zero code; the CLI exits with that code.
+
+    Args:
+        message: what happened.
+        code: the script's exit code (``exit_code``).
+    """
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = code if isinstance(code, int) and 0 < code < 256 else 1

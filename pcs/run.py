@@ -1023,7 +1023,9 @@ def _is_id_like(text: str) -> bool:
 
 
 def _resolve(client: MlflowClient, run_id: str) -> MlflowRun:
-    """The MLflow run ``run_id`` names: its id, a unique prefix, or an imported run's original id."""
+    """The MLflow run ``run_id`` names: its id, a unique prefix, an imported run's original id,
+    or MLflow's run URI ``runs:/<id>`` (a path after the id is ignored)."""
+    run_id = _strip_run_uri(run_id)
     try:
         return _get_mlflow_run(client, run_id)
     except RunNotFoundError:
@@ -1052,6 +1054,19 @@ def _resolve(client: MlflowClient, run_id: str) -> MlflowRun:
         f"{_safe_uri(client)}. Check the id ('pcs status' lists runs), or point "
         "MLFLOW_TRACKING_URI at the store that holds it."
     )
+
+
+def _strip_run_uri(run_id: str) -> str:
+    """The id in MLflow's run URI ``runs:/<id>[/path]``; anything else unchanged."""
+    if not isinstance(run_id, str) or not run_id.startswith("runs:"):
+        return run_id
+    rest = run_id[len("runs:"):].lstrip("/")
+    found = rest.split("/", 1)[0]
+    if not found:
+        raise RunNotFoundError(
+            f"{run_id!r} names no run: an MLflow run URI is runs:/<run id>[/artifact path]."
+        )
+    return found
 
 
 def _by_prefix(client: MlflowClient, prefix: str) -> dict[str, MlflowRun]:

@@ -304,6 +304,12 @@ class RunCommand:
         command.sources.update(self.sources)
         return command
 
+    def use_argument_set(self, argument_set: ArgumentSet) -> None:
+        """Run with ``argument_set`` instead (a derived run): a different command, same code."""
+        self.argument_set = argument_set
+        self._identifier = None
+        self._registry_data = None
+
     def to_yaml_text(self) -> str:
         """The ``pcs/run_command.yaml`` artifact: a registry holding only this command."""
         return dump_yaml(self.to_registry().to_dict())

@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     }),
     ("features", {
         "pcs.verification", "pcs.transfer", "pcs.isolated", "pcs.freeze", "pcs._render",
-        "pcs.graph", "pcs.cleanup", "pcs.sweep", "pcs.browse",
+        "pcs.graph", "pcs.cleanup", "pcs.sweep", "pcs.browse", "pcs.script",
     }),
     ("cli", {"pcs.cli", "pcs", "pcs.__main__"}),
 ]

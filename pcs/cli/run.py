@@ -20,30 +20,192 @@ __all__ = ["run", "rerun", "diff"]
 _RETURN_VALUE_SHOWN = 300  # characters of the return value printed by 'pcs run'
 
 
-@click.command()
-@click.argument("component")
-@click.option("-r", "--registry-file", default="components.yaml", show_default=True,
-              type=click.Path(dir_okay=False), help="Registry YAML that defines the component.")
-@click.option("-e", "--entry-point", default=None, help="Entry point to call (default: the component's DEFAULT_ENTRY_POINT, else 'run').")
-@click.option("-a", "--arg", "args", multiple=True, metavar="COMPONENT.FUNCTION.ARG=VALUE",
-              help="One argument; VALUE is read as YAML (5 is an int, yes is true, '5' a string, "
-                   "[1, 2] a list). Repeatable.")
-@click.option("--arg-set", "arg_set_file", type=click.Path(dir_okay=False),
-              help="YAML file with an ArgumentSet; -a values override it.")
-@click.option("--seed", type=click.IntRange(0), default=None, help="Seed for random/NumPy/PyTorch (default: drawn and recorded).")
+class _RunCLI(click.Command):
+    """``pcs run``: pcs's options, then a script (or ``-m module``) and the script's own arguments.
+
+    As with ``python``, everything after the script (or after ``-m MODULE``) is the
+    script's: pcs reads no option there.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        takes_value = {
+            opt for p in self.params if isinstance(p, click.Option) and not p.is_flag
+            for opt in (*p.opts, *p.secondary_opts)
+        }
+        i = 0
+        while i < len(args):
+            arg = args[i]
+            if arg == "--" or not arg.startswith("-"):
+                break
+            if arg in ("-m", "--module") or (arg.startswith("-m") and len(arg) > 2):
+                split = i + (1 if len(arg) > 2 and arg != "--module" else 2)
+                ctx.meta["pcs.module_argv"] = list(args[split:])
+                args = list(args[:split])
+                break
+            i += 2 if arg in takes_value else 1
+        return super().parse_args(ctx, args)
+
+
+def _component_options(fn: Any) -> Any:
+    """The options of a component run (they may also follow the COMPONENT argument)."""
+    for option in reversed([
+        click.option("-r", "--registry-file", default="components.yaml", show_default=True,
+                     type=click.Path(dir_okay=False), help="Component: registry YAML that defines it."),
+        click.option("-e", "--entry-point", default=None,
+                     help="Component: entry point to call (default: its DEFAULT_ENTRY_POINT, else 'run')."),
+        click.option("-a", "--arg", "args", multiple=True, metavar="COMPONENT.FUNCTION.ARG=VALUE",
+                     help="Component: one argument; VALUE is read as YAML (5 is an int, yes is true, "
+                          "'5' a string, [1, 2] a list). Repeatable."),
+        click.option("--arg-set", "arg_set_file", type=click.Path(dir_okay=False),
+                     help="Component: YAML file with an ArgumentSet; -a values override it."),
+        click.option("--return-value-format", type=click.Choice(["auto", "yaml", "json", "dill"]),
+                     default="auto", show_default=True,
+                     help="Component: how the return value is recorded: auto is YAML when it can hold "
+                          "the value; dill records any Python object (loading it runs code: trusted "
+                          "runs only)."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+@click.command(cls=_RunCLI, context_settings={"allow_interspersed_args": False,
+                                              "ignore_unknown_options": True})
+@click.argument("target", required=False, metavar="SCRIPT.py|COMPONENT")
+@click.argument("target_args", nargs=-1, type=click.UNPROCESSED, metavar="[ARGS]...")
+@click.option("-m", "--module", default=None, metavar="MODULE",
+              help="Run a module as a script, as 'python -m MODULE' does; what follows is its arguments.")
+@_component_options
+@click.option("--seed", type=click.IntRange(0), default=None,
+              help="Seed for random/NumPy/PyTorch/TensorFlow (default: drawn and recorded).")
 @click.option("--run-name", default=None, help="MLflow run name.")
 @click.option("--experiment", "experiment_name", default=None,
               help="MLflow experiment (by name; created when missing). Default: MLflow's current one.")
-@click.option("--return-value-format", type=click.Choice(["auto", "yaml", "json", "dill"]),
-              default="auto", show_default=True,
-              help="How the return value is recorded: auto is YAML when it can hold the value; "
-                   "dill records any Python object (loading it runs code: trusted runs only).")
 @json_option
-def run(component: str, registry_file: str, entry_point: str | None, args: tuple[str, ...],
-        arg_set_file: str | None, seed: int | None, run_name: str | None,
-        experiment_name: str | None, return_value_format: str, as_json: bool) -> None:
+@click.pass_context
+def run(ctx: click.Context, target: str | None, target_args: tuple[str, ...], module: str | None,
+        registry_file: str, entry_point: str | None, args: tuple[str, ...],
+        arg_set_file: str | None, return_value_format: str, seed: int | None,
+        run_name: str | None, experiment_name: str | None, as_json: bool) -> int:
+    """Run a Python script (or a component's entry point) and record it as a rerunnable run.
+
+    \b
+    pcs run train.py --lr 0.1          a script, with its own arguments
+    pcs run -m package.module ARGS     a module, as python -m runs it
+    pcs run COMPONENT -r components.yaml -e ENTRY -a COMPONENT.FUNCTION.ARG=VALUE
+
+    pcs's options come before the script; everything after the script is the
+    script's (as with python). What the script parses with argparse or click
+    becomes params of the run. Prints the run's status line, then its id; exits
+    with the script's exit code (6 when it raised).
+    """
+    from pcs import _config
+    from pcs.errors import ArgumentError
+
+    if module is not None or (target is not None and _is_script(target)):
+        misplaced = [flag for name, flag in (
+            ("registry_file", "--registry-file"), ("entry_point", "--entry-point"), ("args", "--arg"),
+            ("arg_set_file", "--arg-set"), ("return_value_format", "--return-value-format"),
+        ) if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
+        if misplaced:
+            raise ArgumentError(
+                f"{', '.join(misplaced)} {'is' if len(misplaced) == 1 else 'are'} for components; a script "
+                "takes its own arguments after its name (pcs run train.py --lr 0.1)."
+            )
+    if module is not None:
+        if target is not None:
+            target_args = (target, *target_args)
+        target_args = tuple(ctx.meta.get("pcs.module_argv", ())) + target_args
+        return _run_script(None, module, target_args, seed, run_name, experiment_name, as_json)
+    if target is None:
+        raise ArgumentError(
+            "pcs run needs a script (pcs run train.py ARGS), a module (pcs run -m package.module "
+            "ARGS) or a component (pcs run COMPONENT -r components.yaml). See pcs run --help."
+        )
+    if target.startswith("-"):
+        raise ArgumentError(f"pcs run has no option {target!r}. See pcs run --help.")
+    if _is_script(target):
+        if target_args[:1] == ("--",):
+            target_args = target_args[1:]
+        return _run_script(target, None, target_args, seed, run_name, experiment_name, as_json)
+    # a component: its options may also follow its name
+    more = _COMPONENT_OPTIONS.make_context("pcs run COMPONENT", list(target_args), parent=ctx)
+    if more.params["seed"] is not None:
+        seed = more.params["seed"]
+    given = {k: v for k, v in more.params.items()
+             if more.get_parameter_source(k) is not click.core.ParameterSource.DEFAULT}
+    registry_file = given.get("registry_file", registry_file)
+    entry_point = given.get("entry_point", entry_point)
+    args = args + tuple(given.get("args", ()))
+    arg_set_file = given.get("arg_set_file", arg_set_file)
+    return_value_format = given.get("return_value_format", return_value_format)
+    run_name = given.get("run_name", run_name)
+    experiment_name = given.get("experiment_name", experiment_name)
+    as_json = as_json or bool(given.get("as_json"))
+    experiment_id = _config.experiment_by_name(_config.tracking_client(), experiment_name) if experiment_name else None
+    _run_component(target, registry_file, entry_point, args, arg_set_file, seed, run_name,
+                   experiment_id, return_value_format, as_json)
+    return 0
+
+
+def _is_script(target: str) -> bool:
+    """Whether ``pcs run TARGET`` names a script (a .py file or any path) rather than a component."""
+    import os
+
+    return target.endswith(".py") or os.sep in target or "/" in target or os.path.exists(target)
+
+
+@click.command(context_settings={"ignore_unknown_options": False})
+@_component_options
+@click.option("--seed", type=click.IntRange(0), default=None)
+@click.option("--run-name", default=None)
+@click.option("--experiment", "experiment_name", default=None)
+@json_option
+def _COMPONENT_OPTIONS(**_: Any) -> None:  # noqa: N802 - a parser, never invoked
+    """The options that may follow COMPONENT in ``pcs run COMPONENT ...``."""
+
+
+def _run_script(script: str | None, module: str | None, argv: tuple[str, ...], seed: int | None,
+                run_name: str | None, experiment_name: str | None, as_json: bool) -> int:
+    from pcs import _config, _render
+    from pcs.errors import ScriptExitError
+    from pcs.script import run_script
+
+    failure: Exception | None = None
+    with working(as_json):
+        experiment_id = (
+            _config.experiment_by_name(_config.tracking_client(), experiment_name)
+            if experiment_name else None
+        )
+        try:
+            new_run = run_script(script, list(argv), module=module, seed=seed, run_name=run_name,
+                                 experiment_id=experiment_id)
+        except Exception as exc:
+            run_id = getattr(exc, "pcs_run_id", None)
+            if not run_id:
+                raise
+            failure = exc
+    if failure is not None:
+        from pcs.run import Run
+
+        run_id = failure.pcs_run_id  # type: ignore[attr-defined]
+        if as_json:
+            emit_json(_render.run_summary(Run.from_existing_run_id(run_id)))
+        if isinstance(failure, ScriptExitError):
+            raise ScriptExitError(f"Run {run_id} FAILED: {failure}", failure.exit_code) from None
+        raise failure
+    if as_json:
+        emit_json(_render.run_summary(new_run))
+    else:
+        _render.print_run_status(new_run)
+        click.echo(new_run.identifier)
+    return 0
+
+
+def _run_component(component: str, registry_file: str, entry_point: str | None, args: tuple[str, ...],
+                   arg_set_file: str | None, seed: int | None, run_name: str | None,
+                   experiment_id: str | None, return_value_format: str, as_json: bool) -> None:
     """Run COMPONENT's entry point and record it; prints the return value, then the run id."""
-    from pcs import _config, _keys, _render
+    from pcs import _keys, _render
     from pcs.argument_set import ArgumentSet
     from pcs.component import Component
 
@@ -53,10 +215,6 @@ def run(component: str, registry_file: str, entry_point: str | None, args: tuple
             comp, fn, name, value = parse_assignment(text)
             arg_set = arg_set.with_args(comp, fn, **{name: value})
         comp_obj = Component.from_registry_file(registry_file, component)
-        experiment_id = (
-            _config.experiment_by_name(_config.tracking_client(), experiment_name)
-            if experiment_name else None
-        )
         failure: Exception | None = None
         try:
             new_run = comp_obj.run_with_arg_set(
@@ -126,6 +284,10 @@ def _verdict_exit(report: Any) -> int:
 
 @click.command()
 @click.argument("run_id")
+@click.argument("script_args", nargs=-1, type=click.UNPROCESSED, metavar="[-- SCRIPT ARGS...]")
+@click.option("-a", "--arg", "changed_args", multiple=True, metavar="COMPONENT.FUNCTION.ARG=VALUE",
+              help="Run the recorded code with this argument changed: a new run tagged "
+                   "pcs.derived_from, not a rerun (no verdict). Repeatable.")
 @click.option("--verify", is_flag=True, help="Compare the new run with the original and print the verdict.")
 @click.option("--strict", is_flag=True,
               help="The same as --verify here (exit 1 diverged, 5 unverifiable); in Python, "
@@ -152,16 +314,26 @@ def _verdict_exit(report: Any) -> int:
                    "runs code: only for bundles you trust). Without it, it is not compared.")
 @progress_option
 @json_option
-def rerun(run_id: str, verify: bool, strict: bool, code: str, env: str, rtol: float, atol: float,
+def rerun(run_id: str, script_args: tuple[str, ...], changed_args: tuple[str, ...],
+          verify: bool, strict: bool, code: str, env: str, rtol: float, atol: float,
           ignore: tuple[str, ...], executor: str | None, workers: int | None,
           ray_address: str | None, research: bool, trust: bool, show_progress: bool | None,
           as_json: bool, env_vars: str) -> int:
     """Execute RUN_ID's recorded command again; prints the verdict (with --verify), then the new id.
 
     Exits 0 when reproduced, 1 when diverged, 5 when nothing could be compared.
+    RUN_ID may also be MLflow's run URI, runs:/<id>.
+
+    \b
+    pcs rerun ID -- --lr 0.2         a script run's code with these arguments added
+    pcs rerun ID -a agent.run.n=10   a component run's code with this argument changed
+    Either makes a new run tagged pcs.derived_from (not a rerun: no verdict);
+    pcs diff ID NEW_ID shows what the change did.
     """
     from pcs.run import Run
 
+    if script_args or changed_args:
+        return _derive(run_id, script_args, changed_args, verify or strict, code, env, as_json)
     with working(as_json), progress_callback(show_progress) as progress:
         original = Run.from_existing_run_id(run_id)
         options: dict[str, Any] = {"progress": progress} if env == "recorded" else {}
@@ -216,6 +388,50 @@ def rerun(run_id: str, verify: bool, strict: bool, code: str, env: str, rtol: fl
             click.echo(str(report))
         click.echo(new_run.identifier)
     return _verdict_exit(report)
+
+
+def _derive(run_id: str, script_args: tuple[str, ...], changed_args: tuple[str, ...], verify: bool,
+            code: str, env: str, as_json: bool) -> int:
+    """``pcs rerun ID -- ARGS`` / ``-a``: the recorded code with changed arguments, as a new run."""
+    from pcs import _render
+    from pcs.argument_set import ArgumentSet
+    from pcs.component_run import ComponentRun
+    from pcs.errors import ArgumentError, NotReproducibleError
+    from pcs.run import Run
+
+    with working(as_json):
+        original = Run.from_existing_run_id(run_id)
+        if not isinstance(original, ComponentRun) or type(original) is not ComponentRun:
+            raise NotReproducibleError(
+                f"Run {original.identifier} is not a script or component run, so it has no recorded "
+                "arguments to change."
+            )
+        is_script = original.run_command.component.is_script
+        if script_args and not is_script:
+            raise ArgumentError(
+                f"Run {original.identifier} is a component run: change its arguments with "
+                "-a COMPONENT.FUNCTION.ARG=VALUE, not with arguments after --."
+            )
+        if changed_args and is_script:
+            raise ArgumentError(
+                f"Run {original.identifier} is a script run: give its changed arguments after "
+                "--, as on its command line (pcs rerun ID -- --lr 0.2)."
+            )
+        if is_script:
+            args: Any = list(script_args)
+        else:
+            arg_set = ArgumentSet()
+            for text in changed_args:
+                comp, fn, name, value = parse_assignment(text)
+                arg_set = arg_set.with_args(comp, fn, **{name: value})
+            args = arg_set
+        new_run = original.rerun(args=args, verify=verify, code=code, env=env)
+    if as_json:
+        emit_json(_render.run_summary(new_run) | {"derived_from": original.identifier})
+    else:
+        _render.print_run_status(new_run)
+        click.echo(new_run.identifier)
+    return 0
 
 
 @click.command()

@@ -124,7 +124,8 @@ def parse_seeds_option(text: str) -> list[int]:
 
 
 @click.command()
-@click.argument("component", required=False)
+@click.argument("component", required=False, metavar="COMPONENT|SCRIPT.py")
+@click.argument("script_args", nargs=-1, type=click.UNPROCESSED, metavar="[-- SCRIPT ARGS...]")
 @click.option("-r", "--registry-file", default="components.yaml", show_default=True,
               type=click.Path(dir_okay=False), help="Registry YAML that defines the component.")
 @click.option("-e", "--entry-point", default=None,
@@ -184,7 +185,7 @@ def parse_seeds_option(text: str) -> list[int]:
               help="Run the missing, FAILED and KILLED trials of SWEEP_ID inside it.")
 @progress_option
 @json_option
-def sweep(component: str | None, registry_file: str, entry_point: str | None,
+def sweep(component: str | None, script_args: tuple[str, ...], registry_file: str, entry_point: str | None,
           args: tuple[str, ...], arg_set_file: str | None, grid: tuple[str, ...],
           samples: int | None, sample_seed: int | None, seeds: str | None,
           executor: str | None, workers: int | None, ray_address: str | None,
@@ -194,6 +195,10 @@ def sweep(component: str | None, registry_file: str, entry_point: str | None,
           experiment_name: str | None, resume_id: str | None, show_progress: bool | None,
           as_json: bool) -> int:
     """Run COMPONENT's entry point once per combination of --grid values and --seeds.
+
+    A script sweeps its own options: pcs sweep train.py --grid lr=0.01,0.1
+    --seeds 1,2 -- --epochs 3 runs train.py with --epochs 3 --lr V for each V
+    and seed (values are passed as written; arguments after -- go to every trial).
 
     Shows a progress bar of finished and failed trials on stderr, then the
     table of trials; prints the sweep id last. Exits 0 when any trial
@@ -234,12 +239,43 @@ def sweep(component: str | None, registry_file: str, entry_point: str | None,
                     "run_episodes --grid agent.run_episodes.num_episodes=1,5,10), or resume a "
                     "sweep with --resume SWEEP_ID."
                 )
-            arg_set = ArgumentSet.from_yaml(arg_set_file) if arg_set_file else ArgumentSet()
+            from pcs.cli.run import _is_script
+
+            is_script = _is_script(component)
+            if script_args and not is_script:
+                raise ArgumentError(
+                    f"Arguments after the component ({' '.join(script_args)[:200]}) are for a "
+                    "script sweep (pcs sweep train.py ... -- ARGS); give a component's "
+                    "arguments with -a COMPONENT.FUNCTION.ARG=VALUE."
+                )
+            if is_script:
+                if args or arg_set_file or space or entry_point:
+                    raise ArgumentError(
+                        "A script sweep takes --grid NAME=V1,V2 and the script's fixed arguments "
+                        "after --; -a, --arg-set, -e and --space are for components."
+                    )
+                from pcs.script import script_grid
+
+                script_grid_map: dict[str, list[str]] = {}
+                for text in grid:
+                    name, sep, raw = text.partition("=")
+                    if not sep or not name.strip("-") or not raw:
+                        raise ArgumentError(
+                            f"Cannot read --grid {text[:200]!r}: for a script write it as "
+                            "OPTION=V1,V2,..., e.g. --grid lr=0.01,0.1 (the script gets --lr V)."
+                        )
+                    script_grid_map[name] = split_values(raw)
+                comp_obj = Component.from_script(component)
+                axis = f"{comp_obj.name}.run.argv"
+                grid_map: dict[str, list[Any]] = {axis: list(script_grid(script_grid_map, list(script_args)))}
+                arg_set = ArgumentSet()
+            else:
+                grid_map = {}
+                arg_set = ArgumentSet.from_yaml(arg_set_file) if arg_set_file else ArgumentSet()
             for text in args:
                 comp, fn, name, value = parse_assignment(text)
                 arg_set = arg_set.with_args(comp, fn, **{name: value})
-            grid_map: dict[str, list[Any]] = {}
-            for text in grid:
+            for text in (grid if not is_script else ()):
                 path, values = parse_grid_option(text)
                 if path in grid_map:
                     raise ArgumentError(f"--grid {path} is given twice; give its values once.")
@@ -259,7 +295,8 @@ def sweep(component: str | None, registry_file: str, entry_point: str | None,
                     "--trials, --seed and --prune are for a search; give the arguments to search "
                     "with --space COMPONENT.FUNCTION.ARG=RANGE (or sweep a --grid without them)."
                 )
-            comp_obj = Component.from_registry_file(registry_file, component)
+            if not is_script:
+                comp_obj = Component.from_registry_file(registry_file, component)
             experiment_id = (
                 _config.experiment_by_name(_config.tracking_client(), experiment_name)
                 if experiment_name else None
