@@ -229,6 +229,7 @@ class _Router:
         self._name = name
         self._original: Any = None  # the stream it replaced
         self._display: Any = None  # where text is shown while descriptors are redirected
+        self._same_fd = False  # whether the stream it replaced writes to its own descriptor
 
     def _real(self) -> Any:
         """Where text is shown."""
@@ -244,16 +245,16 @@ class _Router:
             chain = _chain_for_this_thread()
             owner = _FD_OWNER
             mine = owner is not None and owner in chain
-            through_descriptor = mine and self._display is not None
+            through_descriptor = mine and self._display is not None and self._same_fd
             if mine and not through_descriptor:
-                # the real stream has no descriptor (pytest, Jupyter): keep what the
+                # the real stream has no descriptor (pytest, Jupyter) or another: keep what the
                 # descriptor carried before this text first, so the run keeps the order
                 owner._drain(self._name)  # type: ignore[union-attr]
             for capture in chain:
                 keep = capture._keeps.get(self._name)
                 if keep is not None and not (through_descriptor and capture is owner):
                     keep.add(text)  # the owner's copy comes through the descriptor, in order
-            if self._display is not None and not mine:
+            if self._display is not None and not through_descriptor:
                 stream = self._display  # not the owner's text: show it without the descriptor
         written = stream.write(text)
         if text and through_descriptor:
@@ -594,17 +595,22 @@ class OutputCapture:
             router._original = None
 
     def _redirect_descriptors(self) -> None:
+        by_fd: dict[int, _FdTee] = {}
         for name, router in _ROUTERS.items():
             fd = _FD_OF[name]
             os.fstat(fd)  # raises when the descriptor is not open
-            original = router._original
             with contextlib.suppress(Exception):
-                original.flush()
-            fd_tee = self._fd_tees[name] = _FdTee(fd, self._keeps[name])
-            if _fileno(original) == fd:
-                # the stream writes to the descriptor: the run's text goes through it, in
-                # order with C-level writes; other runs' text is shown on the real one
-                router._display = fd_tee.display(original)
+                router._original.flush()
+            by_fd[fd] = self._fd_tees[name] = _FdTee(fd, self._keeps[name])
+        for name, router in _ROUTERS.items():
+            fd_tee = by_fd.get(_fileno(router._original) or -1)
+            if fd_tee is not None:
+                # the stream writes to a captured descriptor. Its own (stdout to 1): the
+                # run's text goes through it, in order with C-level writes. The other one
+                # (stdout sent to stderr, as `pcs run --json` does): it is shown on the
+                # real descriptor, or stderr would keep stdout's text as well
+                router._display = fd_tee.display(router._original)
+                router._same_fd = fd_tee.fd == _FD_OF[name]
 
     def _restore_descriptors(self) -> None:
         # every step runs even when one raises (a Ctrl-C arriving now): the descriptors
@@ -630,7 +636,7 @@ class OutputCapture:
 
     def _stop_fd_tees(self) -> None:
         for router in _ROUTERS.values():
-            router._display = None
+            router._display, router._same_fd = None, False
         try:
             _libc_flush()  # what C code printed belongs to the run
         finally:

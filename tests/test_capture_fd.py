@@ -319,3 +319,27 @@ def test_a_block_buffered_stdout_keeps_the_order_the_program_wrote_in(tmp_path):
     expected = "from Python\nfrom the descriptor\nfrom a child\nthe end\n"
     assert (tmp_path / "stdout.txt").read_text(encoding="utf-8") == expected
     assert done.stdout == expected
+
+
+JSON_SCRIPT = """\
+import contextlib, os, sys
+from pathlib import Path
+from pcs._capture import OutputCapture
+
+capture = OutputCapture()
+with contextlib.redirect_stdout(sys.stderr), capture:  # as `pcs run --json` does
+    print("printed")
+    os.write(2, b"written to stderr\\n")
+capture.write_files(Path(sys.argv[1]))
+"""
+
+
+def test_stdout_sent_to_stderr_is_kept_once_as_stdout(tmp_path):
+    script = tmp_path / "json_mode.py"
+    script.write_text(JSON_SCRIPT, encoding="utf-8")
+    done = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "stdout.txt").read_text(encoding="utf-8") == "printed\n"
+    assert (tmp_path / "stderr.txt").read_text(encoding="utf-8") == "written to stderr\n"
+    assert done.stdout == "" and "printed" in done.stderr

@@ -292,7 +292,7 @@ class Session:
             str(t.fallback[1]) + os.sep for t in self.trees if t.fallback is not None
         )
         if roots:
-            for name, module in list(sys.modules.items()):
+            for name, module in sys.modules.copy().items():
                 seen = files.get(name)
                 if seen is None or seen[0] != id(module):
                     seen = _remember(name, module)
@@ -304,7 +304,7 @@ class Session:
         below = tuple(t + "." for t in names)
         return {
             name: sys.modules.pop(name)
-            for name in list(sys.modules)
+            for name in sys.modules.copy()
             if name in names or name.startswith(below)
         }
 
