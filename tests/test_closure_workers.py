@@ -101,3 +101,24 @@ def test_the_environment_is_given_back_after_the_run(tmp_path, monkeypatch):
 
     assert os.environ["PYTHONPATH"] == "/somewhere/else"
     assert "PCS_CLOSURE_MANIFEST" not in os.environ
+
+
+def test_the_manifest_folder_of_a_process_that_is_gone_is_removed(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from pcs.record import workers
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    orphan = Path(tempfile.mkdtemp(prefix=f"pcs-{gone.pid}-workers-"))
+    mine = Path(tempfile.mkdtemp(prefix=f"pcs-{os.getpid()}-workers-"))
+    try:
+        workers._remove_orphans()
+
+        assert not orphan.exists()
+        assert mine.exists()  # a live process keeps its folder
+    finally:
+        mine.rmdir()

@@ -43,6 +43,7 @@ _ACTIVE: list[Manifest] = []  # the manifests of the sessions active now, innerm
 def _folder() -> Path:
     global _FOLDER
     if _FOLDER is None or _FOLDER[0] != os.getpid():
+        _remove_orphans()
         folder = Path(tempfile.mkdtemp(prefix=f"pcs-{os.getpid()}-workers-"))
         _FOLDER = (os.getpid(), folder)
         atexit.register(shutil.rmtree, folder, True)
@@ -128,6 +129,24 @@ class Manifest:
             else:
                 _write_file(_folder() / "manifest.json", json.dumps({"modules": {}, "namespaces": {}}))
         _stop_reused_workers()
+
+
+def _remove_orphans() -> None:
+    """Delete the manifest folders of processes that are gone.
+
+    A process removes its folder at exit, but one killed, or a forked worker
+    ending with ``os._exit``, cannot.
+    """
+    for folder in Path(tempfile.gettempdir()).glob("pcs-*-workers-*"):
+        pid = folder.name.split("-")[1]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            pass  # alive, or another user's: not ours to judge
 
 
 def _write_file(target: Path, text: str) -> None:
