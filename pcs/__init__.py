@@ -40,6 +40,7 @@ from pcs.registry import InMemoryRegistry, Registry
 from pcs.repo import GitRepo, LocalRepo, Repo
 from pcs.run import Run, active_run
 from pcs.run_command import RunCommand
+from pcs.secrets import Secret, provide_secret, secret
 from pcs.sweep import SweepRun, SweepVerification, intrange, loguniform, uniform
 from pcs.verification import Difference, Verification, compare_runs
 
@@ -108,4 +109,7 @@ __all__ = [
     "UnserializableArgumentError",
     "UnverifiableError",
     "UploadTooLargeError",
+    "Secret",
+    "secret",
+    "provide_secret",
 ]

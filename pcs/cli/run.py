@@ -30,6 +30,9 @@ _RETURN_VALUE_SHOWN = 300  # characters of the return value printed by 'pcs run'
                    "[1, 2] a list). Repeatable.")
 @click.option("--arg-set", "arg_set_file", type=click.Path(dir_okay=False),
               help="YAML file with an ArgumentSet; -a values override it.")
+@click.option("-s", "--secret-arg", "secret_args", multiple=True, metavar="COMPONENT.FUNCTION.ARG=VALUE",
+              help="A secret argument (a token, a password): VALUE is taken as a string and "
+                   "recorded only as a hash. Repeatable.")
 @click.option("--seed", type=click.IntRange(0), default=None, help="Seed for random/NumPy/PyTorch (default: drawn and recorded).")
 @click.option("--run-name", default=None, help="MLflow run name.")
 @click.option("--experiment", "experiment_name", default=None,
@@ -40,7 +43,7 @@ _RETURN_VALUE_SHOWN = 300  # characters of the return value printed by 'pcs run'
                    "dill records any Python object (loading it runs code: trusted runs only).")
 @json_option
 def run(component: str, registry_file: str, entry_point: str | None, args: tuple[str, ...],
-        arg_set_file: str | None, seed: int | None, run_name: str | None,
+        arg_set_file: str | None, secret_args: tuple[str, ...], seed: int | None, run_name: str | None,
         experiment_name: str | None, return_value_format: str, as_json: bool) -> None:
     """Run COMPONENT's entry point and record it; prints the return value, then the run id."""
     from pcs import _config, _keys, _render
@@ -52,6 +55,8 @@ def run(component: str, registry_file: str, entry_point: str | None, args: tuple
         for text in args:
             comp, fn, name, value = parse_assignment(text)
             arg_set = arg_set.with_args(comp, fn, **{name: value})
+        for comp, fn, name, secret_value in _secret_assignments(secret_args):
+            arg_set = arg_set.with_args(comp, fn, **{name: secret_value})
         comp_obj = Component.from_registry_file(registry_file, component)
         experiment_id = (
             _config.experiment_by_name(_config.tracking_client(), experiment_name)
@@ -86,6 +91,19 @@ def run(component: str, registry_file: str, entry_point: str | None, args: tuple
     if value is not None:
         click.echo(f"return value: {_short(repr(value))}")
     click.echo(new_run.identifier)
+
+
+def _secret_assignments(texts: tuple[str, ...]) -> list[tuple[str, str, str, Any]]:
+    """``-s``/``--secret-arg`` values: ``(component, function, arg, pcs.Secret)``; the value is a string."""
+    from pcs.cli._common import parse_assignment
+    from pcs.secrets import Secret
+
+    out = []
+    for text in texts:
+        key, _, raw = text.partition("=")
+        comp, fn, name, _ = parse_assignment(f"{key}=x" if "=" in text else text)
+        out.append((comp, fn, name, Secret(raw)))
+    return out
 
 
 def _short(text: str) -> str:
@@ -140,6 +158,9 @@ def _verdict_exit(report: Any) -> int:
 @click.option("--workers", type=click.IntRange(1), default=None,
               help="A sweep: worker processes (or Ray tasks at once).")
 @click.option("--ray-address", default=None, help="A sweep: the Ray cluster to rerun on.")
+@click.option("--secret-arg", "secret_args", multiple=True, metavar="COMPONENT.FUNCTION.ARG=VALUE",
+              help="The value of a secret argument the run recorded only as a hash (else "
+                   "PCS_SECRET_<ARG> is read). Repeatable.")
 @click.option("--research", is_flag=True,
               help="A search: run the search again from its seed (one trial at a time) and check "
                    "it suggests the same arguments, instead of replaying its trials.")
@@ -147,8 +168,8 @@ def _verdict_exit(report: Any) -> int:
 @json_option
 def rerun(run_id: str, verify: bool, strict: bool, code: str, env: str, rtol: float, atol: float,
           ignore: tuple[str, ...], executor: str | None, workers: int | None,
-          ray_address: str | None, research: bool, show_progress: bool | None,
-          as_json: bool) -> int:
+          ray_address: str | None, secret_args: tuple[str, ...], research: bool,
+          show_progress: bool | None, as_json: bool) -> int:
     """Execute RUN_ID's recorded command again; prints the verdict (with --verify), then the new id.
 
     Exits 0 when reproduced, 1 when diverged, 5 when nothing could be compared.
@@ -156,6 +177,7 @@ def rerun(run_id: str, verify: bool, strict: bool, code: str, env: str, rtol: fl
     from pcs.run import Run
 
     with working(as_json), progress_callback(show_progress) as progress:
+        _secret_assignments(secret_args)  # this process now holds them (pcs.secret)
         original = Run.from_existing_run_id(run_id)
         options: dict[str, Any] = {"progress": progress} if env == "recorded" else {}
         sweep_options = {k: v for k, v in (("executor", executor), ("max_workers", workers),
