@@ -543,6 +543,8 @@ class Run:
 
     def set_terminated(self, status: str = "FINISHED", end_time: int | None = None) -> None:
         """Set the run's status and end time (MLflow's terminate, without extra reads)."""
+        if self._run_id in _liveness.live_run_ids():  # ours: did cleanup end it meanwhile?
+            _liveness.revive_quietly(self._client, self._run_id)
         _terminate(self._client, self._run_id, status, end_time)
         _liveness.unregister(self._run_id)
         self._changed()
