@@ -42,7 +42,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pcs import _config, _keys
+from pcs import _config, _keys, _signals
 from pcs._features import provides
 from pcs._liveness import pid_alive
 from pcs.cache import holding
@@ -579,10 +579,9 @@ def rerun_in_recorded_env(
     env = _rerun_env(environment, original.experiment_id)
     with _locked_env(environment, "auto", (), progress) as (venv, fd):
         args = [str(venv_python(venv)), "-m", "pcs", "rerun", original.identifier, "--code", code]
-        # the rerun inherits the lock, so the environment stays "in use" as long as it runs
-        result = subprocess.run(
-            args, capture_output=True, text=True, env=env, pass_fds=() if fd is None else (fd,)
-        )
+        # the rerun inherits the lock, so the environment stays "in use" as long as it runs;
+        # signals to this process reach it, and it dies with this process
+        result = _signals.run_child(args, env, pass_fds=() if fd is None else (fd,))
     if result.returncode != 0:
         tail = "\n".join(result.stderr.strip().splitlines()[-5:]) or "no output"
         raise EnvironmentBuildError(
