@@ -127,6 +127,12 @@ def known_values() -> list[str]:
         return [v for v in _known.values() if len(v) >= _MIN_MASKED]
 
 
+def known_value(marker: str) -> str | None:
+    """The clear value behind ``marker`` when this process holds it."""
+    with _lock:
+        return _known.get(marker)
+
+
 def is_marker(value: Any) -> bool:
     return isinstance(value, str) and bool(_MARKER.match(value))
 

@@ -207,3 +207,13 @@ def test_rerun_of_a_secret_argument_needs_the_value(project, tmp_path):
     by_env = run_cli("rerun", run_id, "--verify", cwd=project,
                      env=clean_env | {"PCS_SECRET_API_KEY": ARG_SECRET})
     assert "reproduced" in by_env.stdout
+
+
+def test_the_recorded_env_child_gets_secrets_through_its_environment():
+    from pcs.isolated import secret_arguments_env
+
+    args = ArgumentSet({"svc": {"fetch": {"api_key": pcs.secret("child-secret-1"), "n": 1},
+                                "__init__": {"db_password": "child-secret-2"}}})
+    assert secret_arguments_env(args.to_dict()) == {
+        "PCS_SECRET_API_KEY": "child-secret-1", "PCS_SECRET_DB_PASSWORD": "child-secret-2",
+    }
