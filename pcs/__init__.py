@@ -17,6 +17,7 @@ from pcs.errors import (
     ComponentFileNotFoundError,
     DependencyError,
     DirtyRepoError,
+    DiskFullError,
     EntryPointNotFoundError,
     EnvironmentBuildError,
     FormatVersionError,
@@ -112,4 +113,5 @@ __all__ = [
     "Secret",
     "secret",
     "provide_secret",
+    "DiskFullError",
 ]

@@ -32,7 +32,8 @@ error reaches it; the registry server maps ``http_status`` to its response.
     │       └── RegistryAuthError   a write without a valid token
     ├── EnvironmentBuildError       a recorded environment that cannot be rebuilt
     ├── TrackingStoreError          the MLflow tracking store is unreachable or refused
-    └── CacheInUseError             a cache entry that a running pcs process still uses
+    ├── CacheInUseError             a cache entry that a running pcs process still uses
+    └── DiskFullError               no space left where pcs writes (ENOSPC)
 
 Exit codes of the ``pcs`` CLI (one table for every command):
 
@@ -50,6 +51,7 @@ code  meaning
 8     a recorded environment cannot be rebuilt
 9     a git repo cannot be read at the recorded version
 10    the MLflow tracking store is unreachable or refused the request
+11    a disk is full: no space left where pcs was writing (the path is named)
 130   interrupted (Ctrl-C); SIGTERM/SIGHUP end the process as the signal does
 ====  ======================================================================
 """
@@ -84,6 +86,7 @@ __all__ = [
     "EnvironmentBuildError",
     "TrackingStoreError",
     "CacheInUseError",
+    "DiskFullError",
 ]
 
 # the CLI's exit codes by meaning; the error classes below carry them
@@ -99,6 +102,7 @@ EXIT_CODES = {
     "environment": 8,
     "repo": 9,
     "tracking_store": 10,
+    "disk_full": 11,
     "interrupted": 130,
 }
 
@@ -253,3 +257,10 @@ class CacheInUseError(PcsError):
     """A cache entry that a running pcs process still uses cannot be removed."""
 
     exit_code = EXIT_CODES["usage"]
+
+
+class DiskFullError(PcsError):
+    """No space left on a disk pcs writes to (TMPDIR, output, PCS_HOME, artifacts, store)."""
+
+    exit_code = EXIT_CODES["disk_full"]
+    http_status = 507
