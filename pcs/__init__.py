@@ -17,6 +17,7 @@ from pcs.errors import (
     ComponentFileNotFoundError,
     DependencyError,
     DirtyRepoError,
+    DiskFullError,
     EntryPointNotFoundError,
     EnvironmentBuildError,
     ExperimentNotFoundError,
@@ -45,6 +46,7 @@ from pcs.repo import GitRepo, LocalRepo, Repo
 from pcs.run import Run, active_run
 from pcs.run_command import RunCommand
 from pcs.script import run_script, script_component, sweep_script
+from pcs.secrets import Secret, provide_secret, secret
 from pcs.sweep import SweepRun, SweepVerification, intrange, loguniform, uniform
 from pcs.verification import Difference, Verification, compare_runs
 
@@ -120,4 +122,8 @@ __all__ = [
     "run_script",
     "script_component",
     "sweep_script",
+    "Secret",
+    "secret",
+    "provide_secret",
+    "DiskFullError",
 ]

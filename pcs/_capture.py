@@ -73,6 +73,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from pcs import _keys
+from pcs._redact import redact_text
 
 __all__ = [
     "OutputCapture",
@@ -665,6 +666,7 @@ class OutputCapture:
             text, kept, cut = keep.text() if keep is not None else ("", 0, 0)
             if not text and not cut:
                 continue  # nothing printed: no file (verification reads that as empty)
+            text = redact_text(text)  # a token the code printed is not kept
             if cut:
                 text += (
                     f"\n[pcs: {name} cut here: the run printed {kept + cut} bytes, and only the "

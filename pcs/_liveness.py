@@ -7,6 +7,19 @@ background thread refreshes its heartbeat once per interval (not per metric).
 
 A RUNNING run is *stale* when its process is gone (same host, pid not alive)
 or when its heartbeat is older than three of its intervals.
+
+On the same host the process decides, not the heartbeat: a run also records
+its process's start (``pcs.process_start``: the boot id and field 22 of
+``/proc/PID/stat``), so a process that exists *and* started at that moment is
+the run's own and the run is live whatever its heartbeat (a process stopped
+with SIGSTOP, a machine under load). A pid that exists but started at another
+moment, or on another boot, is another process: the run is stale, also when
+that pid is the current process's own (a restarted container reuses pids).
+
+A run that cleanup ended while its process was in fact alive (another host
+judged it by its heartbeat) notices it at its next heartbeat or at its end:
+it records what cleanup had said in ``pcs.revived``, drops ``pcs.ended_by``,
+and is RUNNING again (then ends with its real status).
 """
 
 from __future__ import annotations
@@ -37,6 +50,8 @@ __all__ = [
     "register",
     "unregister",
     "live_runs",
+    "process_start",
+    "revive_if_ended_by_cleanup",
 ]
 
 log = logging.getLogger(__name__)
@@ -71,6 +86,27 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+_BOOT_ID: str | None = None
+
+
+def process_start(pid: int) -> str | None:
+    """``"<boot id>/<start ticks>"`` of process ``pid`` on this machine, or None (gone, not Linux)."""
+    global _BOOT_ID
+    try:
+        with open(f"/proc/{int(pid)}/stat", "rb") as f:
+            stat = f.read().decode("ascii", "replace")
+        if _BOOT_ID is None:
+            with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+                _BOOT_ID = f.read().strip()
+    except (OSError, ValueError):
+        return None
+    # the command name (field 2) may hold spaces and ')': fields 3.. follow the last ')'
+    fields = stat[stat.rfind(")") + 2:].split()
+    if len(fields) < 20 or not fields[19].isdigit():
+        return None
+    return f"{_BOOT_ID}/{fields[19]}"
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -94,12 +130,16 @@ def heartbeat_interval() -> float:
 
 def liveness_tags() -> dict[str, str]:
     """The tags a new run carries: host, pid, heartbeat now, and the interval promised."""
-    return {
+    tags = {
         _keys.HOST: this_host(),
         _keys.PID: str(os.getpid()),
         _keys.HEARTBEAT: str(now_ms()),
         _keys.HEARTBEAT_INTERVAL: _format_seconds(heartbeat_interval()),
     }
+    start = process_start(os.getpid())
+    if start is not None:
+        tags[_keys.PROCESS_START] = start
+    return tags
 
 
 def _format_seconds(value: float) -> str:
@@ -132,8 +172,17 @@ def staleness(
     beat = _int(tags.get(_keys.HEARTBEAT))
     interval = _float(tags.get(_keys.HEARTBEAT_INTERVAL)) or DEFAULT_HEARTBEAT_S
     if host == this_host() and pid is not None:
+        recorded_start = tags.get(_keys.PROCESS_START)
+        if recorded_start:
+            current_start = process_start(pid)
+            if current_start == recorded_start:
+                return None  # its own process exists: live, whatever its heartbeat
+            if current_start is not None or pid_alive(pid):
+                return (f"its process {pid} on {host} is gone (pid {pid} is now another "
+                        "process, started at another time)")
+            return f"its process {pid} on {host} is gone"
         if pid == os.getpid():
-            return None  # this very process
+            return None  # this very process (recorded before pcs kept process starts)
         if not pid_alive(pid):
             return f"its process {pid} on {host} is gone"
     if beat is not None:
@@ -223,6 +272,19 @@ def live_runs() -> list[LiveRun]:
         return list(_LIVE.values())
 
 
+def live_run_ids() -> set[str]:
+    with _LOCK:
+        return set(_LIVE)
+
+
+def revive_quietly(client: Any, run_id: str) -> None:
+    """:func:`revive_if_ended_by_cleanup`, never raising (a run's end must go on)."""
+    try:
+        revive_if_ended_by_cleanup(client, run_id)
+    except Exception as exc:  # noqa: BLE001 - the end matters more than this note
+        log.debug("pcs: could not check whether run %s was ended by cleanup: %s", run_id, exc)
+
+
 def _ensure_thread() -> None:
     global _THREAD
     if _THREAD is not None and _THREAD.is_alive():
@@ -258,8 +320,36 @@ def _beat_forever() -> None:
 def _beat(live: LiveRun) -> None:
     try:
         live.client.set_tag(live.run_id, _keys.HEARTBEAT, str(now_ms()))
+        revive_if_ended_by_cleanup(live.client, live.run_id)
     except Exception as exc:  # noqa: BLE001 - a missed beat is not fatal; the next one retries
         log.debug("pcs: heartbeat of run %s failed: %s", live.run_id, exc)
+
+
+CLEANUP_PREFIX = "pcs cleanup"  # how pcs.ended_by starts when cleanup ended the run
+
+
+def revive_if_ended_by_cleanup(client: Any, run_id: str) -> bool:
+    """Undo cleanup's verdict on a run this process is still running; whether it did.
+
+    The run is set RUNNING again, ``pcs.ended_by`` goes, and ``pcs.revived``
+    keeps what cleanup had said (with when it ended the run), so the record
+    never shows a run that ended by cleanup and then by itself.
+    """
+    from mlflow.entities import RunStatus, RunTag
+
+    run = client.get_run(run_id)
+    ended_by = run.data.tags.get(_keys.ENDED_BY, "")
+    if run.info.status == "RUNNING" or not ended_by.startswith(CLEANUP_PREFIX):
+        return False
+    note = f"{ended_by} (ended {run.info.status} at {run.info.end_time}); its process went on"
+    client.log_batch(run_id, tags=[RunTag(_keys.REVIVED, note[:5000])])
+    client.delete_tag(run_id, _keys.ENDED_BY)
+    client._tracking_client.store.update_run_info(
+        run_id, run_status=RunStatus.RUNNING, end_time=None, run_name=None
+    )
+    log.warning("pcs: run %s was ended by cleanup while its process was alive; it runs on "
+                "(recorded in %s).", run_id, _keys.REVIVED)
+    return True
 
 
 def end_live_runs(status: str, reason: str, timeout: float = 10.0,

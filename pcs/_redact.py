@@ -9,10 +9,22 @@ when the user's git credential helper supplies the secret.
 
 The ssh user of ``ssh://git@host/repo`` or ``git@host:org/repo.git`` is not a
 secret and stays.
+
+:func:`redact_text` is the one redactor for everything pcs writes from user
+code (the ``pcs.error`` tag, ``pcs/traceback.txt``, captured stdout/stderr,
+the params pcs logs, bundles and published specs, the CLI's error line). Beyond
+URLs it masks, with ``***``: ``name=value`` pairs whose name is a secret
+(``access_token=...``, ``password=...``) anywhere in the text; the values of
+environment variables whose names look secret (``*TOKEN*``, ``*SECRET*``,
+``*PASSWORD*``, ``*API_KEY*``, ``*_KEY``, ``*CREDENTIAL*``) wherever they appear
+verbatim, when at least :data:`MIN_ENV_SECRET` characters long (shorter values
+are too often ordinary words); and the secret arguments this process was
+given (:mod:`pcs.secret`).
 """
 
 from __future__ import annotations
 
+import os
 import re
 from urllib.parse import unquote_plus
 
@@ -40,6 +52,13 @@ _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]+")
 _SCP_PASSWORD_IN_TEXT = re.compile(r"(?<![\w/.:@-])([\w.+-]+):[^\s@/'\"]+@(?=[\w.-]+:)")
 _AUTH_HEADER = re.compile(r"(?i)\b(authorization:\s*)(?:(basic|bearer|token|digest)\s+)?\S+")
 _BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]+")
+# ``name=value`` in free text (a query string quoted without its URL, a log line)
+_PAIR_IN_TEXT = re.compile(r"(?<![\w.-])([A-Za-z][\w-]*)=([^\s&'\"<>`,;)\]}]+)")
+_ENV_SECRET_NAME = re.compile(
+    r"TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIAL|_KEY$|^KEY$"
+)
+#: environment values shorter than this are not masked (too often ordinary words)
+MIN_ENV_SECRET = 8
 
 
 def redact_url(url: str) -> str:
@@ -93,12 +112,41 @@ def redact_text(text: str) -> str:
     """
     if not isinstance(text, str) or not text:
         return text
+    for value in _verbatim_secrets():
+        if value in text:
+            text = text.replace(value, "***")
     text = _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
     text = _SCP_PASSWORD_IN_TEXT.sub(lambda m: f"{m.group(1)}@", text)
     text = _AUTH_HEADER.sub(
         lambda m: f"{m.group(1)}{m.group(2) + ' ' if m.group(2) else ''}***", text
     )
-    return _BEARER.sub(lambda m: f"{m.group(1)} ***", text)
+    text = _BEARER.sub(lambda m: f"{m.group(1)} ***", text)
+    return _PAIR_IN_TEXT.sub(
+        lambda m: f"{m.group(1)}=***" if _is_secret_name(m.group(1)) and m.group(2) != "***"
+        else m.group(0),
+        text,
+    )
+
+
+def secret_env_names(environ: dict[str, str] | None = None) -> list[str]:
+    """Names of environment variables whose values pcs masks in what it writes."""
+    env = os.environ if environ is None else environ
+    return sorted(
+        name for name, value in env.items()
+        if len(value) >= MIN_ENV_SECRET and _ENV_SECRET_NAME.search(name.upper())
+    )
+
+
+def _verbatim_secrets() -> list[str]:
+    """Values to mask wherever they appear: secret env values and secret arguments, longest first."""
+    values = {os.environ[name] for name in secret_env_names()}
+    try:
+        from pcs.secrets import known_values
+    except ImportError:  # pragma: no cover - a partial install
+        pass
+    else:
+        values.update(known_values())
+    return sorted(values, key=len, reverse=True)
 
 
 def _redact_scp_like(url: str) -> str:

@@ -15,6 +15,12 @@ runs (from a helper thread, with a time limit) before it is delivered again.
 A signal the process ignores (``nohup`` ignores SIGHUP) stays ignored: pcs
 only installs its handler over the default action or a Python handler, which
 it calls afterwards.
+
+Processes pcs starts for a run (the rerun in a rebuilt environment) get the
+signals too (:func:`run_child` forwards SIGTERM, SIGHUP and SIGINT, then the
+parent ends as the signal says), and die with pcs: a child started with
+:func:`child_env` asks the kernel for SIGTERM when its parent dies, also by
+SIGKILL, so no orphan keeps writing to a run.
 """
 
 from __future__ import annotations
@@ -31,7 +37,10 @@ from typing import Any
 
 from pcs import _liveness
 
-__all__ = ["ProcessTerminated", "guarded", "enter", "leave", "install", "on_termination"]
+__all__ = [
+    "ProcessTerminated", "guarded", "enter", "leave", "install", "on_termination",
+    "child_env", "die_with_parent", "run_child",
+]
 
 log = logging.getLogger(__name__)
 
@@ -174,3 +183,110 @@ def _deliver(signum: int) -> None:
         return
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
+
+
+# -- processes pcs starts: signals go to them too, and they die with pcs --------------------
+
+#: set in a child pcs process's environment to the parent's pid: the child ends when it dies
+DIE_WITH_PARENT_ENV = "PCS_DIE_WITH_PARENT"
+_FORWARDED = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGHUP", "SIGINT") if hasattr(signal, name)
+)
+_PR_SET_PDEATHSIG = 1
+
+
+def child_env(env: dict[str, str]) -> dict[str, str]:
+    """``env`` for a pcs child process that must not outlive this one (see :func:`die_with_parent`)."""
+    return {**env, DIE_WITH_PARENT_ENV: str(os.getpid())}
+
+
+def die_with_parent() -> None:
+    """In a child started with :func:`child_env`: get SIGTERM when the parent dies.
+
+    On Linux the kernel sends it (``prctl(PR_SET_PDEATHSIG)``), also when the
+    parent is SIGKILLed; elsewhere a thread watches the parent pid. SIGTERM
+    ends the child's runs KILLED like any SIGTERM. The variable is removed, so
+    the child's own children are not tied to the wrong parent.
+    """
+    raw = os.environ.pop(DIE_WITH_PARENT_ENV, None)
+    if not raw or not raw.isdigit():
+        return
+    parent = int(raw)
+    if not _set_parent_death_signal(signal.SIGTERM):
+        watcher = threading.Thread(target=_watch_parent, args=(parent,), name="pcs-parent-watch",
+                                   daemon=True)
+        watcher.start()
+    if os.getppid() != parent:  # it died before the kernel was told
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _set_parent_death_signal(signum: int) -> bool:
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch_parent(parent: int) -> None:
+    import time
+
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def run_child(args: list[str], env: dict[str, str], **kwargs: Any) -> Any:
+    """Run a pcs child process to its end, passing on SIGTERM, SIGHUP and SIGINT.
+
+    A signal this process gets while the child runs is sent to the child (its
+    runs end KILLED); when the child has ended, this process gets the signal
+    again as if it had arrived then (pcs's handler ends its own runs, Ctrl-C is
+    a KeyboardInterrupt). A second one of the same signal kills the child. The
+    child dies with this process (:func:`child_env`).
+
+    Returns:
+        The ``subprocess.CompletedProcess`` (text output captured).
+    """
+    import subprocess
+
+    # its own session: a Ctrl-C at the terminal reaches it once, through this process
+    child = subprocess.Popen(args, env=child_env(env), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True, **kwargs)
+    received: list[int] = []
+    previous: dict[int, Any] = {}
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        with contextlib.suppress(OSError):
+            if signum in received:
+                child.kill()
+            else:
+                child.send_signal(signum)
+        received.append(signum)
+
+    if threading.current_thread() is threading.main_thread():
+        for signum in _FORWARDED:
+            with contextlib.suppress(ValueError, OSError):
+                current = signal.getsignal(signum)
+                if current is signal.SIG_IGN or current is None:
+                    continue
+                signal.signal(signum, forward)
+                previous[signum] = current
+    try:
+        stdout, stderr = child.communicate()
+    except BaseException:
+        child.kill()
+        child.wait()
+        raise
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if received:
+        if received[0] == getattr(signal, "SIGINT", None):
+            raise KeyboardInterrupt
+        signal.raise_signal(received[0])
+    return subprocess.CompletedProcess(args, child.returncode, stdout, stderr)

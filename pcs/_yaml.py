@@ -14,7 +14,9 @@ any Python object, and refuses, in one line:
   (``<<: *defaults``) stay well inside that;
 - aliases that refer to a node containing themselves;
 - nesting deeper than ``max_depth`` (without recursion, whatever the depth);
-- ints beyond ``MAX_INT_BITS`` bits and lone surrogates, naming the field.
+- ints beyond ``MAX_INT_BITS`` bits and lone surrogates, naming the field;
+- a mapping that holds one key twice (YAML forbids it; PyYAML keeps the last
+  one silently), naming the key.
 
 Syntax and shape problems raise the caller's error class (``RegistryError`` for
 registries, ``ArgumentError`` for arguments); limits raise ``InputLimitError``.
@@ -396,6 +398,7 @@ def _measure(
             kids = node.value
         else:
             kids = [item for pair in node.value for item in pair]
+            _refuse_duplicate_keys(node, where, error, path)
         stack.append([node, kids, 0, 2, 0])
         return None
 
@@ -441,6 +444,32 @@ def _measure(
             f"alias bomb); pcs allows {MAX_ALIAS_EXPANSION} times, so it refuses the document. "
             "Write the data out, or reuse anchors less often."
         )
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _refuse_duplicate_keys(
+    node: yaml.Node, where: str, error: type[PcsError], path: Callable[[], str]
+) -> None:
+    """One line naming a key that a mapping holds twice (PyYAML would keep the last silently).
+
+    Keys are compared as YAML resolved them (``1`` and ``"1"`` differ); merge
+    keys (``<<``) are not keys of the mapping and may repeat.
+    """
+    seen: set[tuple[str, str]] = set()
+    for key, _ in node.value:
+        if not isinstance(key, yaml.ScalarNode) or key.tag == _MERGE_TAG:
+            continue
+        ident = (key.tag, key.value)
+        if ident in seen:
+            inside = path()
+            place = "at the top level" if inside == "the top level" else f"in {inside}"
+            raise error(
+                f"{_cap(where)} has the key {_clip(key.value, 80)!r} twice {place}; pcs "
+                "refuses duplicate keys instead of keeping one silently. Keep one of them."
+            )
+        seen.add(ident)
 
 
 def _describe(exc: yaml.YAMLError) -> str:

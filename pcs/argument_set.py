@@ -48,7 +48,9 @@ class ArgumentSet:
     anchor_sections: tuple[str, ...] = ()
 
     def __init__(self, arguments: Mapping[str, Any] | None = None) -> None:
-        self._args: dict[str, dict[str, dict[str, Any]]] = _validate(arguments or {})
+        self._args: dict[str, dict[str, dict[str, Any]]] = _validate(
+            _protect_secrets(arguments or {}, by_name=True)
+        )
         self._identifier: str | None = None
 
     @classmethod
@@ -63,6 +65,19 @@ class ArgumentSet:
             f"{{component: {{function: {{arg: value}}}}}}, got {type(value).__name__}."
         )
 
+    @classmethod
+    def recorded(cls, arguments: Mapping[str, Any] | None) -> ArgumentSet:
+        """An ArgumentSet read back from a record: kept exactly as it was recorded.
+
+        Unlike the constructor, a string whose argument name looks secret is not
+        turned into a hash here, so runs recorded before pcs knew secret
+        arguments keep their identifiers.
+        """
+        arg_set = cls.__new__(cls)
+        arg_set._args = _validate(_protect_secrets(arguments or {}, by_name=False))
+        arg_set._identifier = None
+        return arg_set
+
     @property
     def identifier(self) -> str:
         if self._identifier is None:
@@ -73,8 +88,13 @@ class ArgumentSet:
         return copy.deepcopy(self._args)
 
     def get_function_args(self, component_name: str, function_name: str) -> dict[str, Any]:
-        """The keyword arguments for one function of one component (a copy)."""
-        return copy.deepcopy(self._args.get(component_name, {}).get(function_name, {}))
+        """The keyword arguments for one function of one component (a copy).
+
+        Secret arguments are given in clear (see :mod:`pcs.secrets`): the value
+        this process holds, else ``PCS_SECRET_<ARG>``; ArgumentError when neither.
+        """
+        kwargs = copy.deepcopy(self._args.get(component_name, {}).get(function_name, {}))
+        return _reveal_secrets(kwargs, f"{component_name}.{function_name}")
 
     def component_names(self) -> list[str]:
         return sorted(self._args)
@@ -110,7 +130,7 @@ class ArgumentSet:
                 "An ArgumentSet spec is a mapping with an 'args' key; "
                 f"got {type(spec).__name__}."
             )
-        arg_set = cls(spec["args"])
+        arg_set = cls.recorded(spec["args"])
         claimed = spec.get("identifier")
         if claimed is not None and claimed != arg_set.identifier:
             raise ArgumentError(
@@ -331,3 +351,39 @@ def _validate(arguments: Mapping[str, Any]) -> dict[str, dict[str, dict[str, Any
                 )
             out[comp][fn] = to_recordable(dict(kwargs), f"argument {comp}.{fn}")
     return out
+
+
+# -- secret arguments (pcs.secret): recorded as a marker, revealed when called ---------------
+
+
+def _protect_secrets(arguments: Any, by_name: bool) -> Any:
+    """``arguments`` with every secret value replaced by its marker (shape left to _validate)."""
+    from pcs.secrets import Secret, protect
+
+    if not isinstance(arguments, Mapping):
+        return arguments
+    out: dict[Any, Any] = {}
+    for comp, fns in arguments.items():
+        if not isinstance(fns, Mapping):
+            out[comp] = fns
+            continue
+        out[comp] = {}
+        for fn, kwargs in fns.items():
+            if not isinstance(kwargs, Mapping):
+                out[comp][fn] = kwargs
+                continue
+            out[comp][fn] = {
+                name: (protect(name, value) if by_name or isinstance(value, Secret) else value)
+                if isinstance(name, str) else value
+                for name, value in kwargs.items()
+            }
+    return out
+
+
+def _reveal_secrets(kwargs: dict[str, Any], where: str) -> dict[str, Any]:
+    from pcs.secrets import is_marker, reveal
+
+    return {
+        name: reveal(value, f"{where}.{name}", name) if is_marker(value) else value
+        for name, value in kwargs.items()
+    }

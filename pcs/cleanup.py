@@ -1,8 +1,8 @@
 """Ending runs whose process died: the ones a SIGKILL, a crash or a lost machine left RUNNING.
 
-A RUNNING run is stale when its process is gone (same host, pid not alive)
-or its heartbeat is older than three of its intervals (see
-:mod:`pcs._liveness`). :func:`cleanup_stale_runs` ends stale runs as KILLED,
+A RUNNING run is stale when its process is gone (same host: no process with
+its pid and process start) or its heartbeat is older than three of its
+intervals (other hosts; see :mod:`pcs._liveness`). :func:`cleanup_stale_runs` ends stale runs as KILLED,
 with the time of their last heartbeat as end time and the reason in
 ``pcs.ended_by``; live runs are never touched.
 
@@ -115,6 +115,8 @@ def end_stale_runs(
         return stale
     client = _config.tracking_client()
     for run in stale:
-        client.log_batch(run.run_id, tags=[RunTag(_keys.ENDED_BY, f"pcs cleanup: {run.reason}")])
+        client.log_batch(
+            run.run_id, tags=[RunTag(_keys.ENDED_BY, f"{_liveness.CLEANUP_PREFIX}: {run.reason}")]
+        )
         _terminate(client, run.run_id, "KILLED", run.last_sign_of_life)
     return stale

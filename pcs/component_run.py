@@ -45,6 +45,7 @@ from pcs import _keys, _signals
 from pcs._capture import OutputCapture
 from pcs._features import feature
 from pcs._limits import MAX_DEPTH, MAX_YAML_BYTES
+from pcs._redact import redact_text
 from pcs._yaml import load_json, load_yaml
 from pcs.argument_set import ArgumentSet
 from pcs.component import call_entry_point
@@ -266,7 +267,9 @@ class ComponentRun(Run):
                 if not killed:
                     tags[_keys.ERROR] = _one_line(exc)
                     (folder / Path(_keys.TRACEBACK_ARTIFACT).name).write_text(
-                        "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+                        redact_text(
+                            "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+                        ),
                         encoding="utf-8",
                     )
                 if any(folder.iterdir()):
@@ -858,7 +861,7 @@ def argument_params(command: RunCommand) -> dict[str, str]:
                 key = f"{comp}.{function}.{name}"
                 if not _is_param_key(key):
                     continue  # MLflow refuses this name; the run command still holds the value
-                text = _short_yaml(value)
+                text = redact_text(_short_yaml(value))
                 if len(text) > _PARAM_VALUE_LIMIT:
                     text = f"sha256:{content_hash(value)}"
                 params[key] = text
@@ -881,7 +884,7 @@ def _is_param_key(key: str) -> bool:
 
 
 def _one_line(exc: BaseException) -> str:
-    message = " ".join(str(exc).split())
+    message = redact_text(" ".join(str(exc).split()))
     text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
     return text if len(text) <= _ERROR_TAG_LIMIT else text[: _ERROR_TAG_LIMIT - 3] + "..."
 

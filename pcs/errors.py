@@ -36,7 +36,8 @@ error reaches it; the registry server maps ``http_status`` to its response.
     ├── CacheInUseError             a cache entry that a running pcs process still uses
     ├── ExperimentNotFoundError     an experiment name or id the tracking store does not know
     ├── ScriptError                 a script that cannot be run (no such file, a folder, bad syntax)
-    └── ScriptExitError             a script run that exited with a non-zero code
+    ├── ScriptExitError             a script run that exited with a non-zero code
+    └── DiskFullError               no space left where pcs writes (ENOSPC)
 
 Exit codes of the ``pcs`` CLI (one table for every command):
 
@@ -54,6 +55,7 @@ code  meaning
 8     a recorded environment cannot be rebuilt
 9     a git repo cannot be read at the recorded version
 10    the MLflow tracking store is unreachable or refused the request
+11    a disk is full: no space left where pcs was writing (the path is named)
 130   interrupted (Ctrl-C); SIGTERM/SIGHUP end the process as the signal does
 ====  ======================================================================
 """
@@ -92,6 +94,7 @@ __all__ = [
     "ExperimentNotFoundError",
     "ScriptError",
     "ScriptExitError",
+    "DiskFullError",
 ]
 
 # the CLI's exit codes by meaning; the error classes below carry them
@@ -107,6 +110,7 @@ EXIT_CODES = {
     "environment": 8,
     "repo": 9,
     "tracking_store": 10,
+    "disk_full": 11,
     "interrupted": 130,
 }
 
@@ -291,3 +295,10 @@ class ScriptExitError(PcsError):
     def __init__(self, message: str, code: int = 1) -> None:
         super().__init__(message)
         self.exit_code = code if isinstance(code, int) and 0 < code < 256 else 1
+
+
+class DiskFullError(PcsError):
+    """No space left on a disk pcs writes to (TMPDIR, output, PCS_HOME, artifacts, store)."""
+
+    exit_code = EXIT_CODES["disk_full"]
+    http_status = 507

@@ -42,7 +42,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pcs import _config, _keys
+from pcs import _config, _keys, _signals
 from pcs._features import provides
 from pcs._liveness import pid_alive
 from pcs.cache import holding
@@ -530,6 +530,24 @@ def _recorded_environment(original: ComponentRun) -> dict[str, Any]:
     return environment
 
 
+def secret_arguments_env(arguments: Mapping[str, Any]) -> dict[str, str]:
+    """``PCS_SECRET_<ARG>`` for each secret argument whose value this process holds.
+
+    A secret given to this process (``--secret-arg``, ``pcs.secret``) reaches the
+    rerun's child through its environment only, never its command line.
+    """
+    from pcs.secrets import env_name, is_marker, known_value
+
+    out: dict[str, str] = {}
+    for functions in arguments.values():
+        for kwargs in functions.values():
+            for name, value in kwargs.items():
+                clear = known_value(value) if is_marker(value) else None
+                if clear is not None:
+                    out[env_name(name)] = clear
+    return out
+
+
 def _rerun_env(environment: Mapping[str, Any], experiment_id: str) -> dict[str, str]:
     """The subprocess's variables: the recorded hash seed and thread settings, no PYTHONPATH."""
     from pcs.record.determinism import DETERMINISM_VARIABLES, THREAD_VARIABLES
@@ -577,12 +595,12 @@ def rerun_in_recorded_env(
     """
     environment = _recorded_environment(original)
     env = _rerun_env(environment, original.experiment_id)
+    env.update(secret_arguments_env(original.run_command.argument_set.to_dict()))
     with _locked_env(environment, "auto", (), progress) as (venv, fd):
         args = [str(venv_python(venv)), "-m", "pcs", "rerun", original.identifier, "--code", code]
-        # the rerun inherits the lock, so the environment stays "in use" as long as it runs
-        result = subprocess.run(
-            args, capture_output=True, text=True, env=env, pass_fds=() if fd is None else (fd,)
-        )
+        # the rerun inherits the lock, so the environment stays "in use" as long as it runs;
+        # signals to this process reach it, and it dies with this process
+        result = _signals.run_child(args, env, pass_fds=() if fd is None else (fd,))
     if result.returncode != 0:
         tail = "\n".join(result.stderr.strip().splitlines()[-5:]) or "no output"
         raise EnvironmentBuildError(

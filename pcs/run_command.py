@@ -241,7 +241,7 @@ class RunCommand:
             command = cls(
                 component,
                 str(spec["entry_point"]),
-                ArgumentSet(spec.get("argument_set") or {}),
+                ArgumentSet.recorded(spec.get("argument_set") or {}),
                 int(spec["seed"]),
                 spec.get("code") or {},
             )

@@ -33,6 +33,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 import tempfile
@@ -69,6 +70,8 @@ from pcs.errors import (
 from pcs.registry import SECTIONS
 from pcs.web_registry import normalize_token
 from registry.store import SpecStore, check_identifier
+
+log = logging.getLogger("pcs.registry")
 
 __all__ = [
     "create_app",
@@ -322,7 +325,7 @@ def create_app(
     ) -> JSONResponse:
         require_token(request)
         _check_section(section)
-        check_identifier(identifier)
+        identifier = check_identifier(identifier)  # NFC: identifiers that look alike are one
         if section == "runs":
             check_run_id(identifier)  # a run spec's artifacts live under its identifier
         body = await _read_json_object(request)
@@ -364,7 +367,13 @@ class _RequestGuard:
             if problem is not None:
                 await _error(400, "ArgumentError", problem)(scope, receive, send)
                 return
-        await self.app(scope, receive, send)
+        try:
+            await self.app(scope, receive, send)
+        except ClientDisconnect:
+            # the client hung up mid-request, on any route: nobody is left to answer, and it
+            # is no fault of the server, so one line in the log instead of a traceback
+            log.info("pcs registry: the client hung up during %s %s; nothing was stored.",
+                     scope.get("method"), scope.get("path"))
 
 
 def _request_problem(scope: Scope) -> str | None:
@@ -445,10 +454,14 @@ async def _read_json_object(request: Request) -> dict[str, Any]:
     _check_declared_size(request, MAX_SPEC_BYTES, "The spec", advice)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        _check_size(size, MAX_SPEC_BYTES, "The spec", advice)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            _check_size(size, MAX_SPEC_BYTES, "The spec", advice)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # nobody reads this answer; it keeps the log free of a traceback
+        raise RegistryError(f"The spec upload broke off after {size} bytes.") from None
     raw = b"".join(chunks)
     try:
         text = raw.decode("utf-8")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -89,7 +90,7 @@ class SpecStore:
 
     def get_json(self, section: str, identifier: str) -> str | None:
         """The body stored under (section, identifier) as its canonical JSON text, or None."""
-        check_identifier(identifier)
+        identifier = check_identifier(identifier)
         with self._errors("read a spec"), self._sessions() as session:
             row = self._row(session, section, identifier)
             return None if row is None else row.body
@@ -110,9 +111,10 @@ class SpecStore:
         Raises:
             RegistryConflictError: a different body is stored and ``force`` is false.
             ArgumentError: the body holds values JSON cannot record (NaN, inf).
-            RegistryError: the identifier is empty, too long or holds control characters.
+            RegistryError: the identifier is empty, too long, holds control characters
+                or confusable characters.
         """
-        check_identifier(identifier)
+        identifier = check_identifier(identifier)
         text = canonical_json(body)
         # a concurrent insert of the same key makes ours fail; the second pass
         # then finds that row and compares against it
@@ -187,11 +189,19 @@ class SpecStore:
 
 
 def check_identifier(identifier: str) -> str:
-    """Return ``identifier`` if the store can hold it, else raise RegistryError.
+    """``identifier`` in the form the store keys it by (Unicode NFC), or RegistryError.
+
+    Identifiers that look the same are the same: ``café`` typed as one
+    character or as ``e`` plus a combining accent is one spec (NFC). Forms made
+    to look like another identifier are refused: compatibility characters
+    (fullwidth ``Ａgent``, ligatures, superscripts: whatever NFKC would change)
+    and letters of several scripts in one identifier (a Cyrillic ``а`` among
+    Latin letters); Chinese, Japanese and Korean characters count as one script.
 
     Raises:
         RegistryError: it is empty, longer than :data:`MAX_IDENTIFIER_LENGTH`
-            characters, or holds a control character or a lone surrogate.
+            characters, holds a control character or a lone surrogate, or a
+            confusable character.
     """
     if not identifier or len(identifier) > MAX_IDENTIFIER_LENGTH:
         raise RegistryError(
@@ -205,7 +215,41 @@ def check_identifier(identifier: str) -> str:
             f"{bad.group()!r} at position {bad.start()}; identifiers may not hold NUL "
             "bytes, other control characters or unpaired surrogates. Rename the spec."
         )
+    identifier = unicodedata.normalize("NFC", identifier)
+    if identifier.isascii():
+        return identifier
+    for index, char in enumerate(identifier):
+        compatible = unicodedata.normalize("NFKC", char)
+        if compatible != char:
+            name = unicodedata.name(char, f"U+{ord(char):04X}")
+            raise RegistryError(
+                f"The spec identifier {identifier[:100]!r} holds {char!r} "
+                f"({name}) at position {index}, a "
+                f"look-alike of {compatible!r}; pcs refuses identifiers that can pass for "
+                f"another. Write {compatible!r} instead."
+            )
+    scripts: dict[str, str] = {}
+    for char in identifier:
+        if unicodedata.category(char).startswith("L"):
+            script = _script(char)
+            scripts.setdefault(script, char)
+    if len(scripts) > 1:
+        shown = ", ".join(f"{name.title()} ({char!r})" for name, char in sorted(scripts.items()))
+        raise RegistryError(
+            f"The spec identifier {identifier[:100]!r} mixes letters of several scripts "
+            f"({shown}), so it can pass for another identifier; pcs refuses it. Write it in "
+            "one script."
+        )
     return identifier
+
+
+_CJK = frozenset({"CJK", "HIRAGANA", "KATAKANA", "HANGUL", "HALFWIDTH", "IDEOGRAPHIC"})
+
+
+def _script(char: str) -> str:
+    """The script of a letter, from its Unicode name (``LATIN SMALL LETTER A`` -> LATIN)."""
+    first = unicodedata.name(char, "UNKNOWN").split(" ", 1)[0]
+    return "CJK" if first in _CJK else first
 
 
 def _hide_password(text: str) -> str:

@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> None:
         result: Any = cli.main(args=argv, prog_name="pcs", standalone_mode=False,
                                obj={"argv": list(argv if argv is not None else sys.argv[1:])})
     except PcsError as exc:
+        _exit_if_disk_full(exc)
         click.echo(f"Error: {redact_text(str(exc))}", err=True)
         sys.exit(exc.exit_code)
     except (click.exceptions.Abort, KeyboardInterrupt) as exc:
@@ -129,6 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     except SystemExit:
         raise
     except Exception as exc:
+        _exit_if_disk_full(exc)
         run_id = getattr(exc, "pcs_run_id", None)
         if run_id:
             message = redact_text(" ".join(str(exc).split())[:500])
@@ -154,6 +156,17 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(EXIT_CODES["tracking_store"])
         raise
     sys.exit(result if isinstance(result, int) else 0)
+
+
+def _exit_if_disk_full(exc: BaseException) -> None:
+    """A full disk, however it surfaced (OSError, the store's error, a PcsError about it): one line, exit 11."""
+    from pcs._disk import disk_full_error
+    from pcs._redact import redact_text
+
+    full = disk_full_error(exc)
+    if full is not None:
+        click.echo(f"Error: {redact_text(str(full))}", err=True)
+        sys.exit(full.exit_code)
 
 
 def _sentence(text: str) -> str:

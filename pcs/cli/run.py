@@ -58,6 +58,10 @@ def _component_options(fn: Any) -> Any:
                           "'5' a string, [1, 2] a list). Repeatable."),
         click.option("--arg-set", "arg_set_file", type=click.Path(dir_okay=False),
                      help="Component: YAML file with an ArgumentSet; -a values override it."),
+        click.option("-s", "--secret-arg", "secret_args", multiple=True,
+                     metavar="COMPONENT.FUNCTION.ARG=VALUE",
+                     help="Component: a secret argument (a token, a password): VALUE is taken as "
+                          "a string and recorded only as a hash. Repeatable."),
         click.option("--return-value-format", type=click.Choice(["auto", "yaml", "json", "dill"]),
                      default="auto", show_default=True,
                      help="Component: how the return value is recorded: auto is YAML when it can hold "
@@ -85,7 +89,8 @@ def _component_options(fn: Any) -> Any:
 def run(ctx: click.Context, target: str | None, target_args: tuple[str, ...], module: str | None,
         registry_file: str, entry_point: str | None, args: tuple[str, ...],
         arg_set_file: str | None, return_value_format: str, seed: int | None,
-        run_name: str | None, experiment_name: str | None, as_json: bool) -> int:
+        run_name: str | None, experiment_name: str | None, as_json: bool,
+        secret_args: tuple[str, ...] = ()) -> int:
     """Run a Python script (or a component's entry point) and record it as a rerunnable run.
 
     \b
@@ -105,6 +110,7 @@ def run(ctx: click.Context, target: str | None, target_args: tuple[str, ...], mo
         misplaced = [flag for name, flag in (
             ("registry_file", "--registry-file"), ("entry_point", "--entry-point"), ("args", "--arg"),
             ("arg_set_file", "--arg-set"), ("return_value_format", "--return-value-format"),
+            ("secret_args", "--secret-arg"),
         ) if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]
         if misplaced:
             raise ArgumentError(
@@ -136,6 +142,7 @@ def run(ctx: click.Context, target: str | None, target_args: tuple[str, ...], mo
     registry_file = given.get("registry_file", registry_file)
     entry_point = given.get("entry_point", entry_point)
     args = args + tuple(given.get("args", ()))
+    secret_args = secret_args + tuple(given.get("secret_args", ()))
     arg_set_file = given.get("arg_set_file", arg_set_file)
     return_value_format = given.get("return_value_format", return_value_format)
     run_name = given.get("run_name", run_name)
@@ -143,7 +150,7 @@ def run(ctx: click.Context, target: str | None, target_args: tuple[str, ...], mo
     as_json = as_json or bool(given.get("as_json"))
     experiment_id = _config.experiment_by_name(_config.tracking_client(), experiment_name) if experiment_name else None
     _run_component(target, registry_file, entry_point, args, arg_set_file, seed, run_name,
-                   experiment_id, return_value_format, as_json)
+                   experiment_id, return_value_format, as_json, secret_args)
     return 0
 
 
@@ -203,7 +210,8 @@ def _run_script(script: str | None, module: str | None, argv: tuple[str, ...], s
 
 def _run_component(component: str, registry_file: str, entry_point: str | None, args: tuple[str, ...],
                    arg_set_file: str | None, seed: int | None, run_name: str | None,
-                   experiment_id: str | None, return_value_format: str, as_json: bool) -> None:
+                   experiment_id: str | None, return_value_format: str, as_json: bool,
+                   secret_args: tuple[str, ...] = ()) -> None:
     """Run COMPONENT's entry point and record it; prints the return value, then the run id."""
     from pcs import _keys, _render
     from pcs.argument_set import ArgumentSet
@@ -214,6 +222,8 @@ def _run_component(component: str, registry_file: str, entry_point: str | None, 
         for text in args:
             comp, fn, name, value = parse_assignment(text)
             arg_set = arg_set.with_args(comp, fn, **{name: value})
+        for comp, fn, name, secret_value in _secret_assignments(secret_args):
+            arg_set = arg_set.with_args(comp, fn, **{name: secret_value})
         comp_obj = Component.from_registry_file(registry_file, component)
         failure: Exception | None = None
         try:
@@ -244,6 +254,19 @@ def _run_component(component: str, registry_file: str, entry_point: str | None, 
     if value is not None:
         click.echo(f"return value: {_short(repr(value))}")
     click.echo(new_run.identifier)
+
+
+def _secret_assignments(texts: tuple[str, ...]) -> list[tuple[str, str, str, Any]]:
+    """``-s``/``--secret-arg`` values: ``(component, function, arg, pcs.Secret)``; the value is a string."""
+    from pcs.cli._common import parse_assignment
+    from pcs.secrets import Secret
+
+    out = []
+    for text in texts:
+        key, _, raw = text.partition("=")
+        comp, fn, name, _ = parse_assignment(f"{key}=x" if "=" in text else text)
+        out.append((comp, fn, name, Secret(raw)))
+    return out
 
 
 def _short(text: str) -> str:
@@ -302,6 +325,9 @@ def _verdict_exit(report: Any) -> int:
 @click.option("--workers", type=click.IntRange(1), default=None,
               help="A sweep: worker processes (or Ray tasks at once).")
 @click.option("--ray-address", default=None, help="A sweep: the Ray cluster to rerun on.")
+@click.option("--secret-arg", "secret_args", multiple=True, metavar="COMPONENT.FUNCTION.ARG=VALUE",
+              help="The value of a secret argument the run recorded only as a hash (else "
+                   "PCS_SECRET_<ARG> is read). Repeatable.")
 @click.option("--research", is_flag=True,
               help="A search: run the search again from its seed (one trial at a time) and check "
                    "it suggests the same arguments, instead of replaying its trials.")
@@ -317,8 +343,8 @@ def _verdict_exit(report: Any) -> int:
 def rerun(run_id: str, script_args: tuple[str, ...], changed_args: tuple[str, ...],
           verify: bool, strict: bool, code: str, env: str, rtol: float, atol: float,
           ignore: tuple[str, ...], executor: str | None, workers: int | None,
-          ray_address: str | None, research: bool, trust: bool, show_progress: bool | None,
-          as_json: bool, env_vars: str) -> int:
+          ray_address: str | None, secret_args: tuple[str, ...], research: bool, trust: bool,
+          show_progress: bool | None, as_json: bool, env_vars: str) -> int:
     """Execute RUN_ID's recorded command again; prints the verdict (with --verify), then the new id.
 
     Exits 0 when reproduced, 1 when diverged, 5 when nothing could be compared.
@@ -335,6 +361,7 @@ def rerun(run_id: str, script_args: tuple[str, ...], changed_args: tuple[str, ..
     if script_args or changed_args:
         return _derive(run_id, script_args, changed_args, verify or strict, code, env, as_json)
     with working(as_json), progress_callback(show_progress) as progress:
+        _secret_assignments(secret_args)  # this process now holds them (pcs.secret)
         original = Run.from_existing_run_id(run_id)
         options: dict[str, Any] = {"progress": progress} if env == "recorded" else {}
         sweep_options = {k: v for k, v in (("executor", executor), ("max_workers", workers),

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pcs import _keys, _signals
+from pcs._redact import redact_text
 from pcs.component_run import ComponentRun
 from pcs.errors import (
     ArgumentError,
@@ -412,7 +413,7 @@ class SweepRun(Run):
             experiment_id=self.experiment_id, run_name=task.run_name, outer_run=self,
             tags={_keys.SWEEP_ID: self.identifier, _keys.TRIAL: str(task.index),
                   _keys.ATTEMPT: str(task.attempt), _keys.RUN_COMMAND_ID: task.command_id,
-                  _keys.ERROR: error},
+                  _keys.ERROR: redact_text(error)},
         )
         run.end("FAILED")
         return Result(task.index, run.identifier, "FAILED", error, cause=result.cause,

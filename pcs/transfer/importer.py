@@ -21,8 +21,10 @@ imported runs; a run's original id keeps resolving through
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import re
 import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -95,13 +97,13 @@ def import_bundle(
     progress = _callback(progress)
     bundle = Path(bundle)
     _temps.sweep(None)
-    with _signals.guarded():
+    with _signals.guarded(), _named_after(bundle):
         if bundle.is_file() and bundle.name.endswith((".yaml", ".yml")):
             return _import_all(load_registry(bundle), trust, progress)
         if bundle.is_file():
             from pcs._archive import safe_extract_tar
 
-            with _temps.temporary_dir("import") as staging:
+            with _temps.temporary_dir("import") as staging, _named_after(bundle, staging):
                 size = bundle.stat().st_size
                 with (
                     reporter(progress, f"unpacking {bundle.name}", size) as rep,
@@ -171,6 +173,8 @@ def _import_many(
     plan = _plan(registry, run_ids, store, progress)
     if plan.planned:
         _write_all(store, plan, progress)
+    for original, run in plan.resolved.items():
+        _restore_if_deleted(original, run)
     for run in plan.resolved.values():
         if isinstance(run, ComponentRun):
             run._trusted = trust
@@ -236,11 +240,82 @@ def _plan(
                     plan.resolved[run_id] = copies.homes[origin]
                     continue
                 checked = validate_run(registry, run_id, spec, rep, progress)
+                _check_store_limits(run_id, checked.spec)
                 plan.planned[run_id] = checked
                 if copies.unfinished.get(run_id):
                     plan.unfinished[run_id] = copies.unfinished[run_id]
                 level += upward_links(checked.spec["tags"]) + checked.spec["inner_runs"]
     return plan
+
+
+def _restore_if_deleted(original: str, run: Run) -> None:
+    """A copy imported before and deleted since is restored: importing again means "I want it"."""
+    try:
+        deleted = run.lifecycle_stage == "deleted"
+    except Exception:  # noqa: BLE001 - a run the store cannot describe is left as it is
+        return
+    if deleted:
+        run.restore()
+        log.warning(
+            "pcs: run %s had been imported before as %s and deleted since; it is restored.",
+            original, run.identifier,
+        )
+
+
+def _check_store_limits(run_id: str, spec: Mapping[str, Any]) -> None:
+    """Refuse, before anything is written, a value the tracking store cannot keep as it is.
+
+    Raises:
+        BundleError: naming the run and the param, tag or metric (exit 7, a bundle
+            problem, not a tracking store error half-way through the writes).
+    """
+    from pcs import _limits
+    from pcs.errors import InputLimitError
+
+    try:
+        for name, value in spec["params"].items():
+            _limits.check_param(name, value)
+        for name, value in spec["tags"].items():
+            _limits.check_tag(name, value)
+        for name, history in spec["metrics"].items():
+            _limits.check_key(name, "Metric")
+            if not history:
+                continue
+            where = f"Metric {name!r}"
+            steps = [point[1] for point in history]
+            for step in (min(steps), max(steps)):
+                _limits.check_step(step, where)
+            stamps = [point[2] for point in history]
+            _limits.check_step(max(stamps), f"{where} (timestamp)")
+            for point in history:
+                if isinstance(point[0], int) and not isinstance(point[0], bool):
+                    _limits.check_metric(name, point[0], point[1])
+    except InputLimitError as exc:
+        raise BundleError(
+            f"Run {run_id} in the bundle cannot be imported as it is: {exc} Nothing was written."
+        ) from None
+
+
+@contextlib.contextmanager
+def _named_after(bundle: Path, staging: Path | None = None) -> Iterator[None]:
+    """Errors name the bundle the user gave, never the temporary folder it was unpacked into."""
+    from pcs.errors import PcsError
+
+    try:
+        yield
+    except PcsError as exc:
+        message = str(exc)
+        if staging is not None and str(staging) in message:
+            # the unpacked folder sits at staging/bundle[/<one folder>]; name files inside the archive
+            message = re.sub(
+                re.escape(str(staging)) + r"/bundle(?:/[^/\s:'\"]+(?=/registry\.yaml))?/?",
+                f"{bundle}:", message,
+            )
+        elif str(bundle) not in message and bundle.name not in message:
+            message = f"Bundle {bundle}: {message}"
+        if message != str(exc):
+            exc.args = (message,)
+        raise
 
 
 def _existing_or_missing(run_id: str) -> Run:

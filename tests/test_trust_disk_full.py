@@ -1,0 +1,80 @@
+"""Issue 21.7: a full disk is one line naming the path and what was written, exit 11.
+
+A real tmpfs, mounted small and filled, as the output folder and as TMPDIR
+(skipped with the reason where this machine cannot mount one).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+
+import pytest
+from conftest import run_cli
+
+from pcs import Run, transfer
+from pcs.errors import EXIT_CODES
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 1 MiB tmpfs, filled but for a few KiB."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    tried = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                           capture_output=True, text=True)
+    if tried.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({tried.stderr.strip() or 'mount failed'})")
+    try:
+        fd = os.open(mount / "filler", os.O_WRONLY | os.O_CREAT)
+        try:
+            while True:
+                os.write(fd, b"\0" * 4096)
+        except OSError:
+            pass
+        os.ftruncate(fd, max(0, os.fstat(fd).st_size - 16384))  # leave a little room
+        os.close(fd)
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+@pytest.fixture
+def run_with_artifact(tmp_path):
+    with Run(run_name="big") as run:
+        data = tmp_path / "noise.bin"
+        data.write_bytes(os.urandom(300_000))  # incompressible: the archive is as big
+        run.log_artifact(str(data))
+    return run.identifier
+
+
+def _one_line(result: subprocess.CompletedProcess) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+def test_export_to_a_full_disk_names_the_path(full_disk, run_with_artifact):
+    out = full_disk / "bundle.tar.gz"
+    result = run_cli("export", run_with_artifact, "-o", str(out), check=False)
+    assert result.returncode == EXIT_CODES["disk_full"] == 11, result.stderr
+    line = _one_line(result)
+    assert "No space left" in line and str(full_disk) in line
+    assert not out.exists() and not [p for p in full_disk.iterdir() if p.name != "filler"]
+
+
+def test_import_with_a_full_tmpdir_names_the_temporary_folder(full_disk, run_with_artifact,
+                                                             tmp_path, template_store):
+    from conftest import make_store
+
+    bundle = tmp_path / "bundle.tar.gz"
+    transfer.export_bundle([run_with_artifact], bundle)
+    other = make_store(tmp_path / f"other-{uuid.uuid4().hex[:6]}", template_store)
+    result = run_cli("import", str(bundle), check=False,
+                     env={"TMPDIR": str(full_disk), "MLFLOW_TRACKING_URI": other})
+    assert result.returncode == 11, result.stderr
+    line = _one_line(result)
+    assert "No space left" in line and "temporary folder (TMPDIR)" in line
+    assert not [p for p in full_disk.iterdir() if p.name != "filler"]
