@@ -19,7 +19,11 @@ environment variables whose names look secret (``*TOKEN*``, ``*SECRET*``,
 ``*PASSWORD*``, ``*API_KEY*``, ``*_KEY``, ``*CREDENTIAL*``) wherever they appear
 verbatim, when at least :data:`MIN_ENV_SECRET` characters long (shorter values
 are too often ordinary words); and the secret arguments this process was
-given (:mod:`pcs.secret`).
+given (:mod:`pcs.secret`). A value it removed once (a token in a query, a URL
+password, a ``password=`` value) is remembered for the rest of the process
+(:func:`learned_secret`), so the same value is masked wherever else it
+appears, and a record of what a run read (an environment variable holding the
+token under an innocent name) keeps only its hash.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import os
 import re
 from urllib.parse import unquote_plus
 
-__all__ = ["redact_url", "redact_text"]
+__all__ = ["redact_url", "redact_text", "learned_secret"]
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
@@ -59,6 +63,21 @@ _ENV_SECRET_NAME = re.compile(
 )
 #: environment values shorter than this are not masked (too often ordinary words)
 MIN_ENV_SECRET = 8
+# values removed once, masked from then on wherever they appear (bounded: a process that
+# prints a million tokens keeps the first ones)
+_LEARNED: set[str] = set()
+_MAX_LEARNED = 1000
+
+
+def _learn(value: str) -> None:
+    value = unquote_plus(value).strip()
+    if len(value) >= MIN_ENV_SECRET and value != "***" and len(_LEARNED) < _MAX_LEARNED:
+        _LEARNED.add(value)
+
+
+def learned_secret(value: str) -> bool:
+    """Whether ``value`` was removed as a credential from text this process redacted."""
+    return value in _LEARNED
 
 
 def redact_url(url: str) -> str:
@@ -92,6 +111,7 @@ def redact_url(url: str) -> str:
     authority = url[start:end]
     userinfo, at, host = authority.rpartition("@")
     if at:
+        _learn(userinfo.partition(":")[2] or (userinfo if scheme in ("http", "https") else ""))
         if scheme in ("http", "https") or scheme.endswith(("+http", "+https")):
             authority = host
         elif ":" in userinfo:
@@ -121,11 +141,15 @@ def redact_text(text: str) -> str:
         lambda m: f"{m.group(1)}{m.group(2) + ' ' if m.group(2) else ''}***", text
     )
     text = _BEARER.sub(lambda m: f"{m.group(1)} ***", text)
-    return _PAIR_IN_TEXT.sub(
-        lambda m: f"{m.group(1)}=***" if _is_secret_name(m.group(1)) and m.group(2) != "***"
-        else m.group(0),
-        text,
-    )
+    return _PAIR_IN_TEXT.sub(_mask_pair, text)
+
+
+def _mask_pair(match: re.Match[str]) -> str:
+    name, value = match.group(1), match.group(2)
+    if not _is_secret_name(name) or value == "***":
+        return match.group(0)
+    _learn(value)
+    return f"{name}=***"
 
 
 def secret_env_names(environ: dict[str, str] | None = None) -> list[str]:
@@ -139,7 +163,7 @@ def secret_env_names(environ: dict[str, str] | None = None) -> list[str]:
 
 def _verbatim_secrets() -> list[str]:
     """Values to mask wherever they appear: secret env values and secret arguments, longest first."""
-    values = {os.environ[name] for name in secret_env_names()}
+    values = {os.environ[name] for name in secret_env_names()} | _LEARNED
     try:
         from pcs.secrets import known_values
     except ImportError:  # pragma: no cover - a partial install
@@ -178,7 +202,13 @@ def _redact_query(rest: str) -> str:
 
 
 def _drop_secret_params(params: str) -> str:
-    kept = [p for p in params.split("&") if not _is_secret_name(p.partition("=")[0])]
+    kept = []
+    for pair in params.split("&"):
+        name, _, value = pair.partition("=")
+        if _is_secret_name(name):
+            _learn(value)
+        else:
+            kept.append(pair)
     return "&".join(kept)
 
 

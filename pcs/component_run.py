@@ -225,6 +225,9 @@ class ComponentRun(Run):
                 kwargs = command.argument_set.get_function_args(component.name, command.entry_point)
                 return call_entry_point(entry, kwargs)
         except BaseException as exc:
+            # the credentials the error quotes are learned before the record of what the run
+            # read is written, so an environment variable that held one keeps only its hash
+            redact_text(str(exc))
             end, tags = self._end_files(command, record, session)
             self._end_with_error(exc, end, tags)
             _note_run(exc, self.identifier)

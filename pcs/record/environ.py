@@ -89,6 +89,14 @@ class EnvReads:
             if self in _WATCHES:
                 _WATCHES.remove(self)
 
+    def recorded(self) -> dict[str, Any]:
+        """:attr:`values` as recorded: a value the redactor has since learned is a credential
+        (the run quoted it in a URL query or a ``password=`` pair) keeps only its hash."""
+        return {
+            name: _entry(name, value) if isinstance(value, str) else value
+            for name, value in self.values.items()
+        }
+
     def _read(self, name: str, value: str | None) -> None:
         if name not in self.values and name not in self._set_by_run:
             self.values[name] = _entry(name, value)

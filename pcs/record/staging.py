@@ -92,7 +92,7 @@ class LoadReads:
     def __exit__(self, *exc: object) -> None:
         self._env.__exit__(*exc)
         self._reads.__exit__(*exc)
-        self.env = dict(self._env.values)
+        self.env = self._env.recorded()
         self.files = self._reads.located()
 
 
@@ -234,7 +234,7 @@ class Record:
             return  # the entry point never ran
         loaded = self.facts.loaded
         located = set(self.reads.located())
-        env = dict(self.env_reads.values if self.env_reads else {})
+        env = self.env_reads.recorded() if self.env_reads else {}
         if loaded is not None:  # module-level code read these before the entry point ran
             located |= set(loaded.files)
             for root, key in loaded.roots.items():
