@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from sqlalchemy import DateTime, String, Text, UniqueConstraint, create_engine, make_url, select
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError, StatementError
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError, StatementError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from pcs.errors import RegistryConflictError, RegistryError, RegistryServerError
@@ -170,7 +170,8 @@ class SpecStore:
             # the driver refused a value before sending it (e.g. NUL for PostgreSQL);
             # SQLAlchemy passes that on bare or wrapped, depending on where it happens
             refusal = exc.orig if isinstance(exc, StatementError) else exc
-            if not isinstance(refusal, ValueError):  # UnicodeError is a ValueError
+            # psycopg 3 refuses NUL with its own DataError, not a ValueError
+            if not isinstance(refusal, ValueError) and not isinstance(exc, DataError):
                 raise self._failed(action, exc) from None  # type: ignore[arg-type]
             raise RegistryError(
                 f"The registry could not {action}: its database {self.display_url} cannot "

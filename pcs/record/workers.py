@@ -24,6 +24,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+from pcs import _signals
 from pcs.specs import sha256_bytes
 
 __all__ = ["BOOT_DIR", "MANIFEST_VARIABLE", "Manifest"]
@@ -47,6 +48,8 @@ def _folder() -> Path:
         folder = Path(tempfile.mkdtemp(prefix=f"pcs-{os.getpid()}-workers-"))
         _FOLDER = (os.getpid(), folder)
         atexit.register(shutil.rmtree, folder, True)
+        # a process ended by SIGTERM/SIGHUP runs no atexit: pcs's last words remove it then
+        _signals.on_termination(lambda: shutil.rmtree(folder, True))
     return _FOLDER[1]
 
 
