@@ -89,6 +89,10 @@ def _wrap(cls, name):
 
 for _name in ("create_run", "log_batch", "create_experiment", "get_metric_history"):
     _wrap(MlflowClient, _name)
+# export reads histories from the store a page at a time, below the client
+from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore  # noqa: E402
+
+_wrap(SqlAlchemyStore, "get_metric_history")
 _wrap(WebRegistry, "add_run_artifacts")
 '''
 
