@@ -155,10 +155,16 @@ def run(ctx: click.Context, target: str | None, target_args: tuple[str, ...], mo
 
 
 def _is_script(target: str) -> bool:
-    """Whether ``pcs run TARGET`` names a script (a .py file or any path) rather than a component."""
+    """Whether ``pcs run TARGET`` names a script (a .py file or any path) rather than a component.
+
+    A folder whose name could be a component's (``work``, next to a ``work``
+    component's registry) is the component: projects often have both.
+    """
     import os
 
-    return target.endswith(".py") or os.sep in target or "/" in target or os.path.exists(target)
+    if target.endswith(".py") or os.sep in target or "/" in target or os.path.isfile(target):
+        return True
+    return os.path.isdir(target) and not target.isidentifier()
 
 
 @click.command(context_settings={"ignore_unknown_options": False})
