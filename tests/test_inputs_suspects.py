@@ -74,17 +74,33 @@ class C:
 """
 
 
-def test_an_unexplained_divergence_of_a_numpy_run_lists_the_thread_count_suspect(tmp_path, monkeypatch):
-    from pcs import Component, LocalRepo, Run
+def test_an_unexplained_divergence_of_a_numpy_run_lists_the_thread_count_suspect(tmp_path):
+    # in a fresh interpreter: what earlier tests imported (PyTorch reads thread counts) must
+    # not decide whether NumPy's thread count is known
+    import json
+    import os
+    import subprocess
+    import sys
 
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        monkeypatch.delenv(name, raising=False)
     folder = tmp_path / "p"
     folder.mkdir()
     (folder / "comp.py").write_text(UNSEEDED)
-    component = Component.from_repo(LocalRepo("here", folder), "c", "comp.py", "C", instantiate=True)
-    run = Run.from_existing_run_id(component.run_with_arg_set("go", {}, seed=1).identifier)
-    report = run.rerun(verify=True).verification
-    assert report.verdict == "diverged" and report.causes == []
+    script = tmp_path / "check.py"
+    script.write_text(
+        "import json, sys\n"
+        "from pcs import Component, LocalRepo, Run\n"
+        f"component = Component.from_repo(LocalRepo('here', {str(folder)!r}), 'c', 'comp.py', 'C',"
+        " instantiate=True)\n"
+        "run = Run.from_existing_run_id(component.run_with_arg_set('go', {}, seed=1).identifier)\n"
+        "report = run.rerun(verify=True).verification\n"
+        "print(json.dumps([report.verdict, report.causes, report.suspects]))\n"
+    )
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    verdict, causes, suspects = json.loads(result.stdout.strip().splitlines()[-1])
+    assert verdict == "diverged" and causes == []
     assert any(s.startswith("thread counts: OMP_NUM_THREADS, MKL_NUM_THREADS, OPENBLAS_NUM_THREADS")
-               for s in report.suspects), report.suspects
+               for s in suspects), suspects
