@@ -146,10 +146,20 @@ def redact_text(text: str) -> str:
 
 def _mask_pair(match: re.Match[str]) -> str:
     name, value = match.group(1), match.group(2)
-    if not _is_secret_name(name) or value == "***":
+    if not _is_secret_name(name) or value == "***" or _is_placeholder(value):
         return match.group(0)
     _learn(value)
     return f"{name}=***"
+
+
+# what usage lines and docs write where a value goes (``KEY=VALUE``, ``token=$HF_TOKEN``)
+_PLACEHOLDERS = frozenset({"VALUE", "VALUES", "KEY", "TOKEN", "SECRET", "PASSWORD", "***", "..."})
+
+
+def _is_placeholder(value: str) -> bool:
+    """Whether a ``name=value`` value stands for a value (a usage line, a shell variable)."""
+    value = value.rstrip(".:!?")  # the end of a sentence
+    return value in _PLACEHOLDERS or bool(re.fullmatch(r"\$\{?[A-Za-z_]\w*\}?", value))
 
 
 def secret_env_names(environ: dict[str, str] | None = None) -> list[str]:

@@ -17,7 +17,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("base", {
         "pcs._keys", "pcs.errors", "pcs._version", "pcs._limits", "pcs._yaml", "pcs._redact",
         "pcs.specs", "pcs._config", "pcs._features", "pcs._liveness", "pcs._signals",
-        "pcs.progress", "pcs._archive", "pcs._writer", "pcs.exceptions",
+        "pcs.progress", "pcs._archive", "pcs._writer", "pcs.exceptions", "pcs.secrets", "pcs._disk",
     }),
     ("foundations", {
         "pcs.repo", "pcs.registry", "pcs.argument_set", "pcs.cache", "pcs.web_registry",

@@ -383,12 +383,15 @@ def test_a_stopped_pcs_sweep_prints_its_id_and_how_to_resume_it(work, tmp_path, 
         _wait_for(lambda: [t for t in _sweep_and_trials()[1] if t.status == "RUNNING"], 90,
                   "a running trial")
         os.killpg(child.pid, signum)  # Ctrl-C reaches the terminal's whole group
-        child.wait(timeout=60)
+        # read both pipes while waiting: a child blocked on a full pipe never ends
+        _, stderr = child.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        pytest.fail(f"pcs sweep did not end after {signum.name}: {child.communicate()}")
     finally:
         if child.poll() is None:
             os.killpg(child.pid, signal.SIGKILL)
-            child.wait()
-    stderr = child.stderr.read()
+            child.communicate()
 
     sweep, trials = _sweep_and_trials()
     assert sweep is not None and sweep.status == "KILLED"

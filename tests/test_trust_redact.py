@@ -100,6 +100,12 @@ def test_redactor_masks_pairs_env_values_and_known_secrets(monkeypatch):
     assert "svc.fetch.api_key=VALUE" in text  # pcs's own argument names are not secrets
 
 
+def test_usage_placeholders_and_shell_variables_are_not_masked():
+    text = redact_text("Cannot read tag 'x': write it as KEY=VALUE, or token=$HF_TOKEN, key=${K}. Use KEY=VALUE.")
+    assert text.endswith("KEY=VALUE.") and "KEY=VALUE" in text and "token=$HF_TOKEN" in text and "key=${K}" in text
+    assert redact_text("key=VALUE2") == "key=***"  # only the placeholder words themselves
+
+
 def test_secret_names_are_parts_not_lookalikes():
     for name in ("api_key", "openAiApiKey", "OPENAI_API_KEY", "token", "hf_token", "client_secret",
                  "db_password", "passwd", "apikey"):

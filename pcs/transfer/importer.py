@@ -279,8 +279,8 @@ def _check_store_limits(run_id: str, spec: Mapping[str, Any]) -> None:
             _limits.check_tag(name, value)
         for name, history in spec["metrics"].items():
             _limits.check_key(name, "Metric")
-            if not history:
-                continue
+            if not isinstance(history, list) or not history:
+                continue  # a history in a file is checked point by point as it is read
             where = f"Metric {name!r}"
             steps = [point[1] for point in history]
             for step in (min(steps), max(steps)):
