@@ -4,7 +4,8 @@ The run logs a metric every 100 ms in a child process; the test SIGKILLs the
 server's whole process group when told, and starts it again on the same port
 with the same backend. Within ``PCS_STORE_RETRY_S`` every point arrives, in
 order; beyond it the run ends FAILED with the outage named, keeping what was
-written.
+written. The same holds when the server stays up and the PostgreSQL database
+behind it goes away for seconds (what a database restart does to the server).
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ CHILD = textwrap.dedent(
 class Server:
     """An ``mlflow server`` that can be killed (its whole process group) and started again."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, backend: str | None = None) -> None:
         self.folder = folder
+        self.backend = backend or f"sqlite:///{folder / 'backend.db'}"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
@@ -53,7 +55,7 @@ class Server:
         log = open(self.folder / "server.log", "a")  # noqa: SIM115 - owned by the process
         self.process = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "server",
-             "--backend-store-uri", f"sqlite:///{self.folder / 'backend.db'}",
+             "--backend-store-uri", self.backend,
              "--artifacts-destination", str(self.folder / "artifacts"),
              "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
             cwd=self.folder, env=mlflow_server_env(), stdout=log, stderr=subprocess.STDOUT,
@@ -78,8 +80,9 @@ def server(tmp_path_factory):
 
 
 def _run_child(server: Server, tmp_path: Path, points: int, outage_s: float,
-               env: dict[str, str]) -> tuple[subprocess.CompletedProcess, str]:
-    """Run the logging child; kill the server when it says KILL, start it after ``outage_s``."""
+               env: dict[str, str], outage=None) -> tuple[subprocess.CompletedProcess, str]:
+    """Run the logging child; when it says KILL, make the outage (by default: kill the
+    server, start it again after ``outage_s``)."""
     if server.process is None:
         server.start()
     script = tmp_path / "child.py"
@@ -97,6 +100,9 @@ def _run_child(server: Server, tmp_path: Path, points: int, outage_s: float,
             if line.startswith("RUN "):
                 run_id = line.split()[1]
             if line.strip() == "KILL":
+                if outage is not None:
+                    outage(outage_s)
+                    break
                 server.kill()
                 time.sleep(outage_s)
                 server.start()
@@ -142,3 +148,45 @@ def test_an_outage_longer_than_the_retry_window_ends_the_run_failed_naming_it(se
     steps = sorted(m.step for m in client.get_metric_history(run_id, "x"))
     assert steps[:11] == list(range(11))
     assert steps == list(range(len(steps)))
+
+
+@pytest.mark.postgres
+def test_a_run_rides_out_the_postgresql_database_behind_the_server_going_away(tmp_path):
+    """The server stays up; its PostgreSQL database drops every connection and refuses new
+    ones for 5 s, as a database restart does to it; then it answers again."""
+    from _registry_server import PG_URL, postgres_database
+    from mlflow import MlflowClient
+
+    psycopg2 = pytest.importorskip("psycopg2", reason="psycopg2 is not installed")
+    backend = postgres_database()
+    name = backend.rsplit("/", 1)[1]
+    folder = tmp_path / "server"
+    folder.mkdir()
+    server = Server(folder, backend)
+    admin = psycopg2.connect(PG_URL, connect_timeout=3)
+    admin.autocommit = True
+
+    def database_away(seconds: float) -> None:
+        with admin.cursor() as cursor:
+            cursor.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                           (name,))
+            try:
+                time.sleep(seconds)
+            finally:
+                cursor.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+
+    try:
+        server.start()
+        result, run_id = _run_child(server, tmp_path, 80, 5.0, {"PCS_METRIC_FLUSH_S": "0.2"},
+                                    outage=database_away)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "DONE" in result.stdout
+        client = MlflowClient(tracking_uri=server.url)
+        assert client.get_run(run_id).info.status == "FINISHED"
+        history = sorted(client.get_metric_history(run_id, "x"), key=lambda m: (m.timestamp, m.step))
+        assert [m.step for m in history] == list(range(80))
+        assert [m.value for m in history] == [i * 0.5 for i in range(80)]
+    finally:
+        server.kill()
+        admin.close()
