@@ -10,6 +10,7 @@ pcs's home (``PCS_HOME``), the tracking store, or the path itself.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import re
 import shutil
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from pcs.errors import DiskFullError
 
-__all__ = ["disk_full_error"]
+__all__ = ["disk_full_error", "quiet_disk_full_logs"]
 
 _CODES = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 # how an OSError names its file once it is only text inside another error
@@ -54,6 +55,27 @@ def disk_full_error(exc: BaseException) -> DiskFullError | None:
     if found_text:
         return DiskFullError(_message(path, store=sqlite_full))
     return None
+
+
+class _DropDiskFull(logging.Filter):
+    """Drop a log record whose exception is a full disk: the CLI says it in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return exc is None or disk_full_error(exc) is None
+
+
+#: MLflow's loggers that print a store error with its whole traceback before raising it
+_STORE_LOGGERS = ("mlflow.store.db.utils", "mlflow.store.tracking.sqlalchemy_store")
+
+
+def quiet_disk_full_logs() -> None:
+    """Keep MLflow from logging a full disk's traceback chain (about 120 lines) before the
+    error reaches the CLI, which reports it in one line. Other errors are logged as before."""
+    for name in _STORE_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropDiskFull) for f in logger.filters):
+            logger.addFilter(_DropDiskFull())
 
 
 def _message(path: str | None, store: bool = False) -> str:

@@ -6,6 +6,7 @@ A real tmpfs, mounted small and filled, as the output folder and as TMPDIR
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import uuid
@@ -17,27 +18,35 @@ from pcs import Run, transfer
 from pcs.errors import EXIT_CODES
 
 
-@pytest.fixture
-def full_disk(tmp_path):
-    """A 1 MiB tmpfs, filled but for a few KiB."""
-    mount = tmp_path / "small"
+@contextlib.contextmanager
+def _small_disk(mount, size: str, room: int, before=None):
+    """A tmpfs of ``size`` at ``mount`` (after ``before(mount)`` ran), filled but for ``room`` bytes."""
     mount.mkdir()
-    tried = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+    tried = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
                            capture_output=True, text=True)
     if tried.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({tried.stderr.strip() or 'mount failed'})")
     try:
+        if before is not None:
+            before(mount)
         fd = os.open(mount / "filler", os.O_WRONLY | os.O_CREAT)
         try:
             while True:
                 os.write(fd, b"\0" * 4096)
         except OSError:
             pass
-        os.ftruncate(fd, max(0, os.fstat(fd).st_size - 16384))  # leave a little room
+        os.ftruncate(fd, max(0, os.fstat(fd).st_size - room))
         os.close(fd)
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 1 MiB tmpfs, filled but for a few KiB."""
+    with _small_disk(tmp_path / "small", "1m", 16384) as mount:
+        yield mount
 
 
 @pytest.fixture
@@ -78,3 +87,36 @@ def test_import_with_a_full_tmpdir_names_the_temporary_folder(full_disk, run_wit
     line = _one_line(result)
     assert "No space left" in line and "temporary folder (TMPDIR)" in line
     assert not [p for p in full_disk.iterdir() if p.name != "filler"]
+
+
+FILLS_THE_STORE = """
+import mlflow
+mlflow.log_param("lr", 0.1)
+for i in range(10000):  # about 100 KB a step: the disk fills in a few steps
+    mlflow.log_metrics({f"loss_{j}": 1.0 / (i + j + 1) for j in range(500)}, step=i)
+print("never here")
+"""
+
+
+def test_a_run_that_fills_its_stores_disk_is_one_line_and_ends_failed(tmp_path, template_store):
+    """The issue's case: MLflow logged its SQLAlchemy error chain (about 120 lines, 5
+    tracebacks) and pcs printed the script's traceback before its own line."""
+    from conftest import make_store
+    from mlflow import MlflowClient
+
+    def store_there(mount):
+        make_store(mount, template_store)
+
+    with _small_disk(tmp_path / "store_disk", "4m", 200_000, before=store_there) as mount:
+        uri = f"sqlite:///{mount / 'mlflow.db'}"
+        (tmp_path / "fill.py").write_text(FILLS_THE_STORE)
+        result = run_cli("run", "fill.py", cwd=tmp_path, check=False,
+                         env={"MLFLOW_TRACKING_URI": uri})
+        assert result.returncode == 11, result.stderr
+        line = _one_line(result)
+        run_id = result.stdout.strip().splitlines()[-1]
+        assert "No space left on the disk of the tracking store" in line and str(mount) in line
+        assert f"Run {run_id} ended FAILED" in line
+        run = MlflowClient(tracking_uri=uri).get_run(run_id)
+        assert run.info.status == "FAILED" and run.data.params["lr"] == "0.1"
+        assert "never here" not in result.stdout

@@ -102,9 +102,11 @@ _add_optional_commands()
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``pcs`` console script."""
+    from pcs._disk import quiet_disk_full_logs
     from pcs._redact import redact_text
     from pcs.errors import EXIT_CODES, PcsError
 
+    quiet_disk_full_logs()
     try:
         result: Any = cli.main(args=argv, prog_name="pcs", standalone_mode=False,
                                obj={"argv": list(argv if argv is not None else sys.argv[1:])})
@@ -165,7 +167,16 @@ def _exit_if_disk_full(exc: BaseException) -> None:
 
     full = disk_full_error(exc)
     if full is not None:
-        click.echo(f"Error: {redact_text(str(full))}", err=True)
+        message = str(full)
+        run_id = getattr(exc, "pcs_run_id", None)
+        if run_id:  # the run exists and ended FAILED: it is not "nothing written"
+            message = message.replace(
+                "Nothing was left half-written.",
+                f"Run {run_id} ended FAILED and keeps what it logged before (pcs status {run_id}).",
+            )
+        click.echo(f"Error: {redact_text(message)}", err=True)
+        if run_id:
+            click.echo(run_id)  # like any failed run: its id is the last line of stdout
         sys.exit(full.exit_code)
 
 

@@ -38,6 +38,7 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from pcs._disk import disk_full_error
 from pcs.errors import ArgumentError, ScriptExitError
 from pcs.record.closure import compiled
 from pcs.specs import sha256_bytes
@@ -113,9 +114,11 @@ class ScriptTarget:
                 except SystemExit as exc:
                     _exit(exc)
                 except Exception as exc:
-                    # what python prints for an uncaught exception (from the script's frame on)
-                    tb = exc.__traceback__.tb_next if exc.__traceback__ is not None else None
-                    traceback.print_exception(type(exc), exc, tb)
+                    # what python prints for an uncaught exception (from the script's frame on);
+                    # a full disk is not the script's fault: pcs says it in one line instead
+                    if disk_full_error(exc) is None:
+                        tb = exc.__traceback__.tb_next if exc.__traceback__ is not None else None
+                        traceback.print_exception(type(exc), exc, tb)
                     raise
         finally:
             sys.argv = old_argv
