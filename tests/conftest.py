@@ -15,6 +15,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import textwrap
 import time
 import uuid
 from pathlib import Path
@@ -213,6 +214,16 @@ def store(request, monkeypatch, isolated):
     experiment_id = MlflowClient(tracking_uri=url).create_experiment(f"test-{uuid.uuid4().hex}")
     monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", experiment_id)
     yield url
+
+
+def component_from_source(tmp_path: Path, name: str, source: str, class_name: str):
+    """A component of class ``class_name`` in ``<tmp_path>/src/<name>.py`` holding ``source``."""
+    from pcs import Component, LocalRepo
+
+    folder = tmp_path / "src"
+    folder.mkdir(exist_ok=True)
+    (folder / f"{name}.py").write_text(textwrap.dedent(source), encoding="utf-8")
+    return Component.from_repo(LocalRepo("src", folder), name, f"{name}.py", class_name, instantiate=True)
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, check: bool = True,

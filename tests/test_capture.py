@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import sys
-import textwrap
-from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import component_from_source, run_cli
 
 import pcs
-from pcs import Component, ComponentRun, LocalRepo, Run
+from pcs import ComponentRun, Run
 from pcs._capture import CUT_TAGS, OutputCapture
 
 # a real AgentOS agent prints its results and returns None
@@ -34,11 +32,7 @@ class Failing:
 """
 
 
-def component(tmp_path: Path, name: str, source: str, class_name: str) -> Component:
-    folder = tmp_path / "src"
-    folder.mkdir(exist_ok=True)
-    (folder / f"{name}.py").write_text(textwrap.dedent(source), encoding="utf-8")
-    return Component.from_repo(LocalRepo("src", folder), name, f"{name}.py", class_name, instantiate=True)
+component = component_from_source
 
 
 def load(run: Run) -> ComponentRun:

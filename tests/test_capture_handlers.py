@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 import pytest
+from conftest import component_from_source
 
 from pcs import Component, LocalRepo, Run
 
@@ -38,10 +39,7 @@ def root_handlers():
 
 @pytest.fixture
 def logger(tmp_path) -> Component:
-    folder = tmp_path / "src"
-    folder.mkdir()
-    (folder / "logger.py").write_text(LOGGER, encoding="utf-8")
-    return Component.from_repo(LocalRepo("src", folder), "logger", "logger.py", "Logger", instantiate=True)
+    return component_from_source(tmp_path, "logger", LOGGER, "Logger")
 
 
 def as_in_a_script() -> None:

@@ -9,8 +9,9 @@ import sys
 import textwrap
 
 import pytest
+from conftest import component_from_source
 
-from pcs import Component, LocalRepo, Run
+from pcs import Component, Run
 
 DRAWER = """\
 import random
@@ -31,10 +32,7 @@ class Drawer:
 
 @pytest.fixture
 def drawer(tmp_path) -> Component:
-    folder = tmp_path / "src"
-    folder.mkdir()
-    (folder / "drawer.py").write_text(DRAWER, encoding="utf-8")
-    return Component.from_repo(LocalRepo("src", folder), "drawer", "drawer.py", "Drawer", instantiate=True)
+    return component_from_source(tmp_path, "drawer", DRAWER, "Drawer")
 
 
 def test_a_run_leaves_the_callers_random_and_numpy_states_as_it_found_them(drawer):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+from conftest import component_from_source
 
 from pcs import Component, LocalRepo, Run
 from pcs._capture import code_folder_as_placeholder, drop_tool_lines
@@ -29,10 +30,7 @@ class Noisy:
 
 @pytest.fixture
 def noisy(tmp_path) -> Component:
-    folder = tmp_path / "src"
-    folder.mkdir()
-    (folder / "noisy.py").write_text(NOISY, encoding="utf-8")
-    return Component.from_repo(LocalRepo("src", folder), "noisy", "noisy.py", "Noisy", instantiate=True)
+    return component_from_source(tmp_path, "noisy", NOISY, "Noisy")
 
 
 def test_results_logged_to_stderr_are_recorded_and_compared(noisy):
