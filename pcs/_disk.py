@@ -9,17 +9,19 @@ pcs's home (``PCS_HOME``), the tracking store, or the path itself.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from pcs.errors import DiskFullError
 
-__all__ = ["disk_full_error", "quiet_disk_full_logs"]
+__all__ = ["disk_full_error", "quiet_disk_full_logs", "disk_full_raised"]
 
 _CODES = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 # how an OSError names its file once it is only text inside another error
@@ -55,6 +57,20 @@ def disk_full_error(exc: BaseException) -> DiskFullError | None:
     if found_text:
         return DiskFullError(_message(path, store=sqlite_full))
     return None
+
+
+@contextlib.contextmanager
+def disk_full_raised() -> Iterator[None]:
+    """Turn a full disk met inside the block, however it surfaced, into :class:`DiskFullError`
+    (naming the place), so library callers get pcs's one clear error, not ``OSError`` or the
+    store's wrapped one."""
+    try:
+        yield
+    except Exception as exc:
+        full = disk_full_error(exc)
+        if full is None or full is exc:
+            raise
+        raise full from exc
 
 
 class _DropDiskFull(logging.Filter):

@@ -120,3 +120,27 @@ def test_a_run_that_fills_its_stores_disk_is_one_line_and_ends_failed(tmp_path, 
         run = MlflowClient(tracking_uri=uri).get_run(run_id)
         assert run.info.status == "FAILED" and run.data.params["lr"] == "0.1"
         assert "never here" not in result.stdout
+
+
+def test_the_library_raises_disk_full_error_naming_the_place(full_disk, run_with_artifact, tmp_path,
+                                                             template_store, monkeypatch):
+    """Python callers get pcs's error (exit code 11 in the CLI), not OSError or MLflow's."""
+    from pcs.errors import DiskFullError
+
+    out = full_disk / "bundle.tar.gz"
+    with pytest.raises(DiskFullError, match="No space left") as raised:
+        transfer.export_bundle([run_with_artifact], out)
+    assert str(full_disk) in str(raised.value) and raised.value.exit_code == 11
+    assert not out.exists() and not [p for p in full_disk.iterdir() if p.name != "filler"]
+
+    bundle = tmp_path / "bundle.tar.gz"
+    transfer.export_bundle([run_with_artifact], bundle)
+    from conftest import make_store
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", make_store(tmp_path / "other", template_store))
+    monkeypatch.setenv("TMPDIR", str(full_disk))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR again, as a new process does
+    with pytest.raises(DiskFullError, match="temporary folder"):
+        transfer.import_bundle(bundle)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pcs import _config, _keys, _signals
+from pcs._disk import disk_full_raised
 from pcs._features import provides
 from pcs.errors import BundleError, RegistryConflictError
 from pcs.progress import CountingWriter, ProgressCallback, reporter
@@ -140,6 +141,7 @@ def export_bundle(
 
     Raises:
         BundleError: ``output`` is something else than an empty folder or a bundle.
+        DiskFullError: a disk filled up (naming which); nothing was left half-written.
     """
     from pcs.run import Run
 
@@ -156,7 +158,7 @@ def export_bundle(
             )
     output.parent.mkdir(parents=True, exist_ok=True)
     _temps.sweep(output.parent, None)
-    with _signals.guarded():
+    with _signals.guarded(), disk_full_raised():
         runs = [Run.from_existing_run_id(i) for i in run_ids]
         # staged next to the output, so the bundle is moved in by rename, never half copied
         with _temps.temporary_dir("export", output.parent, output.name) as staging:

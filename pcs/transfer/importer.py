@@ -32,6 +32,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from pcs import _config, _keys, _signals
+from pcs._disk import disk_full_raised
 from pcs._features import provides
 from pcs.errors import BundleError, RunNotFoundError
 from pcs.progress import CountingReader, ProgressCallback, reporter
@@ -93,11 +94,12 @@ def import_bundle(
     Raises:
         BundleError: the bundle is malformed, truncated or unsafe; nothing was written.
         FormatVersionError: the bundle was written by a newer pcs.
+        DiskFullError: a disk filled up (naming which); nothing was left half-written.
     """
     progress = _callback(progress)
     bundle = Path(bundle)
     _temps.sweep(None)
-    with _signals.guarded(), _named_after(bundle):
+    with _signals.guarded(), disk_full_raised(), _named_after(bundle):
         if bundle.is_file() and bundle.name.endswith((".yaml", ".yml")):
             return _import_all(load_registry(bundle), trust, progress)
         if bundle.is_file():
