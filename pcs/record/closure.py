@@ -48,6 +48,7 @@ component runs in parallel threads itself (sweeps use processes).
 from __future__ import annotations
 
 import ast
+import bisect
 import importlib.abc
 import importlib.machinery
 import importlib.util
@@ -269,7 +270,7 @@ class Session:
         library): an installed library keeps its name, so that pcs and MLflow,
         which run inside the session too, never get a project's ``yaml.py``.
         """
-        files = _FILES
+        index = _MODULES.refresh()
         candidates = set(self._pinned)
         live = [t for t in self.trees if t.root is not None and t.live and not excluded_path(str(t.root))]
         for tree in live:
@@ -280,33 +281,23 @@ class Session:
                 candidates.update(self._listing(tree.fallback[1]))
         names: set[str] = set()
         for name in candidates:
-            module = sys.modules.get(name)
-            if module is None or name.split(".", 1)[0] in _NEVER_SERVED or name in sys.stdlib_module_names:
+            if name not in sys.modules or name.split(".", 1)[0] in _NEVER_SERVED \
+                    or name in sys.stdlib_module_names:
                 continue
-            seen = files.get(name)
-            if seen is None or seen[0] != id(module):
-                seen = _remember(name, module)
-            if not seen[2]:
+            if not index.installed(name):
                 names.add(name)
         roots = tuple(str(t.root) + os.sep for t in live) + tuple(
             str(t.fallback[1]) + os.sep for t in self.trees if t.fallback is not None
         )
-        if roots:
-            for name, module in sys.modules.copy().items():
-                seen = files.get(name)
-                if seen is None or seen[0] != id(module):
-                    seen = _remember(name, module)
-                if seen[1] is not None and not seen[2] and seen[1].startswith(roots):
-                    names.add(name)
+        for root in roots:
+            names.update(index.local_under(root))
         names = {n for n in names if n.split(".", 1)[0] not in _NEVER_SERVED}
         if not names:
             return {}
-        below = tuple(t + "." for t in names)
-        return {
-            name: sys.modules.pop(name)
-            for name in sys.modules.copy()
-            if name in names or name.startswith(below)
-        }
+        taken = set(names)
+        for name in names:
+            taken.update(index.below(name))
+        return {name: sys.modules.pop(name) for name in sorted(taken) if name in sys.modules}
 
     # -- what was found -------------------------------------------------------------------------
 
@@ -321,6 +312,8 @@ class Session:
         Args:
             package: the package its relative imports resolve against (``__package__``).
         """
+        with _LOCK:
+            _MODULES.note(name)
         self.workers.add_module(name, text, file, package=False, parent=package)
         self.workers.write()
 
@@ -759,20 +752,130 @@ class _Loader(importlib.abc.Loader):
         return str(self.served.file)
 
 
-# sys.modules name -> (id of the module, its __file__ or None, whether it is installed)
-_FILES: dict[str, tuple[int, str | None, bool]] = {}
+class _ModuleIndex:
+    """What each ``sys.modules`` entry is, kept up to date by looking only at what changed.
+
+    A session asks, each time it is entered, which loaded modules have their file
+    under a component's root and which are installed. Walking all of
+    ``sys.modules`` for that made a run's cost grow with what the process had
+    imported (a process that imported torch holds thousands of modules). Here a
+    look compares ``sys.modules`` with the copy taken at the last look (one
+    C-level dict comparison, identity first: no Python code per entry); only when
+    they differ are the entries added or replaced since then classified, and a
+    replaced entry (same name, another object) is classified again because the
+    object is compared, not the name. Entries are held by the copy, so an object
+    classified is never mistaken for a new one that reuses its ``id``.
+
+    Not thread-safe on its own: sessions use it under ``_LOCK``.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[str, Any] = {}  # sys.modules as of the last look
+        self._kind: dict[str, tuple[Any, str | None, bool]] = {}  # name -> (module, file, installed)
+        self._local: list[tuple[str, str]] = []  # (file, name) of uninstalled modules, sorted
+        self._names: list[str] = []  # every name, sorted (submodules of a name are a range)
+        self.refreshes = 0  # looks that found a change (the tests read it)
+
+    def refresh(self) -> _ModuleIndex:
+        """Bring the index up to ``sys.modules`` as it is now."""
+        current = sys.modules
+        if len(current) == len(self._seen) and current == self._seen:
+            return self
+        self.refreshes += 1
+        kind, seen = self._kind, self._seen
+        # one pass in Python over the entries, classifying only those added or replaced;
+        # entries removed since are left in the index and checked against sys.modules
+        # when asked for (pruned when they pile up), which spares a second pass
+        for name, module in [(n, m) for n, m in list(current.items()) if seen.get(n, _ABSENT) is not m]:
+            self._add(name, module)
+        self._seen = dict(current)
+        if len(kind) > 2 * len(current) + 1000:
+            for name in [n for n in kind if kind[n][0] is not current.get(n, _ABSENT)]:
+                self._forget(name)
+        return self
+
+    def note(self, name: str) -> None:
+        """Classify entry ``name`` (and its parents) now: pcs put it in ``sys.modules`` itself.
+
+        A component's module is a fresh module under the same name in each run;
+        noting it keeps the next look on its fast path (nothing else changed)
+        instead of walking every entry to find the one that did.
+        """
+        if not self._seen:
+            return  # never looked yet: the first look classifies everything
+        parts = name.split(".")
+        for depth in range(1, len(parts) + 1):
+            key = ".".join(parts[:depth])
+            module = sys.modules.get(key, _ABSENT)
+            if module is _ABSENT or self._seen.get(key, _ABSENT) is module:
+                continue
+            self._add(key, module)
+            self._seen[key] = module
+
+    def _add(self, name: str, module: Any) -> None:
+        if name in self._kind:
+            self._forget(name)
+        found = self._kind[name] = _classify(module)
+        bisect.insort(self._names, name)
+        if found[1] is not None and not found[2]:
+            bisect.insort(self._local, (found[1], name))
+
+    def _forget(self, name: str) -> None:
+        _, file, installed = self._kind.pop(name)
+        _remove_sorted(self._names, name)
+        if file is not None and not installed:
+            _remove_sorted(self._local, (file, name))
+
+    def installed(self, name: str) -> bool:
+        """Whether the entry ``name`` is a module of the environment (stdlib, site-packages, pcs)."""
+        found = self._kind.get(name)
+        if found is None or found[0] is not sys.modules.get(name, _ABSENT):
+            found = _classify(sys.modules.get(name))
+        return found[2]
+
+    def local_under(self, root: str) -> list[str]:
+        """Names of loaded modules whose file lies under ``root`` (ending in a separator)."""
+        out = []
+        at = bisect.bisect_left(self._local, (root, ""))
+        while at < len(self._local) and self._local[at][0].startswith(root):
+            name = self._local[at][1]
+            if self._kind[name][0] is sys.modules.get(name, _ABSENT):
+                out.append(name)
+            at += 1
+        return out
+
+    def below(self, name: str) -> list[str]:
+        """Loaded submodules of ``name`` (``name.*``)."""
+        prefix = name + "."
+        out = []
+        at = bisect.bisect_left(self._names, prefix)
+        while at < len(self._names) and self._names[at].startswith(prefix):
+            if self._names[at] in sys.modules:
+                out.append(self._names[at])
+            at += 1
+        return out
 
 
-def _remember(name: str, module: Any) -> tuple[int, str | None, bool]:
-    """Note a ``sys.modules`` entry's file and whether it is installed (scans stay cheap)."""
+_ABSENT = object()
+
+
+def _remove_sorted(items: list[Any], item: Any) -> None:
+    at = bisect.bisect_left(items, item)
+    if at < len(items) and items[at] == item:
+        del items[at]
+
+
+def _classify(module: Any) -> tuple[Any, str | None, bool]:
+    """A ``sys.modules`` entry's file, and whether it is installed."""
     try:
         file = getattr(module, "__file__", None)
     except Exception:  # noqa: BLE001 - lazy modules may raise on any attribute
         file = None
     path = file if isinstance(file, str) else None
-    seen = (id(module), path, path is not None and excluded_path(path))
-    _FILES[name] = seen
-    return seen
+    return module, path, path is not None and excluded_path(path)
+
+
+_MODULES = _ModuleIndex()
 
 
 def compiled(text: str, filename: str, digest: str | None = None) -> types.CodeType:
