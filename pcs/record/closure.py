@@ -49,9 +49,11 @@ from __future__ import annotations
 
 import ast
 import bisect
+import contextlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import json
 import os
 import posixpath
 import shutil
@@ -59,6 +61,7 @@ import site
 import sys
 import tempfile
 import threading
+import time
 import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
@@ -625,12 +628,12 @@ class Session:
 
     def _pin_file(self, tree: Tree, name: str, path: Path, base: Path, is_package: bool) -> Served | None:
         try:
-            text = importlib.util.decode_source(path.read_bytes())
+            text, digest = read_source(path)
         except (OSError, UnicodeDecodeError, SyntaxError) as exc:
             self.problems.append(f"{name} ({path.name}) cannot be read as Python source: {exc}")
             return None
         rel = _relative(path, base)
-        module = ModuleFile(name, rel, sha256_bytes(text.encode("utf-8")))
+        module = ModuleFile(name, rel, digest)
         return self._pin(tree, module, base, text, is_package)
 
     def _pin_extension(self, tree: Tree, name: str, path: Path, base: Path) -> Served:
@@ -650,7 +653,7 @@ class Session:
         file = Path(os.path.normpath(base.joinpath(*PurePosixPath(module.path).parts)))
         if text is None:
             try:
-                text = importlib.util.decode_source(file.read_bytes())
+                text = read_source(file)[0]
             except (OSError, UnicodeDecodeError, SyntaxError):
                 text = ""
         package = module.path.endswith("/__init__.py") or module.path == "__init__.py"
@@ -890,54 +893,135 @@ def compiled(text: str, filename: str, digest: str | None = None) -> types.CodeT
 
 # -- static scan ------------------------------------------------------------------------------
 
-_SCANS: dict[str, tuple[tuple[int, str, tuple[str, ...]], ...]] = {}
-
-
-def literal_imports(text: str) -> tuple[tuple[int, str, tuple[str, ...]], ...]:
-    """Every import statement of ``text``, anywhere in it: (level, module, names), cached by content."""
-    digest = sha256_bytes(text.encode("utf-8"))
-    found = _SCANS.get(digest)
-    if found is None:
-        try:
-            tree = ast.parse(text)
-        except (SyntaxError, ValueError):
-            tree = None
-        out: list[tuple[int, str, tuple[str, ...]]] = []
-        for node in ast.walk(tree) if tree is not None else ():
-            if isinstance(node, ast.Import):
-                out.extend((0, alias.name, ()) for alias in node.names)
-            elif isinstance(node, ast.ImportFrom):
-                out.append((node.level, node.module or "", tuple(a.name for a in node.names)))
-        found = tuple(out)
-        _SCANS[digest] = found
-    return found
-
-
-_SCRIPTS: dict[str, tuple[str, ...]] = {}
+Imports = tuple[tuple[int, str, tuple[str, ...]], ...]
+_SCANS: dict[str, tuple[Imports, tuple[str, ...]]] = {}
+_SCAN_FORMAT = 1  # of the files in $PCS_HOME/scans; a file of another format is scanned again
 
 #: the name prefix of a closure entry that is a script (a file run, not imported)
 SCRIPT_PREFIX = "@"
 
 
+def literal_imports(text: str) -> Imports:
+    """Every import statement of ``text``, anywhere in it: (level, module, names), cached by content."""
+    return _scanned(text)[0]
+
+
 def script_literals(text: str) -> tuple[str, ...]:
     """String literals of ``text`` that name a relative ``.py`` file, cached by content."""
+    return _scanned(text)[1]
+
+
+def _scanned(text: str) -> tuple[Imports, tuple[str, ...]]:
+    """What a static scan finds in ``text``: its imports and its ``*.py`` literals.
+
+    One parse per content, kept in this process and in ``$PCS_HOME/scans`` under
+    the text's sha256, so a new process reads a large module's scan instead of
+    parsing it again. The key is the content itself, so an entry can never be
+    stale; an unreadable or foreign entry is scanned again and rewritten.
+    """
     digest = sha256_bytes(text.encode("utf-8"))
-    found = _SCRIPTS.get(digest)
+    found = _SCANS.get(digest)
+    if found is not None:
+        return found
+    cached = _cache_file("scans", digest)
+    found = _read_scan(cached) if cached is not None else None
     if found is None:
-        try:
-            tree = ast.parse(text)
-        except (SyntaxError, ValueError):
-            tree = None
-        out: list[str] = []
-        for node in ast.walk(tree) if tree is not None else ():
-            if isinstance(node, ast.Constant) and isinstance(node.value, str):
-                value = node.value
-                if (value.endswith(".py") and len(value) < 256 and "\n" not in value
-                        and not os.path.isabs(value) and value not in out):
-                    out.append(value)
-        found = tuple(out)
-        _SCRIPTS[digest] = found
+        found = _scan_text(text)
+        if cached is not None:
+            _write_cache(cached, json.dumps({"pcs_format": _SCAN_FORMAT, "imports": found[0],
+                                             "scripts": found[1]}))
+    _SCANS[digest] = found
     return found
+
+
+def _scan_text(text: str) -> tuple[Imports, tuple[str, ...]]:
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        tree = None
+    imports: list[tuple[int, str, tuple[str, ...]]] = []
+    scripts: list[str] = []
+    for node in ast.walk(tree) if tree is not None else ():
+        if isinstance(node, ast.Import):
+            imports.extend((0, alias.name, ()) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            imports.append((node.level, node.module or "", tuple(a.name for a in node.names)))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            value = node.value
+            if (value.endswith(".py") and len(value) < 256 and "\n" not in value
+                    and not os.path.isabs(value) and value not in scripts):
+                scripts.append(value)
+    return tuple(imports), tuple(scripts)
+
+
+def _read_scan(path: Path) -> tuple[Imports, tuple[str, ...]] | None:
+    """A scan read back from the cache; None when missing, unreadable or not of this format."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("pcs_format") != _SCAN_FORMAT:
+            return None
+        imports = tuple((int(level), str(module), tuple(str(n) for n in names))
+                        for level, module, names in data["imports"])
+        return imports, tuple(str(s) for s in data["scripts"])
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+def _cache_file(kind: str, digest: str) -> Path | None:
+    """Where a cache entry of ``kind`` keyed by ``digest`` lives; None when the cache cannot be made."""
+    try:
+        return _config.cache_dir(kind) / digest[:2] / f"{digest}.json"
+    except OSError:
+        return None  # a read-only home: the cache is an optimisation only
+
+
+def _write_cache(path: Path, text: str) -> None:
+    """Write a cache entry through a temp file and a rename (never half a file); errors ignored."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        path.parent.mkdir(exist_ok=True)
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+# file -> (its identity when read, text, sha256): a module's source read once while the file stays put
+_READS: dict[str, tuple[tuple[int, int, int, int], str, str]] = {}
+# A file changed within this long of its last read may keep its size and mtime
+# (coarse timestamps, several writes within one tick): such a read is not
+# remembered, so a change in place is always seen, as git does with racy files.
+_RACY_NS = 2_000_000_000
+
+
+def read_source(path: Path) -> tuple[str, str]:
+    """The source text of a Python file and its sha256, read again only when the file changed.
+
+    Remembered by the file's identity (size, mtime, ctime, inode) as seen before
+    and after the read, and only when its mtime is more than two seconds old, so
+    an edit in place that keeps the size and lands within the same timestamp
+    tick (on a file system with coarse timestamps) is never answered from memory;
+    the ctime, which no one can set back, catches an mtime restored by hand.
+
+    Raises:
+        OSError, UnicodeDecodeError, SyntaxError: the file cannot be read as Python source.
+    """
+    key = str(path)
+    before = os.stat(key)
+    identity = (before.st_size, before.st_mtime_ns, before.st_ctime_ns, before.st_ino)
+    cached = _READS.get(key)
+    if cached is not None and cached[0] == identity:
+        return cached[1], cached[2]
+    text = importlib.util.decode_source(path.read_bytes())
+    digest = sha256_bytes(text.encode("utf-8"))
+    after = os.stat(key)
+    settled = time.time_ns() - after.st_mtime_ns > _RACY_NS
+    if settled and identity == (after.st_size, after.st_mtime_ns, after.st_ctime_ns, after.st_ino):
+        _READS[key] = (identity, text, digest)
+    else:
+        _READS.pop(key, None)
+    return text, digest
 
 
 def _absolute_names(
