@@ -284,7 +284,7 @@ class Session:
                 candidates.update(self._listing(tree.fallback[1]))
         names: set[str] = set()
         for name in candidates:
-            if name not in sys.modules or name.split(".", 1)[0] in _NEVER_SERVED \
+            if sys.modules.get(name) is None or name.split(".", 1)[0] in _NEVER_SERVED \
                     or name in sys.stdlib_module_names:
                 continue
             if not index.installed(name):
