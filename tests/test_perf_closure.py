@@ -144,7 +144,9 @@ def test_a_component_module_reloaded_each_run_keeps_the_index_on_its_fast_path(t
 
 
 def test_a_scan_is_kept_by_content_in_pcs_home_and_a_bad_entry_is_scanned_again(tmp_path):
-    text = "import json\nfrom .sibling import thing\nRUN = 'prepare.py'\n"
+    # large enough to be kept on disk (a small text parses faster than a file is read)
+    text = "import json\nfrom .sibling import thing\nRUN = 'prepare.py'\n" + "# padding\n" * 1000
+    assert len(text) >= closure._PERSIST_MIN
     digest = sha256_bytes(text.encode())
     closure._SCANS.pop(digest, None)
     expected = ((0, "json", ()), (1, "sibling", ("thing",)))
@@ -165,3 +167,9 @@ def test_a_scan_is_kept_by_content_in_pcs_home_and_a_bad_entry_is_scanned_again(
     assert closure.literal_imports(text) == expected
     assert closure.script_literals(text) == ("prepare.py",)
     assert json.loads(entry.read_text())["imports"] == [[0, "json", []], [1, "sibling", ["thing"]]]
+
+    small = "import json\n"
+    small_digest = sha256_bytes(small.encode())
+    closure._SCANS.pop(small_digest, None)
+    assert closure.literal_imports(small) == ((0, "json", ()),)
+    assert not (entry.parent.parent / small_digest[:2] / f"{small_digest}.json").exists()

@@ -896,6 +896,7 @@ def compiled(text: str, filename: str, digest: str | None = None) -> types.CodeT
 Imports = tuple[tuple[int, str, tuple[str, ...]], ...]
 _SCANS: dict[str, tuple[Imports, tuple[str, ...]]] = {}
 _SCAN_FORMAT = 1  # of the files in $PCS_HOME/scans; a file of another format is scanned again
+_PERSIST_MIN = 8192  # characters: below this, parsing costs less than a cache file
 
 #: the name prefix of a closure entry that is a script (a file run, not imported)
 SCRIPT_PREFIX = "@"
@@ -914,16 +915,17 @@ def script_literals(text: str) -> tuple[str, ...]:
 def _scanned(text: str) -> tuple[Imports, tuple[str, ...]]:
     """What a static scan finds in ``text``: its imports and its ``*.py`` literals.
 
-    One parse per content, kept in this process and in ``$PCS_HOME/scans`` under
-    the text's sha256, so a new process reads a large module's scan instead of
-    parsing it again. The key is the content itself, so an entry can never be
+    One parse per content, kept in this process and, for a text of at least
+    ``_PERSIST_MIN`` characters, in ``$PCS_HOME/scans`` under its sha256, so a
+    new process reads a large module's scan instead of parsing it again (a
+    small module parses faster than a cache file is written and read). The key is the content itself, so an entry can never be
     stale; an unreadable or foreign entry is scanned again and rewritten.
     """
     digest = sha256_bytes(text.encode("utf-8"))
     found = _SCANS.get(digest)
     if found is not None:
         return found
-    cached = _cache_file("scans", digest)
+    cached = _cache_file("scans", digest) if len(text) >= _PERSIST_MIN else None
     found = _read_scan(cached) if cached is not None else None
     if found is None:
         found = _scan_text(text)
