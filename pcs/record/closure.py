@@ -191,7 +191,6 @@ class Session:
         self._misses: set[str] = set()  # top-level names not found on sys.path under a root
         self._stack: ExitStack | None = None
         self._opened = False
-        self._prescanned = False
         self._finder: _Finder | None = None
         self._depth = 0
         self.imports: set[str] = set()  # top-level names of modules the closure imports from elsewhere
@@ -236,7 +235,6 @@ class Session:
         with _LOCK:
             if self._depth == 0:
                 stash = self._take_out()
-                self._prescan()
                 for name, module in self._loaded.items():
                     sys.modules[name] = module
                 self._finder = _Finder(self)
@@ -265,29 +263,6 @@ class Session:
             stash = self._stashed.pop() if self._stashed else {}
             for name, module in stash.items():
                 sys.modules.setdefault(name, module)
-
-    def _prescan(self) -> None:
-        """Pin, once, what the live component files import literally, before they load.
-
-        The same scan the run core asks for after loading (:meth:`scan`), run
-        first so the worker manifest is written once with the whole closure
-        instead of once per helper module as each is imported. Names imported
-        from elsewhere are left alone, as loading would leave them; a file that
-        cannot be read is left to the load, which says so.
-        """
-        if self._prescanned:
-            return
-        self._prescanned = True
-        texts = []
-        for tree in self.trees:
-            if tree.root is None or not tree.live or tree.key in self._packages:
-                continue
-            try:
-                texts.append((tree.key, read_source(tree.component_file)[0]))
-            except (OSError, UnicodeDecodeError, SyntaxError):
-                continue
-        if texts:
-            self.scan(texts)
 
     def _take_out(self) -> dict[str, Any]:
         """Take out of ``sys.modules`` every entry this session may serve.
