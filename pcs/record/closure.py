@@ -48,9 +48,12 @@ component runs in parallel threads itself (sweeps use processes).
 from __future__ import annotations
 
 import ast
+import bisect
+import contextlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import json
 import os
 import posixpath
 import shutil
@@ -58,6 +61,7 @@ import site
 import sys
 import tempfile
 import threading
+import time
 import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
@@ -269,7 +273,7 @@ class Session:
         library): an installed library keeps its name, so that pcs and MLflow,
         which run inside the session too, never get a project's ``yaml.py``.
         """
-        files = _FILES
+        index = _MODULES.refresh()
         candidates = set(self._pinned)
         live = [t for t in self.trees if t.root is not None and t.live and not excluded_path(str(t.root))]
         for tree in live:
@@ -280,33 +284,23 @@ class Session:
                 candidates.update(self._listing(tree.fallback[1]))
         names: set[str] = set()
         for name in candidates:
-            module = sys.modules.get(name)
-            if module is None or name.split(".", 1)[0] in _NEVER_SERVED or name in sys.stdlib_module_names:
+            if sys.modules.get(name) is None or name.split(".", 1)[0] in _NEVER_SERVED \
+                    or name in sys.stdlib_module_names:
                 continue
-            seen = files.get(name)
-            if seen is None or seen[0] != id(module):
-                seen = _remember(name, module)
-            if not seen[2]:
+            if not index.installed(name):
                 names.add(name)
         roots = tuple(str(t.root) + os.sep for t in live) + tuple(
             str(t.fallback[1]) + os.sep for t in self.trees if t.fallback is not None
         )
-        if roots:
-            for name, module in sys.modules.copy().items():
-                seen = files.get(name)
-                if seen is None or seen[0] != id(module):
-                    seen = _remember(name, module)
-                if seen[1] is not None and not seen[2] and seen[1].startswith(roots):
-                    names.add(name)
+        for root in roots:
+            names.update(index.local_under(root))
         names = {n for n in names if n.split(".", 1)[0] not in _NEVER_SERVED}
         if not names:
             return {}
-        below = tuple(t + "." for t in names)
-        return {
-            name: sys.modules.pop(name)
-            for name in sys.modules.copy()
-            if name in names or name.startswith(below)
-        }
+        taken = set(names)
+        for name in names:
+            taken.update(index.below(name))
+        return {name: sys.modules.pop(name) for name in sorted(taken) if name in sys.modules}
 
     # -- what was found -------------------------------------------------------------------------
 
@@ -321,6 +315,8 @@ class Session:
         Args:
             package: the package its relative imports resolve against (``__package__``).
         """
+        with _LOCK:
+            _MODULES.note(name)
         self.workers.add_module(name, text, file, package=False, parent=package)
         self.workers.write()
 
@@ -632,12 +628,12 @@ class Session:
 
     def _pin_file(self, tree: Tree, name: str, path: Path, base: Path, is_package: bool) -> Served | None:
         try:
-            text = importlib.util.decode_source(path.read_bytes())
+            text, digest = read_source(path)
         except (OSError, UnicodeDecodeError, SyntaxError) as exc:
             self.problems.append(f"{name} ({path.name}) cannot be read as Python source: {exc}")
             return None
         rel = _relative(path, base)
-        module = ModuleFile(name, rel, sha256_bytes(text.encode("utf-8")))
+        module = ModuleFile(name, rel, digest)
         return self._pin(tree, module, base, text, is_package)
 
     def _pin_extension(self, tree: Tree, name: str, path: Path, base: Path) -> Served:
@@ -657,7 +653,7 @@ class Session:
         file = Path(os.path.normpath(base.joinpath(*PurePosixPath(module.path).parts)))
         if text is None:
             try:
-                text = importlib.util.decode_source(file.read_bytes())
+                text = read_source(file)[0]
             except (OSError, UnicodeDecodeError, SyntaxError):
                 text = ""
         package = module.path.endswith("/__init__.py") or module.path == "__init__.py"
@@ -759,20 +755,130 @@ class _Loader(importlib.abc.Loader):
         return str(self.served.file)
 
 
-# sys.modules name -> (id of the module, its __file__ or None, whether it is installed)
-_FILES: dict[str, tuple[int, str | None, bool]] = {}
+class _ModuleIndex:
+    """What each ``sys.modules`` entry is, kept up to date by looking only at what changed.
+
+    A session asks, each time it is entered, which loaded modules have their file
+    under a component's root and which are installed. Walking all of
+    ``sys.modules`` for that made a run's cost grow with what the process had
+    imported (a process that imported torch holds thousands of modules). Here a
+    look compares ``sys.modules`` with the copy taken at the last look (one
+    C-level dict comparison, identity first: no Python code per entry); only when
+    they differ are the entries added or replaced since then classified, and a
+    replaced entry (same name, another object) is classified again because the
+    object is compared, not the name. Entries are held by the copy, so an object
+    classified is never mistaken for a new one that reuses its ``id``.
+
+    Not thread-safe on its own: sessions use it under ``_LOCK``.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[str, Any] = {}  # sys.modules as of the last look
+        self._kind: dict[str, tuple[Any, str | None, bool]] = {}  # name -> (module, file, installed)
+        self._local: list[tuple[str, str]] = []  # (file, name) of uninstalled modules, sorted
+        self._names: list[str] = []  # every name, sorted (submodules of a name are a range)
+        self.refreshes = 0  # looks that found a change (the tests read it)
+
+    def refresh(self) -> _ModuleIndex:
+        """Bring the index up to ``sys.modules`` as it is now."""
+        current = sys.modules
+        if len(current) == len(self._seen) and current == self._seen:
+            return self
+        self.refreshes += 1
+        kind, seen = self._kind, self._seen
+        # one pass in Python over the entries, classifying only those added or replaced;
+        # entries removed since are left in the index and checked against sys.modules
+        # when asked for (pruned when they pile up), which spares a second pass
+        for name, module in [(n, m) for n, m in list(current.items()) if seen.get(n, _ABSENT) is not m]:
+            self._add(name, module)
+        self._seen = dict(current)
+        if len(kind) > 2 * len(current) + 1000:
+            for name in [n for n in kind if kind[n][0] is not current.get(n, _ABSENT)]:
+                self._forget(name)
+        return self
+
+    def note(self, name: str) -> None:
+        """Classify entry ``name`` (and its parents) now: pcs put it in ``sys.modules`` itself.
+
+        A component's module is a fresh module under the same name in each run;
+        noting it keeps the next look on its fast path (nothing else changed)
+        instead of walking every entry to find the one that did.
+        """
+        if not self._seen:
+            return  # never looked yet: the first look classifies everything
+        parts = name.split(".")
+        for depth in range(1, len(parts) + 1):
+            key = ".".join(parts[:depth])
+            module = sys.modules.get(key, _ABSENT)
+            if module is _ABSENT or self._seen.get(key, _ABSENT) is module:
+                continue
+            self._add(key, module)
+            self._seen[key] = module
+
+    def _add(self, name: str, module: Any) -> None:
+        if name in self._kind:
+            self._forget(name)
+        found = self._kind[name] = _classify(module)
+        bisect.insort(self._names, name)
+        if found[1] is not None and not found[2]:
+            bisect.insort(self._local, (found[1], name))
+
+    def _forget(self, name: str) -> None:
+        _, file, installed = self._kind.pop(name)
+        _remove_sorted(self._names, name)
+        if file is not None and not installed:
+            _remove_sorted(self._local, (file, name))
+
+    def installed(self, name: str) -> bool:
+        """Whether the entry ``name`` is a module of the environment (stdlib, site-packages, pcs)."""
+        found = self._kind.get(name)
+        if found is None or found[0] is not sys.modules.get(name, _ABSENT):
+            found = _classify(sys.modules.get(name))
+        return found[2]
+
+    def local_under(self, root: str) -> list[str]:
+        """Names of loaded modules whose file lies under ``root`` (ending in a separator)."""
+        out = []
+        at = bisect.bisect_left(self._local, (root, ""))
+        while at < len(self._local) and self._local[at][0].startswith(root):
+            name = self._local[at][1]
+            if self._kind[name][0] is sys.modules.get(name, _ABSENT):
+                out.append(name)
+            at += 1
+        return out
+
+    def below(self, name: str) -> list[str]:
+        """Loaded submodules of ``name`` (``name.*``)."""
+        prefix = name + "."
+        out = []
+        at = bisect.bisect_left(self._names, prefix)
+        while at < len(self._names) and self._names[at].startswith(prefix):
+            if self._names[at] in sys.modules:
+                out.append(self._names[at])
+            at += 1
+        return out
 
 
-def _remember(name: str, module: Any) -> tuple[int, str | None, bool]:
-    """Note a ``sys.modules`` entry's file and whether it is installed (scans stay cheap)."""
+_ABSENT = object()
+
+
+def _remove_sorted(items: list[Any], item: Any) -> None:
+    at = bisect.bisect_left(items, item)
+    if at < len(items) and items[at] == item:
+        del items[at]
+
+
+def _classify(module: Any) -> tuple[Any, str | None, bool]:
+    """A ``sys.modules`` entry's file, and whether it is installed."""
     try:
         file = getattr(module, "__file__", None)
     except Exception:  # noqa: BLE001 - lazy modules may raise on any attribute
         file = None
     path = file if isinstance(file, str) else None
-    seen = (id(module), path, path is not None and excluded_path(path))
-    _FILES[name] = seen
-    return seen
+    return module, path, path is not None and excluded_path(path)
+
+
+_MODULES = _ModuleIndex()
 
 
 def compiled(text: str, filename: str, digest: str | None = None) -> types.CodeType:
@@ -787,54 +893,137 @@ def compiled(text: str, filename: str, digest: str | None = None) -> types.CodeT
 
 # -- static scan ------------------------------------------------------------------------------
 
-_SCANS: dict[str, tuple[tuple[int, str, tuple[str, ...]], ...]] = {}
-
-
-def literal_imports(text: str) -> tuple[tuple[int, str, tuple[str, ...]], ...]:
-    """Every import statement of ``text``, anywhere in it: (level, module, names), cached by content."""
-    digest = sha256_bytes(text.encode("utf-8"))
-    found = _SCANS.get(digest)
-    if found is None:
-        try:
-            tree = ast.parse(text)
-        except (SyntaxError, ValueError):
-            tree = None
-        out: list[tuple[int, str, tuple[str, ...]]] = []
-        for node in ast.walk(tree) if tree is not None else ():
-            if isinstance(node, ast.Import):
-                out.extend((0, alias.name, ()) for alias in node.names)
-            elif isinstance(node, ast.ImportFrom):
-                out.append((node.level, node.module or "", tuple(a.name for a in node.names)))
-        found = tuple(out)
-        _SCANS[digest] = found
-    return found
-
-
-_SCRIPTS: dict[str, tuple[str, ...]] = {}
+Imports = tuple[tuple[int, str, tuple[str, ...]], ...]
+_SCANS: dict[str, tuple[Imports, tuple[str, ...]]] = {}
+_SCAN_FORMAT = 1  # of the files in $PCS_HOME/scans; a file of another format is scanned again
+_PERSIST_MIN = 8192  # characters: below this, parsing costs less than a cache file
 
 #: the name prefix of a closure entry that is a script (a file run, not imported)
 SCRIPT_PREFIX = "@"
 
 
+def literal_imports(text: str) -> Imports:
+    """Every import statement of ``text``, anywhere in it: (level, module, names), cached by content."""
+    return _scanned(text)[0]
+
+
 def script_literals(text: str) -> tuple[str, ...]:
     """String literals of ``text`` that name a relative ``.py`` file, cached by content."""
+    return _scanned(text)[1]
+
+
+def _scanned(text: str) -> tuple[Imports, tuple[str, ...]]:
+    """What a static scan finds in ``text``: its imports and its ``*.py`` literals.
+
+    One parse per content, kept in this process and, for a text of at least
+    ``_PERSIST_MIN`` characters, in ``$PCS_HOME/scans`` under its sha256, so a
+    new process reads a large module's scan instead of parsing it again (a
+    small module parses faster than a cache file is written and read). The key is the content itself, so an entry can never be
+    stale; an unreadable or foreign entry is scanned again and rewritten.
+    """
     digest = sha256_bytes(text.encode("utf-8"))
-    found = _SCRIPTS.get(digest)
+    found = _SCANS.get(digest)
+    if found is not None:
+        return found
+    cached = _cache_file("scans", digest) if len(text) >= _PERSIST_MIN else None
+    found = _read_scan(cached) if cached is not None else None
     if found is None:
-        try:
-            tree = ast.parse(text)
-        except (SyntaxError, ValueError):
-            tree = None
-        out: list[str] = []
-        for node in ast.walk(tree) if tree is not None else ():
-            if isinstance(node, ast.Constant) and isinstance(node.value, str):
-                value = node.value
-                if (value.endswith(".py") and len(value) < 256 and "\n" not in value
-                        and not os.path.isabs(value) and value not in out):
-                    out.append(value)
-        found = tuple(out)
-        _SCRIPTS[digest] = found
+        found = _scan_text(text)
+        if cached is not None:
+            _write_cache(cached, json.dumps({"pcs_format": _SCAN_FORMAT, "imports": found[0],
+                                             "scripts": found[1]}))
+    _SCANS[digest] = found
     return found
+
+
+def _scan_text(text: str) -> tuple[Imports, tuple[str, ...]]:
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        tree = None
+    imports: list[tuple[int, str, tuple[str, ...]]] = []
+    scripts: list[str] = []
+    for node in ast.walk(tree) if tree is not None else ():
+        if isinstance(node, ast.Import):
+            imports.extend((0, alias.name, ()) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            imports.append((node.level, node.module or "", tuple(a.name for a in node.names)))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            value = node.value
+            if (value.endswith(".py") and len(value) < 256 and "\n" not in value
+                    and not os.path.isabs(value) and value not in scripts):
+                scripts.append(value)
+    return tuple(imports), tuple(scripts)
+
+
+def _read_scan(path: Path) -> tuple[Imports, tuple[str, ...]] | None:
+    """A scan read back from the cache; None when missing, unreadable or not of this format."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("pcs_format") != _SCAN_FORMAT:
+            return None
+        imports = tuple((int(level), str(module), tuple(str(n) for n in names))
+                        for level, module, names in data["imports"])
+        return imports, tuple(str(s) for s in data["scripts"])
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+def _cache_file(kind: str, digest: str) -> Path | None:
+    """Where a cache entry of ``kind`` keyed by ``digest`` lives; None when the cache cannot be made."""
+    try:
+        return _config.cache_dir(kind) / digest[:2] / f"{digest}.json"
+    except OSError:
+        return None  # a read-only home: the cache is an optimisation only
+
+
+def _write_cache(path: Path, text: str) -> None:
+    """Write a cache entry through a temp file and a rename (never half a file); errors ignored."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        path.parent.mkdir(exist_ok=True)
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+# file -> (its identity when read, text, sha256): a module's source read once while the file stays put
+_READS: dict[str, tuple[tuple[int, int, int, int], str, str]] = {}
+# A file changed within this long of its last read may keep its size and mtime
+# (coarse timestamps, several writes within one tick): such a read is not
+# remembered, so a change in place is always seen, as git does with racy files.
+_RACY_NS = 2_000_000_000
+
+
+def read_source(path: Path) -> tuple[str, str]:
+    """The source text of a Python file and its sha256, read again only when the file changed.
+
+    Remembered by the file's identity (size, mtime, ctime, inode) as seen before
+    and after the read, and only when its mtime is more than two seconds old, so
+    an edit in place that keeps the size and lands within the same timestamp
+    tick (on a file system with coarse timestamps) is never answered from memory;
+    the ctime, which no one can set back, catches an mtime restored by hand.
+
+    Raises:
+        OSError, UnicodeDecodeError, SyntaxError: the file cannot be read as Python source.
+    """
+    key = str(path)
+    before = os.stat(key)
+    identity = (before.st_size, before.st_mtime_ns, before.st_ctime_ns, before.st_ino)
+    cached = _READS.get(key)
+    if cached is not None and cached[0] == identity:
+        return cached[1], cached[2]
+    text = importlib.util.decode_source(path.read_bytes())
+    digest = sha256_bytes(text.encode("utf-8"))
+    after = os.stat(key)
+    settled = time.time_ns() - after.st_mtime_ns > _RACY_NS
+    if settled and identity == (after.st_size, after.st_mtime_ns, after.st_ctime_ns, after.st_ino):
+        _READS[key] = (identity, text, digest)
+    else:
+        _READS.pop(key, None)
+    return text, digest
 
 
 def _absolute_names(

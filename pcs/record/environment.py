@@ -52,6 +52,7 @@ __all__ = [
     "environment_yaml",
     "imported_modules",
     "installed_distributions",
+    "loaded_modules",
     "loaded_top_level_modules",
     "modules_used_by_run",
     "required_distributions",
@@ -320,14 +321,32 @@ def _imports_of(source: str) -> frozenset[str]:
 def loaded_top_level_modules() -> frozenset[str]:
     """The top-level names of every module imported in this process so far.
 
-    Taken before a run's components load and again at its end, the
-    difference is what the run imported that nothing had imported before
-    (its code, or libraries it loaded on the way).
-
     Returns:
         Top-level module names.
     """
     return frozenset(name.partition(".")[0] for name in list(sys.modules))
+
+
+def loaded_modules() -> frozenset[str]:
+    """The names of every module imported in this process so far: a run's snapshot at its start.
+
+    Handed to :func:`modules_used_by_run` at the run's end, which finds what the
+    run imported that nothing had imported before. The copy is made in C (no
+    Python code per module), so it stays cheap in a process holding tens of
+    thousands of modules; :func:`loaded_top_level_modules` walks them in Python.
+
+    Returns:
+        Module names, submodules included.
+    """
+    return frozenset(sys.modules)
+
+
+def _new_top_level_modules(loaded_before: frozenset[str]) -> set[str]:
+    """Top-level names of modules loaded since ``loaded_before`` that it did not hold."""
+    names = sys.modules.keys()
+    if len(names) == len(loaded_before) and names == loaded_before:
+        return set()  # nothing new: one comparison in C
+    return {name.partition(".")[0] for name in names - loaded_before} - loaded_before
 
 
 _CLOSURES: dict[tuple, frozenset[str]] = {}
@@ -405,15 +424,16 @@ def modules_used_by_run(sources: Iterable[str], loaded_before: frozenset[str]) -
 
     Args:
         sources: the source texts of the run's components.
-        loaded_before: :func:`loaded_top_level_modules` taken when the run
-            started executing (after pcs created it, before its objects were built).
+        loaded_before: :func:`loaded_modules` (or :func:`loaded_top_level_modules`)
+            taken when the run started executing (after pcs created it, before its
+            objects were built).
 
     Returns:
         Top-level module names for :func:`used_environment_yaml`.
     """
     names = imported_modules(sources)
     stdlib = sys.stdlib_module_names  # type: ignore[attr-defined]  # Python 3.10+
-    new = [top for top in loaded_top_level_modules() - loaded_before - names if top not in stdlib]
+    new = [top for top in _new_top_level_modules(loaded_before) - names if top not in stdlib]
     if new:
         scan = _scan()
         runtime: frozenset[str] | None = None

@@ -26,7 +26,7 @@ from pcs.record.determinism import SeedReport, seeded
 from pcs.record.environ import EnvReads
 from pcs.record.environment import (
     environment_yaml,
-    loaded_top_level_modules,
+    loaded_modules,
     modules_used_by_run,
     used_environment_yaml,
 )
@@ -183,7 +183,7 @@ class Record:
         self.reads = FileReads(list(self._roots))
         self.env_reads = EnvReads()
         self.run_inputs = RunInputs()
-        self._loaded_before = loaded_top_level_modules()
+        self._loaded_before = loaded_modules()  # once per run: C-level copy of the names
         with seeded(self.facts.seed) as self.seed_report, self.reads, self.env_reads, self.run_inputs:
             yield
 
