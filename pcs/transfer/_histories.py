@@ -52,7 +52,11 @@ INLINE_POINTS = 1000  # longer histories go to a file
 INLINE_TOTAL = 50_000  # and so do all of a run's histories once its inline points reach this
 STREAMED_RUN_FORMAT = 2  # a run spec with a history in a file
 HISTORY_FORMAT = 1
-PAGE = 10_000  # points read from the store per request
+# points read from the store per request: MLflow's SQL store pages by OFFSET over a sorted
+# history, so each page costs a sort of the whole history; 50k points a page exported 1M
+# points in 55-124 s against 144-231 s at 10k (peak 381 against 259 MiB; plain MLflow's one
+# read of 1M points peaks at 645 MiB)
+PAGE = 50_000
 _BATCH = 1000  # points per log_batch on import (MLflow's most metrics per batch)
 _MAX_LINE = 4096  # a point's line is < 100 bytes; a longer one is not a point
 
