@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from pcs.cli._common import parse_assignment
+from pcs.cli._common import parse_assignment, stopped_notice
 from pcs.cli.annotate import delete, logs, note, restore, tag
 from pcs.cli.cache import cache
 from pcs.cli.cleanup import cleanup
@@ -52,7 +52,8 @@ def cli(ctx: click.Context, tracking_uri: str | None, verbose: bool) -> None:
     \b
     Exit codes: 0 ok, 1 diverged, 2 usage, 3 not found, 4 not rerunnable,
     5 unverifiable, 6 the component failed, 7 registry/bundle, 8 environment
-    build, 9 git repo, 10 tracking store unreachable, 130 interrupted.
+    build, 9 git repo, 10 tracking store unreachable, 11 disk full,
+    130 interrupted (SIGTERM/SIGHUP end pcs as the signal does).
     """
     if tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
@@ -117,8 +118,7 @@ def main(argv: list[str] | None = None) -> None:
         run_id = getattr(exc, "pcs_run_id", None) or getattr(exc.__context__, "pcs_run_id", None)
         if run_id:
             # the run ended KILLED; its id goes last on stdout, as for any finished run
-            click.echo(f"pcs: interrupted; run {run_id} ended KILLED (pcs status {run_id}).",
-                       err=True)
+            stopped_notice(run_id, "interrupted")
             if not _wants_json(argv):
                 click.echo(run_id)
         else:
