@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from pcs.cli._common import parse_assignment, stopped_notice
+from pcs.cli._common import note_new_store, parse_assignment, stopped_notice
 from pcs.cli.annotate import delete, logs, note, restore, tag
 from pcs.cli.cache import cache
 from pcs.cli.cleanup import cleanup
@@ -29,9 +29,10 @@ from pcs.cli.transfer import export_cmd, import_cmd, publish, pull
 
 __all__ = ["main", "cli", "parse_assignment"]
 
-# commands that open the tracking store (the others never touch it)
+# commands that open the tracking store (the others never touch it); import and pull say
+# so themselves, once the bundle or registry is there (a wrong one creates no store)
 _STORE_COMMANDS = {
-    "run", "status", "rerun", "diff", "export", "import", "publish", "pull", "graph",
+    "run", "status", "rerun", "diff", "export", "publish", "graph",
     "cleanup", "sweep", "runs", "logs", "tag", "note", "delete", "restore",
 }
 
@@ -67,22 +68,7 @@ def cli(ctx: click.Context, tracking_uri: str | None, verbose: bool) -> None:
     argv = (ctx.obj or {}).get("argv", []) if isinstance(ctx.obj, dict) else []
     asks_help = any(arg in ("-h", "--help") for arg in argv)
     if ctx.invoked_subcommand in _STORE_COMMANDS and not asks_help:
-        _note_new_store()
-
-
-def _note_new_store() -> None:
-    """Say so (on stderr) when the command is about to create a new local store."""
-    from mlflow.tracking._tracking_service.utils import get_tracking_uri
-
-    uri = get_tracking_uri()
-    if uri.startswith("sqlite:///"):
-        path = uri[len("sqlite:///"):]
-        if path and path != ":memory:" and not os.path.exists(path):
-            click.echo(
-                f"pcs: no MLflow store at {path} yet; creating one (set MLFLOW_TRACKING_URI "
-                "or --tracking-uri to use another store).",
-                err=True,
-            )
+        note_new_store()
 
 
 for _command in (run, status, rerun, diff, freeze, export_cmd, import_cmd, publish, pull, graph,

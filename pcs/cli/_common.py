@@ -19,6 +19,7 @@ __all__ = [
     "progress_callback",
     "stopped_notice",
     "stop_notice",
+    "note_new_store",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -61,6 +62,23 @@ def progress_callback(show: bool | None) -> Iterator[Any]:
 
     with rich_progress(True if show else None) as callback:
         yield callback
+
+
+def note_new_store() -> None:
+    """Say so (on stderr) when the command is about to create a new local store."""
+    import os
+
+    from mlflow.tracking._tracking_service.utils import get_tracking_uri
+
+    uri = get_tracking_uri()
+    if uri.startswith("sqlite:///"):
+        path = uri[len("sqlite:///"):]
+        if path and path != ":memory:" and not os.path.exists(path):
+            click.echo(
+                f"pcs: no MLflow store at {path} yet; creating one (set MLFLOW_TRACKING_URI "
+                "or --tracking-uri to use another store).",
+                err=True,
+            )
 
 
 def stopped_notice(run_id: str, why: str) -> None:
