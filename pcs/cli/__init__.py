@@ -19,6 +19,7 @@ from pcs.cli._common import note_new_store, parse_assignment, stopped_notice
 from pcs.cli.annotate import delete, logs, note, restore, tag
 from pcs.cli.cache import cache
 from pcs.cli.cleanup import cleanup
+from pcs.cli.code import code
 from pcs.cli.completion import completion
 from pcs.cli.freeze import freeze
 from pcs.cli.graph import graph
@@ -33,7 +34,7 @@ __all__ = ["main", "cli", "parse_assignment"]
 # so themselves, once the bundle or registry is there (a wrong one creates no store)
 _STORE_COMMANDS = {
     "run", "status", "rerun", "diff", "export", "publish", "graph",
-    "cleanup", "sweep", "runs", "logs", "tag", "note", "delete", "restore",
+    "cleanup", "sweep", "runs", "logs", "code", "tag", "note", "delete", "restore",
 }
 
 
@@ -72,7 +73,7 @@ def cli(ctx: click.Context, tracking_uri: str | None, verbose: bool) -> None:
 
 
 for _command in (run, status, rerun, diff, freeze, export_cmd, import_cmd, publish, pull, graph,
-                 cache, cleanup, runs, logs, tag, note, delete, restore, completion):
+                 cache, cleanup, runs, logs, code, tag, note, delete, restore, completion):
     cli.add_command(_command)
 
 
