@@ -69,7 +69,8 @@ NOTE = "mlflow.note.content"
 # artifacts
 PCS_ARTIFACT_DIR = "pcs"
 RUN_COMMAND_ARTIFACT = "pcs/run_command.yaml"
-SOURCE_ARTIFACT_DIR = "pcs/source"
+SOURCE_ARTIFACT_DIR = "pcs/source"  # the snapshot by sha256: sweeps, and runs before pcs/code
+CODE_FILES_DIR = "pcs/code"  # the snapshot under the files' own paths (MLflow UI browses it)
 DIFF_ARTIFACT_DIR = "pcs/git_diff"
 CODE_ARTIFACT = "pcs/code.yaml"
 REQUIREMENTS_DIR = "pcs/requirements"

@@ -1,5 +1,5 @@
-"""Browsing runs and annotating them: what ``pcs runs``, ``logs``, ``tag``, ``note``,
-``delete`` and ``restore`` call.
+"""Browsing runs and annotating them: what ``pcs runs``, ``logs``, ``code``, ``tag``,
+``note``, ``delete`` and ``restore`` call.
 
 A listing is one paged search (no read per run): the rows, the experiments
 they come from, and the columns to show (``params.X``, ``metrics.X``,
@@ -28,11 +28,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from mlflow import MlflowClient
 
 __all__ = [
+    "CodeFile",
     "RunListing",
     "list_runs",
     "resolve_experiments",
     "parse_columns",
     "run_output",
+    "run_code",
+    "code_text",
     "set_note",
     "tag_run",
     "delete_runs",
@@ -186,6 +189,91 @@ def run_output(run_id: str, stream: str = "stdout") -> str:
             "pcs does not capture)."
         )
     return run.load_text(path)
+
+
+@dataclass(frozen=True)
+class CodeFile:
+    """One file of a run's recorded code.
+
+    Attributes:
+        path: its path under the run's ``pcs/code`` artifacts (its path in its repo).
+        part: the component it is, or ``component:module`` for a module of its closure.
+        sha256: the sha256 of its text, as the run command records it.
+    """
+
+    path: str
+    part: str
+    sha256: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"path": self.path, "part": self.part, "sha256": self.sha256}
+
+
+def run_code(run_id: str) -> list[CodeFile]:
+    """The files of a run's recorded code (components and their closures), by path.
+
+    Read from the run command, so runs recorded before ``pcs/code`` existed
+    (their snapshot is ``pcs/source/<sha256>.py``) list the same paths.
+
+    Raises:
+        RunNotFoundError: no such run.
+        ArgumentError: the run is not a component or script run (nothing recorded).
+    """
+    return _code_files(_code_run(run_id))
+
+
+def _code_files(run: Any) -> list[CodeFile]:
+    from pcs.record.code import code_file_paths
+
+    code = run.run_command.code
+    paths = code_file_paths(code)
+    return sorted((CodeFile(path, key, str(code[key]["sha256"])) for key, path in paths.items()),
+                  key=lambda f: f.path)
+
+
+def code_text(run_id: str, path: str) -> str:
+    """The recorded text of one file of a run's code (``path`` as :func:`run_code` lists it).
+
+    Raises:
+        ArgumentError: the run recorded no file at ``path`` (the message lists those it did).
+        NotReproducibleError: the run names the file but its text was not recorded.
+    """
+    from pcs.errors import NotReproducibleError
+
+    run = _code_run(run_id)
+    files = _code_files(run)
+    wanted = path.strip()
+    if wanted.startswith("./"):
+        wanted = wanted[2:]
+    found = next((f for f in files if f.path == wanted), None)
+    if found is None:
+        known = ", ".join(f.path for f in files[:20]) or "none"
+        raise ArgumentError(
+            f"Run {run.identifier} recorded no file {path[:200]!r}. Its files: {known}. "
+            f"List them with: pcs code {run.identifier}"
+        )
+    text = run.recorded_sources().get(found.sha256)
+    if text is None:
+        raise NotReproducibleError(
+            f"Run {run.identifier} names {found.path} (sha256 {found.sha256[:12]}) but holds no copy of "
+            "its text: the snapshot was not recorded, or the run's artifacts were left out when "
+            "it was exported."
+        )
+    return text
+
+
+def _code_run(run_id: str) -> Any:
+    from pcs.component_run import ComponentRun
+
+    run = Run.from_existing_run_id(run_id)
+    if not isinstance(run, ComponentRun) or type(run) is not ComponentRun:
+        kind = (
+            "a sweep: its code is its trials' (pcs status ID lists them)"
+            if run.tags.get(_keys.RUN_TYPE) == _keys.RUN_TYPE_SWEEP
+            else "not a script or component run, so pcs recorded no code"
+        )
+        raise ArgumentError(f"Run {run.identifier} is {kind}.")
+    return run
 
 
 def set_note(run_id: str, text: str) -> Run:

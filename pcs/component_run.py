@@ -4,8 +4,9 @@ When a component run starts, before any user code, pcs records in the MLflow
 run (one ``create_run`` with every tag, one ``log_artifacts`` with every file):
 
 - ``pcs/run_command.yaml``: a registry with the command, its components and repos;
-- ``pcs/source/<sha256>.py``: the source of every component, and of every module
-  in its closure (the modules it loads from its own repo), as run;
+- ``pcs/code/<path>``: the source of every component, and of every module in
+  its closure (the modules it loads from its own repo), as run, under its path
+  in the repo (``pcs/source/<sha256>.py`` in runs recorded before);
 - ``pcs/environment.yaml``: Python, platform, distributions;
 - ``pcs/code.yaml`` (+ ``pcs/git_diff/``): where the sources were on disk and
   where they sit in git;
@@ -448,11 +449,16 @@ class ComponentRun(Run):
     def recorded_sources(self) -> dict[str, str]:
         """The source snapshot recorded at run start, by sha256."""
         with tempfile.TemporaryDirectory(prefix=f"pcs-{os.getpid()}-sources-") as tmp:
-            try:
-                folder = self._download_quietly(_keys.SOURCE_ARTIFACT_DIR, Path(tmp))
-            except Exception:  # noqa: BLE001 - no snapshot recorded
-                return {}
-            return read_sources_dir(folder)
+            # pcs/code/<path>; runs recorded before it kept pcs/source/<sha256>.py
+            for where in (_keys.CODE_FILES_DIR, _keys.SOURCE_ARTIFACT_DIR):
+                try:
+                    folder = self._download_quietly(where, Path(tmp) / Path(where).name)
+                except Exception:  # noqa: BLE001 - not recorded in this layout
+                    continue
+                sources = read_sources_dir(folder)
+                if sources:
+                    return sources
+            return {}
 
     @property
     def imported_modules(self) -> list[str]:

@@ -417,11 +417,14 @@ class WebRegistry(Registry):
                 "is running; pass connect_timeout= to WebRegistry to wait longer."
             ) from None
         except requests.ConnectionError as exc:
+            upload = (
+                "; an upload the server refused half-way (too large, or a wrong token) also "
+                "ends like this" if method in ("PUT", "POST") else ""
+            )
             raise RegistryServerError(
                 f"Cannot reach the registry at {self.url} ({type(exc).__name__}): nothing "
                 "answered, or the connection broke off. Check the URL and that the server "
-                "is running (start one with `pcs-registry serve`); an upload the server "
-                "refused half-way (too large, or a wrong token) also ends like this."
+                f"is running (start one with `pcs-registry serve`){upload}."
             ) from None
         except requests.Timeout:
             raise RegistryServerError(

@@ -209,7 +209,7 @@ def test_record_is_written_before_user_code_and_survives_a_crash(store, tmp_path
     assert failed.status == "FAILED"
     assert failed.metrics["before_crash"] == 7
     paths = {a.path for a in failed.list_artifacts("pcs")}
-    assert {"pcs/run_command.yaml", "pcs/source", "pcs/environment.yaml"} <= paths
+    assert {"pcs/run_command.yaml", "pcs/code", "pcs/environment.yaml"} <= paths
     assert failed.run_command.argument_set.get_function_args("crash", "go") == {"n": 7}
     with pytest.raises(RuntimeError, match="boom"):
         failed.rerun()

@@ -94,9 +94,8 @@ def test_a_record_is_staged_from_facts_alone(tmp_path, monkeypatch):
     record = Record.start(facts)
     staged = sorted(p.relative_to(record.folder).as_posix()
                     for p in record.folder.rglob("*") if p.is_file())
-    digest = code["agent"]["sha256"]
-    assert staged == ["pcs/code.yaml", "pcs/environment.yaml", "pcs/run_command.yaml",
-                      f"pcs/source/{digest}.py"]
+    assert staged == ["pcs/code.yaml", "pcs/code/agent.py", "pcs/environment.yaml",
+                      "pcs/run_command.yaml"]
     assert record.tags[_keys.RUN_COMMAND_ID] == "c0ffee" and record.tags[_keys.SEED] == "7"
     assert record.tags[_keys.COMPONENT] == "agent" and record.tags[_keys.GRADE] == "portable"
     code_yaml = yaml.safe_load((record.folder / _keys.CODE_ARTIFACT).read_text(encoding="utf-8"))

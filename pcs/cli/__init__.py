@@ -15,10 +15,11 @@ from typing import Any
 
 import click
 
-from pcs.cli._common import parse_assignment
+from pcs.cli._common import note_new_store, parse_assignment, stopped_notice
 from pcs.cli.annotate import delete, logs, note, restore, tag
 from pcs.cli.cache import cache
 from pcs.cli.cleanup import cleanup
+from pcs.cli.code import code
 from pcs.cli.completion import completion
 from pcs.cli.freeze import freeze
 from pcs.cli.graph import graph
@@ -29,10 +30,11 @@ from pcs.cli.transfer import export_cmd, import_cmd, publish, pull
 
 __all__ = ["main", "cli", "parse_assignment"]
 
-# commands that open the tracking store (the others never touch it)
+# commands that open the tracking store (the others never touch it); import and pull say
+# so themselves, once the bundle or registry is there (a wrong one creates no store)
 _STORE_COMMANDS = {
-    "run", "status", "rerun", "diff", "export", "import", "publish", "pull", "graph",
-    "cleanup", "sweep", "runs", "logs", "tag", "note", "delete", "restore",
+    "run", "status", "rerun", "diff", "export", "publish", "graph",
+    "cleanup", "sweep", "runs", "logs", "code", "tag", "note", "delete", "restore",
 }
 
 
@@ -52,7 +54,8 @@ def cli(ctx: click.Context, tracking_uri: str | None, verbose: bool) -> None:
     \b
     Exit codes: 0 ok, 1 diverged, 2 usage, 3 not found, 4 not rerunnable,
     5 unverifiable, 6 the component failed, 7 registry/bundle, 8 environment
-    build, 9 git repo, 10 tracking store unreachable, 130 interrupted.
+    build, 9 git repo, 10 tracking store unreachable, 11 disk full,
+    130 interrupted (SIGTERM/SIGHUP end pcs as the signal does).
     """
     if tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
@@ -66,26 +69,11 @@ def cli(ctx: click.Context, tracking_uri: str | None, verbose: bool) -> None:
     argv = (ctx.obj or {}).get("argv", []) if isinstance(ctx.obj, dict) else []
     asks_help = any(arg in ("-h", "--help") for arg in argv)
     if ctx.invoked_subcommand in _STORE_COMMANDS and not asks_help:
-        _note_new_store()
-
-
-def _note_new_store() -> None:
-    """Say so (on stderr) when the command is about to create a new local store."""
-    from mlflow.tracking._tracking_service.utils import get_tracking_uri
-
-    uri = get_tracking_uri()
-    if uri.startswith("sqlite:///"):
-        path = uri[len("sqlite:///"):]
-        if path and path != ":memory:" and not os.path.exists(path):
-            click.echo(
-                f"pcs: no MLflow store at {path} yet; creating one (set MLFLOW_TRACKING_URI "
-                "or --tracking-uri to use another store).",
-                err=True,
-            )
+        note_new_store()
 
 
 for _command in (run, status, rerun, diff, freeze, export_cmd, import_cmd, publish, pull, graph,
-                 cache, cleanup, runs, logs, tag, note, delete, restore, completion):
+                 cache, cleanup, runs, logs, code, tag, note, delete, restore, completion):
     cli.add_command(_command)
 
 
@@ -119,8 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         run_id = getattr(exc, "pcs_run_id", None) or getattr(exc.__context__, "pcs_run_id", None)
         if run_id:
             # the run ended KILLED; its id goes last on stdout, as for any finished run
-            click.echo(f"pcs: interrupted; run {run_id} ended KILLED (pcs status {run_id}).",
-                       err=True)
+            stopped_notice(run_id, "interrupted")
             if not _wants_json(argv):
                 click.echo(run_id)
         else:

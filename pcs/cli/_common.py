@@ -17,6 +17,9 @@ __all__ = [
     "working",
     "parse_assignment",
     "progress_callback",
+    "stopped_notice",
+    "stop_notice",
+    "note_new_store",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -59,6 +62,59 @@ def progress_callback(show: bool | None) -> Iterator[Any]:
 
     with rich_progress(True if show else None) as callback:
         yield callback
+
+
+def note_new_store() -> None:
+    """Say so (on stderr) when the command is about to create a new local store."""
+    import os
+
+    from mlflow.tracking._tracking_service.utils import get_tracking_uri
+
+    uri = get_tracking_uri()
+    if uri.startswith("sqlite:///"):
+        path = uri[len("sqlite:///"):]
+        if path and path != ":memory:" and not os.path.exists(path):
+            click.echo(
+                f"pcs: no MLflow store at {path} yet; creating one (set MLFLOW_TRACKING_URI "
+                "or --tracking-uri to use another store).",
+                err=True,
+            )
+
+
+def stopped_notice(run_id: str, why: str) -> None:
+    """Say on stderr that run ``run_id`` was stopped, and how to see it and run it again."""
+    click.echo(
+        f"pcs: {why}; run {run_id} ended KILLED. See it with: pcs status {run_id}; "
+        f"run it again with: pcs rerun {run_id}",
+        err=True,
+    )
+
+
+@contextlib.contextmanager
+def stop_notice(as_json: bool) -> Iterator[None]:
+    """Name the run that SIGTERM or SIGHUP stops while the block runs, as Ctrl-C does.
+
+    The block is guarded work (:func:`pcs._signals.guarded`): the signal unwinds
+    it, the run ends KILLED, and the exception that carries the run's id reaches
+    this block before the process ends as the signal says. The notice goes to
+    stderr and the id last on stdout (not with --json), then the signal is
+    delivered again; exit status -15 (143 in a shell) for SIGTERM.
+    """
+    from pcs import _signals
+
+    with _signals.guarded():
+        try:
+            yield
+        except _signals.ProcessTerminated as exc:
+            run_id = getattr(exc, "pcs_run_id", None)
+            if run_id:
+                stopped_notice(run_id, f"stopped by {exc.signal_name}")
+                if not as_json:
+                    click.echo(run_id)
+                # the signal ends the process without flushing Python's buffers
+                sys.stdout.flush()
+                sys.stderr.flush()
+            raise
 
 
 def parse_assignment(text: str) -> tuple[str, str, str, Any]:

@@ -12,6 +12,7 @@ from pcs.cli._common import (
     parse_assignment,
     progress_callback,
     progress_option,
+    stop_notice,
     working,
 )
 
@@ -101,7 +102,8 @@ def run(ctx: click.Context, target: str | None, target_args: tuple[str, ...], mo
     pcs's options come before the script; everything after the script is the
     script's (as with python). What the script parses with argparse or click
     becomes params of the run. Prints the run's status line, then its id; exits
-    with the script's exit code (6 when it raised).
+    with the script's exit code (6 when it raised). A run stopped by Ctrl-C,
+    SIGTERM or SIGHUP ends KILLED and still prints its id last.
     """
     from pcs import _config
     from pcs.errors import ArgumentError
@@ -190,8 +192,9 @@ def _run_script(script: str | None, module: str | None, argv: tuple[str, ...], s
             if experiment_name else None
         )
         try:
-            new_run = run_script(script, list(argv), module=module, seed=seed, run_name=run_name,
-                                 experiment_id=experiment_id)
+            with stop_notice(as_json):
+                new_run = run_script(script, list(argv), module=module, seed=seed,
+                                     run_name=run_name, experiment_id=experiment_id)
         except Exception as exc:
             run_id = getattr(exc, "pcs_run_id", None)
             if not run_id:
@@ -233,10 +236,11 @@ def _run_component(component: str, registry_file: str, entry_point: str | None, 
         comp_obj = Component.from_registry_file(registry_file, component)
         failure: Exception | None = None
         try:
-            new_run = comp_obj.run_with_arg_set(
-                entry_point, arg_set, seed=seed, run_name=run_name, experiment_id=experiment_id,
-                return_value_format=return_value_format,
-            )
+            with stop_notice(as_json):
+                new_run = comp_obj.run_with_arg_set(
+                    entry_point, arg_set, seed=seed, run_name=run_name,
+                    experiment_id=experiment_id, return_value_format=return_value_format,
+                )
         except Exception as exc:
             if not (as_json and getattr(exc, "pcs_run_id", None)):
                 raise

@@ -35,14 +35,26 @@ def export_cmd(run_ids: tuple[str, ...], output: str, no_artifacts: bool, no_rec
 
 
 @click.command(name="import")
-@click.argument("bundle", type=click.Path(exists=True))
+@click.argument("bundle", type=click.Path())
 @click.option("--trust", is_flag=True, help="Allow unpickling pickled return values from this bundle.")
 @progress_option
 @json_option
 def import_cmd(bundle: str, trust: bool, show_progress: bool | None, as_json: bool) -> None:
-    """Import every run of BUNDLE into the current tracking store (prints original -> new ids)."""
-    from pcs import transfer
+    """Import every run of BUNDLE into the current tracking store (prints original -> new ids).
 
+    A BUNDLE that does not exist is a bundle error (exit 7), as a missing
+    registry file is for pcs run -r.
+    """
+    from pcs import transfer
+    from pcs.cli._common import note_new_store
+    from pcs.errors import BundleError
+
+    if not Path(bundle).exists():
+        raise BundleError(
+            f"Bundle {bundle} does not exist. Pass the folder or .tar.gz file that "
+            "'pcs export RUN_ID -o PATH' wrote."
+        )
+    note_new_store()
     with working(as_json), progress_callback(show_progress) as progress:
         mapping = transfer.import_bundle(Path(bundle), trust=trust, progress=progress)
     if as_json:
@@ -92,12 +104,19 @@ def publish(run_ids: tuple[str, ...], url: str, token: str | None, token_file: s
 @progress_option
 @json_option
 def pull(run_id: str, url: str, trust: bool, show_progress: bool | None, as_json: bool) -> None:
-    """Pull RUN_ID from a registry server into the current tracking store; prints its local id."""
+    """Pull RUN_ID from a registry server into the current tracking store; prints its local id.
+
+    The server is asked first, also when the store already holds the run: a URL
+    nothing answers at is an error (exit 7), and no store is created for it.
+    """
     from pcs import transfer
+    from pcs.cli._common import note_new_store
     from pcs.web_registry import WebRegistry
 
     with working(as_json), progress_callback(show_progress) as progress:
         registry = WebRegistry(url)
+        registry.health()
+        note_new_store()
         pulled = transfer.import_run(registry, run_id, trust=trust, progress=progress)
     if as_json:
         emit_json({"run_id": pulled.identifier, "original": run_id})

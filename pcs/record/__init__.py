@@ -15,7 +15,7 @@ One module per part of the record:
   join the run command's code map, so they are part of its identifier.
 - :mod:`~pcs.record.workers`: the manifest of served modules that worker
   processes of a run import (through ``pcs/record/_boot/sitecustomize.py``).
-- :mod:`~pcs.record.code`: the source snapshot (``pcs/source/``), where the
+- :mod:`~pcs.record.code`: the source snapshot (``pcs/code/<path>``), where the
   code was and its git state (``pcs/code.yaml``, ``pcs/git_diff/``), the
   declared requirements (``pcs/requirements/``).
 - :mod:`~pcs.record.reads`: data files the run reads under its components'

@@ -1,8 +1,11 @@
 """The code part of a record: the source snapshot, and where the code was in git.
 
-- ``pcs/source/<sha256>.py``: the text of every component and of every module
-  of its closure, as run (:func:`write_sources`; read back by
-  :func:`read_sources_dir`);
+- ``pcs/code/<path>``: the text of every component and of every module of its
+  closure, as run, under the file's own path in its repo (``pcs/code/agent.py``,
+  ``pcs/code/pkg/helpers.py``), so MLflow's UI shows the code as the project
+  lays it out; each file once (:func:`write_sources`, :func:`code_file_paths`).
+  Runs recorded before kept it as ``pcs/source/<sha256>.py``, as sweeps still
+  do; :func:`read_sources_dir` reads either, by sha256;
 - ``pcs/code.yaml``: per component and closure module, its snapshot's sha256,
   where it was on disk and its git state (commit, branch, remote, whether it
   had uncommitted edits), with ``pcs/git_diff/<name>.diff`` for a dirty tree
@@ -17,6 +20,7 @@ and the components as :class:`~pcs.record.closure.Part` descriptions.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -29,6 +33,7 @@ from pcs.specs import sha256_bytes
 __all__ = [
     "capture_code",
     "capture_requirements",
+    "code_file_paths",
     "describe_closure",
     "read_sources_dir",
     "source_artifact_name",
@@ -44,31 +49,88 @@ def source_artifact_name(digest: str) -> str:
 
 
 def read_sources_dir(folder: Path) -> dict[str, str]:
-    """Snapshot texts by sha256 from a downloaded ``pcs/source`` folder."""
+    """Snapshot texts by sha256 from a downloaded ``pcs/code`` (or older ``pcs/source``) folder."""
     out: dict[str, str] = {}
-    if folder.is_dir():
-        for path in folder.iterdir():
-            if path.suffix == ".py":
-                out[path.stem] = path.read_text(encoding="utf-8")
+    if not folder.is_dir():
+        return out
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file() or path.is_symlink():
+            continue
+        if path.parent == folder and path.suffix == ".py" and _SHA256.fullmatch(path.stem):
+            out[path.stem] = path.read_text(encoding="utf-8")  # pcs/source/<sha256>.py
+            continue
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            continue  # not a snapshot pcs wrote
+        out.setdefault(sha256_bytes(text.encode("utf-8")), text)
     return out
 
 
+def code_file_paths(code: Code) -> dict[str, str]:
+    """Where each file of a code map lies under ``pcs/code``, by code-map key.
+
+    A file keeps its path in its repo (``agent.py``, ``pkg/helpers.py``). When
+    the components come from several repos, each path starts with its repo's
+    name, so two ``agent.py`` stay apart; two texts left at one path (which the
+    paths of one repo cannot make) tell themselves apart by their sha256.
+    Only safe path parts are kept: no ``..``, no absolute paths.
+    """
+    located: dict[str, tuple[str, str]] = {}
+    for key, entry in code.items():
+        if not entry.get("sha256"):
+            continue
+        repo, sep, path = str(entry.get("file") or "").partition(":")
+        if not sep:
+            repo, path = "", repo
+        if entry.get("path"):
+            path = str(entry["path"])
+        located[key] = ("" if repo.startswith("<") else repo, path)
+    several = len({repo for repo, _ in located.values()}) > 1
+    out: dict[str, str] = {}
+    held: dict[str, str] = {}  # path -> sha256 of the text there
+    for key in sorted(located):
+        repo, path = located[key]
+        digest = str(code[key]["sha256"])
+        parts = [_safe_part(p) for p in PurePosixPath(path.replace("\\", "/")).parts
+                 if p not in ("/", ".", "..")]
+        parts = [p for p in parts if p]
+        if several and repo:
+            parts.insert(0, _safe_part(repo) or "repo")
+        name = "/".join(parts) or source_artifact_name(digest)
+        if held.get(name, digest) != digest:
+            stem, dot, suffix = name.rpartition(".")
+            name = f"{stem}.{digest[:12]}.{suffix}" if dot and stem else f"{name}.{digest[:12]}"
+        held[name] = digest
+        out[key] = name
+    return out
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+@=-]+")
+
+
+def _safe_part(part: str) -> str:
+    """A path part an artifact store keeps as it is (``<__main__>`` is ``__main__``)."""
+    return _UNSAFE.sub("_", part.strip("<>"))
+
+
 def write_sources(parts: Sequence[Part], code: Code, sources: Mapping[str, str], folder: Path) -> None:
-    """Every snapshot text the code map names, as ``<sha256>.py`` in ``folder``."""
+    """Every snapshot text the code map names, under its own path in ``folder`` (``pcs/code``)."""
     folder.mkdir(parents=True, exist_ok=True)
     by_key = {p.key: p for p in parts}
-    for key, entry in code.items():
-        digest = entry.get("sha256")
-        if not digest:
-            continue  # no source could be captured; the grade says so
+    for key, name in code_file_paths(code).items():
+        digest = code[key]["sha256"]
         text = sources.get(digest)
         if text is None and key in by_key:
             text = by_key[key].source()
         if text is None:
             continue
-        target = folder / source_artifact_name(digest)
+        target = folder / name
         if not target.exists():
-            target.write_text(text, encoding="utf-8")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # bytes as they were: no newline translation, so the file's sha256 is the recorded one
+            target.write_bytes(text.encode("utf-8"))
 
 
 def capture_code(

@@ -137,7 +137,7 @@ class Record:
         pcs_dir.mkdir()
         parts = facts.parts
         (root / _keys.RUN_COMMAND_ARTIFACT).write_text(facts.registry_text(), encoding="utf-8")
-        write_sources(parts, facts.code, facts.sources, root / _keys.SOURCE_ARTIFACT_DIR)
+        write_sources(parts, facts.code, facts.sources, root / _keys.CODE_FILES_DIR)
         fingerprint, env_text = environment_yaml(facts.seed)
         (root / _keys.ENVIRONMENT_ARTIFACT).write_text(env_text, encoding="utf-8")
 
@@ -272,7 +272,7 @@ class Record:
     def _rewrite(self, facts: Facts, folder: Path) -> None:
         """Stage, in ``folder`` (uploaded as ``pcs/``), the record of a closure that grew during the run."""
         (folder / Path(_keys.RUN_COMMAND_ARTIFACT).name).write_text(facts.registry_text(), encoding="utf-8")
-        write_sources(facts.parts, facts.code, facts.sources, folder / Path(_keys.SOURCE_ARTIFACT_DIR).name)
+        write_sources(facts.parts, facts.code, facts.sources, folder / Path(_keys.CODE_FILES_DIR).name)
         describe_closure(facts.parts, facts.code, self.code_record)
         (folder / Path(_keys.CODE_ARTIFACT).name).write_text(dump_yaml(self.code_record), encoding="utf-8")
 
