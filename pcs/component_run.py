@@ -490,7 +490,8 @@ class ComponentRun(Run):
         trust: bool = False,
         args: Any = None,
     ) -> ComponentRun:
-        """Execute the recorded command again as a new run, tagged ``pcs.rerun_of``.
+        """Execute the recorded command again as a new run, tagged ``pcs.rerun_of`` and named
+        after the original with `` (rerun)`` (unless ``run_name`` is given).
 
         With ``args``, the recorded code runs with changed arguments instead: a
         new run tagged ``pcs.derived_from`` (not a rerun, so no verdict; ``pcs
@@ -535,6 +536,8 @@ class ComponentRun(Run):
                 f"Run {self.identifier} was graded not-rerunnable when it was recorded: "
                 + "; ".join(self.grade_reasons)
             )
+        if run_name is None and self.info.run_name:
+            run_name = f"{self.info.run_name} (rerun)"  # found next to the original in the UI
         inputs = self._read_yaml(_keys.INPUTS_ARTIFACT) if env_vars == "recorded" else None
         values = (inputs.get("env") or {}) if isinstance(inputs, dict) else {}
         with recorded_environ(values if isinstance(values, dict) else {}):
