@@ -24,6 +24,14 @@ it running: the script's MLflow calls land in the run pcs records, which pcs
 ends when the script ends. ``sys.exit(0)``, ``sys.exit()`` and falling off the
 end finish the run; a non-zero exit is :class:`~pcs.errors.ScriptExitError`,
 which fails it.
+
+Secret values on the command line (``--token X``, ``--password=X``, any
+option whose name :func:`pcs.secrets.is_secret_name` calls secret, and any
+``pcs.secret(...)`` in a Python argv) are recorded as ``pcs-secret:<hash>``
+markers, as secret component arguments are (:func:`protect_argv`): in the run
+command, the argv param and the params the script parses. The script itself
+gets the clear value; a rerun asks for it again as for a component's secret
+(``--secret-arg``, ``PCS_SECRET_<NAME>``; :func:`reveal_argv`).
 """
 
 from __future__ import annotations
@@ -42,7 +50,7 @@ from pcs.errors import ArgumentError, ScriptExitError
 from pcs.record.closure import compiled
 from pcs.specs import sha256_bytes
 
-__all__ = ["SCRIPT_CLASS_NAME", "SCRIPT_ENTRY_POINT", "ScriptTarget", "param_text"]
+__all__ = ["SCRIPT_CLASS_NAME", "SCRIPT_ENTRY_POINT", "ScriptTarget", "param_text", "protect_argv", "reveal_argv"]
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +90,7 @@ class ScriptTarget:
             BaseException: whatever the script raised (after printing its traceback
                 on stderr, as Python would).
         """
-        argv = check_argv(argv)
+        argv, secrets = reveal_argv(check_argv(argv), PurePosixPath(self.file_path).stem or "script")
         filename = str(self.path) if self.path is not None else self.label
         code = compiled(self.source, filename, sha256_bytes(self.source.encode("utf-8")))
         module = types.ModuleType("__main__")
@@ -105,7 +113,7 @@ class ScriptTarget:
         sys.argv = [filename, *argv]
         if folder is not None:
             sys.path.insert(0, folder)
-        sink = _ParamSink()
+        sink = _ParamSink(secrets)
         try:
             with _argparse_hook(sink), _click_hook(sink), _mlflow_shared(sink.run_id):
                 try:
@@ -130,12 +138,18 @@ class ScriptTarget:
 
 
 def check_argv(argv: Any) -> list[str]:
-    """``argv`` as a list of strings, or an ``ArgumentError`` saying what is wrong."""
+    """``argv`` as a list of strings, or an ``ArgumentError`` saying what is wrong.
+
+    A ``pcs.secret(...)`` item becomes its ``pcs-secret:`` marker.
+    """
+    from pcs.secrets import Secret, remember
+
     if isinstance(argv, (str, bytes)) or not isinstance(argv, Sequence):
         raise ArgumentError(
             f"A script's arguments are a list of strings (as in sys.argv[1:]); got "
             f"{type(argv).__name__}. Pass e.g. ['--lr', '0.1']."
         )
+    argv = [remember(a.value) if isinstance(a, Secret) else a for a in argv]
     bad = [a for a in argv if not isinstance(a, str)]
     if bad:
         raise ArgumentError(
@@ -143,6 +157,83 @@ def check_argv(argv: Any) -> list[str]:
             f"({type(bad[0]).__name__}). Pass str({bad[0]!r})."
         )
     return list(argv)
+
+
+def _option_name(arg: str) -> str | None:
+    """``token`` for ``--token`` / ``--token=X`` / ``-token``; None for values and ``--``."""
+    if not arg.startswith("-") or arg == "--" or len(arg) < 2 or arg[1:2].isdigit():
+        return None
+    return arg.lstrip("-").partition("=")[0] or None
+
+
+def protect_argv(argv: Sequence[str]) -> list[str]:
+    """``argv`` as recorded: the value of every secret option replaced by its marker.
+
+    A secret option is one whose name looks secret (``--token X``,
+    ``--api-key=X``, ``--db_password X``; see :func:`pcs.secrets.is_secret_name`);
+    its value is the part after ``=``, else the next item. Items that are
+    already markers (``pcs.secret`` values, a recorded argv) are kept.
+
+    Example::
+
+        protect_argv(["--lr", "0.1", "--token", "hf_abc"])
+        # ['--lr', '0.1', '--token', 'pcs-secret:3b1f...']
+    """
+    from pcs.secrets import is_marker, is_secret_name, remember
+
+    out = list(check_argv(argv))
+    i = 0
+    while i < len(out):
+        arg = out[i]
+        name = _option_name(arg)
+        if name is not None and is_secret_name(name):
+            flag, equals, value = arg.partition("=")
+            if equals:
+                if value and not is_marker(value):
+                    out[i] = f"{flag}={remember(value)}"
+            elif i + 1 < len(out) and out[i + 1] != "--":
+                if out[i + 1] and not is_marker(out[i + 1]):
+                    out[i + 1] = remember(out[i + 1])
+                i += 1
+        i += 1
+    return out
+
+
+def reveal_argv(argv: Sequence[str], script: str) -> tuple[list[str], set[str]]:
+    """``argv`` with every secret marker replaced by its clear value, for the script to parse.
+
+    Returns:
+        The argv the script gets, and the clear secret values in it.
+
+    Args:
+        argv: a recorded argv (see :func:`protect_argv`).
+        script: the script's name, for messages (``train``).
+
+    Raises:
+        ArgumentError: a secret this process does not hold and ``PCS_SECRET_<NAME>``
+            does not give (or gives with another hash): the message says how to pass it.
+    """
+    from pcs.secrets import is_marker, reveal
+
+    out = list(argv)
+    clear: set[str] = set()
+    for i, arg in enumerate(argv):
+        flag, equals, value = arg.partition("=")
+        if equals and _option_name(flag) and is_marker(value):
+            name = _arg_name(_option_name(flag) or "arg")
+            value = reveal(value, f"{script}.run.{name}", name)
+            clear.add(value)
+            out[i] = f"{flag}={value}"
+        elif is_marker(arg):
+            before = _option_name(argv[i - 1]) if i > 0 else None
+            name = _arg_name(before) if before else f"argv{i}"
+            out[i] = reveal(arg, f"{script}.run.{name}", name)
+            clear.add(out[i])
+    return out, clear
+
+
+def _arg_name(option: str) -> str:
+    return option.replace("-", "_")
 
 
 def _package_of(file_path: str) -> str | None:
@@ -175,9 +266,10 @@ def param_text(value: Any) -> str:
 class _ParamSink:
     """Logs parsed arguments as params of the run active when the script started."""
 
-    def __init__(self) -> None:
+    def __init__(self, secrets: set[str] | frozenset[str] = frozenset()) -> None:
         from mlflow.tracking import fluent
 
+        self.secrets = set(secrets)  # clear values given as secrets: logged as their markers
         entry = fluent.active_run()
         self.run_id: str | None = entry.info.run_id if entry is not None else None
         self._run = getattr(entry, "pcs_run", None)  # the pcs handle, when pcs pushed it
@@ -188,7 +280,7 @@ class _ParamSink:
         for name, value in values.items():
             if not _is_param_key(name) or name.startswith("pcs."):
                 continue  # MLflow refuses the name (or pcs owns it); the argv has the value
-            text = param_text(value)
+            text = self._protected(name, value)
             seen = self.logged.get(name)
             if seen is None:
                 new[name] = text
@@ -209,6 +301,15 @@ class _ParamSink:
             client = MlflowClient()
             for name, text in new.items():
                 client.log_param(self.run_id, name, text)
+
+
+    def _protected(self, name: str, value: Any) -> str:
+        """The param text of a parsed value; a marker when it is a secret (by name or as given)."""
+        from pcs.secrets import is_secret_name, remember
+
+        if isinstance(value, str) and value and (value in self.secrets or is_secret_name(name)):
+            return remember(value)
+        return param_text(value)
 
 
 def _is_param_key(key: Any) -> bool:
