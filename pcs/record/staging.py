@@ -248,6 +248,8 @@ class Record:
                            "events_lost": self.reads.overflowed},
             "env": dict(sorted(env.items())),
             "runs": self.run_inputs.to_dict() if self.run_inputs else {},
+            # not an input: the files it wrote (path -> size), for "written, not recorded"
+            "written": self.reads.written(),
         }
         (folder / Path(_keys.INPUTS_ARTIFACT).name).write_text(dump_yaml(record), encoding="utf-8")
         kept = folder / Path(_keys.DATA_SNAPSHOT_DIR).name

@@ -94,6 +94,45 @@ def note_outputs_left_out(a: Run, b: Run, report: Verification) -> None:
                 )
 
 
+_WRITTEN_SHOWN = 5  # file names shown in the report line; the JSON report has them all
+
+
+def note_written_files(a: Run, b: Run, report: Verification, patterns: tuple[str, ...] = ()) -> None:
+    """List the files either run wrote and did not record as "written, not recorded".
+
+    A file counts as recorded when an artifact of the run has its name (it was
+    logged with ``mlflow.log_artifact``) or when it is the file the entry point
+    returned by path (compared on its own). The rest are outputs pcs cannot
+    compare, so a verdict does not over-claim: they are named with what to do.
+    """
+    written: dict[str, None] = {}
+    for run in (a, b):
+        if not isinstance(run, ComponentRun):
+            continue
+        record = run._read_yaml(_keys.INPUTS_ARTIFACT)
+        files = record.get("written") if isinstance(record, dict) else None
+        if not isinstance(files, dict) or not files:
+            continue
+        logged = {Path(p).name for p in run.artifact_paths()}
+        returned = run.tags.get(_keys.RETURNED_FILE)
+        for name in files:
+            name = str(name)
+            if Path(name).name in logged or name == returned or _ignored(name, patterns):
+                continue
+            written[name] = None
+    if not written:
+        return
+    names = sorted(written)
+    shown = ", ".join(names[:_WRITTEN_SHOWN]) + (
+        f" and {len(names) - _WRITTEN_SHOWN} more" if len(names) > _WRITTEN_SHOWN else "")
+    report.not_compared_because(
+        f"written, not recorded: {shown}",
+        "the run wrote these files and did not log them, so pcs cannot compare them; log them "
+        "(mlflow.log_artifact) or return a file's path from the entry point to compare it",
+    )
+    report.written_not_recorded = names
+
+
 def compare_return_values(a: Run, b: Run, report: Verification, trust: bool = False) -> None:
     """The return values: equal bytes, or equal values (floats within ``rtol``/``atol``).
 
