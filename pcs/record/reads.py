@@ -55,6 +55,7 @@ __all__ = [
     "data_for_rerun",
     "describe",
     "file_sha256",
+    "saw_files",
     "snapshot_limit",
 ]
 
@@ -72,6 +73,8 @@ _CODE_SUFFIXES = (".py", ".pyc", ".pyd", ".so")
 _STORE_NAMES = {"mlflow.db", "mlflow.db-journal", "mlflow.db-wal", "mlflow.db-shm"}
 # inotify watches are a per-user kernel resource: a huge tree is watched in part
 MAX_WATCHED_FOLDERS = 4000
+# Hydra's copy of a job's config (the params and the config snapshot hold it): not listed
+_HYDRA_RECORD = ".hydra"
 #: files written and kept in the record, at most (a run writing a million files keeps the count)
 MAX_WRITTEN_LISTED = 1000
 
@@ -153,8 +156,8 @@ class FileReads:
         """The files the run wrote that are still there at its end: path -> size in bytes.
 
         A path is relative to the working folder when it is inside it (posix),
-        else absolute. Stores, caches, code files, MLflow's ``mlflow.db`` and
-        pcs's own folder are left out; at most :data:`MAX_WRITTEN_LISTED` are
+        else absolute. Stores, caches, code files, MLflow's ``mlflow.db``,
+        pcs's own folder and Hydra's ``.hydra`` config copies are left out; at most :data:`MAX_WRITTEN_LISTED` are
         listed (sorted), so ``len()`` of the result is not a count beyond it.
         """
         home = _home()
@@ -162,7 +165,7 @@ class FileReads:
         for path in sorted(self._written | self._opened_to_write):
             if len(out) >= MAX_WRITTEN_LISTED:
                 break
-            if _left_out(path) or path.startswith(home):
+            if _left_out(path) or path.startswith(home) or _HYDRA_RECORD in path.split(os.sep):
                 continue
             try:
                 if not os.path.isfile(path):
@@ -206,6 +209,28 @@ class FileReads:
         and MLflow's ``mlflow.db`` are left out.
         """
         return sorted({rel for _, rel in self.located()})
+
+
+def saw_files(folders: Iterable[Path | str]) -> None:
+    """Tell the active watches that every file under ``folders`` was read.
+
+    For inputs read in part that a rerun may need whole: Hydra composes only
+    the config files a run selects, but a derived run may select others, so
+    its config folder is recorded (and kept, up to the snapshot limit) whole.
+    Left-out folders and code files are skipped as for any read.
+    """
+    with _WATCH_LOCK:
+        watches = list(_WATCHES)
+    if not watches:
+        return
+    for folder in folders:
+        for parent, subfolders, names in os.walk(os.path.realpath(folder)):
+            subfolders[:] = [d for d in subfolders if d not in _NOT_INPUTS]
+            for name in names:
+                path = os.path.join(parent, name)
+                if not _left_out(path):
+                    for watch in watches:
+                        watch._saw(path)
 
 
 def _home() -> str:

@@ -16,7 +16,14 @@ under the script's own names (``lr``, ``epochs``), defaults included:
 - ``argparse``: every ``ArgumentParser.parse_args`` / ``parse_known_args``
   (and the intermixed variants), outermost call only (sub-parsers fill the
   same namespace);
-- ``click``: the parameters of every command invoked (``ctx.params``).
+- ``click``: the parameters of every command invoked (``ctx.params``);
+- Hydra: the composed config of every job the script's ``@hydra.main`` runs,
+  flattened to dotted names (``model.depth``), interpolations resolved. The
+  config folders Hydra searched (``config_path``) are added to the run's data
+  reads whole, not only the files this run composed, so they are kept with the
+  record (up to the data snapshot limit): a rerun of the recorded code
+  composes the recorded config, a derived run may pick another config group,
+  and a config edited since the run is named as a changed data file.
 
 ``mlflow.start_run()`` without ``nested=True`` (and without another run id)
 inside the script returns the pcs run itself, and ``mlflow.end_run()`` leaves
@@ -42,7 +49,7 @@ import sys
 import traceback
 import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -50,7 +57,10 @@ from pcs.errors import ArgumentError, ScriptExitError
 from pcs.record.closure import compiled
 from pcs.specs import sha256_bytes
 
-__all__ = ["SCRIPT_CLASS_NAME", "SCRIPT_ENTRY_POINT", "ScriptTarget", "param_text", "protect_argv", "reveal_argv"]
+__all__ = [
+    "SCRIPT_CLASS_NAME", "SCRIPT_ENTRY_POINT", "ScriptTarget", "flat_config", "param_text", "protect_argv",
+    "reveal_argv",
+]
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +125,8 @@ class ScriptTarget:
             sys.path.insert(0, folder)
         sink = _ParamSink(secrets)
         try:
-            with _argparse_hook(sink), _click_hook(sink), _mlflow_shared(sink.run_id):
+            with _argparse_hook(sink), _click_hook(sink), _hydra_hook(sink, self.source), \
+                    _mlflow_shared(sink.run_id):
                 try:
                     exec(code, module.__dict__)  # noqa: S102 - running the user's script is the point
                 except SystemExit as exc:
@@ -343,7 +354,7 @@ def _argparse_hook(sink: _ParamSink) -> Iterator[None]:
                 result = original(self, *args, **kwargs)
             finally:
                 depth[0] -= 1
-            if depth[0] == 0:
+            if depth[0] == 0 and not getattr(self, _NOT_PARAMS, False):
                 namespace = result[0] if isinstance(result, tuple) else result
                 values = {k: v for k, v in vars(namespace).items() if v is not argparse.SUPPRESS}
                 sink.log(values, "argparse")
@@ -376,6 +387,137 @@ def _click_hook(sink: _ParamSink) -> Iterator[None]:
 
     with _patched(click.core.Command, "invoke", wrap):
         yield
+
+
+# set on a parser whose values are not the script's params (Hydra's own command line)
+_NOT_PARAMS = "_pcs_not_params"
+
+
+def _imports_hydra(source: str) -> bool:
+    """Whether a script's source imports Hydra (only then is Hydra imported to hook it)."""
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return False
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import) and any(a.name.partition(".")[0] == "hydra" for a in node.names):
+            return True
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").partition(".")[0] == "hydra":
+            return True
+    return False
+
+
+def flat_config(config: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config (dicts of dicts) as ``{"model.depth": 3, ...}``; lists stay values."""
+    out: dict[str, Any] = {}
+    if isinstance(config, Mapping):
+        for key, value in config.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, Mapping) and value:
+                out.update(flat_config(value, f"{name}."))
+            else:
+                out[name] = value
+    return out
+
+
+@contextmanager
+def _hydra_hook(sink: _ParamSink, source: str) -> Iterator[None]:
+    """Record each Hydra job's composed config as params, and its config folders as data read.
+
+    Hydra is imported here only when the script imports it itself, so a script
+    that does not use Hydra neither loads nor records it.
+    """
+    if not _imports_hydra(source):
+        yield
+        return
+    try:
+        import hydra._internal.hydra as hydra_internal
+    except ImportError:  # the script will fail on its own import, with Python's message
+        yield
+        return
+    owners: list[Any] = [hydra_internal]
+    try:
+        import hydra._internal.core_plugins.basic_launcher as basic_launcher
+    except ImportError:  # pragma: no cover - part of hydra-core
+        pass
+    else:
+        owners.append(basic_launcher)
+
+    def observed(task: Callable[..., Any]) -> Callable[..., Any]:
+        def task_function(cfg: Any) -> Any:
+            _hydra_job_seen(sink, cfg)
+            return task(cfg)
+
+        task_function.__wrapped__ = task  # type: ignore[attr-defined]
+        return task_function
+
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        def run_job(*args: Any, **kwargs: Any) -> Any:
+            if callable(kwargs.get("task_function")):
+                kwargs["task_function"] = observed(kwargs["task_function"])
+            elif args and callable(args[0]):
+                args = (observed(args[0]), *args[1:])
+            return original(*args, **kwargs)
+
+        run_job.__wrapped__ = original  # type: ignore[attr-defined]
+        return run_job
+
+    def wrap_parser(original: Callable[..., Any]) -> Callable[..., Any]:
+        def get_args_parser(*args: Any, **kwargs: Any) -> Any:
+            parser = original(*args, **kwargs)
+            # Hydra's own options (--multirun, --cfg, overrides): the argv holds them, the
+            # composed config is the params
+            setattr(parser, _NOT_PARAMS, True)
+            return parser
+
+        get_args_parser.__wrapped__ = original  # type: ignore[attr-defined]
+        return get_args_parser
+
+    with ExitStack() as stack:
+        for owner in owners:
+            if hasattr(owner, "run_job"):
+                stack.enter_context(_patched(owner, "run_job", wrap))
+        for name in ("hydra.main", "hydra._internal.utils"):
+            module = sys.modules.get(name)
+            if module is not None and callable(getattr(module, "get_args_parser", None)):
+                stack.enter_context(_patched(module, "get_args_parser", wrap_parser))
+        yield
+
+
+def _hydra_job_seen(sink: _ParamSink, cfg: Any) -> None:
+    """Log a job's config as params; tell the data watch about every file of its config folders."""
+    from pcs.record.reads import saw_files
+
+    try:
+        from omegaconf import OmegaConf
+
+        values = OmegaConf.to_container(cfg, resolve=True)
+    except Exception as exc:  # noqa: BLE001 - an unresolvable interpolation fails the job itself
+        log.warning("pcs: could not read the Hydra config as params (%s); the argv has the overrides.", exc)
+        values = None
+    if isinstance(values, dict):
+        sink.log(flat_config(values), "Hydra")
+    saw_files(_hydra_config_folders())
+
+
+def _hydra_config_folders() -> list[Path]:
+    """The ``file://`` config folders the current Hydra job searched (not installed packages)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        sources = HydraConfig.get().runtime.config_sources
+    except Exception:  # noqa: BLE001 - not inside a Hydra job, or another Hydra version
+        return []
+    folders = []
+    for source in sources:
+        if getattr(source, "schema", None) != "file" or not getattr(source, "path", None):
+            continue
+        path = Path(str(source.path).removeprefix("file://"))
+        if path.is_dir() and not {"site-packages", "dist-packages"} & set(path.parts):
+            folders.append(path)
+    return folders
 
 
 @contextmanager
