@@ -15,13 +15,18 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pcs import _keys
+from pcs import _config, _keys
 from pcs._capture import code_folder_as_placeholder, drop_tool_lines
 from pcs.component_run import ComponentRun, argument_params
 from pcs.errors import ArgumentError, PcsError
 from pcs.run import Run
 from pcs.specs import content_hash
-from pcs.verification.normalise import normalise_artifact_paths, normalise_file, normalise_text
+from pcs.verification.normalise import (
+    code_folders_as_placeholder,
+    normalise_artifact_paths,
+    normalise_file,
+    normalise_text,
+)
 from pcs.verification.report import Difference, Verification
 
 # pcs's own record is compared as causes; these artifacts of it are outputs
@@ -590,6 +595,7 @@ def compare_artifacts(
     if files:
         report.compared.append(f"{len(files)} artifact(s)")
     code_files: set[str] | None = None
+    folders: set[str] = set()
     with tempfile.TemporaryDirectory(prefix="pcs-verify-") as tmp:
         for path, name in _OUTPUT_RECORD_ARTIFACTS.items():
             if name not in names_a and name not in names_b:
@@ -604,8 +610,16 @@ def compare_artifacts(
                 # snapshot runs elsewhere)
                 if code_files is None:
                     code_files = _code_files(a) | _code_files(b)
+                    folders = _code_folders(a) | _code_folders(b)
                 text_a = code_folder_as_placeholder(drop_tool_lines(text_a), code_files)
                 text_b = code_folder_as_placeholder(drop_tool_lines(text_b), code_files)
+                if text_a != text_b:
+                    # a folder printed alone (Path(__file__).parent), naming no code file
+                    snapshots = _config.pcs_home() / "sources"  # where a rerun of recorded code runs
+                    text_a, rule_a = code_folders_as_placeholder(text_a, folders, snapshots)
+                    text_b, rule_b = code_folders_as_placeholder(text_b, folders, snapshots)
+                    if text_a == text_b:
+                        report.normalised_by(rule_a + rule_b)
                 if not text_a.strip() and not text_b.strip():
                     continue  # only such lines on either side: nothing the code printed
             report.compared.append(name)
@@ -646,6 +660,18 @@ def _comparable_names(paths: list[str], raw: bool) -> tuple[dict[str, str], list
         names, used = normalise_artifact_paths(rest)
     names.update({name: path for path, name in record.items()})
     return names, used
+
+
+def _code_folders(run: Run) -> set[str]:
+    """The folders the run's code ran from: each component's live folder, when it ran from one."""
+    if not isinstance(run, ComponentRun):
+        return set()
+    try:
+        components = (run.code_record or {}).get("components") or {}
+    except Exception:  # noqa: BLE001 - no code record: nothing to replace
+        return set()
+    return {str(c["local_dir"]).rstrip("/") for c in components.values()
+            if isinstance(c, dict) and isinstance(c.get("local_dir"), str) and len(c["local_dir"]) > 1}
 
 
 def _code_files(run: Run) -> set[str]:
