@@ -76,6 +76,19 @@ def test_protect_argv_hashes_values_of_secret_options_only():
     assert back == argv and clear == {TOKEN, PASSWORD}
 
 
+def test_hydra_overrides_with_secret_names_are_hashed(monkeypatch):
+    from pcs import secrets as secret_module
+
+    out = protect_argv(["db.password=pw-hydra-123", "+api.token=tk-hydra-456", "model.depth=3"])
+    assert out == [f"db.password={marker_of('pw-hydra-123')}", f"+api.token={marker_of('tk-hydra-456')}",
+                   "model.depth=3"]
+    monkeypatch.setattr(secret_module, "_known", {})
+    monkeypatch.setenv("PCS_SECRET_DB_PASSWORD", "pw-hydra-123")
+    monkeypatch.setenv("PCS_SECRET_API_TOKEN", "tk-hydra-456")
+    assert reveal_argv(out, "train")[0] == ["db.password=pw-hydra-123", "+api.token=tk-hydra-456",
+                                            "model.depth=3"]
+
+
 def test_a_pcs_secret_in_a_python_argv_is_a_marker_under_any_name():
     out = protect_argv(["--hub", pcs.secret("hub-credential-1")])
     assert out == ["--hub", marker_of("hub-credential-1")]

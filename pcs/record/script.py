@@ -182,7 +182,8 @@ def protect_argv(argv: Sequence[str]) -> list[str]:
 
     A secret option is one whose name looks secret (``--token X``,
     ``--api-key=X``, ``--db_password X``; see :func:`pcs.secrets.is_secret_name`);
-    its value is the part after ``=``, else the next item. Items that are
+    its value is the part after ``=``, else the next item. A Hydra override
+    (``db.password=X``, ``+db.password=X``) with such a name is one too. Items that are
     already markers (``pcs.secret`` values, a recorded argv) are kept.
 
     Example::
@@ -196,6 +197,13 @@ def protect_argv(argv: Sequence[str]) -> list[str]:
     i = 0
     while i < len(out):
         arg = out[i]
+        key, equals, value = arg.partition("=")
+        if equals and not arg.startswith("-") and is_secret_name(key.lstrip("+~")):
+            # a Hydra-style override, db.password=X (or +db.password=X)
+            if value and not is_marker(value):
+                out[i] = f"{key}={remember(value)}"
+            i += 1
+            continue
         name = _option_name(arg)
         if name is not None and is_secret_name(name):
             flag, equals, value = arg.partition("=")
@@ -230,8 +238,8 @@ def reveal_argv(argv: Sequence[str], script: str) -> tuple[list[str], set[str]]:
     clear: set[str] = set()
     for i, arg in enumerate(argv):
         flag, equals, value = arg.partition("=")
-        if equals and _option_name(flag) and is_marker(value):
-            name = _arg_name(_option_name(flag) or "arg")
+        if equals and is_marker(value) and (_option_name(flag) or not flag.startswith("-")):
+            name = _arg_name(_option_name(flag) or flag.lstrip("+~") or "arg")
             value = reveal(value, f"{script}.run.{name}", name)
             clear.add(value)
             out[i] = f"{flag}={value}"
@@ -244,7 +252,7 @@ def reveal_argv(argv: Sequence[str], script: str) -> tuple[list[str], set[str]]:
 
 
 def _arg_name(option: str) -> str:
-    return option.replace("-", "_")
+    return option.replace("-", "_").replace(".", "_")
 
 
 def _package_of(file_path: str) -> str | None:
