@@ -42,6 +42,7 @@ class ImportWatch:
             if not _WATCHES:
                 _install()
             _WATCHES.append(self)
+            _TOLD.clear()  # the new watch has been told nothing yet
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -52,12 +53,17 @@ class ImportWatch:
                 _uninstall()
 
 
+# names every active watch already holds: the hook's fast path (cleared when watches change)
+_TOLD: set[str] = set()
+
+
 def _saw(name: Any) -> None:
     if not isinstance(name, str) or not name or name.startswith("."):
         return
     top = name.partition(".")[0]
     for watch in list(_WATCHES):
         watch.names.add(top)
+    _TOLD.add(name)
 
 
 # importers whose imports are pcs's and MLflow's own work during a run, not the code's
@@ -75,7 +81,7 @@ def _install() -> None:
 
     def __import__(name: str, globals: Any = None, locals: Any = None,  # noqa: A002, N807
                    fromlist: Any = (), level: int = 0) -> Any:
-        if level == 0 and _WATCHES and not _tooling(globals):
+        if level == 0 and name not in _TOLD and _WATCHES and not _tooling(globals):
             _saw(name)
         return original_import(name, globals, locals, fromlist, level)
 
