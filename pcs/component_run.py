@@ -63,6 +63,7 @@ from pcs.record.code import read_sources_dir
 from pcs.record.determinism import seeded
 from pcs.record.environ import recorded_environ
 from pcs.record.reads import data_for_rerun
+from pcs.record.script import protect_argv
 from pcs.record.staging import watch_loading
 from pcs.registry import InMemoryRegistry
 from pcs.repo import GitRepo, LocalRepo
@@ -701,7 +702,7 @@ def _changed_arguments(command: RunCommand, args: Any) -> ArgumentSet:
                 f"argv, e.g. ['--lr', '0.2']; got {args!r:.200}."
             )
         recorded = command.argument_set.get_function_args(component.name, command.entry_point)
-        argv = [*recorded.get("argv", []), *args]
+        argv = protect_argv([*recorded.get("argv", []), *args])  # a --token given here is hashed too
         return ArgumentSet({component.name: {command.entry_point: {"argv": argv}}})
     if isinstance(args, (list, tuple)):
         raise ArgumentError(

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pcs.argument_set import ArgumentSet
 from pcs.component import Component
 from pcs.errors import ArgumentError
-from pcs.record.script import SCRIPT_ENTRY_POINT, check_argv
+from pcs.record.script import SCRIPT_ENTRY_POINT, check_argv, protect_argv
 
 if TYPE_CHECKING:  # pragma: no cover
     from pcs.component_run import ComponentRun
@@ -48,8 +48,12 @@ def script_component(script: str | Path | None = None, module: str | None = None
 
 
 def script_arguments(component: Component, argv: Sequence[str]) -> ArgumentSet:
-    """The ArgumentSet of a script run: its ``argv`` for the ``run`` entry point."""
-    return ArgumentSet({component.name: {SCRIPT_ENTRY_POINT: {"argv": check_argv(argv)}}})
+    """The ArgumentSet of a script run: its ``argv`` for the ``run`` entry point.
+
+    Secret option values (``--token X``, ``--password=X``, ``pcs.secret(...)``)
+    are recorded as hashes (see :func:`pcs.record.script.protect_argv`).
+    """
+    return ArgumentSet({component.name: {SCRIPT_ENTRY_POINT: {"argv": protect_argv(argv)}}})
 
 
 def run_script(
@@ -65,7 +69,9 @@ def run_script(
 
     Args:
         script: the script's path (or give ``module``).
-        argv: the script's arguments, as in ``sys.argv[1:]``.
+        argv: the script's arguments, as in ``sys.argv[1:]``; the value of an
+            option named like a secret (``--token X``, ``--password=X``), or given
+            as ``pcs.secret(...)``, is recorded only as a hash.
         module: a module to run as ``python -m module`` does, instead of a path.
         seed: seeds ``random`` (and NumPy, PyTorch, TensorFlow when imported)
             before the script starts; default: drawn and recorded.
@@ -115,7 +121,8 @@ def script_grid(grid: Mapping[str, Sequence[Any]], argv: Sequence[str] = ()) -> 
         flag = name if name.startswith("-") else f"--{name}"
         axes.append((flag, [str(v) for v in values]))
     combos = itertools.product(*(values for _, values in axes))
-    return [fixed + [part for (flag, _), value in zip(axes, combo, strict=True) for part in (flag, value)]
+    return [protect_argv(fixed + [part for (flag, _), value in zip(axes, combo, strict=True)
+                                  for part in (flag, value)])
             for combo in combos]
 
 

@@ -241,3 +241,24 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, check:
             f"stderr:\n{result.stderr}"
         )
     return result
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """One local Ray for the whole session (2 CPUs); its workers import this checkout of pcs.
+
+    Shared by every test file that sweeps on Ray (here, so no file starts a second one).
+    """
+    import ray
+
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), saved]))
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
+    yield
+    ray.shutdown()

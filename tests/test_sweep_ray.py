@@ -40,22 +40,6 @@ class Trainer:
 LR = "trainer.fit.lr"
 
 
-@pytest.fixture(scope="session")
-def local_ray():
-    """One local Ray for the whole session; its workers import this checkout of pcs."""
-    saved = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), saved]))
-    try:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    finally:
-        if saved is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = saved
-    yield
-    ray.shutdown()
-
-
 @pytest.fixture()
 def trainer(tmp_path, local_ray) -> Component:
     folder = tmp_path / "src"

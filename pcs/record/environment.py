@@ -412,7 +412,9 @@ def required_distributions(used: Mapping[str, str]) -> dict[str, str]:
     return {name: versions[name] for name in sorted(_closure(used, into_pcs=False))}
 
 
-def modules_used_by_run(sources: Iterable[str], loaded_before: frozenset[str]) -> set[str]:
+def modules_used_by_run(
+    sources: Iterable[str], loaded_before: frozenset[str], imported: Iterable[str] = ()
+) -> set[str]:
     """The modules a run's code used: what its sources import, and what it loaded on the way.
 
     The second part (top-level modules first imported while the run ran)
@@ -427,13 +429,18 @@ def modules_used_by_run(sources: Iterable[str], loaded_before: frozenset[str]) -
         loaded_before: :func:`loaded_modules` (or :func:`loaded_top_level_modules`)
             taken when the run started executing (after pcs created it, before its
             objects were built).
+        imported: top-level names the run's code imported while it ran, also
+            modules loaded before it (:class:`pcs.record.imports.ImportWatch`), so an
+            in-process rerun counts what its original loaded first; treated as the
+            newly loaded ones (pcs's runtime left out).
 
     Returns:
         Top-level module names for :func:`used_environment_yaml`.
     """
     names = imported_modules(sources)
     stdlib = sys.stdlib_module_names  # type: ignore[attr-defined]  # Python 3.10+
-    new = [top for top in _new_top_level_modules(loaded_before) - names if top not in stdlib]
+    new = [top for top in _new_top_level_modules(loaded_before) | set(imported)
+           if top not in names and top not in stdlib]
     if new:
         scan = _scan()
         runtime: frozenset[str] | None = None

@@ -21,6 +21,13 @@ Two watchers, used together:
 
 Elsewhere than Linux only the audit hook runs: reads by C code with its own
 ``fopen`` and by subprocesses are not seen there.
+
+The same watch keeps what the run wrote (:meth:`FileReads.written`): files
+created or changed under the project folders (inotify, every process), and
+files Python opened for writing there or in the run's working folder (the
+audit hook). Verification lists those the run did not log as "written, not
+recorded", so a result saved to ``outputs/predictions.csv`` and never logged
+is not silently left out of a verdict.
 """
 
 from __future__ import annotations
@@ -43,10 +50,12 @@ __all__ = [
     "SNAPSHOT_LIMIT_ENV",
     "DataFile",
     "FileReads",
+    "MAX_WRITTEN_LISTED",
     "by_root",
     "data_for_rerun",
     "describe",
     "file_sha256",
+    "saw_files",
     "snapshot_limit",
 ]
 
@@ -64,6 +73,10 @@ _CODE_SUFFIXES = (".py", ".pyc", ".pyd", ".so")
 _STORE_NAMES = {"mlflow.db", "mlflow.db-journal", "mlflow.db-wal", "mlflow.db-shm"}
 # inotify watches are a per-user kernel resource: a huge tree is watched in part
 MAX_WATCHED_FOLDERS = 4000
+# Hydra's copy of a job's config (the params and the config snapshot hold it): not listed
+_HYDRA_RECORD = ".hydra"
+#: files written and kept in the record, at most (a run writing a million files keeps the count)
+MAX_WRITTEN_LISTED = 1000
 
 _WATCHES: list[FileReads] = []
 _WATCH_LOCK = threading.Lock()
@@ -98,6 +111,8 @@ class FileReads:
         self.roots = list(dict.fromkeys(os.path.join(os.path.realpath(r), "") for r in roots))
         self._paths: set[str] = set()  # absolute, as seen
         self._written: set[str] = set()
+        self._opened_to_write: set[str] = set()  # by Python, under the roots or the working folder
+        self.workdir = os.path.join(os.path.realpath(os.getcwd()), "")
         self._started = time.time()
         self._inotify: _Inotify | None = None
         self.method = "audit hook"
@@ -108,6 +123,7 @@ class FileReads:
         if not self.roots:
             return self
         self._started = time.time()
+        self.workdir = os.path.join(os.path.realpath(os.getcwd()), "")
         _install_hook()
         with _WATCH_LOCK:
             _WATCHES.append(self)
@@ -131,6 +147,38 @@ class FileReads:
     def _saw(self, path: str) -> None:
         if any(path.startswith(root) for root in self.roots):
             self._paths.add(path)
+
+    def _saw_write(self, path: str) -> None:
+        if path.startswith(self.workdir) or any(path.startswith(root) for root in self.roots):
+            self._opened_to_write.add(path)
+
+    def written(self) -> dict[str, int]:
+        """The files the run wrote that are still there at its end: path -> size in bytes.
+
+        A path is relative to the working folder when it is inside it (posix),
+        else absolute. Stores, caches, code files, MLflow's ``mlflow.db``,
+        pcs's own folder and Hydra's ``.hydra`` config copies are left out; at most :data:`MAX_WRITTEN_LISTED` are
+        listed (sorted), so ``len()`` of the result is not a count beyond it.
+        """
+        home = _home()
+        out: dict[str, int] = {}
+        for path in sorted(self._written | self._opened_to_write):
+            if len(out) >= MAX_WRITTEN_LISTED:
+                break
+            if _left_out(path) or path.startswith(home) or _HYDRA_RECORD in path.split(os.sep):
+                continue
+            try:
+                if not os.path.isfile(path):
+                    continue  # a temporary file, gone again
+                size = os.path.getsize(path)
+            except OSError:
+                continue
+            if path.startswith(self.workdir):
+                name = path[len(self.workdir):].replace(os.sep, "/")
+            else:
+                name = path
+            out[name] = size
+        return out
 
     def located(self) -> list[tuple[str, str]]:
         """``(root, path relative to it)`` of each file read, sorted; see :meth:`files`."""
@@ -161,6 +209,28 @@ class FileReads:
         and MLflow's ``mlflow.db`` are left out.
         """
         return sorted({rel for _, rel in self.located()})
+
+
+def saw_files(folders: Iterable[Path | str]) -> None:
+    """Tell the active watches that every file under ``folders`` was read.
+
+    For inputs read in part that a rerun may need whole: Hydra composes only
+    the config files a run selects, but a derived run may select others, so
+    its config folder is recorded (and kept, up to the snapshot limit) whole.
+    Left-out folders and code files are skipped as for any read.
+    """
+    with _WATCH_LOCK:
+        watches = list(_WATCHES)
+    if not watches:
+        return
+    for folder in folders:
+        for parent, subfolders, names in os.walk(os.path.realpath(folder)):
+            subfolders[:] = [d for d in subfolders if d not in _NOT_INPUTS]
+            for name in names:
+                path = os.path.join(parent, name)
+                if not _left_out(path):
+                    for watch in watches:
+                        watch._saw(path)
 
 
 def _home() -> str:
@@ -258,15 +328,17 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
         path, mode, flags = (tuple(args) + (None, None))[:3]
         if isinstance(path, int) or path is None:
             return  # a file descriptor
-        if isinstance(mode, str) and any(c in mode for c in "wax+"):
-            return
-        if mode is None and isinstance(flags, int) and flags & _WRITE_FLAGS:
-            return
+        writes = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
+            mode is None and isinstance(flags, int) and bool(flags & _WRITE_FLAGS)
+        )
         text = os.path.realpath(os.fsdecode(path))
         if text.endswith(_CODE_SUFFIXES) or "__pycache__" in text:
             return
         for watch in list(_WATCHES):
-            watch._saw(text)
+            if writes:
+                watch._saw_write(text)  # an output; opened read-write, not an input either
+            else:
+                watch._saw(text)
     except Exception:  # noqa: BLE001, S110 - see above
         pass
 

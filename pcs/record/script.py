@@ -16,7 +16,14 @@ under the script's own names (``lr``, ``epochs``), defaults included:
 - ``argparse``: every ``ArgumentParser.parse_args`` / ``parse_known_args``
   (and the intermixed variants), outermost call only (sub-parsers fill the
   same namespace);
-- ``click``: the parameters of every command invoked (``ctx.params``).
+- ``click``: the parameters of every command invoked (``ctx.params``);
+- Hydra: the composed config of every job the script's ``@hydra.main`` runs,
+  flattened to dotted names (``model.depth``), interpolations resolved. The
+  config folders Hydra searched (``config_path``) are added to the run's data
+  reads whole, not only the files this run composed, so they are kept with the
+  record (up to the data snapshot limit): a rerun of the recorded code
+  composes the recorded config, a derived run may pick another config group,
+  and a config edited since the run is named as a changed data file.
 
 ``mlflow.start_run()`` without ``nested=True`` (and without another run id)
 inside the script returns the pcs run itself, and ``mlflow.end_run()`` leaves
@@ -24,6 +31,14 @@ it running: the script's MLflow calls land in the run pcs records, which pcs
 ends when the script ends. ``sys.exit(0)``, ``sys.exit()`` and falling off the
 end finish the run; a non-zero exit is :class:`~pcs.errors.ScriptExitError`,
 which fails it.
+
+Secret values on the command line (``--token X``, ``--password=X``, any
+option whose name :func:`pcs.secrets.is_secret_name` calls secret, and any
+``pcs.secret(...)`` in a Python argv) are recorded as ``pcs-secret:<hash>``
+markers, as secret component arguments are (:func:`protect_argv`): in the run
+command, the argv param and the params the script parses. The script itself
+gets the clear value; a rerun asks for it again as for a component's secret
+(``--secret-arg``, ``PCS_SECRET_<NAME>``; :func:`reveal_argv`).
 """
 
 from __future__ import annotations
@@ -34,7 +49,7 @@ import sys
 import traceback
 import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -43,7 +58,10 @@ from pcs.errors import ArgumentError, ScriptExitError
 from pcs.record.closure import compiled
 from pcs.specs import sha256_bytes
 
-__all__ = ["SCRIPT_CLASS_NAME", "SCRIPT_ENTRY_POINT", "ScriptTarget", "param_text"]
+__all__ = [
+    "SCRIPT_CLASS_NAME", "SCRIPT_ENTRY_POINT", "ScriptTarget", "flat_config", "param_text", "protect_argv",
+    "reveal_argv",
+]
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +101,7 @@ class ScriptTarget:
             BaseException: whatever the script raised (after printing its traceback
                 on stderr, as Python would).
         """
-        argv = check_argv(argv)
+        argv, secrets = reveal_argv(check_argv(argv), PurePosixPath(self.file_path).stem or "script")
         filename = str(self.path) if self.path is not None else self.label
         code = compiled(self.source, filename, sha256_bytes(self.source.encode("utf-8")))
         module = types.ModuleType("__main__")
@@ -106,9 +124,10 @@ class ScriptTarget:
         sys.argv = [filename, *argv]
         if folder is not None:
             sys.path.insert(0, folder)
-        sink = _ParamSink()
+        sink = _ParamSink(secrets)
         try:
-            with _argparse_hook(sink), _click_hook(sink), _mlflow_shared(sink.run_id):
+            with _argparse_hook(sink), _click_hook(sink), _hydra_hook(sink, self.source), \
+                    _mlflow_shared(sink.run_id):
                 try:
                     exec(code, module.__dict__)  # noqa: S102 - running the user's script is the point
                 except SystemExit as exc:
@@ -133,12 +152,18 @@ class ScriptTarget:
 
 
 def check_argv(argv: Any) -> list[str]:
-    """``argv`` as a list of strings, or an ``ArgumentError`` saying what is wrong."""
+    """``argv`` as a list of strings, or an ``ArgumentError`` saying what is wrong.
+
+    A ``pcs.secret(...)`` item becomes its ``pcs-secret:`` marker.
+    """
+    from pcs.secrets import Secret, remember
+
     if isinstance(argv, (str, bytes)) or not isinstance(argv, Sequence):
         raise ArgumentError(
             f"A script's arguments are a list of strings (as in sys.argv[1:]); got "
             f"{type(argv).__name__}. Pass e.g. ['--lr', '0.1']."
         )
+    argv = [remember(a.value) if isinstance(a, Secret) else a for a in argv]
     bad = [a for a in argv if not isinstance(a, str)]
     if bad:
         raise ArgumentError(
@@ -146,6 +171,91 @@ def check_argv(argv: Any) -> list[str]:
             f"({type(bad[0]).__name__}). Pass str({bad[0]!r})."
         )
     return list(argv)
+
+
+def _option_name(arg: str) -> str | None:
+    """``token`` for ``--token`` / ``--token=X`` / ``-token``; None for values and ``--``."""
+    if not arg.startswith("-") or arg == "--" or len(arg) < 2 or arg[1:2].isdigit():
+        return None
+    return arg.lstrip("-").partition("=")[0] or None
+
+
+def protect_argv(argv: Sequence[str]) -> list[str]:
+    """``argv`` as recorded: the value of every secret option replaced by its marker.
+
+    A secret option is one whose name looks secret (``--token X``,
+    ``--api-key=X``, ``--db_password X``; see :func:`pcs.secrets.is_secret_name`);
+    its value is the part after ``=``, else the next item. A Hydra override
+    (``db.password=X``, ``+db.password=X``) with such a name is one too. Items that are
+    already markers (``pcs.secret`` values, a recorded argv) are kept.
+
+    Example::
+
+        protect_argv(["--lr", "0.1", "--token", "hf_abc"])
+        # ['--lr', '0.1', '--token', 'pcs-secret:3b1f...']
+    """
+    from pcs.secrets import is_marker, is_secret_name, remember
+
+    out = list(check_argv(argv))
+    i = 0
+    while i < len(out):
+        arg = out[i]
+        key, equals, value = arg.partition("=")
+        if equals and not arg.startswith("-") and is_secret_name(key.lstrip("+~")):
+            # a Hydra-style override, db.password=X (or +db.password=X)
+            if value and not is_marker(value):
+                out[i] = f"{key}={remember(value)}"
+            i += 1
+            continue
+        name = _option_name(arg)
+        if name is not None and is_secret_name(name):
+            flag, equals, value = arg.partition("=")
+            if equals:
+                if value and not is_marker(value):
+                    out[i] = f"{flag}={remember(value)}"
+            elif i + 1 < len(out) and out[i + 1] != "--":
+                if out[i + 1] and not is_marker(out[i + 1]):
+                    out[i + 1] = remember(out[i + 1])
+                i += 1
+        i += 1
+    return out
+
+
+def reveal_argv(argv: Sequence[str], script: str) -> tuple[list[str], set[str]]:
+    """``argv`` with every secret marker replaced by its clear value, for the script to parse.
+
+    Returns:
+        The argv the script gets, and the clear secret values in it.
+
+    Args:
+        argv: a recorded argv (see :func:`protect_argv`).
+        script: the script's name, for messages (``train``).
+
+    Raises:
+        ArgumentError: a secret this process does not hold and ``PCS_SECRET_<NAME>``
+            does not give (or gives with another hash): the message says how to pass it.
+    """
+    from pcs.secrets import is_marker, reveal
+
+    out = list(argv)
+    clear: set[str] = set()
+    for i, arg in enumerate(argv):
+        flag, equals, value = arg.partition("=")
+        if equals and is_marker(value) and (_option_name(flag) or not flag.startswith("-")):
+            name = _arg_name(_option_name(flag) or flag.lstrip("+~") or "arg")
+            value = reveal(value, f"{script}.run.{name}", name)
+            clear.add(value)
+            out[i] = f"{flag}={value}"
+        elif is_marker(arg):
+            before = _option_name(argv[i - 1]) if i > 0 else None
+            name = _arg_name(before) if before else f"argv{i}"
+            out[i] = reveal(arg, f"{script}.run.{name}", name)
+            clear.add(out[i])
+    return out, clear
+
+
+def _arg_name(option: str) -> str:
+    return option.replace("-", "_").replace(".", "_")
 
 
 def _package_of(file_path: str) -> str | None:
@@ -178,9 +288,10 @@ def param_text(value: Any) -> str:
 class _ParamSink:
     """Logs parsed arguments as params of the run active when the script started."""
 
-    def __init__(self) -> None:
+    def __init__(self, secrets: set[str] | frozenset[str] = frozenset()) -> None:
         from mlflow.tracking import fluent
 
+        self.secrets = set(secrets)  # clear values given as secrets: logged as their markers
         entry = fluent.active_run()
         self.run_id: str | None = entry.info.run_id if entry is not None else None
         self._run = getattr(entry, "pcs_run", None)  # the pcs handle, when pcs pushed it
@@ -191,7 +302,7 @@ class _ParamSink:
         for name, value in values.items():
             if not _is_param_key(name) or name.startswith("pcs."):
                 continue  # MLflow refuses the name (or pcs owns it); the argv has the value
-            text = param_text(value)
+            text = self._protected(name, value)
             seen = self.logged.get(name)
             if seen is None:
                 new[name] = text
@@ -212,6 +323,15 @@ class _ParamSink:
             client = MlflowClient()
             for name, text in new.items():
                 client.log_param(self.run_id, name, text)
+
+
+    def _protected(self, name: str, value: Any) -> str:
+        """The param text of a parsed value; a marker when it is a secret (by name or as given)."""
+        from pcs.secrets import is_secret_name, remember
+
+        if isinstance(value, str) and value and (value in self.secrets or is_secret_name(name)):
+            return remember(value)
+        return param_text(value)
 
 
 def _is_param_key(key: Any) -> bool:
@@ -245,7 +365,7 @@ def _argparse_hook(sink: _ParamSink) -> Iterator[None]:
                 result = original(self, *args, **kwargs)
             finally:
                 depth[0] -= 1
-            if depth[0] == 0:
+            if depth[0] == 0 and not getattr(self, _NOT_PARAMS, False):
                 namespace = result[0] if isinstance(result, tuple) else result
                 values = {k: v for k, v in vars(namespace).items() if v is not argparse.SUPPRESS}
                 sink.log(values, "argparse")
@@ -278,6 +398,137 @@ def _click_hook(sink: _ParamSink) -> Iterator[None]:
 
     with _patched(click.core.Command, "invoke", wrap):
         yield
+
+
+# set on a parser whose values are not the script's params (Hydra's own command line)
+_NOT_PARAMS = "_pcs_not_params"
+
+
+def _imports_hydra(source: str) -> bool:
+    """Whether a script's source imports Hydra (only then is Hydra imported to hook it)."""
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return False
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import) and any(a.name.partition(".")[0] == "hydra" for a in node.names):
+            return True
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").partition(".")[0] == "hydra":
+            return True
+    return False
+
+
+def flat_config(config: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config (dicts of dicts) as ``{"model.depth": 3, ...}``; lists stay values."""
+    out: dict[str, Any] = {}
+    if isinstance(config, Mapping):
+        for key, value in config.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, Mapping) and value:
+                out.update(flat_config(value, f"{name}."))
+            else:
+                out[name] = value
+    return out
+
+
+@contextmanager
+def _hydra_hook(sink: _ParamSink, source: str) -> Iterator[None]:
+    """Record each Hydra job's composed config as params, and its config folders as data read.
+
+    Hydra is imported here only when the script imports it itself, so a script
+    that does not use Hydra neither loads nor records it.
+    """
+    if not _imports_hydra(source):
+        yield
+        return
+    try:
+        import hydra._internal.hydra as hydra_internal
+    except ImportError:  # the script will fail on its own import, with Python's message
+        yield
+        return
+    owners: list[Any] = [hydra_internal]
+    try:
+        import hydra._internal.core_plugins.basic_launcher as basic_launcher
+    except ImportError:  # pragma: no cover - part of hydra-core
+        pass
+    else:
+        owners.append(basic_launcher)
+
+    def observed(task: Callable[..., Any]) -> Callable[..., Any]:
+        def task_function(cfg: Any) -> Any:
+            _hydra_job_seen(sink, cfg)
+            return task(cfg)
+
+        task_function.__wrapped__ = task  # type: ignore[attr-defined]
+        return task_function
+
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        def run_job(*args: Any, **kwargs: Any) -> Any:
+            if callable(kwargs.get("task_function")):
+                kwargs["task_function"] = observed(kwargs["task_function"])
+            elif args and callable(args[0]):
+                args = (observed(args[0]), *args[1:])
+            return original(*args, **kwargs)
+
+        run_job.__wrapped__ = original  # type: ignore[attr-defined]
+        return run_job
+
+    def wrap_parser(original: Callable[..., Any]) -> Callable[..., Any]:
+        def get_args_parser(*args: Any, **kwargs: Any) -> Any:
+            parser = original(*args, **kwargs)
+            # Hydra's own options (--multirun, --cfg, overrides): the argv holds them, the
+            # composed config is the params
+            setattr(parser, _NOT_PARAMS, True)
+            return parser
+
+        get_args_parser.__wrapped__ = original  # type: ignore[attr-defined]
+        return get_args_parser
+
+    with ExitStack() as stack:
+        for owner in owners:
+            if hasattr(owner, "run_job"):
+                stack.enter_context(_patched(owner, "run_job", wrap))
+        for name in ("hydra.main", "hydra._internal.utils"):
+            module = sys.modules.get(name)
+            if module is not None and callable(getattr(module, "get_args_parser", None)):
+                stack.enter_context(_patched(module, "get_args_parser", wrap_parser))
+        yield
+
+
+def _hydra_job_seen(sink: _ParamSink, cfg: Any) -> None:
+    """Log a job's config as params; tell the data watch about every file of its config folders."""
+    from pcs.record.reads import saw_files
+
+    try:
+        from omegaconf import OmegaConf
+
+        values = OmegaConf.to_container(cfg, resolve=True)
+    except Exception as exc:  # noqa: BLE001 - an unresolvable interpolation fails the job itself
+        log.warning("pcs: could not read the Hydra config as params (%s); the argv has the overrides.", exc)
+        values = None
+    if isinstance(values, dict):
+        sink.log(flat_config(values), "Hydra")
+    saw_files(_hydra_config_folders())
+
+
+def _hydra_config_folders() -> list[Path]:
+    """The ``file://`` config folders the current Hydra job searched (not installed packages)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        sources = HydraConfig.get().runtime.config_sources
+    except Exception:  # noqa: BLE001 - not inside a Hydra job, or another Hydra version
+        return []
+    folders = []
+    for source in sources:
+        if getattr(source, "schema", None) != "file" or not getattr(source, "path", None):
+            continue
+        path = Path(str(source.path).removeprefix("file://"))
+        if path.is_dir() and not {"site-packages", "dist-packages"} & set(path.parts):
+            folders.append(path)
+    return folders
 
 
 @contextmanager

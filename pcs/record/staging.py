@@ -31,6 +31,7 @@ from pcs.record.environment import (
     used_environment_yaml,
 )
 from pcs.record.grade import Grade, grade_at_start, reads_reason
+from pcs.record.imports import ImportWatch
 from pcs.record.inputs import RunInputs
 from pcs.record.reads import FileReads, by_root, describe, snapshot_limit
 from pcs.specs import dump_yaml
@@ -124,6 +125,7 @@ class Record:
         self.seed_report: SeedReport | None = None
         self.imports: list[str] | None = None  # third-party top-level modules, once the end is staged
         self._loaded_before: frozenset[str] = frozenset()
+        self.imported = ImportWatch()  # modules the code imports, loaded before the run or not
 
     # -- at the start -----------------------------------------------------------------------------
 
@@ -184,7 +186,8 @@ class Record:
         self.env_reads = EnvReads()
         self.run_inputs = RunInputs()
         self._loaded_before = loaded_modules()  # once per run: C-level copy of the names
-        with seeded(self.facts.seed) as self.seed_report, self.reads, self.env_reads, self.run_inputs:
+        with seeded(self.facts.seed) as self.seed_report, self.reads, self.env_reads, self.run_inputs, \
+                self.imported:
             yield
 
     # -- at the end -------------------------------------------------------------------------------
@@ -221,7 +224,7 @@ class Record:
             self._rewrite(facts, folder)
             tags[_keys.RUN_COMMAND_ID] = facts.identifier
         # the distributions the run used, which a rebuilt environment installs
-        names = modules_used_by_run(facts.sources.values(), self._loaded_before)
+        names = modules_used_by_run(facts.sources.values(), self._loaded_before, self.imported.names)
         fingerprint, text = used_environment_yaml(names | set(facts.imports), self.seed_report)
         (folder / Path(_keys.ENVIRONMENT_USED_ARTIFACT).name).write_text(text, encoding="utf-8")
         tags[_keys.ENVIRONMENT_FINGERPRINT] = fingerprint
@@ -248,6 +251,8 @@ class Record:
                            "events_lost": self.reads.overflowed},
             "env": dict(sorted(env.items())),
             "runs": self.run_inputs.to_dict() if self.run_inputs else {},
+            # not an input: the files it wrote (path -> size), for "written, not recorded"
+            "written": self.reads.written(),
         }
         (folder / Path(_keys.INPUTS_ARTIFACT).name).write_text(dump_yaml(record), encoding="utf-8")
         kept = folder / Path(_keys.DATA_SNAPSHOT_DIR).name

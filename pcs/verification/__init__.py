@@ -11,7 +11,8 @@ LoggedModels it logged, the runs it started (nested runs and inner component
 runs, recursively; runs MLflow started for worker threads, as one set), and
 the entry point's captured stdout and stderr. Volatile parts (dates, random ids) are
 removed first by the rules of :mod:`~pcs.verification.normalise`, unless
-``raw``. What was produced and not compared is listed with the reason. The
+``raw``. What was produced and not compared is listed with the reason,
+including the files a run wrote and did not log ("written, not recorded"). The
 record compared for causes is the code (snapshot hashes, git commit, dirty
 diff), the arguments, the seed, the inputs the run read (data files by
 sha256, environment variables, dependency runs' artifacts, ``log_input``
@@ -52,6 +53,7 @@ from pcs.verification.outputs import (
     compare_tags,
     note_outputs_left_out,
     note_unfinished,
+    note_written_files,
     tolerance,
 )
 from pcs.verification.report import VERDICTS, Difference, Verification
@@ -115,6 +117,7 @@ def compare_runs(
     outputs(original, candidate, report)
     compare_children(original, candidate, report, outputs)
     compare_thread_runs(original, candidate, report)
+    note_written_files(original, candidate, report, patterns)
     if patterns:
         report.not_compared_because("outputs matching " + ", ".join(patterns), "ignored as asked")
     compare_endings(original, candidate, report)

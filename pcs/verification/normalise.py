@@ -25,18 +25,24 @@ The rules:
   a uuid; the images are compared by key and step;
 - ``requirement order``: the order of the requirements MLflow infers for a
   logged model (``requirements.txt``, ``conda.yaml``, ``python_env.yaml``) varies
-  from run to run; the lists are compared sorted.
+  from run to run; the lists are compared sorted;
+- ``code folder paths``: the folder the code ran from, printed by it
+  (``Path(__file__).parent``): a rerun of the recorded code runs its snapshot
+  from pcs's cache, so each run's code folder and the cached snapshot folders
+  are written ``<code folder>`` in captured output (a path *inside* the folder
+  is kept, so printing another file still differs).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import os
 import re
 import struct
 from collections.abc import Iterable
 
-__all__ = ["RULES", "normalise_file", "normalise_text", "normalise_artifact_paths"]
+__all__ = ["RULES", "code_folders_as_placeholder", "normalise_file", "normalise_text", "normalise_artifact_paths"]
 
 RULES = (
     "figure dates",
@@ -49,6 +55,7 @@ RULES = (
     "object addresses",
     "image names",
     "requirement order",
+    "code folder paths",
 )
 
 # a zip or gzip member larger than this is compared by its bytes as stored
@@ -283,3 +290,26 @@ def _sorted_lists(value: object) -> object:
             return sorted(items)  # type: ignore[type-var]
         return items
     return value
+
+
+def code_folders_as_placeholder(
+    text: str, folders: Iterable[str], snapshots: str | os.PathLike[str] | None = None
+) -> tuple[str, list[str]]:
+    """``text`` with each code folder written as ``<code folder>``; the rule names used.
+
+    Args:
+        text: captured output.
+        folders: the folders the runs' code ran from (absolute).
+        snapshots: pcs's cache of source snapshots (``PCS_HOME/sources``): any
+            snapshot folder in it (``<hex digest>``, ``git-<hex>``) is a code folder too.
+
+    Only whole path parts match: ``/work/src`` is replaced in ``/work/src/x.csv``
+    but not in ``/work/srcs``.
+    """
+    out = text
+    for folder in sorted({f.rstrip("/") for f in folders if len(f.rstrip("/")) > 1}, key=len, reverse=True):
+        out = re.sub(re.escape(folder) + r"(?![^/\s'\")\]:,;])", "<code folder>", out)
+    if snapshots is not None:
+        pattern = re.escape(os.fspath(snapshots).rstrip("/")) + r"/(?:git-)?[0-9a-f]{36,40}(?![0-9a-zA-Z_.-])"
+        out = re.sub(pattern, "<code folder>", out)
+    return out, (["code folder paths"] if out != text else [])

@@ -15,13 +15,18 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pcs import _keys
+from pcs import _config, _keys
 from pcs._capture import code_folder_as_placeholder, drop_tool_lines
 from pcs.component_run import ComponentRun, argument_params
 from pcs.errors import ArgumentError, PcsError
 from pcs.run import Run
 from pcs.specs import content_hash
-from pcs.verification.normalise import normalise_artifact_paths, normalise_file, normalise_text
+from pcs.verification.normalise import (
+    code_folders_as_placeholder,
+    normalise_artifact_paths,
+    normalise_file,
+    normalise_text,
+)
 from pcs.verification.report import Difference, Verification
 
 # pcs's own record is compared as causes; these artifacts of it are outputs
@@ -92,6 +97,45 @@ def note_outputs_left_out(a: Run, b: Run, report: Verification) -> None:
                     f"the {which} run printed more to {stream} than pcs keeps ({run.tags[tag]} "
                     "bytes were cut); only the part kept was compared"
                 )
+
+
+_WRITTEN_SHOWN = 5  # file names shown in the report line; the JSON report has them all
+
+
+def note_written_files(a: Run, b: Run, report: Verification, patterns: tuple[str, ...] = ()) -> None:
+    """List the files either run wrote and did not record as "written, not recorded".
+
+    A file counts as recorded when an artifact of the run has its name (it was
+    logged with ``mlflow.log_artifact``) or when it is the file the entry point
+    returned by path (compared on its own). The rest are outputs pcs cannot
+    compare, so a verdict does not over-claim: they are named with what to do.
+    """
+    written: dict[str, None] = {}
+    for run in (a, b):
+        if not isinstance(run, ComponentRun):
+            continue
+        record = run._read_yaml(_keys.INPUTS_ARTIFACT)
+        files = record.get("written") if isinstance(record, dict) else None
+        if not isinstance(files, dict) or not files:
+            continue
+        logged = {Path(p).name for p in run.artifact_paths()}
+        returned = run.tags.get(_keys.RETURNED_FILE)
+        for name in files:
+            name = str(name)
+            if Path(name).name in logged or name == returned or _ignored(name, patterns):
+                continue
+            written[name] = None
+    if not written:
+        return
+    names = sorted(written)
+    shown = ", ".join(names[:_WRITTEN_SHOWN]) + (
+        f" and {len(names) - _WRITTEN_SHOWN} more" if len(names) > _WRITTEN_SHOWN else "")
+    report.not_compared_because(
+        f"written, not recorded: {shown}",
+        "the run wrote these files and did not log them, so pcs cannot compare them; log them "
+        "(mlflow.log_artifact) or return a file's path from the entry point to compare it",
+    )
+    report.written_not_recorded = names
 
 
 def compare_return_values(a: Run, b: Run, report: Verification, trust: bool = False) -> None:
@@ -551,6 +595,7 @@ def compare_artifacts(
     if files:
         report.compared.append(f"{len(files)} artifact(s)")
     code_files: set[str] | None = None
+    folders: set[str] = set()
     with tempfile.TemporaryDirectory(prefix="pcs-verify-") as tmp:
         for path, name in _OUTPUT_RECORD_ARTIFACTS.items():
             if name not in names_a and name not in names_b:
@@ -565,8 +610,16 @@ def compare_artifacts(
                 # snapshot runs elsewhere)
                 if code_files is None:
                     code_files = _code_files(a) | _code_files(b)
+                    folders = _code_folders(a) | _code_folders(b)
                 text_a = code_folder_as_placeholder(drop_tool_lines(text_a), code_files)
                 text_b = code_folder_as_placeholder(drop_tool_lines(text_b), code_files)
+                if text_a != text_b:
+                    # a folder printed alone (Path(__file__).parent), naming no code file
+                    snapshots = _config.pcs_home() / "sources"  # where a rerun of recorded code runs
+                    text_a, rule_a = code_folders_as_placeholder(text_a, folders, snapshots)
+                    text_b, rule_b = code_folders_as_placeholder(text_b, folders, snapshots)
+                    if text_a == text_b:
+                        report.normalised_by(rule_a + rule_b)
                 if not text_a.strip() and not text_b.strip():
                     continue  # only such lines on either side: nothing the code printed
             report.compared.append(name)
@@ -607,6 +660,18 @@ def _comparable_names(paths: list[str], raw: bool) -> tuple[dict[str, str], list
         names, used = normalise_artifact_paths(rest)
     names.update({name: path for path, name in record.items()})
     return names, used
+
+
+def _code_folders(run: Run) -> set[str]:
+    """The folders the run's code ran from: each component's live folder, when it ran from one."""
+    if not isinstance(run, ComponentRun):
+        return set()
+    try:
+        components = (run.code_record or {}).get("components") or {}
+    except Exception:  # noqa: BLE001 - no code record: nothing to replace
+        return set()
+    return {str(c["local_dir"]).rstrip("/") for c in components.values()
+            if isinstance(c, dict) and isinstance(c.get("local_dir"), str) and len(c["local_dir"]) > 1}
 
 
 def _code_files(run: Run) -> set[str]:

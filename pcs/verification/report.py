@@ -42,6 +42,8 @@ class Verification:
     # the normalisation rules that changed an output before it was compared
     normalised: list[str] = field(default_factory=list)
     raw: bool = False  # bytes compared as they are, no normalisation
+    # files a run wrote (in its folder or next to its code) and neither logged nor returned
+    written_not_recorded: list[str] = field(default_factory=list)
 
     def normalised_by(self, rules: list[str]) -> None:
         """Note that ``rules`` (see :mod:`pcs.verification.normalise`) changed a compared output."""
@@ -83,6 +85,7 @@ class Verification:
             "notes": list(self.notes),
             "compared": list(self.compared),
             "not_compared": list(self.not_compared),
+            "written_not_recorded": list(self.written_not_recorded),
             "normalised": list(self.normalised),
             "raw": self.raw,
             "rtol": self.rtol,
