@@ -226,6 +226,20 @@ def component_from_source(tmp_path: Path, name: str, source: str, class_name: st
     return Component.from_repo(LocalRepo("src", folder), name, f"{name}.py", class_name, instantiate=True)
 
 
+def pcs_in_process(capsys, *args: str) -> tuple[int, str, str]:
+    """The ``pcs`` console script's entry point, in-process: (exit code, stdout, stderr)."""
+    from pcs.cli import main
+
+    capsys.readouterr()
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, check: bool = True,
             input: str | None = None) -> subprocess.CompletedProcess:
     """Run the ``pcs`` CLI as a user would, in a subprocess."""

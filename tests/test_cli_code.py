@@ -13,10 +13,10 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+from conftest import pcs_in_process
 from mlflow import MlflowClient
 
 from pcs import Component, LocalRepo, Run
-from pcs.cli import main
 from pcs.record.code import code_file_paths
 from pcs.specs import sha256_bytes
 
@@ -24,16 +24,7 @@ AGENT = "from pkg.helpers import double\n\n\nclass Agent:\n    def run(self, x=2
 HELPERS = "def double(x):\n    return 2 * x\n"
 
 
-def pcs(capsys, *args: str) -> tuple[int, str, str]:
-    """The ``pcs`` console script's entry point, in-process: (exit code, stdout, stderr)."""
-    capsys.readouterr()
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
+pcs = pcs_in_process
 
 
 @pytest.fixture

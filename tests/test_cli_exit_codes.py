@@ -7,23 +7,12 @@ from __future__ import annotations
 import re
 import socket
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, pcs_in_process
 
 from pcs import Run
-from pcs.cli import main
 from pcs.errors import EXIT_CODES
 
-
-def pcs(capsys, *args: str) -> tuple[int, str, str]:
-    """The ``pcs`` console script's entry point, in-process: (exit code, stdout, stderr)."""
-    capsys.readouterr()
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
+pcs = pcs_in_process
 
 
 def _dead_url() -> str:

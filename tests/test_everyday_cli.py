@@ -14,11 +14,10 @@ import sys
 
 import mlflow
 import pytest
-from conftest import run_cli
+from conftest import pcs_in_process, run_cli
 from mlflow import MlflowClient
 
 from pcs import Component, Run, _keys
-from pcs.cli import main
 
 LR = "Trainer.fit.lr"
 
@@ -32,16 +31,7 @@ class Trainer:
         return lr
 
 
-def pcs(capsys, *args: str) -> tuple[int, str, str]:
-    """Run the ``pcs`` console script's entry point in-process: (exit code, stdout, stderr)."""
-    capsys.readouterr()
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
+pcs = pcs_in_process
 
 
 @pytest.fixture
