@@ -115,18 +115,25 @@ def _run_child(server: Server, tmp_path: Path, points: int, outage_s: float,
     return subprocess.CompletedProcess(child.args, child.returncode, out, err), run_id
 
 
-def test_a_run_logging_through_a_server_restart_keeps_every_point_in_order(server, tmp_path):
+def _assert_finished_with_every_point(server: Server, result: subprocess.CompletedProcess,
+                                      run_id: str, points: int) -> None:
+    """The child ended well, its run FINISHED, and every point arrived once, in order."""
     from mlflow import MlflowClient
-
-    result, run_id = _run_child(server, tmp_path, 80, 5.0, {"PCS_METRIC_FLUSH_S": "0.2"})
 
     assert result.returncode == 0, result.stderr[-3000:]
     assert "DONE" in result.stdout
     client = MlflowClient(tracking_uri=server.url)
     assert client.get_run(run_id).info.status == "FINISHED"
     history = sorted(client.get_metric_history(run_id, "x"), key=lambda m: (m.timestamp, m.step))
-    assert [m.step for m in history] == list(range(80))
-    assert [m.value for m in history] == [i * 0.5 for i in range(80)]
+    assert [m.step for m in history] == list(range(points))
+    assert [m.value for m in history] == [i * 0.5 for i in range(points)]
+
+
+def test_a_run_logging_through_a_server_restart_keeps_every_point_in_order(server, tmp_path):
+
+    result, run_id = _run_child(server, tmp_path, 80, 5.0, {"PCS_METRIC_FLUSH_S": "0.2"})
+
+    _assert_finished_with_every_point(server, result, run_id, 80)
 
 
 def test_an_outage_longer_than_the_retry_window_ends_the_run_failed_naming_it(server, tmp_path):
@@ -155,7 +162,6 @@ def test_a_run_rides_out_the_postgresql_database_behind_the_server_going_away(tm
     """The server stays up; its PostgreSQL database drops every connection and refuses new
     ones for 5 s, as a database restart does to it; then it answers again."""
     from _registry_server import PG_URL, postgres_database
-    from mlflow import MlflowClient
 
     psycopg2 = pytest.importorskip("psycopg2", reason="psycopg2 is not installed")
     backend = postgres_database()
@@ -180,13 +186,7 @@ def test_a_run_rides_out_the_postgresql_database_behind_the_server_going_away(tm
         server.start()
         result, run_id = _run_child(server, tmp_path, 80, 5.0, {"PCS_METRIC_FLUSH_S": "0.2"},
                                     outage=database_away)
-        assert result.returncode == 0, result.stderr[-3000:]
-        assert "DONE" in result.stdout
-        client = MlflowClient(tracking_uri=server.url)
-        assert client.get_run(run_id).info.status == "FINISHED"
-        history = sorted(client.get_metric_history(run_id, "x"), key=lambda m: (m.timestamp, m.step))
-        assert [m.step for m in history] == list(range(80))
-        assert [m.value for m in history] == [i * 0.5 for i in range(80)]
+        _assert_finished_with_every_point(server, result, run_id, 80)
     finally:
         server.kill()
         admin.close()
