@@ -15,10 +15,13 @@ How a README is read (the conventions its authors follow):
 - ``<!-- not run: REASON -->`` right before a block leaves it out (installing
   pcs, running this very test suite); every such block must give a reason.
 
-All blocks of one README run in one temporary folder, in order, with a copy of
+The blocks of a README run in order in one temporary folder, with a copy of
 ``examples/`` in it (the READMEs say "from the repository root"), no
 ``MLFLOW_TRACKING_URI`` (MLflow's default store in that folder, as for a new
-user), its own ``PCS_HOME`` and a free port in ``$PORT`` for servers.
+user), its own ``PCS_HOME`` and a free port in ``$PORT`` for servers. The main
+README is read in parts that a user can start with (``PARTS``): each begins in
+a new folder, as a reader who jumps to that section, so none leans on what an
+earlier one left behind, and the parts run side by side.
 """
 
 from __future__ import annotations
@@ -158,15 +161,42 @@ def run_block(block: Block, folder: Path, env: dict[str, str]) -> None:
         )
 
 
-@pytest.mark.parametrize("readme", READMES, ids=lambda p: str(p.relative_to(REPO_ROOT)))
-def test_every_snippet_of_the_readme_runs(readme, tmp_path):
+# Sections of README.md where a part begins (a reader can start there with a new folder).
+PARTS = ["## Python", "## Command line", "## Verified reruns", "## Sweeps",
+         "## When things go wrong", "## Registries"]
+
+
+def parts(readme: Path) -> list[tuple[str, int, int]]:
+    """``(name, first line, line after the last)`` of each part of ``readme``."""
+    if readme != REPO_ROOT / "README.md":
+        return [("whole", 0, sys.maxsize)]
+    lines = readme.read_text(encoding="utf-8").splitlines()
+    starts = []
+    for heading in PARTS:
+        found = [n for n, line in enumerate(lines, 1) if line.strip() == heading]
+        assert len(found) == 1, f"README.md should have one {heading!r} section (PARTS)"
+        starts.append(found[0])
+    assert starts == sorted(starts), "PARTS should follow the README's order"
+    bounds = [0, *starts, sys.maxsize]
+    names = ["start", *(h.lstrip("# ").lower().replace(" ", "-") for h in PARTS)]
+    return [(name, bounds[i], bounds[i + 1]) for i, name in enumerate(names)]
+
+
+_CASES = [(readme, *part) for readme in READMES for part in parts(readme)]
+
+
+@pytest.mark.parametrize(
+    ("readme", "part", "first", "end"), _CASES,
+    ids=[f"{r.relative_to(REPO_ROOT)}:{p}" for r, p, _, _ in _CASES],
+)
+def test_every_snippet_of_the_readme_runs(readme, part, first, end, tmp_path):
     folder = tmp_path / "user"
     folder.mkdir()
     shutil.copytree(REPO_ROOT / "examples", folder / "examples",
                     ignore=shutil.ignore_patterns("__pycache__", "mlflow.db", "mlruns"))
     env = _environment(folder)
-    found = [b for b in blocks(readme) if b.language in _LANGUAGES]
-    assert found, f"{readme} has no snippets"
+    found = [b for b in blocks(readme) if b.language in _LANGUAGES and first <= b.line < end]
+    assert found, f"{readme}, part {part!r}, has no snippets"
     for block in found:
         if block.not_run is not None:
             continue
