@@ -112,6 +112,7 @@ class Cluster:
                  f"--temp-dir={self.temp}"],
                 env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own session: killed as one, and only it
+                preexec_fn=_die_with_parent,
             )
         self.sessions.append(process)
         _wait_for(lambda: STARTED in log.read_text() or process.poll() is not None,
@@ -131,6 +132,19 @@ class Cluster:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=30)
         shutil.rmtree(self.temp, ignore_errors=True)
+
+
+def _die_with_parent() -> None:
+    """In a child before it runs: SIGKILL it when pytest dies, even by SIGKILL (Linux).
+
+    Best effort for a test run that is killed before its finalizers run: a ``ray
+    start --block`` that dies has Ray's reaper stop its node's process group (its
+    agents were seen to outlive that once; the finalizers kill whole sessions).
+    """
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _kill_session(sid: int) -> None:
@@ -188,6 +202,7 @@ def _sweep_killing_a_node(cluster: Cluster, project: Path, *options: str):
          "--executor", "ray", "--ray-address", cluster.address, *options],
         env=cluster.env, cwd=project.parent, stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=_die_with_parent,
     )
     out = err = ""
     try:
