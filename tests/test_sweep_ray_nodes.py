@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -72,7 +73,7 @@ components:
 """
 
 STARTED = "Ray runtime started."
-WAIT_S = 180.0  # how long a step may take on a loaded machine before the test gives up
+WAIT_S = 300.0  # how long a step may take on a loaded machine before the test gives up
 
 
 class Cluster:
@@ -84,9 +85,14 @@ class Cluster:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.sessions: list[subprocess.Popen] = []
-        self.env = dict(os.environ)
-        self.env["PYTHONPATH"] = os.pathsep.join(
-            filter(None, [str(REPO_ROOT), self.env.get("PYTHONPATH")]))
+        # Ray's workers import this checkout's pcs; the sweep tells them its store and settings
+        self.env = _with_this_pcs(
+            {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PCS_"))})
+        # a token of its own: otherwise `ray start --head` turns token auth on whenever
+        # ~/.ray/auth_token exists (any local ray.init() writes one) and the second node,
+        # not reading it, is refused
+        self.auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+        self.env.update(self.auth)
         # the head's GCS declares a node dead after 3 missed checks 0.5 s apart (default: 5 x 3 s)
         self.env.update(RAY_health_check_period_ms="500", RAY_health_check_failure_threshold="3",
                         RAY_health_check_initial_delay_ms="0")
@@ -132,6 +138,10 @@ class Cluster:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=30)
         shutil.rmtree(self.temp, ignore_errors=True)
+
+
+def _with_this_pcs(env: dict[str, str]) -> dict[str, str]:
+    return {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))}
 
 
 def _die_with_parent() -> None:
@@ -200,7 +210,8 @@ def _sweep_killing_a_node(cluster: Cluster, project: Path, *options: str):
         [sys.executable, "-m", "pcs", "sweep", "work", "-r", str(project / "components.yaml"),
          "-e", "fit", "--grid", "work.fit.lr=0.1,0.2", "-a", f"work.fit.folder={marks}",
          "--executor", "ray", "--ray-address", cluster.address, *options],
-        env=cluster.env, cwd=project.parent, stdin=subprocess.DEVNULL,
+        env=_with_this_pcs({**os.environ, **cluster.auth}), cwd=project.parent,
+        stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
         preexec_fn=_die_with_parent,
     )
