@@ -2,7 +2,8 @@
 
 The cluster is real processes on this machine: a head node (1 CPU), started once
 for the module, and a second node (1 CPU) per test, each a ``ray start --block``
-in a session of its own with its own temp dir and ports. Cleanup kills those
+in a session of its own, with the module's own temp dir, ports and auth token
+(nothing of another Ray on the machine is used or touched). Cleanup kills those
 sessions and nothing else (never ``ray stop``: it stops every Ray on the
 machine, other test runs' too). The test kills the second node's whole session
 (raylet, agents, the worker running the trial) with SIGKILL, as a machine that
@@ -202,7 +203,7 @@ def project(tmp_path) -> Path:
 def _sweep_killing_a_node(cluster: Cluster, project: Path, *options: str):
     """``pcs sweep`` of two trials on the cluster; the second node is killed under its trial.
 
-    Returns the finished CLI process (its stdout, stderr) and the doomed trial's ``lr``.
+    Returns the CLI's stdout and stderr, and the ``lr`` of the trial that was on that node.
     """
     doomed = cluster.add_node(f"doomed-{time.monotonic_ns()}", DOOMED_RAY_NODE="1")
     marks = project.parent / "marks"
