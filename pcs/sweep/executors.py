@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -678,7 +679,7 @@ class _Ray(Executor):
                     try:
                         result = ray.get(ref)
                     except Exception as exc:  # noqa: BLE001 - its worker or node died, or it was cancelled
-                        reason = f"its Ray task failed: {_ray_reason(exc)}"
+                        reason = _ray_reason(exc)
                         result = _end_trial_of_dead_worker(shared, task, None, reason, since_ms) or Result(
                             task.index, None, "FAILED", f"{reason} (before its run was recorded)",
                             cause="start", attempt=task.attempt,
@@ -734,13 +735,26 @@ def _keep_signal_exit() -> None:
         _signals.install()
 
 
+# what Ray's NodeDiedError says of the node (Ray 2.x: "... Node IP: 10.0.0.5, node ID: 4a2f...")
+_DEAD_NODE = re.compile(r"Node IP:\s*([^\s,]+),\s*node ID:\s*([0-9a-fA-F]+)")
+
+
 def _ray_reason(exc: BaseException) -> str:
-    """Ray's error in one line: its kind and the first line that says what happened."""
+    """Why a trial's Ray task failed, in one line.
+
+    A dead node is named by its address and id (``its Ray node 10.0.0.5 died (node
+    id 4a2f..., NodeDiedError)``; the id is the one in the trials' ``pcs.ray_node``);
+    any other failure is Ray's error kind and the first line that says what happened.
+    """
+    kind = type(exc).__name__
+    node = _DEAD_NODE.search(str(exc))
+    if node is not None:
+        return f"its Ray node {node[1]} died (node id {node[2]}, {kind})"
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     text = next((line for line in lines if "died" in line.lower() or "node" in line.lower()),
                 lines[0] if lines else "")
     text = text if len(text) <= 300 else text[:297] + "..."
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return f"its Ray task failed: {kind}: {text}" if text else f"its Ray task failed: {kind}"
 
 
 def _cancel_ray(ray: Any, refs: list[Any]) -> None:
