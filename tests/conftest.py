@@ -257,6 +257,20 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, check:
     return result
 
 
+# components.yaml of a project whose work.py holds a class Work (sweep tests)
+WORK_REGISTRY = """
+repos:
+  src:
+    type: local
+    path: .
+components:
+  work:
+    repo: src
+    file_path: work.py
+    class_name: Work
+    instantiate: true
+"""
+
 @pytest.fixture(scope="session")
 def local_ray():
     """One local Ray for the whole session (2 CPUs); its workers import this checkout of pcs.

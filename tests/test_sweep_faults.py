@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import WORK_REGISTRY
 
 from pcs import Component, LocalRepo, Run, SweepRun, _keys
 from pcs._liveness import pid_alive
@@ -360,19 +361,6 @@ def test_code_that_raises_is_retried_only_when_asked(tmp_path):
     assert retried.trials[0].tags[_keys.ATTEMPT] == "2"
     assert len(retried.inner_runs) == 2
 
-
-WORK_REGISTRY = """
-repos:
-  src:
-    type: local
-    path: .
-components:
-  work:
-    repo: src
-    file_path: work.py
-    class_name: Work
-    instantiate: true
-"""
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])

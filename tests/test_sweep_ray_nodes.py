@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import free_port, pcs_in_process
+from conftest import WORK_REGISTRY, free_port, pcs_in_process
 
 from pcs import Run, _keys
 
@@ -59,19 +59,6 @@ class Work:
             time.sleep(0.1)
         return lr
 '''
-
-REGISTRY = """
-repos:
-  src:
-    type: local
-    path: .
-components:
-  work:
-    repo: src
-    file_path: work.py
-    class_name: Work
-    instantiate: true
-"""
 
 STARTED = "Ray runtime started."
 WAIT_S = 300.0  # how long a step may take on a loaded machine before the test gives up
@@ -195,7 +182,7 @@ def project(tmp_path) -> Path:
     folder = tmp_path / "src"
     folder.mkdir()
     (folder / "work.py").write_text(textwrap.dedent(SOURCE))
-    (folder / "components.yaml").write_text(REGISTRY)
+    (folder / "components.yaml").write_text(WORK_REGISTRY)
     (tmp_path / "marks").mkdir()
     return folder
 
