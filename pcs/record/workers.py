@@ -47,7 +47,7 @@ from pathlib import Path
 from pcs import _signals
 from pcs.specs import sha256_bytes
 
-__all__ = ["BOOT_DIR", "HEADER_SIZE", "MANIFEST_VARIABLE", "Manifest"]
+__all__ = ["BOOT_DIR", "HEADER_SIZE", "MANIFEST_VARIABLE", "Manifest", "process_folder"]
 
 #: the folder whose sitecustomize.py a child process runs at start-up
 BOOT_DIR = str(Path(__file__).resolve().parent / "_boot")
@@ -119,6 +119,11 @@ class _Files:
 
 
 _FILES: _Files | None = None
+
+
+def process_folder() -> Path:
+    """A temporary folder of this process's own (the manifest's), removed when the process ends."""
+    return _files().folder
 
 
 def _files() -> _Files:
