@@ -162,13 +162,21 @@ class Tree:
     @property
     def component_file(self) -> Path:
         """The component's file on disk (valid once the session opened the tree)."""
-        if self.root is None:
-            raise RuntimeError("the tree is not open")  # pragma: no cover - internal misuse
-        return self.root.joinpath(*PurePosixPath(self.file_path).parts)
+        return self._paths()[0]
 
     @property
     def folder(self) -> Path:
-        return self.component_file.parent
+        return self._paths()[1]
+
+    def _paths(self) -> tuple[Path, Path]:
+        # asked for at every import the session serves: built once per root
+        if self.root is None:
+            raise RuntimeError("the tree is not open")  # pragma: no cover - internal misuse
+        cached = self.__dict__.get("_paths_of")
+        if cached is None or cached[0] is not self.root:
+            file = self.root.joinpath(*PurePosixPath(self.file_path).parts)
+            cached = self.__dict__["_paths_of"] = (self.root, file, file.parent)
+        return cached[1], cached[2]
 
 
 class Session:
@@ -634,7 +642,7 @@ class Session:
         self, tree: Tree, module: ModuleFile, base: Path, text: str | None,
         is_package: bool | None = None,
     ) -> Served:
-        file = Path(os.path.normpath(base.joinpath(*PurePosixPath(module.path).parts)))
+        file = Path(os.path.normpath(os.path.join(base, module.path)))
         if text is None:
             try:
                 text = read_source(file)[0]
@@ -1154,7 +1162,8 @@ def _safe_parts(rel: str) -> tuple[str, ...]:
 
 
 def _relative(path: Path, base: Path) -> str:
-    return PurePosixPath(*Path(os.path.relpath(path, base)).parts).as_posix()
+    rel = os.path.relpath(path, base)
+    return rel if os.sep == "/" else PurePosixPath(*Path(rel).parts).as_posix()
 
 
 def _is_under(path: str, root: str) -> bool:
