@@ -1162,8 +1162,12 @@ def _safe_parts(rel: str) -> tuple[str, ...]:
 
 
 def _relative(path: Path, base: Path) -> str:
-    rel = os.path.relpath(path, base)
-    return rel if os.sep == "/" else PurePosixPath(*Path(rel).parts).as_posix()
+    if os.sep == "/":
+        text, prefix = str(path), str(base).rstrip("/") + "/"
+        if text.startswith(prefix) and "/." not in text and "//" not in text:
+            return text[len(prefix):]  # a clean path under base: what relpath would say, quicker
+        return os.path.relpath(path, base)
+    return PurePosixPath(*Path(os.path.relpath(path, base)).parts).as_posix()
 
 
 def _is_under(path: str, root: str) -> bool:
