@@ -19,7 +19,10 @@ cases taking turns:
    one that sees the change), so the table shows a run's steady cost in a
    process that has that many modules loaded.
 2. **Helper modules.** A component whose file imports 1, 20 or 100 helper
-   modules next to it (each a small function), run with ``from_repo``.
+   modules next to it (each a small function), run with ``from_repo``. A run
+   executes its code in a fresh module namespace, so each run imports its
+   helpers again; the report gives, as the floor, what plain Python takes to
+   import as many helper modules afresh (timed in turn with the runs).
 
 Targets (issue 22): 20k modules ≤ 1.2x 2k; 100 helpers ≤ 1.2x 1 helper.
 This is a measurement tool, not a test; nothing leaves the machine.
@@ -53,6 +56,7 @@ from _benchlib import (  # noqa: E402  (switches MLflow's telemetry off before M
     workspace,
 )
 
+IMPORT_ONLY = "plain imports"
 FLUENT_PARAMS = {"seed": 1, "Comp.__init__.x": 1, "Comp.fn.y": 2}
 ARGS = {"Comp": {"__init__": {"x": 1}, "fn": {"y": 2}}}
 
@@ -184,6 +188,31 @@ def bench_modules(args: argparse.Namespace, workdir: Path, experiment_id: str) -
 # -- 2. helper modules -----------------------------------------------------------------------------
 
 
+def import_case(workdir: Path, count: int) -> Callable[[], object]:
+    """Plain Python importing ``count`` helper modules afresh (no pcs, no run): the floor.
+
+    pcs runs each run's code in a fresh module namespace, so every run imports its
+    helpers again; this is what those imports cost without pcs.
+    """
+    import importlib
+
+    folder = workdir / "plain_imports"
+    folder.mkdir()
+    names = [f"plain_helper_{i}" for i in range(count)]
+    for i, name in enumerate(names):
+        (folder / f"{name}.py").write_text(HELPER.format(i=i), encoding="utf-8")
+    sys.path.insert(0, str(folder))
+    importlib.invalidate_caches()
+
+    def run() -> None:
+        for name in names:
+            importlib.import_module(name)
+        for name in names:
+            del sys.modules[name]
+
+    return run
+
+
 def bench_helpers(args: argparse.Namespace, workdir: Path, experiment_id: str) -> dict[str, Any]:
     cases: dict[str, Callable[[], object]] = {"fluent": fluent_case(experiment_id)}
     for count in args.helpers:
@@ -191,17 +220,21 @@ def bench_helpers(args: argparse.Namespace, workdir: Path, experiment_id: str) -
         write_component(folder, count)
         cases[f"{count} helpers"] = pcs_case(folder, experiment_id)
         check(cases[f"{count} helpers"]())
+    most = max(args.helpers)
+    cases[IMPORT_ONLY] = import_case(workdir, most)
     samples = time_interleaved(cases, args.runs, args.warmup)
     timing: dict[str, Any] = {name: summarize(values) for name, values in samples.items()}
+    floor = timing.pop(IMPORT_ONLY)
+    floor["helpers"] = most
     fluent = timing["fluent"]["median_ms"]
     first = f"{args.helpers[0]} helpers"
-    for name in cases:
+    for name in timing:
         if name != "fluent":
             timing[name]["over_fluent"] = round(timing[name]["median_ms"] / fluent, 2)
             timing[name][f"over_{args.helpers[0]}"] = round(
                 timing[name]["median_ms"] / timing[first]["median_ms"], 2
             )
-    return {"timing": timing}
+    return {"timing": timing, "plain_imports": floor}
 
 
 # -- report ----------------------------------------------------------------------------------------
@@ -234,6 +267,12 @@ def print_report(results: dict[str, Any]) -> None:
                 rows.append([name, f"{t['median_ms']:.1f}", f"{t['over_fluent']:.2f}", f"{t[key]:.2f}"])
         table(["case", "median", "x fluent", f"x {first}"], rows)
         print("   target: the most helpers <= 1.2x the fewest")
+        floor = helpers.get("plain_imports")
+        if floor:
+            last = next(k for k in reversed(list(timing)) if k != "fluent")
+            extra = timing[last]["median_ms"] - timing[first]["median_ms"]
+            print(f"   {last} - {first}: {extra:.1f} ms; plain Python importing {floor['helpers']} helper "
+                  f"modules afresh (no pcs): {floor['median_ms']:.1f} ms")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

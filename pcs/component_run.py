@@ -199,7 +199,7 @@ class ComponentRun(Run):
             if _keys.NOTE not in tags:  # a description given by the caller is kept
                 run.set_tag(_keys.NOTE, _description(command, run.identifier))
             run._log_params_unchecked(params)
-            run.log_artifacts(record.folder)
+            run._log_staged(record.folder)
         except BaseException as exc:
             run._end_with_error(exc)
             raise
@@ -278,7 +278,7 @@ class ComponentRun(Run):
                         encoding="utf-8",
                     )
                 if any(folder.iterdir()):
-                    self.log_artifacts(folder, _keys.PCS_ARTIFACT_DIR)
+                    self._log_staged(folder, _keys.PCS_ARTIFACT_DIR)
             if tags:
                 self.set_tags(tags)
         except Exception as write_error:  # noqa: BLE001 - the run must still end FAILED
@@ -304,7 +304,7 @@ class ComponentRun(Run):
                 )))
             tags[_keys.RETURN_VALUE_FORMAT] = used_fmt
             tags.update(_returned_file_tags(value))
-            self.log_artifacts(end, _keys.PCS_ARTIFACT_DIR)
+            self._log_staged(end, _keys.PCS_ARTIFACT_DIR)
             self.set_tags(tags)
         except BaseException as exc:
             self._end_with_error(exc)

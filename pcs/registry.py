@@ -102,7 +102,7 @@ class Registry(ABC):
                 f"The registry has no {_SINGULAR[section]} {identifier!r} (it has: {known}). "
                 f"Check the identifier, or add the {_SINGULAR[section]} to the registry."
             )
-        spec = copy.deepcopy(body)
+        spec = _copy(body)
         spec["identifier"] = identifier
         return spec
 
@@ -116,7 +116,7 @@ class Registry(ABC):
         identifier = spec.get("identifier") if isinstance(spec, Mapping) else None
         if not isinstance(identifier, str) or not identifier:
             raise RegistryError(f"A {_SINGULAR[section]} spec needs a string 'identifier'.")
-        body = {k: copy.deepcopy(v) for k, v in spec.items() if k != "identifier"}
+        body = {k: _copy(v) for k, v in spec.items() if k != "identifier"}
         existing = self._get(section, identifier)
         if existing is not None and existing != body and not force:
             raise RegistryConflictError(
@@ -242,7 +242,7 @@ class Registry(ABC):
                 continue
             body = self._get("components", identifier)
             if body is not None:
-                out[identifier] = copy.deepcopy(body)
+                out[identifier] = _copy(body)
         return out
 
     def add_component(self, component: Component, recurse: bool = True, force: bool = False) -> None:
@@ -356,7 +356,7 @@ class InMemoryRegistry(Registry):
                         f"Registry entry {section}.{identifier} must be a mapping; got "
                         f"{type(body).__name__}."
                     )
-                self._data[section][str(identifier)] = copy.deepcopy(dict(body))
+                self._data[section][str(identifier)] = _copy(dict(body))
 
     def _get(self, section: str, identifier: str) -> dict[str, Any] | None:
         return self._data[section].get(identifier)
@@ -501,3 +501,19 @@ def __getattr__(name: str) -> Any:
 def _check_section(section: str) -> None:
     if section not in SECTIONS:
         raise RegistryError(f"Unknown registry section {section!r}; known: {', '.join(SECTIONS)}.")
+
+
+def _copy(value: Any) -> Any:
+    """A deep copy of a spec: plain dicts, lists and scalars by hand, anything else by ``copy``.
+
+    ``copy.deepcopy`` spent more time on its memo than on copying: a run
+    command's code map has an entry per module of its closure.
+    """
+    kind = type(value)
+    if kind is dict:
+        return {k: _copy(v) for k, v in value.items()}
+    if kind is list:
+        return [_copy(v) for v in value]
+    if kind in (str, int, float, bool) or value is None:
+        return value
+    return copy.deepcopy(value)

@@ -58,9 +58,33 @@ def dump_yaml(data: Any, sort_keys: bool = False) -> str:
 def _dumper() -> Any:
     import yaml
 
+    str_tag = "tag:yaml.org,2002:str"
+    resolved: dict[tuple[str, tuple[bool, bool]], str] = {}
+
     class _NoAliasDumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
+        # A run's record holds a few entries per module of its closure, and PyYAML's
+        # Python half (representer, resolver) cost more than the writing: the two
+        # shortcuts below give the same nodes and tags, faster.
         def ignore_aliases(self, data: Any) -> bool:
             return True
+
+        def represent_data(self, data: Any) -> Any:
+            if type(data) is str:  # what SafeRepresenter.represent_str makes, with no alias to note
+                return yaml.ScalarNode(str_tag, data, style=self.default_style)
+            return super().represent_data(data)
+
+        def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+            # a scalar's implicit tag depends on its text alone (no path resolvers here),
+            # and the same keys and values come back in every record
+            if kind is not yaml.ScalarNode or self.yaml_path_resolvers or len(value) > 256:
+                return super().resolve(kind, value, implicit)
+            key = (value, implicit)
+            tag = resolved.get(key)
+            if tag is None:
+                if len(resolved) > 100_000:
+                    resolved.clear()
+                tag = resolved[key] = super().resolve(kind, value, implicit)
+            return tag
 
     return _NoAliasDumper
 

@@ -64,6 +64,21 @@ def test_the_code_is_stored_once_under_its_own_paths_and_reruns_from_there(proje
     assert again.verification.reproduced and again.return_value == 6
 
 
+def test_runs_of_the_same_code_keep_their_own_snapshot_when_a_file_is_uploaded_again(project, tmp_path):
+    # on a local store the snapshot is hard-linked, so runs of the same text share a file:
+    # a later upload to the same path replaces it and never writes into it
+    first, second = _run(project), _run(project)
+    staged = tmp_path / "staged" / "code"
+    staged.mkdir(parents=True)
+    (staged / "agent.py").write_text("changed\n")
+
+    second._log_staged(staged.parent, "pcs")
+
+    assert second.load_text("pcs/code/agent.py") == "changed\n"
+    assert first.load_text("pcs/code/agent.py") == AGENT
+    assert _run(project).load_text("pcs/code/agent.py") == AGENT
+
+
 def test_pcs_code_lists_the_files_and_prints_one(project, capsys):
     run = _run(project)
     code, out, _ = pcs(capsys, "code", run.identifier)

@@ -11,6 +11,7 @@ from conftest import run_cli
 from pcs import Component, LocalRepo, Run
 
 AGENT = """\
+import importlib
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 
@@ -39,10 +40,19 @@ class Agent:
     def helper_function(self, n=4):
         with multiprocessing.get_context("spawn").Pool(2) as pool:
             return pool.map(square, range(n))
+
+    def late(self, n=4):
+        with multiprocessing.get_context("spawn").Pool(2) as pool:
+            pool.map(abs, [1, 2])  # the workers run before the helper is imported
+            late = importlib.import_module("late_" + "helper")  # no literal: the scan cannot see it
+            # a worker that cannot import the helper loses the task and the pool waits forever:
+            # the bound turns that into a failure (it is no measure of speed)
+            return pool.map_async(late.cube, range(n)).get(timeout=300)
 """
 
 HELPERS = "def square(x):\n    return x * x\n"
 CHANGED = "def square(x):\n    return -x\n"
+LATE = "def cube(x):\n    return x ** 3\n"
 
 
 def agent(tmp_path: Path) -> Component:
@@ -50,6 +60,7 @@ def agent(tmp_path: Path) -> Component:
     folder.mkdir()
     (folder / "agent.py").write_text(textwrap.dedent(AGENT), encoding="utf-8")
     (folder / "helpers.py").write_text(HELPERS, encoding="utf-8")
+    (folder / "late_helper.py").write_text(LATE, encoding="utf-8")
     return Component.from_repo(LocalRepo("src", folder), "agent", "agent.py", "Agent", instantiate=True)
 
 
@@ -70,6 +81,18 @@ def test_workers_run_the_recorded_code_in_a_rerun(tmp_path, entry_point, expecte
     rerun = Run.from_existing_run_id(run.identifier).rerun(verify=True)
 
     assert rerun.return_value == expected  # the workers imported the recorded helpers.py
+    assert rerun.verification.verdict == "reproduced"
+
+
+def test_workers_started_before_a_helper_is_imported_run_its_recorded_text(tmp_path):
+    component = agent(tmp_path)
+    run = component.run_with_arg_set("late", {})
+    assert run.return_value == [0, 1, 8, 27]
+
+    (tmp_path / "src" / "late_helper.py").write_text("def cube(x):\n    return -x\n", encoding="utf-8")
+    rerun = Run.from_existing_run_id(run.identifier).rerun(verify=True)
+
+    assert rerun.return_value == [0, 1, 8, 27]  # the pool's workers read the pin made after they started
     assert rerun.verification.verdict == "reproduced"
 
 

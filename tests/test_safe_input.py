@@ -489,3 +489,40 @@ def test_an_alias_bomb_inside_a_bundle_artifact_is_refused_before_anything_is_wr
     with pytest.raises(BundleError, match="alias"):
         import_bundle(bundle)
     assert Run.get_all_runs() == []  # nothing written
+
+
+def test_dump_yaml_writes_what_pyyamls_safe_dumper_writes():
+    # dump_yaml shortcuts PyYAML's representer and resolver for speed: same text, including
+    # strings that read as other types (quoted) and keys that cannot be sorted
+    import random
+    import string
+
+    import yaml
+
+    class Plain(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):
+        def ignore_aliases(self, data):
+            return True
+
+    rng = random.Random(3)
+    atoms = ["", "yes", "No", "true", "null", "~", "1", "1.5", "0x1f", "1e3", ".inf", "-", "a: b", "#x",
+             "x #y", "'q'", '"d"', "2020-01-01", "12:30:00", "é", "line\nbreak", " lead", "trail ", "*a",
+             "&b", "!t", "%p", "@a", "=", "<<", "0o7", "+1", "-.5", "On", "y", "x" * 300]
+
+    def value(depth=0):
+        r = rng.random()
+        if depth < 4 and r < 0.2:
+            return {rng.choice(atoms + [1, None, 2.5]): value(depth + 1) for _ in range(rng.randrange(4))}
+        if depth < 4 and r < 0.3:
+            return [value(depth + 1) for _ in range(rng.randrange(4))]
+        if r < 0.4:
+            return rng.choice([None, True, False, 0, -3, 2.5, math.inf, 10**20])
+        if r < 0.7:
+            return rng.choice(atoms)
+        return "".join(rng.choice(string.printable) for _ in range(rng.randrange(12)))
+
+    for _ in range(400):
+        data = value()
+        for sort_keys in (False, True):
+            expected = yaml.dump(data, Dumper=Plain, sort_keys=sort_keys, allow_unicode=False)
+            assert dump_yaml(data, sort_keys=sort_keys) == expected
+            assert dump_yaml(data, sort_keys=sort_keys) == expected  # answered from the cache

@@ -162,13 +162,21 @@ class Tree:
     @property
     def component_file(self) -> Path:
         """The component's file on disk (valid once the session opened the tree)."""
-        if self.root is None:
-            raise RuntimeError("the tree is not open")  # pragma: no cover - internal misuse
-        return self.root.joinpath(*PurePosixPath(self.file_path).parts)
+        return self._paths()[0]
 
     @property
     def folder(self) -> Path:
-        return self.component_file.parent
+        return self._paths()[1]
+
+    def _paths(self) -> tuple[Path, Path]:
+        # asked for at every import the session serves: built once per root
+        if self.root is None:
+            raise RuntimeError("the tree is not open")  # pragma: no cover - internal misuse
+        cached = self.__dict__.get("_paths_of")
+        if cached is None or cached[0] is not self.root:
+            file = self.root.joinpath(*PurePosixPath(self.file_path).parts)
+            cached = self.__dict__["_paths_of"] = (self.root, file, file.parent)
+        return cached[1], cached[2]
 
 
 class Session:
@@ -240,7 +248,6 @@ class Session:
                 self._finder = _Finder(self)
                 sys.meta_path.insert(0, self._finder)
                 self._stashed.append(stash)
-                self._sync_workers()
                 self.workers.activate()
             self._depth += 1
         return self
@@ -318,7 +325,6 @@ class Session:
         with _LOCK:
             _MODULES.note(name)
         self.workers.add_module(name, text, file, package=False, parent=package)
-        self.workers.write()
 
     def package_of(self, key: str) -> str | None:
         """The package component ``key``'s file lies in, pinned with its parents; or None.
@@ -352,16 +358,6 @@ class Session:
         package = ".".join(names)
         self._packages[key] = package
         return package
-
-    def _sync_workers(self) -> None:
-        """Hand every module pinned so far to the worker manifest, and write it."""
-        for served in self._pinned.values():
-            if served.text is not None and not served.name.startswith(SCRIPT_PREFIX):
-                self.workers.add_module(served.name, served.text, str(served.file), served.is_package,
-                                        digest=served.module.sha256 or None)
-        for name, (_, folders, _) in self._namespaces.items():
-            self.workers.add_namespace(name, [str(p) for p in folders])
-        self.workers.write()
 
     def note_local_file(self, path: str | os.PathLike[str]) -> None:
         """Count imports made by code in ``path`` as the closure's own (a component module)."""
@@ -583,9 +579,7 @@ class Session:
                 spec = importlib.machinery.PathFinder.find_spec(name)
                 if spec is not None and spec.origin not in (None, "namespace"):
                     return None  # a regular module elsewhere beats a namespace folder here
-            space = (tree, [folder / last], base)
-            self._namespaces[name] = space
-            return space
+            return self._add_namespace(name, (tree, [folder / last], base))
         if kind == "py":
             return self._pin_file(tree, name, folder / f"{last}.py", base, is_package=False)
         return self._pin_extension(tree, name, folder / kind, base)
@@ -622,9 +616,7 @@ class Session:
         inside = [p for p in locations if _is_under(str(p), root) and not excluded_path(str(p))]
         if not inside:
             return None
-        space = (tree, inside, tree.root)
-        self._namespaces[name] = space
-        return space
+        return self._add_namespace(name, (tree, inside, tree.root))
 
     def _pin_file(self, tree: Tree, name: str, path: Path, base: Path, is_package: bool) -> Served | None:
         try:
@@ -650,7 +642,7 @@ class Session:
         self, tree: Tree, module: ModuleFile, base: Path, text: str | None,
         is_package: bool | None = None,
     ) -> Served:
-        file = Path(os.path.normpath(base.joinpath(*PurePosixPath(module.path).parts)))
+        file = Path(os.path.normpath(os.path.join(base, module.path)))
         if text is None:
             try:
                 text = read_source(file)[0]
@@ -659,6 +651,10 @@ class Session:
         package = module.path.endswith("/__init__.py") or module.path == "__init__.py"
         served = Served(tree.key, module, text, file, package if is_package is None else is_package)
         self._pinned[module.name] = served
+        if not module.name.startswith(SCRIPT_PREFIX):
+            # the session's child processes import it too, from their next import on when active
+            self.workers.add_module(module.name, text, str(file), served.is_package,
+                                    digest=module.sha256 or None)
         self._local_files.add(str(file))
         parent = module.name.rpartition(".")[0] if not module.name.startswith(SCRIPT_PREFIX) else ""
         while parent and parent not in self._pinned and parent not in self._namespaces:
@@ -667,9 +663,16 @@ class Session:
             depth = module.name.count(".") - parent.count(".")
             for _ in range(depth - 1):
                 folder = folder.parent
-            self._namespaces[parent] = (tree, [folder], base)
+            self._add_namespace(parent, (tree, [folder], base))
             parent = parent.rpartition(".")[0]
         return served
+
+    def _add_namespace(
+        self, name: str, space: tuple[Tree, list[Path], Path]
+    ) -> tuple[Tree, list[Path], Path]:
+        self._namespaces[name] = space
+        self.workers.add_namespace(name, [str(p) for p in space[1]])
+        return space
 
     def _importer_is_local(self) -> bool:
         """Whether the code asking for an import (past importlib's and pcs's frames) is the closure's."""
@@ -733,7 +736,6 @@ class _Loader(importlib.abc.Loader):
     def exec_module(self, module: types.ModuleType) -> None:
         session = self.session
         session._loaded[module.__name__] = module
-        session._sync_workers()  # pinned just now: a worker started from here on imports it too
         if self.served is None or self.served.text is None:
             return  # a namespace package: nothing to run
         try:
@@ -1160,6 +1162,11 @@ def _safe_parts(rel: str) -> tuple[str, ...]:
 
 
 def _relative(path: Path, base: Path) -> str:
+    if os.sep == "/":
+        text, prefix = str(path), str(base).rstrip("/") + "/"
+        if text.startswith(prefix) and "/." not in text and "//" not in text:
+            return text[len(prefix):]  # a clean path under base: what relpath would say, quicker
+        return os.path.relpath(path, base)
     return PurePosixPath(*Path(os.path.relpath(path, base)).parts).as_posix()
 
 

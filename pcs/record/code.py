@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pcs import _keys
 from pcs.record.closure import Part, module_entries
+from pcs.record.workers import process_folder
 from pcs.repo import GitRepo, GitState, LocalRepo, git_state
 from pcs.specs import sha256_bytes
 
@@ -37,6 +39,7 @@ __all__ = [
     "describe_closure",
     "read_sources_dir",
     "source_artifact_name",
+    "stored_text",
     "write_sources",
 ]
 
@@ -116,8 +119,14 @@ def _safe_part(part: str) -> str:
 
 
 def write_sources(parts: Sequence[Part], code: Code, sources: Mapping[str, str], folder: Path) -> None:
-    """Every snapshot text the code map names, under its own path in ``folder`` (``pcs/code``)."""
+    """Every snapshot text the code map names, under its own path in ``folder`` (``pcs/code``).
+
+    Each file is a hard link to the process's copy of that text (:func:`stored_text`),
+    written once per process: a run of unchanged code creates no file here, and its
+    upload to a local artifact store links them again (``Run._log_staged``).
+    """
     folder.mkdir(parents=True, exist_ok=True)
+    made = {folder}
     by_key = {p.key: p for p in parts}
     for key, name in code_file_paths(code).items():
         digest = code[key]["sha256"]
@@ -127,10 +136,55 @@ def write_sources(parts: Sequence[Part], code: Code, sources: Mapping[str, str],
         if text is None:
             continue
         target = folder / name
-        if not target.exists():
+        if target.parent not in made:
             target.parent.mkdir(parents=True, exist_ok=True)
-            # bytes as they were: no newline translation, so the file's sha256 is the recorded one
-            target.write_bytes(text.encode("utf-8"))
+            made.add(target.parent)
+        # bytes as they were: no newline translation, so the file's sha256 is the recorded one
+        data = text.encode("utf-8")
+        try:
+            os.link(stored_text(data), target)
+        except FileExistsError:
+            pass  # staged already
+        except OSError:  # a file system without hard links
+            if not target.exists():
+                target.write_bytes(data)
+
+
+_STORED: dict[str, Path] = {}  # sha256 -> the process's file of that text
+_STORED_PID = 0
+_STORE_LOCK = threading.Lock()
+
+
+def stored_text(data: bytes) -> Path:
+    """The file holding ``data`` in this process's store of snapshot texts, written the first time.
+
+    The store lies in the process's own temp folder (removed when it ends). Its
+    files are named by the sha256 of their bytes and never written again, so
+    links to them (staged snapshots, a local artifact store's copies) can share them.
+    """
+    global _STORED_PID
+    if _STORED_PID != os.getpid():  # a forked child writes to a folder of its own
+        _STORED.clear()
+        _STORED_PID = os.getpid()
+    digest = sha256_bytes(data)
+    with _STORE_LOCK:
+        path = _STORED.get(digest)
+        if path is None:
+            store = process_folder() / "code"
+            store.mkdir(exist_ok=True)
+            path = store / digest
+            try:
+                with open(path, "xb") as handle:  # no rename: it costs as much again on a busy disk
+                    handle.write(data)
+            except FileExistsError:  # not written by this store: put the whole text in its place
+                tmp = store / f".{digest}.tmp"
+                tmp.write_bytes(data)
+                tmp.replace(path)
+            except BaseException:
+                path.unlink(missing_ok=True)  # never a half text under its name
+                raise
+            _STORED[digest] = path
+    return path
 
 
 def capture_code(

@@ -22,26 +22,66 @@ import json
 import os
 import sys
 
+_HEADER_SIZE = 30  # pcs.record.workers.HEADER_SIZE (this file imports nothing of pcs)
+
+
+def _read_at(fd: int, size: int, offset: int) -> bytes:
+    chunks = []
+    while size > 0:
+        chunk = os.pread(fd, size, offset)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size -= len(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
+
 
 def _install(manifest_path: str) -> None:
-    state: dict = {"mtime": None, "modules": {}, "namespaces": {}}
+    # the journal pcs.record.workers writes: a header naming its generation, then JSON lines
+    state: dict = {"fd": None, "texts": None, "header": None, "offset": 0, "modules": {}, "namespaces": {}}
 
     def load() -> None:
+        # read again when the parent wrote since: a module pinned after this process
+        # started, or the next run's modules in a process started by an earlier run
+        # (a forkserver); costs a pread and an fstat when nothing changed
+        fd = state["fd"]
+        if fd is None:
+            try:
+                fd = state["fd"] = os.open(manifest_path, os.O_RDONLY)
+            except OSError:
+                return
         try:
-            info = os.stat(manifest_path)
-        except OSError:
-            return
-        mtime = (info.st_ino, info.st_mtime_ns)  # a new file each time the parent writes it
-        if mtime == state["mtime"]:
-            return
-        try:
-            with open(manifest_path, encoding="utf-8") as handle:
-                data = json.load(handle)
+            header = os.pread(fd, _HEADER_SIZE, 0)
+            if len(header) < _HEADER_SIZE:
+                return  # being written again
+            if header != state["header"]:
+                state.update(header=header, offset=_HEADER_SIZE, modules={}, namespaces={})
+            size = os.fstat(fd).st_size
+            if size <= state["offset"]:
+                return
+            data = _read_at(fd, size - state["offset"], state["offset"])
+            end = data.rfind(b"\n") + 1  # whole lines only: the parent may be appending
+            if not end:
+                return
+            if os.pread(fd, _HEADER_SIZE, 0) != header:
+                state["header"] = None  # written again while read: read the new one next time
+                return
+            for line in data[:end].splitlines():
+                entry = json.loads(line)
+                if "m" in entry:
+                    state["modules"][entry["m"]] = entry
+                elif "ns" in entry:
+                    state["namespaces"][entry["ns"]] = entry["folders"]
+            state["offset"] += end
         except (OSError, ValueError):
             return
-        state["mtime"] = mtime
-        state["modules"] = data.get("modules") or {}
-        state["namespaces"] = data.get("namespaces") or {}
+
+    def text_of(entry: dict) -> str:
+        if state["texts"] is None:
+            state["texts"] = os.open(os.path.join(os.path.dirname(manifest_path), "texts"), os.O_RDONLY)
+        offset, length = entry["at"]
+        return _read_at(state["texts"], length, offset).decode("utf-8")
 
     class Loader(importlib.abc.Loader):
         def __init__(self, entry):
@@ -53,17 +93,13 @@ def _install(manifest_path: str) -> None:
         def exec_module(self, module):
             if self.entry is None:
                 return  # a namespace package
-            with open(self.entry["text"], encoding="utf-8") as handle:
-                text = handle.read()
+            text = text_of(self.entry)
             if self.entry.get("parent"):
                 module.__package__ = self.entry["parent"]  # a component file inside a package
             exec(compile(text, self.entry["file"], "exec", dont_inherit=True), module.__dict__)  # noqa: S102
 
     class Finder:
         def find_spec(self, fullname, path=None, target=None):
-            # read again when the parent wrote it since: a module pinned after this process
-            # started, or the next run's modules in a process started by an earlier run
-            # (a forkserver)
             load()
             entry = state["modules"].get(fullname)
             if entry is not None:
