@@ -272,3 +272,17 @@ def test_a_history_of_many_pages_is_published_and_pulled_point_for_point(
         (i, i / 4, 1_000 + i // 3) for i in range(points)
     ]
 
+
+def test_history_lines_are_what_json_writes_for_every_kind_of_value():
+    from mlflow.entities import Metric
+
+    from pcs.transfer.bundle import encode_value
+
+    values = [0.0, -0.0, 0.25, -1.5, 1e308, -1e-308, 5e-324, 1 / 3, 123456789.0, 1e16,
+              float("nan"), float("inf"), float("-inf")]
+    page = [Metric("loss", v, 1_700_000_000_000 + i, i - 3) for i, v in enumerate(values)]
+
+    expected = "".join(
+        json.dumps([encode_value(m.value), m.step, m.timestamp]) + "\n" for m in page
+    ).encode()
+    assert _histories.point_lines(page) == expected

@@ -41,6 +41,7 @@ __all__ = [
     "INLINE_POINTS",
     "STREAMED_RUN_FORMAT",
     "export_history",
+    "point_lines",
     "file_histories",
     "check_history_file",
     "read_history_file",
@@ -123,9 +124,7 @@ def export_history(
             fh.write(header)
             digest.update(header)
             for page in _chain(first, second, pages):
-                chunk = "".join(
-                    json.dumps([_encode(m.value), m.step, m.timestamp]) + "\n" for m in page
-                ).encode("utf-8")
+                chunk = point_lines(page)
                 fh.write(chunk)
                 digest.update(chunk)
                 count += len(page)
@@ -133,6 +132,25 @@ def export_history(
     finally:
         tmp.unlink(missing_ok=True)
     return {"history": f"{HISTORY_DIR}/{name}", "points": count, "sha256": digest.hexdigest()}
+
+
+# what json.dumps writes for the float reprs that are not JSON numbers (as inline: strings)
+_NON_FINITE_JSON = {"nan": '"NaN"', "inf": '"Infinity"', "-inf": '"-Infinity"'}
+
+
+def point_lines(page: list[Metric]) -> bytes:
+    """A page of points as history-file lines, byte for byte what ``json.dumps`` writes.
+
+    One ``json.dumps([value, step, timestamp])`` per point was a sixth of the
+    time of exporting a long history (200k points); formatting the three
+    numbers directly writes the same bytes (``json`` writes a float as its
+    ``repr``) for a fraction of it.
+    """
+    lines = []
+    for m in page:
+        value = float.__repr__(float(m.value))
+        lines.append(f"[{_NON_FINITE_JSON.get(value, value)}, {int(m.step)}, {int(m.timestamp)}]\n")
+    return "".join(lines).encode("ascii")
 
 
 def _chain(first: list, second: list | None, rest: Iterator[list]) -> Iterator[list]:
