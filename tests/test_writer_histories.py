@@ -20,8 +20,7 @@ from _registry_server import TOKEN
 
 from pcs import Component, LocalRepo, Run
 from pcs.errors import BundleError, InputLimitError
-from pcs.transfer import export_bundle, import_bundle
-from pcs.transfer import _histories
+from pcs.transfer import _histories, export_bundle, import_bundle
 from pcs.transfer._histories import HISTORY_DIR, INLINE_POINTS
 
 # a long run is made by inserting its points straight into the SQLite store (logging 100k
