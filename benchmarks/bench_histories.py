@@ -3,7 +3,7 @@
 
 Usage::
 
-    PYTHONPATH=. python benchmarks/bench_histories.py [--points 10000 1000000] [--skip publish]
+    PYTHONPATH=. python benchmarks/bench_histories.py [--points 10000 1000000] [--skip import publish pull]
         [--json-out PATH] [--keep]
 
 For each point count, one run with that many points of one metric is made in
@@ -200,12 +200,13 @@ def measure(points: int, work: Path, template: Path, env: dict[str, str],
     bundle, dump = work / f"bundle-{points}", work / f"history-{points}.json"
     out["pcs export"] = json.loads(_child(CHILD, "pcs_export", uri, run_id, str(bundle), env=env))
     out["mlflow export"] = json.loads(_child(CHILD, "mlflow_export", uri, run_id, str(dump), env=env))
-    target = _empty_store(template, work / f"pcs-import-{points}.db")
-    out["pcs import"] = json.loads(_child(CHILD, "pcs_import", target, run_id, str(bundle), env=env))
-    target = _empty_store(template, work / f"mlflow-import-{points}.db")
-    out["mlflow import"] = json.loads(_child(CHILD, "mlflow_import", target, run_id, str(dump), env=env))
-    if _count(work / f"pcs-import-{points}.db") != points:
-        raise SystemExit(f"pcs imported {_count(work / f'pcs-import-{points}.db')} of {points} points")
+    if "import" not in skip:
+        target = _empty_store(template, work / f"pcs-import-{points}.db")
+        out["pcs import"] = json.loads(_child(CHILD, "pcs_import", target, run_id, str(bundle), env=env))
+        target = _empty_store(template, work / f"mlflow-import-{points}.db")
+        out["mlflow import"] = json.loads(_child(CHILD, "mlflow_import", target, run_id, str(dump), env=env))
+        if _count(work / f"pcs-import-{points}.db") != points:
+            raise SystemExit(f"pcs imported {_count(work / f'pcs-import-{points}.db')} of {points} points")
     if "publish" in skip:
         return out
     server = RegistryServer(work / f"registry-{points}", env)
@@ -214,14 +215,15 @@ def measure(points: int, work: Path, template: Path, env: dict[str, str],
         server.reset_peak()
         out["pcs publish"] = json.loads(_child(CHILD, "pcs_publish", uri, run_id, server.url, env=child_env))
         out["pcs publish"]["server_peak_mib"] = server.peak_mib()
-        target = _empty_store(template, work / f"pcs-pull-{points}.db")
-        server.reset_peak()
-        out["pcs pull"] = json.loads(_child(CHILD, "pcs_pull", target, run_id, server.url, env=env))
-        out["pcs pull"]["server_peak_mib"] = server.peak_mib()
+        if "pull" not in skip:
+            target = _empty_store(template, work / f"pcs-pull-{points}.db")
+            server.reset_peak()
+            out["pcs pull"] = json.loads(_child(CHILD, "pcs_pull", target, run_id, server.url, env=env))
+            out["pcs pull"]["server_peak_mib"] = server.peak_mib()
         out["server idle"] = {"rss_mib": server.idle_mib}
     finally:
         server.stop()
-    if _count(work / f"pcs-pull-{points}.db") != points:
+    if "pull" not in skip and _count(work / f"pcs-pull-{points}.db") != points:
         raise SystemExit(f"pcs pulled {_count(work / f'pcs-pull-{points}.db')} of {points} points")
     return out
 
@@ -229,8 +231,9 @@ def measure(points: int, work: Path, template: Path, env: dict[str, str],
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points", type=int, nargs="+", default=[10_000, 1_000_000])
-    parser.add_argument("--skip", nargs="*", default=[], choices=["publish"],
-                        help="leave out publish and pull (no registry server)")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["import", "publish", "pull"],
+                        help="leave out steps: import (both sides), publish (and pull: no "
+                             "registry server), pull")
     parser.add_argument("--json-out", type=Path)
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
@@ -259,11 +262,13 @@ def main() -> None:
                             ("publish", "export"), ("pull", "import")):
             if f"pcs {step}" not in parts:
                 continue
-            p, m = parts[f"pcs {step}"], parts[f"mlflow {plain}"]
+            p, m = parts[f"pcs {step}"], parts.get(f"mlflow {plain}")
             server = f"{p['server_peak_mib']:>11.0f}" if "server_peak_mib" in p else f"{'':>11}"
-            print(f"{points:>10} {step:<8} {p['seconds']:>8.2f} {m['seconds']:>9.2f} "
-                  f"{p['seconds'] / m['seconds']:>6.2f} {p['peak_mib']:>8.0f} {m['peak_mib']:>11.0f} "
-                  f"{server}")
+            plain_cells = (f"{m['seconds']:>9.2f} {p['seconds'] / m['seconds']:>6.2f}" if m
+                           else f"{'-':>9} {'-':>6}")
+            plain_peak = f"{m['peak_mib']:>11.0f}" if m else f"{'-':>11}"
+            print(f"{points:>10} {step:<8} {p['seconds']:>8.2f} {plain_cells} {p['peak_mib']:>8.0f} "
+                  f"{plain_peak} {server}")
         if "server idle" in parts:
             print(f"{points:>10} (registry server idle after start-up: "
                   f"{parts['server idle']['rss_mib']:.0f} MiB)")
