@@ -16,10 +16,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from _registry_server import TOKEN
 
 from pcs import Component, LocalRepo, Run
 from pcs.errors import BundleError, InputLimitError
-from pcs.transfer import export_bundle, import_bundle
+from pcs.transfer import _histories, export_bundle, import_bundle
 from pcs.transfer._histories import HISTORY_DIR, INLINE_POINTS
 
 # a long run is made by inserting its points straight into the SQLite store (logging 100k
@@ -202,13 +203,11 @@ def test_a_return_value_too_large_asked_for_as_yaml_fails_the_run(big):
     assert "InputLimitError" in failed.tags["pcs.error"]
 
 
-@pytest.fixture(scope="module")
-def registry_url(tmp_path_factory):
-    from _registry_server import start_registry_server, stop_process
+@pytest.fixture()
+def registry_url(tmp_path_factory) -> str:
+    from _registry_server import shared_registry_server
 
-    url, process = start_registry_server(tmp_path_factory.mktemp("registry"), token="team-token")
-    yield url
-    stop_process(process)
+    return shared_registry_server(tmp_path_factory)[0]
 
 
 def test_a_long_history_is_published_and_pulled_through_the_registry_server(registry_url, other_store):
@@ -223,7 +222,7 @@ def test_a_long_history_is_published_and_pulled_through_the_registry_server(regi
             run.client.log_batch(run.identifier, metrics=[
                 Metric("loss", i / 4, 1_000 + i, i) for i in range(start, start + 1000)
             ])
-    export_runs_by_id([run.identifier], WebRegistry(registry_url, token="team-token"),
+    export_runs_by_id([run.identifier], WebRegistry(registry_url, token=TOKEN),
                       include_artifacts=False)
     reference = WebRegistry(registry_url).get_run_spec(run.identifier)["metrics"]["loss"]
     assert reference["points"] == points and reference["history"].startswith(HISTORY_DIR)
@@ -235,3 +234,54 @@ def test_a_long_history_is_published_and_pulled_through_the_registry_server(regi
         (i, i / 4, 1_000 + i) for i in range(points)
     ]
     assert pulled.artifact_paths() == []  # the history file is not an artifact of the run
+
+
+def test_a_history_of_many_pages_is_published_and_pulled_point_for_point(
+    registry_url, other_store, monkeypatch, isolated
+):
+    import sqlite3
+
+    from mlflow.entities import Metric
+
+    from pcs.transfer import export_runs_by_id, import_run
+    from pcs.web_registry import WebRegistry
+
+    # pages far smaller than the history (pcs reads 50k points a page), and a last page
+    # that is not full, so every page boundary of the export is crossed on the way
+    monkeypatch.setattr(_histories, "PAGE", 1_000)
+    points = 4 * 1_000 + 345
+    with Run(run_name="many pages") as run:
+        run.client.log_batch(run.identifier, metrics=[Metric("loss", 0.0, 1_000, 0)])
+    # inserted straight into the store: logging thousands of points through MLflow takes a while
+    with sqlite3.connect(isolated.removeprefix("sqlite:///")) as db:
+        db.executemany(
+            "INSERT INTO metrics (key, value, timestamp, run_uuid, step, is_nan) "
+            "VALUES (?, ?, ?, ?, ?, 0)",
+            (("loss", i / 4, 1_000 + i // 3, run.identifier, i) for i in range(1, points)),
+        )
+    export_runs_by_id([run.identifier], WebRegistry(registry_url, token=TOKEN),
+                      include_artifacts=True)
+    reference = WebRegistry(registry_url).get_run_spec(run.identifier)["metrics"]["loss"]
+    assert reference["points"] == points
+
+    other_store()
+    pulled = import_run(WebRegistry(registry_url), run.identifier)
+    history = pulled.metric_history("loss")
+    assert sorted((m.step, m.value, m.timestamp) for m in history) == [
+        (i, i / 4, 1_000 + i // 3) for i in range(points)
+    ]
+
+
+def test_history_lines_are_what_json_writes_for_every_kind_of_value():
+    from mlflow.entities import Metric
+
+    from pcs.transfer.bundle import encode_value
+
+    values = [0.0, -0.0, 0.25, -1.5, 1e308, -1e-308, 5e-324, 1 / 3, 123456789.0, 1e16,
+              float("nan"), float("inf"), float("-inf")]
+    page = [Metric("loss", v, 1_700_000_000_000 + i, i - 3) for i, v in enumerate(values)]
+
+    expected = "".join(
+        json.dumps([encode_value(m.value), m.step, m.timestamp]) + "\n" for m in page
+    ).encode()
+    assert _histories.point_lines(page) == expected

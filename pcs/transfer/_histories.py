@@ -41,6 +41,7 @@ __all__ = [
     "INLINE_POINTS",
     "STREAMED_RUN_FORMAT",
     "export_history",
+    "point_lines",
     "file_histories",
     "check_history_file",
     "read_history_file",
@@ -80,9 +81,12 @@ def _pages(run: Run, key: str) -> Iterator[list[Metric]]:
         except (AttributeError, TypeError):  # a store without paging: one read
             yield run.metric_history(key)
             return
-        yield list(page)
         token = getattr(page, "token", None)
-        if not token or not page:
+        last = not token or not page
+        yield page
+        # let the page go before the next is read: one page in memory, not two
+        del page
+        if last:
             return
 
 
@@ -100,8 +104,10 @@ def export_history(
     """
     pages = _pages(run, key)
     first = next(pages, [])
-    second = next(pages, None) if len(first) >= PAGE else None
     short = len(first) <= INLINE_POINTS and inline_so_far + len(first) <= INLINE_TOTAL
+    # whether there is a second page matters only to a history that may stay inline; a
+    # long one is streamed from the first page on, so only one page is ever held
+    second = next(pages, None) if len(first) >= PAGE and (folder is None or short) else None
     if second is None and (folder is None or short):
         points = sorted(first, key=lambda m: (m.step, m.timestamp))
         return [[_encode(m.value), m.step, m.timestamp] for m in points]
@@ -117,29 +123,49 @@ def export_history(
     tmp = target.with_name(f".{name}.{os.getpid()}.tmp")
     digest = hashlib.sha256()
     count = 0
+    head = [first] if second is None else [first, second]
+    del first, second  # written and dropped one by one below, not held to the end
     try:
         with open(tmp, "wb") as fh:
             header = (json.dumps({"pcs_history": HISTORY_FORMAT, "key": key}) + "\n").encode()
             fh.write(header)
             digest.update(header)
-            for page in _chain(first, second, pages):
-                chunk = "".join(
-                    json.dumps([_encode(m.value), m.step, m.timestamp]) + "\n" for m in page
-                ).encode("utf-8")
+            for page in _chain(head, pages):
+                chunk = point_lines(page)
+                count += len(page)
+                del page  # before the next page is read
                 fh.write(chunk)
                 digest.update(chunk)
-                count += len(page)
         tmp.replace(target)
     finally:
         tmp.unlink(missing_ok=True)
     return {"history": f"{HISTORY_DIR}/{name}", "points": count, "sha256": digest.hexdigest()}
 
 
-def _chain(first: list, second: list | None, rest: Iterator[list]) -> Iterator[list]:
-    yield first
-    if second is not None:
-        yield second
-        yield from rest
+# what json.dumps writes for the float reprs that are not JSON numbers (as inline: strings)
+_NON_FINITE_JSON = {"nan": '"NaN"', "inf": '"Infinity"', "-inf": '"-Infinity"'}
+
+
+def point_lines(page: list[Metric]) -> bytes:
+    """A page of points as history-file lines, byte for byte what ``json.dumps`` writes.
+
+    One ``json.dumps([value, step, timestamp])`` per point was a sixth of the
+    time of exporting a long history (200k points); formatting the three
+    numbers directly writes the same bytes (``json`` writes a float as its
+    ``repr``) for a fraction of it.
+    """
+    lines = []
+    for m in page:
+        value = float.__repr__(float(m.value))
+        lines.append(f"[{_NON_FINITE_JSON.get(value, value)}, {int(m.step)}, {int(m.timestamp)}]\n")
+    return "".join(lines).encode("ascii")
+
+
+def _chain(head: list[list], rest: Iterator[list]) -> Iterator[list]:
+    """The pages of ``head`` (emptied as they go, so none is held), then those of ``rest``."""
+    while head:
+        yield head.pop(0)
+    yield from rest
 
 
 def file_histories(spec: Mapping[str, Any]) -> dict[str, Any]:
