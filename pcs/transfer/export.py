@@ -390,7 +390,7 @@ def _download_all(run: Run, root: Path, any_files: bool) -> Path:
 def _refuse_conflict(registry: Registry, spec: dict[str, Any], force: bool) -> None:
     if force or not registry.has_run(spec["identifier"]):
         return
-    if registry.get_run_spec(spec["identifier"]) != spec:
+    if registry.get_run_record(spec["identifier"]) != spec:
         raise RegistryConflictError(
             f"The registry already holds run {spec['identifier']} in another form (it changed "
             "since it was exported: new metrics, a new status or new links). Pass force=True "
