@@ -44,6 +44,7 @@ gets the clear value; a rerun asks for it again as for a component's secret
 from __future__ import annotations
 
 import builtins
+import contextlib
 import logging
 import sys
 import traceback
@@ -138,6 +139,9 @@ class ScriptTarget:
                     if disk_full_error(exc) is None:
                         tb = exc.__traceback__.tb_next if exc.__traceback__ is not None else None
                         traceback.print_exception(type(exc), exc, tb)
+                        # the CLI then need not print the traceback's last lines again
+                        with contextlib.suppress(AttributeError, TypeError):
+                            exc.pcs_traceback_shown = True  # type: ignore[attr-defined]
                     raise
         finally:
             sys.argv = old_argv
