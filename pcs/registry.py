@@ -41,7 +41,7 @@ from pcs.specs import (
 if TYPE_CHECKING:  # pragma: no cover
     from pcs.component import Component
 
-__all__ = ["Registry", "InMemoryRegistry", "SECTIONS"]
+__all__ = ["Registry", "InMemoryRegistry", "SECTIONS", "is_record_upgrade"]
 
 SECTIONS = ("repos", "components", "argument_sets", "run_commands", "runs")
 # top-level keys a registry file may hold besides SECTIONS
@@ -119,6 +119,8 @@ class Registry(ABC):
             raise RegistryError(f"A {_SINGULAR[section]} spec needs a string 'identifier'.")
         body = {k: copy.deepcopy(v) for k, v in spec.items() if k != "identifier"}
         existing = self._get(section, identifier)
+        if section == "runs" and existing is not None and is_record_upgrade(existing, body):
+            force = True  # the same run, recorded before records kept its Run.to_spec() fields
         if existing is not None and existing != body and not force:
             raise RegistryConflictError(
                 f"The registry already holds a different {_SINGULAR[section]} "
@@ -472,6 +474,23 @@ class InMemoryRegistry(Registry):
     def __repr__(self) -> str:
         counts = ", ".join(f"{s}={len(self._data[s])}" for s in SECTIONS)
         return f"InMemoryRegistry({counts})"
+
+
+# what a run's record keeps only for get_run_spec (Run.to_spec()'s fields beyond an import's)
+_SPEC_ONLY_KEYS = ("experiment_id", "user_id", "artifact_uri", "latest_metrics")
+
+
+def is_record_upgrade(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Whether ``new`` is ``old`` (a run's record written before these fields) plus them alone.
+
+    Such a record replaces the old one without ``force``: it is the same run,
+    not a changed one, so re-exporting or re-publishing it is no conflict.
+    """
+    if any(key in old for key in _SPEC_ONLY_KEYS):
+        return False
+    return {k: v for k, v in new.items() if k not in _SPEC_ONLY_KEYS and k != "identifier"} == {
+        k: v for k, v in old.items() if k != "identifier"
+    }
 
 
 def _is_run_record(spec: Mapping[str, Any]) -> bool:

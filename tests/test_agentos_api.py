@@ -10,6 +10,7 @@ from _registry_server import TOKEN, shared_registry_server
 from mlflow import MlflowClient
 
 from pcs import ArgumentSet, Component, ComponentRun, InMemoryRegistry, Run, RunCommand, _keys
+from pcs import errors as pcs_errors
 
 
 class Greeter:
@@ -178,3 +179,25 @@ def test_get_run_spec_of_a_record_written_before_latest_metrics():
     assert spec["data"]["metrics"] == {"loss": 1.0} and spec["info"]["run_name"] == "old"
     assert "run_command" not in spec
     assert registry.get_run_spec("1" * 32, error_if_not_found=False) == {}
+
+
+def test_a_record_written_before_the_spec_fields_is_upgraded_without_force(tmp_path_factory):
+    """Re-exporting a run into a registry that holds its older record (no experiment_id,
+    latest_metrics...) is the same run, not a conflict: no --force needed."""
+    from pcs.web_registry import WebRegistry
+
+    run = Component.from_class(Scorer, instantiate=True).run_with_arg_set("score", {}, seed=2)
+    record = run.to_registry().get_run_record(run.identifier)
+    old = {k: v for k, v in record.items()
+           if k not in ("experiment_id", "user_id", "artifact_uri", "latest_metrics")}
+    url, _ = shared_registry_server(tmp_path_factory)
+    for registry in (InMemoryRegistry(), WebRegistry(url, token=TOKEN)):
+        registry.add_run_spec(old)
+        run.to_registry(registry)
+        assert registry.get_run_record(run.identifier) == record
+        assert registry.get_run_spec(run.identifier) == run.to_spec()
+    changed = dict(old, run_name="renamed")
+    registry = InMemoryRegistry()
+    registry.add_run_spec(changed)
+    with pytest.raises(pcs_errors.RegistryConflictError):
+        run.to_registry(registry)
