@@ -400,14 +400,20 @@ def _search(client: MlflowClient, clause: str, ids: list[str], order_by: list[st
 
 
 def _default_columns(runs: Iterable[Run]) -> list[str]:
-    """The params whose values differ among ``runs``, then every metric they logged."""
+    """The params whose values differ among ``runs``, then every metric they logged.
+
+    pcs's own params (``pcs.seed``, ``pcs.argv``) are left out: a seed drawn per run
+    differs every time and a script's argv repeats its parsed params, so they would
+    be columns in every listing (``--columns params.pcs.seed`` still shows them).
+    """
     listed = list(runs)
     values: dict[str, set[str | None]] = {}
     metrics: set[str] = set()
     for run in listed:
         data = run.data
         for key in data.params:
-            values.setdefault(key, set())
+            if not key.startswith("pcs."):
+                values.setdefault(key, set())
         metrics.update(data.metrics)
     for run in listed:
         params = run.data.params

@@ -48,7 +48,9 @@ from pcs._liveness import pid_alive
 from pcs.cache import holding
 from pcs.errors import ArgumentError, EnvironmentBuildError
 from pcs.progress import ProgressCallback
+from pcs.record.script import argv_secrets
 from pcs.run import Run
+from pcs.secrets import env_name, is_marker, known_value
 from pcs.specs import content_hash, dump_yaml
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -534,17 +536,22 @@ def secret_arguments_env(arguments: Mapping[str, Any]) -> dict[str, str]:
     """``PCS_SECRET_<ARG>`` for each secret argument whose value this process holds.
 
     A secret given to this process (``--secret-arg``, ``pcs.secret``) reaches the
-    rerun's child through its environment only, never its command line.
+    rerun's child through its environment only, never its command line: a
+    component's secret arguments, and the secret options in a script's argv
+    (``--token pcs-secret:...``), named as the child's ``reveal_argv`` looks them up.
     """
-    from pcs.secrets import env_name, is_marker, known_value
-
     out: dict[str, str] = {}
     for functions in arguments.values():
         for kwargs in functions.values():
             for name, value in kwargs.items():
-                clear = known_value(value) if is_marker(value) else None
-                if clear is not None:
-                    out[env_name(name)] = clear
+                if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                    secrets = argv_secrets(value)  # a script's argv
+                else:
+                    secrets = [(name, value)] if is_marker(value) else []
+                for arg, marker in secrets:
+                    clear = known_value(marker)
+                    if clear is not None:
+                        out[env_name(arg)] = clear
     return out
 
 

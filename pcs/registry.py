@@ -32,6 +32,7 @@ from pcs.progress import ProgressCallback
 from pcs.specs import (
     atomic_write_text,
     check_format_version,
+    decode_value,
     dump_yaml,
     flatten_spec,
     unflatten_spec,
@@ -40,7 +41,7 @@ from pcs.specs import (
 if TYPE_CHECKING:  # pragma: no cover
     from pcs.component import Component
 
-__all__ = ["Registry", "InMemoryRegistry", "SECTIONS"]
+__all__ = ["Registry", "InMemoryRegistry", "SECTIONS", "is_record_upgrade"]
 
 SECTIONS = ("repos", "components", "argument_sets", "run_commands", "runs")
 # top-level keys a registry file may hold besides SECTIONS
@@ -118,6 +119,8 @@ class Registry(ABC):
             raise RegistryError(f"A {_SINGULAR[section]} spec needs a string 'identifier'.")
         body = {k: _copy(v) for k, v in spec.items() if k != "identifier"}
         existing = self._get(section, identifier)
+        if section == "runs" and existing is not None and is_record_upgrade(existing, body):
+            force = True  # the same run, recorded before records kept its Run.to_spec() fields
         if existing is not None and existing != body and not force:
             raise RegistryConflictError(
                 f"The registry already holds a different {_SINGULAR[section]} "
@@ -200,8 +203,29 @@ class Registry(ABC):
         flatten: bool | None = None,
         error_if_not_found: bool = True,
     ) -> dict[str, Any]:
-        """A run spec; ``flatten`` and ``error_if_not_found`` as for repos."""
-        return self._agentos_get("runs", identifier, flatten, error_if_not_found)
+        """A run's spec in ``Run.to_spec()``'s shape, as AgentOS answered it.
+
+        ``registry.get_run_spec(run.identifier) == run.to_spec()`` holds once
+        ``run.to_registry(registry)`` added the run (credentials aside, which a
+        registry never holds). ``flatten`` and ``error_if_not_found`` as for
+        repos. What pcs imports is the run's record: ``get_run_record``.
+        """
+        spec = self._agentos_get("runs", identifier, None, error_if_not_found)
+        if spec and _is_run_record(spec):
+            spec = _spec_from_record(spec)
+        if flatten is None or not spec:
+            return spec
+        nested = unflatten_spec(spec)
+        return flatten_spec(nested) if flatten else nested
+
+    def get_run_record(self, identifier: str) -> dict[str, Any]:
+        """The record of a run as ``run.to_registry`` stored it, which imports read.
+
+        It holds the run's whole metric histories, its inner runs, the hashes of
+        its carried artifacts and its experiment's name (see
+        :func:`pcs.transfer.bundle.run_spec`).
+        """
+        return self.get_spec("runs", identifier)
 
     def add_run_spec(self, spec: Mapping[str, Any], force: bool = False) -> None:
         self.add_spec("runs", spec, force)
@@ -450,6 +474,61 @@ class InMemoryRegistry(Registry):
     def __repr__(self) -> str:
         counts = ", ".join(f"{s}={len(self._data[s])}" for s in SECTIONS)
         return f"InMemoryRegistry({counts})"
+
+
+# what a run's record keeps only for get_run_spec (Run.to_spec()'s fields beyond an import's)
+_SPEC_ONLY_KEYS = ("experiment_id", "user_id", "artifact_uri", "latest_metrics")
+
+
+def is_record_upgrade(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Whether ``new`` is ``old`` (a run's record written before these fields) plus them alone.
+
+    Such a record replaces the old one without ``force``: it is the same run,
+    not a changed one, so re-exporting or re-publishing it is no conflict.
+    """
+    if any(key in old for key in _SPEC_ONLY_KEYS):
+        return False
+    return {k: v for k, v in new.items() if k not in _SPEC_ONLY_KEYS and k != "identifier"} == {
+        k: v for k, v in old.items() if k != "identifier"
+    }
+
+
+def _is_run_record(spec: Mapping[str, Any]) -> bool:
+    """Whether a stored run is pcs's record (``run.to_registry``), not a ``Run.to_spec()``."""
+    return "info" not in spec and "data" not in spec
+
+
+def _spec_from_record(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's record in ``Run.to_spec()``'s shape (``ComponentRun``'s when it has a command)."""
+    latest = record.get("latest_metrics")
+    if not isinstance(latest, Mapping):  # recorded before pcs kept them: from the histories
+        latest = {
+            key: max(history, key=lambda point: (point[1], point[2], decode_value(point[0])))[0]
+            for key, history in (record.get("metrics") or {}).items()
+            if isinstance(history, list) and history
+        }
+    spec: dict[str, Any] = {
+        "identifier": record["identifier"],
+        "info": {
+            "run_id": record["identifier"],
+            "run_name": record.get("run_name"),
+            "experiment_id": record.get("experiment_id"),
+            "user_id": record.get("user_id"),
+            "status": record.get("status"),
+            "start_time": record.get("start_time"),
+            "end_time": record.get("end_time"),
+            "lifecycle_stage": record.get("lifecycle_stage"),
+            "artifact_uri": record.get("artifact_uri"),
+        },
+        "data": {
+            "params": dict(record.get("params") or {}),
+            "metrics": {key: decode_value(value) for key, value in latest.items()},
+            "tags": dict(record.get("tags") or {}),
+        },
+    }
+    if record.get("run_command"):
+        spec["run_command"] = record["run_command"]
+    return spec
 
 
 def _check_top_level(data: Mapping[str, Any], what: str) -> None:

@@ -40,6 +40,9 @@ __all__ = [
     "dump_yaml",
     "flatten_spec",
     "unflatten_spec",
+    "NON_FINITE",
+    "encode_value",
+    "decode_value",
 ]
 
 
@@ -322,3 +325,24 @@ def _split_identifier(identifier: Any) -> tuple[str, str | None]:
             f"Spec identifier {identifier!r} has more than one '=='; write name==version."
         )
     return parts[0], parts[1] if len(parts) == 2 else None
+
+
+# -- metric values -------------------------------------------------------------------------------
+
+# NaN and infinities are written as strings: strict JSON (the registry server) has no
+# numbers for them
+NON_FINITE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
+
+
+def encode_value(value: float) -> float | str:
+    """A metric value as a spec holds it (NaN and infinities as strings)."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
+
+
+def decode_value(value: float | str) -> float:
+    """A metric value of a spec as a float."""
+    return NON_FINITE[value] if isinstance(value, str) else float(value)

@@ -10,6 +10,7 @@ from _registry_server import TOKEN, shared_registry_server
 from mlflow import MlflowClient
 
 from pcs import ArgumentSet, Component, ComponentRun, InMemoryRegistry, Run, RunCommand, _keys
+from pcs import errors as pcs_errors
 
 
 class Greeter:
@@ -122,18 +123,81 @@ def test_managed_objects_carry_their_component(tmp_path):
     assert klass.run("who") == "counter_class"
 
 
-def test_get_run_spec_on_every_registry(tmp_path_factory, monkeypatch):
+class Scorer:
+    def score(self, rounds=3):
+        import mlflow
+
+        for step in range(rounds):
+            mlflow.log_metric("score", 10.0 - step, step=step)
+        mlflow.log_metric("steps", rounds)
+        return rounds
+
+
+def test_get_run_spec_on_every_registry(tmp_path_factory):
+    """After run.to_registry(reg), reg.get_run_spec(id) == run.to_spec(): in memory,
+    through a YAML file and on the registry server; imports still read the record."""
     from pcs.registry import WebRegistry  # the AgentOS import path
 
-    run = Component.from_class(Greeter, instantiate=True).run_with_arg_set("greet", {}, seed=1)
+    run = Component.from_class(Scorer, instantiate=True).run_with_arg_set("score", {}, seed=1)
+    spec = run.to_spec()
+    assert spec["run_command"] == run.run_command.identifier
+    assert spec["data"]["metrics"] == {"score": 8.0, "steps": 3.0}
     memory = run.to_registry()
     assert isinstance(memory, InMemoryRegistry)
-    assert memory.get_run_spec(run.identifier)["identifier"] == run.identifier
+    assert memory.get_run_spec(run.identifier) == spec
+    assert memory.get_run_spec(run.identifier, flatten=False) == {
+        run.identifier: {k: v for k, v in spec.items() if k != "identifier"}
+    }
+    # the record an import reads keeps the whole history
+    assert [p[0] for p in memory.get_run_record(run.identifier)["metrics"]["score"]] == [10.0, 9.0, 8.0]
+
+    path = tmp_path_factory.mktemp("yaml_registry") / "registry.yaml"
+    memory.to_yaml(path)
+    assert InMemoryRegistry.from_yaml(path).get_run_spec(run.identifier) == spec
 
     url, _ = shared_registry_server(tmp_path_factory)
     web = WebRegistry(url, token=TOKEN)
     run.to_registry(web, include_artifacts=True)
-    spec = web.get_run_spec(run.identifier)
-    assert spec["identifier"] == run.identifier
-    assert spec["run_command"] == run.run_command.identifier
-    assert spec["tags"][_keys.RUN_COMMAND_ID] == run.run_command.identifier
+    assert web.get_run_spec(run.identifier) == spec
+    assert web.get_run_record(run.identifier)["tags"][_keys.RUN_COMMAND_ID] == run.run_command.identifier
+
+    with Run(run_name="plain") as plain:
+        plain.log_metric("m", 1.5)
+    assert "run_command" not in plain.to_spec()
+    assert plain.to_registry().get_run_spec(plain.identifier) == plain.to_spec()
+
+
+def test_get_run_spec_of_a_record_written_before_latest_metrics():
+    record = {
+        "identifier": "0" * 32, "pcs_format": 1, "status": "FINISHED", "run_name": "old",
+        "params": {}, "tags": {}, "inner_runs": [], "run_command": None,
+        "metrics": {"loss": [[3.0, 0, 10], ["NaN", 1, 11], [1.0, 2, 9]]},
+    }
+    registry = InMemoryRegistry()
+    registry.add_run_spec(record)
+    spec = registry.get_run_spec("0" * 32)
+    assert spec["data"]["metrics"] == {"loss": 1.0} and spec["info"]["run_name"] == "old"
+    assert "run_command" not in spec
+    assert registry.get_run_spec("1" * 32, error_if_not_found=False) == {}
+
+
+def test_a_record_written_before_the_spec_fields_is_upgraded_without_force(tmp_path_factory):
+    """Re-exporting a run into a registry that holds its older record (no experiment_id,
+    latest_metrics...) is the same run, not a conflict: no --force needed."""
+    from pcs.web_registry import WebRegistry
+
+    run = Component.from_class(Scorer, instantiate=True).run_with_arg_set("score", {}, seed=2)
+    record = run.to_registry().get_run_record(run.identifier)
+    old = {k: v for k, v in record.items()
+           if k not in ("experiment_id", "user_id", "artifact_uri", "latest_metrics")}
+    url, _ = shared_registry_server(tmp_path_factory)
+    for registry in (InMemoryRegistry(), WebRegistry(url, token=TOKEN)):
+        registry.add_run_spec(old)
+        run.to_registry(registry)
+        assert registry.get_run_record(run.identifier) == record
+        assert registry.get_run_spec(run.identifier) == run.to_spec()
+    changed = dict(old, run_name="renamed")
+    registry = InMemoryRegistry()
+    registry.add_run_spec(changed)
+    with pytest.raises(pcs_errors.RegistryConflictError):
+        run.to_registry(registry)

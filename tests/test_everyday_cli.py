@@ -67,6 +67,21 @@ def test_runs_shows_the_params_that_differ_and_the_metrics(trained, capsys):
     assert "Default" in line and "0.5" in line and "0.25" in line
 
 
+def test_runs_leaves_pcs_own_params_out_of_the_default_columns(tmp_path, capsys):
+    script = tmp_path / "train.py"
+    script.write_text("import argparse\nparser = argparse.ArgumentParser()\n"
+                      "parser.add_argument('--lr')\nparser.parse_args()\n")
+    for lr in ("0.1", "0.2"):  # each run draws its own seed; the argv repeats --lr
+        assert pcs(capsys, "run", str(script), "--lr", lr)[0] == 0
+    code, out, _ = pcs(capsys, "runs", "--json")
+    assert code == 0
+    listed = json.loads(out)
+    assert listed[0]["columns"] == ["params.lr"]
+    assert {r["params"]["pcs.seed"] for r in listed} != {listed[0]["params"]["pcs.seed"]}
+    code, out, _ = pcs(capsys, "runs", "--columns", "params.pcs.seed")
+    assert code == 0 and listed[0]["params"]["pcs.seed"] in out
+
+
 def test_runs_columns_filter_sort_and_limit(trained, capsys):
     runs, _ = trained
     code, out, _ = pcs(capsys, "runs", "--experiment", "mnist", "--columns",

@@ -70,6 +70,19 @@ def test_a_failed_run_prints_its_id_last_on_stdout(tmp_path):
     assert any("job.py" in line and "crash" in line for line in lines)
 
 
+def test_a_failed_script_prints_its_traceback_once(tmp_path):
+    project = _project(tmp_path)
+    (project / "bad.py").write_text('print("last output line")\nraise ValueError("boom")\n')
+    result = subprocess.run([sys.executable, "-m", "pcs", "run", "bad.py"], cwd=project,
+                            env=_env(), capture_output=True, text=True, timeout=600)
+    (run,) = Run.get_all_runs()
+    assert result.stdout.splitlines()[-1] == run.identifier
+    # as python prints it, from the script's frame on, and not again as "last lines"
+    assert result.stderr.count("Traceback") == 1, result.stderr
+    assert "script.py" not in result.stderr and 'bad.py", line 2' in result.stderr
+    assert result.stderr.splitlines()[-1].startswith(f"Error: run {run.identifier} FAILED")
+
+
 def test_ctrl_c_prints_the_id_of_the_killed_run(tmp_path):
     project = _project(tmp_path)
     marker = tmp_path / "started"

@@ -161,5 +161,5 @@ def test_publishing_a_changed_run_needs_force(registry_server, monkeypatch):
     refused = run_cli("publish", run.identifier, "--to", registry_server, check=False)
     assert refused.returncode != 0 and "--force" in refused.stderr and "Traceback" not in refused.stderr
     run_cli("publish", run.identifier, "--to", registry_server, "--force")
-    spec = WebRegistry(registry_server).get_run_spec(run.identifier)
+    spec = WebRegistry(registry_server).get_run_record(run.identifier)
     assert [point[0] for point in spec["metrics"]["m"]] == [1.0, 2.0]

@@ -151,9 +151,10 @@ def test_run_to_registry_adds_run_command_components_and_repos(store, agentos_re
     run = agent.run_with_arg_set("act", {}, seed=4)
     registry = Run.from_existing_run_id(run.identifier).to_registry()
     assert registry.has_run(run.identifier)
-    spec = registry.get_run_spec(run.identifier)
+    spec = registry.get_run_record(run.identifier)
     assert spec["run_command"] == run.run_command.identifier
     assert spec["status"] == "FINISHED"
+    assert registry.get_run_spec(run.identifier) == run.to_spec()
     assert registry.get_run_command_spec(run.run_command.identifier) == run.run_command.to_spec()
     assert set(registry.identifiers("components")) == {"agent", "env==1.0"}
     assert registry.identifiers("repos") == ["local_dir"]

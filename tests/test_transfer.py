@@ -371,7 +371,7 @@ def test_export_without_artifacts_carries_the_run_command(tmp_path, scenario, te
     assert registry.identifiers("repos") == ["src"]
     assert len(registry.identifiers("argument_sets")) == 1
     for run_id in registry.identifiers("runs"):
-        assert "artifacts" not in registry.get_run_spec(run_id)
+        assert "artifacts" not in registry.get_run_record(run_id)
     forget_machine_a(tmp_path, scenario)
     db = switch_store(tmp_path / "machine_b", template_store, monkeypatch)
 
@@ -933,7 +933,7 @@ def test_large_history_and_many_runs_round_trip(tmp_path, template_store, monkey
     registry = long_run.to_registry()
     assert len(registry.identifiers("runs")) == 41
     # specs are strict JSON (the registry server's format): NaN travels as a string
-    spec = registry.get_run_spec(long_run.identifier)
+    spec = registry.get_run_record(long_run.identifier)
     json.dumps(spec, allow_nan=False)
     assert ["NaN", 7, start + 5] in spec["metrics"]["extreme"]
     # exporting one more run into the same registry reports that run only

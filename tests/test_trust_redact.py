@@ -223,3 +223,26 @@ def test_the_recorded_env_child_gets_secrets_through_its_environment():
     assert secret_arguments_env(args.to_dict()) == {
         "PCS_SECRET_API_KEY": "child-secret-1", "PCS_SECRET_DB_PASSWORD": "child-secret-2",
     }
+
+
+def test_the_recorded_env_child_gets_a_script_s_argv_secrets_through_its_environment(monkeypatch):
+    from pcs import secrets as secret_module
+    from pcs.isolated import secret_arguments_env
+    from pcs.record.script import protect_argv, reveal_argv
+    from pcs.secrets import marker_of
+
+    argv = protect_argv(["--lr", "0.1", "--api-key", "argv-secret-1", "--db-password=argv-secret-2",
+                         "db.token=argv-secret-3"])
+    held = secret_arguments_env({"train": {"run": {"argv": argv}}})
+    assert held == {"PCS_SECRET_API_KEY": "argv-secret-1", "PCS_SECRET_DB_PASSWORD": "argv-secret-2",
+                    "PCS_SECRET_DB_TOKEN": "argv-secret-3"}
+    # a value this process does not hold is not passed on
+    assert secret_arguments_env({"train": {"run": {"argv": ["--token", marker_of("unheld")]}}}) == {}
+    # the child, which holds none of them, reveals the argv from exactly these variables
+    monkeypatch.setattr(secret_module, "_known", {})  # as in a new process
+    for name, value in held.items():
+        monkeypatch.setenv(name, value)
+    assert reveal_argv(argv, "train")[0] == [
+        "--lr", "0.1", "--api-key", "argv-secret-1", "--db-password=argv-secret-2",
+        "db.token=argv-secret-3",
+    ]

@@ -224,7 +224,7 @@ def test_a_long_history_is_published_and_pulled_through_the_registry_server(regi
             ])
     export_runs_by_id([run.identifier], WebRegistry(registry_url, token=TOKEN),
                       include_artifacts=False)
-    reference = WebRegistry(registry_url).get_run_spec(run.identifier)["metrics"]["loss"]
+    reference = WebRegistry(registry_url).get_run_record(run.identifier)["metrics"]["loss"]
     assert reference["points"] == points and reference["history"].startswith(HISTORY_DIR)
 
     other_store()

@@ -182,8 +182,14 @@ def _wants_json(argv: list[str] | None) -> bool:
 
 
 def _echo_traceback_tail(exc: BaseException) -> None:
-    """The last lines of a failed run's traceback, on stderr (the whole one is in the run)."""
+    """The last lines of a failed run's traceback, on stderr (the whole one is in the run).
+
+    A script's traceback was already printed whole, as Python prints it: not again.
+    """
     import traceback
+
+    if getattr(exc, "pcs_traceback_shown", False):
+        return
 
     from pcs._redact import redact_text
 

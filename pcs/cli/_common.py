@@ -19,6 +19,7 @@ __all__ = [
     "progress_callback",
     "stopped_notice",
     "stop_notice",
+    "interrupted_notice",
     "note_new_store",
 ]
 
@@ -115,6 +116,32 @@ def stop_notice(as_json: bool) -> Iterator[None]:
                 sys.stdout.flush()
                 sys.stderr.flush()
             raise
+
+
+@contextlib.contextmanager
+def interrupted_notice() -> Iterator[Callable[[Any], None]]:
+    """Yield an ``on_start`` callback; on Ctrl-C or SIGTERM/SIGHUP, print the sweep id and how
+    to resume it (on stderr) before the command ends as the signal says."""
+    from pcs import _signals
+
+    started: list[str] = []
+
+    def notice() -> None:
+        if started:
+            click.echo(
+                f"pcs: sweep {started[-1]} was stopped; run its remaining trials with: "
+                f"pcs sweep --resume {started[-1]}",
+                err=True,
+            )
+
+    remove = _signals.on_termination(notice)
+    try:
+        yield lambda sweep: started.append(sweep.identifier)
+    except KeyboardInterrupt:
+        notice()
+        raise
+    finally:
+        remove()
 
 
 def parse_assignment(text: str) -> tuple[str, str, str, Any]:

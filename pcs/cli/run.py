@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
 
 from pcs.cli._common import (
     emit_json,
+    interrupted_notice,
     json_option,
     parse_assignment,
     progress_callback,
@@ -410,10 +413,13 @@ def rerun(run_id: str, script_args: tuple[str, ...], changed_args: tuple[str, ..
                     "Rerun it without --trust."
                 )
             options["trust"] = True
-        new_run = original.rerun(
-            verify=verify or strict, code=code, env=env, rtol=rtol, atol=atol, ignore=ignore,
-            **options,
-        )
+        with _rerun_stop_notice(original, as_json) as on_start:
+            if on_start is not None:
+                options["on_start"] = on_start
+            new_run = original.rerun(
+                verify=verify or strict, code=code, env=env, rtol=rtol, atol=atol, ignore=ignore,
+                **options,
+            )
     report = new_run.verification
     if as_json:
         data: dict[str, Any] = {"run_id": new_run.identifier, "rerun_of": original.identifier}
@@ -425,6 +431,22 @@ def rerun(run_id: str, script_args: tuple[str, ...], changed_args: tuple[str, ..
             click.echo(str(report))
         click.echo(new_run.identifier)
     return _verdict_exit(report)
+
+
+@contextlib.contextmanager
+def _rerun_stop_notice(original: Any, as_json: bool) -> Iterator[Callable[[Any], None] | None]:
+    """What a stopped ``pcs rerun`` says: the new sweep and its ``--resume``, or the new run.
+
+    Yields the sweep's ``on_start`` callback for a sweep, None for a single run.
+    """
+    from pcs.sweep import SweepRun
+
+    if isinstance(original, SweepRun):
+        with interrupted_notice() as on_start:
+            yield on_start
+    else:
+        with stop_notice(as_json):
+            yield None
 
 
 def _derive(run_id: str, script_args: tuple[str, ...], changed_args: tuple[str, ...], verify: bool,
@@ -462,7 +484,8 @@ def _derive(run_id: str, script_args: tuple[str, ...], changed_args: tuple[str, 
                 comp, fn, name, value = parse_assignment(text)
                 arg_set = arg_set.with_args(comp, fn, **{name: value})
             args = arg_set
-        new_run = original.rerun(args=args, verify=verify, code=code, env=env)
+        with stop_notice(as_json):
+            new_run = original.rerun(args=args, verify=verify, code=code, env=env)
     if as_json:
         emit_json(_render.run_summary(new_run) | {"derived_from": original.identifier})
     else:

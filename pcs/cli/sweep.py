@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
 
 from pcs.cli._common import (
     emit_json,
+    interrupted_notice,
     json_option,
     parse_assignment,
     parse_value,
@@ -25,7 +24,6 @@ __all__ = [
     "parse_seeds_option",
     "parse_space_option",
     "split_values",
-    "interrupted_notice",
 ]
 
 
@@ -337,27 +335,3 @@ def sweep(component: str | None, script_args: tuple[str, ...], registry_file: st
     return EXIT_CODES["ok"] if status == "FINISHED" else EXIT_CODES["component_failed"]
 
 
-@contextlib.contextmanager
-def interrupted_notice() -> Iterator[Callable[[Any], None]]:
-    """Yield an ``on_start`` callback; on Ctrl-C or SIGTERM/SIGHUP, print the sweep id and how
-    to resume it (on stderr) before the command ends as the signal says."""
-    from pcs import _signals
-
-    started: list[str] = []
-
-    def notice() -> None:
-        if started:
-            click.echo(
-                f"pcs: sweep {started[-1]} was stopped; run its remaining trials with: "
-                f"pcs sweep --resume {started[-1]}",
-                err=True,
-            )
-
-    remove = _signals.on_termination(notice)
-    try:
-        yield lambda sweep: started.append(sweep.identifier)
-    except KeyboardInterrupt:
-        notice()
-        raise
-    finally:
-        remove()

@@ -44,6 +44,7 @@ gets the clear value; a rerun asks for it again as for a component's secret
 from __future__ import annotations
 
 import builtins
+import contextlib
 import logging
 import sys
 import traceback
@@ -60,7 +61,7 @@ from pcs.specs import sha256_bytes
 
 __all__ = [
     "SCRIPT_CLASS_NAME", "SCRIPT_ENTRY_POINT", "ScriptTarget", "flat_config", "param_text", "protect_argv",
-    "reveal_argv",
+    "reveal_argv", "argv_secrets",
 ]
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,9 @@ class ScriptTarget:
                     if disk_full_error(exc) is None:
                         tb = exc.__traceback__.tb_next if exc.__traceback__ is not None else None
                         traceback.print_exception(type(exc), exc, tb)
+                        # the CLI then need not print the traceback's last lines again
+                        with contextlib.suppress(AttributeError, TypeError):
+                            exc.pcs_traceback_shown = True  # type: ignore[attr-defined]
                     raise
         finally:
             sys.argv = old_argv
@@ -235,23 +239,39 @@ def reveal_argv(argv: Sequence[str], script: str) -> tuple[list[str], set[str]]:
         ArgumentError: a secret this process does not hold and ``PCS_SECRET_<NAME>``
             does not give (or gives with another hash): the message says how to pass it.
     """
-    from pcs.secrets import is_marker, reveal
+    from pcs.secrets import reveal
 
     out = list(argv)
     clear: set[str] = set()
+    for i, name, flag, marker in _argv_markers(argv):
+        value = reveal(marker, f"{script}.run.{name}", name)
+        clear.add(value)
+        out[i] = value if flag is None else f"{flag}={value}"
+    return out, clear
+
+
+def argv_secrets(argv: Sequence[str]) -> list[tuple[str, str]]:
+    """``(name, marker)`` of every secret in a recorded argv; ``PCS_SECRET_<NAME>`` gives its value.
+
+    Example::
+
+        argv_secrets(["--lr", "0.1", "--token", "pcs-secret:3b1f..."])
+        # [('token', 'pcs-secret:3b1f...')]
+    """
+    return [(name, marker) for _, name, _, marker in _argv_markers(argv)]
+
+
+def _argv_markers(argv: Sequence[str]) -> Iterator[tuple[int, str, str | None, str]]:
+    """``(index, name, flag before '=' or None, marker)`` of each secret marker in ``argv``."""
+    from pcs.secrets import is_marker
+
     for i, arg in enumerate(argv):
         flag, equals, value = arg.partition("=")
         if equals and is_marker(value) and (_option_name(flag) or not flag.startswith("-")):
-            name = _arg_name(_option_name(flag) or flag.lstrip("+~") or "arg")
-            value = reveal(value, f"{script}.run.{name}", name)
-            clear.add(value)
-            out[i] = f"{flag}={value}"
+            yield i, _arg_name(_option_name(flag) or flag.lstrip("+~") or "arg"), flag, value
         elif is_marker(arg):
             before = _option_name(argv[i - 1]) if i > 0 else None
-            name = _arg_name(before) if before else f"argv{i}"
-            out[i] = reveal(arg, f"{script}.run.{name}", name)
-            clear.add(out[i])
-    return out, clear
+            yield i, _arg_name(before) if before else f"argv{i}", None, arg
 
 
 def _arg_name(option: str) -> str:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import math
 import os
 import re
 from collections.abc import Mapping
@@ -32,7 +31,8 @@ from pcs._redact import redact_text, redact_url
 from pcs._yaml import load_yaml
 from pcs.errors import BundleError, FormatVersionError, InputLimitError, PcsError, RegistryError
 from pcs.registry import InMemoryRegistry, Registry
-from pcs.specs import check_format_version
+from pcs.specs import NON_FINITE as _NON_FINITE
+from pcs.specs import check_format_version, decode_value, encode_value
 from pcs.transfer import _histories
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -128,7 +128,8 @@ def run_spec(
             ``INLINE_POINTS`` are written as JSON-lines files (None: all inline).
 
     Returns:
-        The run spec, as registries store it.
+        The run's record, as registries store it (``Registry.get_run_record``);
+        ``Registry.get_run_spec`` answers it in ``Run.to_spec()``'s shape.
     """
     from pcs.transfer._histories import STREAMED_RUN_FORMAT, export_history
 
@@ -149,6 +150,12 @@ def run_spec(
         "identifier": run.identifier,
         "pcs_format": STREAMED_RUN_FORMAT if streamed else _keys.FORMAT_VERSION,
         "experiment_name": names[info.experiment_id],
+        # what Run.to_spec() says of the run beyond what an import needs, so a registry
+        # answers get_run_spec(id) == run.to_spec() (AgentOS); the importer ignores them
+        "experiment_id": info.experiment_id,
+        "user_id": info.user_id,
+        "artifact_uri": redact_url(info.artifact_uri) if info.artifact_uri else info.artifact_uri,
+        "latest_metrics": {k: encode_value(v) for k, v in sorted(run.data.metrics.items())},
         "run_name": info.run_name,
         "status": info.status,
         "start_time": info.start_time,
@@ -160,25 +167,6 @@ def run_spec(
         "inner_runs": sorted(inner_run_ids),
         "run_command": run.tags.get(_keys.RUN_COMMAND_ID),
     }
-
-
-# NaN and infinities are written as strings: strict JSON (the registry server) has no
-# numbers for them
-_NON_FINITE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
-
-
-def encode_value(value: float) -> float | str:
-    """A metric value as a spec holds it (NaN and infinities as strings)."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "Infinity" if value > 0 else "-Infinity"
-    return value
-
-
-def decode_value(value: float | str) -> float:
-    """A metric value of a spec as a float."""
-    return _NON_FINITE[value] if isinstance(value, str) else float(value)
 
 
 def upward_links(tags: Mapping[str, str]) -> list[str]:
@@ -448,7 +436,7 @@ def validate_run(
     """
     where = f"Run {run_id} in the registry"
     if spec is None:
-        spec = registry.get_run_spec(run_id)
+        spec = registry.get_run_record(run_id)
     _check_run_format(spec, where)
     for key in ("params", "tags", "metrics"):
         value = spec.setdefault(key, {})

@@ -28,7 +28,7 @@ from pcs._disk import disk_full_raised
 from pcs._features import provides
 from pcs.errors import BundleError, RegistryConflictError
 from pcs.progress import CountingWriter, ProgressCallback, reporter
-from pcs.registry import InMemoryRegistry, Registry
+from pcs.registry import InMemoryRegistry, Registry, is_record_upgrade
 from pcs.transfer import _temps
 from pcs.transfer._histories import HISTORY_DIR
 from pcs.transfer.bundle import (
@@ -390,7 +390,8 @@ def _download_all(run: Run, root: Path, any_files: bool) -> Path:
 def _refuse_conflict(registry: Registry, spec: dict[str, Any], force: bool) -> None:
     if force or not registry.has_run(spec["identifier"]):
         return
-    if registry.get_run_spec(spec["identifier"]) != spec:
+    held = registry.get_run_record(spec["identifier"])
+    if held != spec and not is_record_upgrade(held, spec):
         raise RegistryConflictError(
             f"The registry already holds run {spec['identifier']} in another form (it changed "
             "since it was exported: new metrics, a new status or new links). Pass force=True "

@@ -227,7 +227,7 @@ def _plan(
                 if run_id in held:
                     continue
                 if registry.has_run(run_id):
-                    specs[run_id] = registry.get_run_spec(run_id)
+                    specs[run_id] = registry.get_run_record(run_id)
                 elif run_id in wanted:
                     plan.resolved[run_id] = _existing_or_missing(run_id)
                 # else: a link to a run that was not exported keeps the original id
