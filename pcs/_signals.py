@@ -250,7 +250,9 @@ def run_child(args: list[str], env: dict[str, str], **kwargs: Any) -> Any:
     child dies with this process (:func:`child_env`).
 
     Returns:
-        The ``subprocess.CompletedProcess`` (text output captured).
+        The ``subprocess.CompletedProcess`` (text output captured). When a signal
+        ends it, the child's output is written to this process's stderr and stdout
+        first, so what the child said when it stopped (its run id) is not lost.
     """
     import subprocess
 
@@ -286,6 +288,12 @@ def run_child(args: list[str], env: dict[str, str], **kwargs: Any) -> Any:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     if received:
+        # what the stopped child said (the run it ended and how to see it) is all the user
+        # gets: this process dies by the signal now, before any caller reads the output
+        for stream, text in ((sys.stderr, stderr), (sys.stdout, stdout)):
+            with contextlib.suppress(OSError, ValueError):
+                stream.write(text)
+                stream.flush()
         if received[0] == getattr(signal, "SIGINT", None):
             raise KeyboardInterrupt
         signal.raise_signal(received[0])

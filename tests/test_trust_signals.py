@@ -99,8 +99,10 @@ def test_a_signal_to_pcs_rerun_reaches_the_child_and_the_rerun_ends_killed(
     run, box = waiting_run
     parent, child_pid, new_id = _start_rerun(run.identifier, box)
     parent.send_signal(signum)
-    _, err = parent.communicate(timeout=300)
+    out, err = parent.communicate(timeout=300)
     assert parent.returncode == exit_code, err
+    # the child's stop notice reaches the user: the new run's id, last on stdout
+    assert out.strip().splitlines()[-1] == new_id, (out, err)
     _wait_gone(child_pid)
     new = MlflowClient().get_run(new_id)
     assert new.info.status == "KILLED"
