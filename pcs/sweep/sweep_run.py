@@ -228,11 +228,6 @@ class SweepRun(Run):
                 f"A search needs mode='min' or mode='max': whether a smaller or a larger "
                 f"{metric} is better."
             )
-        if prune is not None and executor == "ray":
-            raise ArgumentError(
-                "prune= stops trials from the sweep's process, which Ray tasks cannot reach; "
-                "prune with executor='process' or 'serial', or search on Ray without prune."
-            )
         check_executor(executor, max_workers)
         parallel = executor != "serial" and (max_workers or default_workers()) > 1
         plan, sampler, pruner = SearchPlan.make(space, search, n_trials, metric, mode, seed,
@@ -837,8 +832,6 @@ class SweepRun(Run):
                     "'grid' and a seed."
                 )
         chosen = executor or old_spec.executor
-        if chosen == "ray" and plan.get("prune"):
-            chosen = "process"
         first_run = old_runs[min(old_runs)]
         if isinstance(first_run, ComponentRun):
             command = first_run.command_for_rerun("recorded")
@@ -965,6 +958,10 @@ class SearchSource(TaskSource):
 
     def report(self, index: int, step: int, value: float) -> bool:
         return self.study.report(index, step, value)
+
+    @property
+    def reports(self) -> bool:
+        return self.plan.prune is not None
 
     def done(self, result: Any) -> None:
         self.study.tell(result.index, "PRUNED" if result.pruned is not None else result.status,
