@@ -22,6 +22,7 @@ def test_a_trial_hears_the_sweeps_answers_and_stops_reporting_once_the_sweep_is_
     finally:
         server.close()
 
+    assert not server.thread.is_alive()
     assert client(3, 3, 0.5) is False  # the sweep hung up: no prune, and no waiting
     assert client.broken and "cannot reach its sweep" in caplog.text
     assert client(3, 4, 0.5) is False

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import threading
 from pathlib import Path
 
 import optuna
@@ -181,6 +182,9 @@ def test_a_search_on_ray_asks_its_pruner_over_the_network_and_reruns_on_ray(mode
         assert trial.status == "KILLED" and trial.tags[_keys.PRUNED] == "0"
         assert trial.tags[_keys.RAY_NODE]  # it ran as a Ray task, and the sweep stopped it
         assert len(trial.metric_history("loss")) == 1
+
+    # the sweep stopped listening for reports when its trials ended
+    assert not [t for t in threading.enumerate() if t.name == "pcs-sweep-reports"]
 
     researched = sweep.rerun(verify=True, research=True)
     replay = sweep.rerun(verify=True)

@@ -65,7 +65,11 @@ class ReportServer:
         """Stop listening and hang up on every trial (they stop reporting)."""
         self.closed.set()
         with contextlib.suppress(OSError):
+            self.server.shutdown(socket.SHUT_RDWR)  # wakes accept() now (Linux)
+        with contextlib.suppress(OSError):
             self.server.close()
+        if self.thread is not threading.current_thread():
+            self.thread.join(timeout=5.0)  # the port is free when the sweep goes on
         with self.peers_lock:
             peers, self.peers = list(self.peers), set()
         for peer in peers:
