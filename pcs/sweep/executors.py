@@ -24,7 +24,8 @@ when the machine has some.
 
 Trials come from a :class:`TaskSource`: a list, or a search that suggests
 each trial when a worker is free and hears running trials' metric values
-(workers report them over their socket; the sweep answers whether to prune).
+(workers report them over their socket, Ray trials over a port the sweep opens
+for them, :mod:`pcs.sweep._reports`; the sweep answers whether to prune).
 """
 
 from __future__ import annotations

@@ -156,7 +156,9 @@ class SweepRun(Run):
                 seed derives from it.
             prune: stop unpromising trials early: ``median``, ``asha``, ``hyperband`` or an
                 Optuna pruner; a trial reports by logging ``metric`` with a step, and a
-                pruned trial ends KILLED with ``pcs.pruned=<step>``.
+                pruned trial ends KILLED with ``pcs.pruned=<step>``. Works with every
+                executor; Ray trials report to a TCP port (any free one) that the sweep
+                opens on its node's Ray address, which their nodes must be able to reach.
             resources: what one trial needs, e.g. ``{"cpus": 2, "gpus": 1}`` (Ray schedules
                 by it; the process executor gives each worker its own GPUs when there are any).
             max_retries: run a trial again, up to this many times, when its worker,
