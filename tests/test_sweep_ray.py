@@ -105,7 +105,12 @@ def test_a_ray_sweep_reruns_on_ray_and_verifies(trainer):
     assert all(str(os.getpid()) != t.tags[_keys.PID] for t in again.trials)
 
 
-def test_ctrl_c_cancels_the_ray_tasks_and_ends_everything_killed(trainer):
+@pytest.mark.parametrize("kind", ["grid", "pruned search"])
+def test_ctrl_c_cancels_the_ray_tasks_and_ends_everything_killed(trainer, kind):
+    plan = {"grid": {LR: [0.1, 0.2, 0.3]}, "seeds": [1]} if kind == "grid" else {
+        "space": {LR: [0.1, 0.2, 0.3]}, "search": "grid", "metric": "score", "mode": "max",
+        "prune": "median"}
+
     def interrupt_when_running() -> None:
         deadline = time.time() + 120
         while time.time() < deadline:
@@ -119,9 +124,11 @@ def test_ctrl_c_cancels_the_ray_tasks_and_ends_everything_killed(trainer):
     watcher = threading.Thread(target=interrupt_when_running, daemon=True)
     watcher.start()
     with pytest.raises(KeyboardInterrupt):
-        SweepRun.from_component(trainer, "fit", grid={LR: [0.1, 0.2, 0.3]}, seeds=[1],
-                                executor="ray", arg_set={"trainer": {"fit": {"sleep": 120}}})
+        SweepRun.from_component(trainer, "fit", executor="ray",
+                                arg_set={"trainer": {"fit": {"sleep": 120}}}, **plan)
     watcher.join(timeout=5)
+    # a pruning search stopped listening for its trials' reports too
+    assert not [t for t in threading.enumerate() if t.name == "pcs-sweep-reports"]
 
     runs = Run.get_all_runs()
     sweep = [r for r in runs if r.tags.get(_keys.RUN_TYPE) == "sweep"][0]

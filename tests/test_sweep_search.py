@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import threading
 from pathlib import Path
 
 import optuna
@@ -167,6 +168,33 @@ def test_a_search_on_worker_processes_asks_its_pruner_over_their_sockets(model):
     assert [r["status"] for r in again.table()] == [r["status"] for r in sweep.table()]
 
 
+def test_a_search_on_ray_asks_its_pruner_over_the_network_and_reruns_on_ray(model, local_ray):
+    # one trial at a time, so the search (and the median rule) runs again exactly
+    space = {"model.fit.depth": pcs.intrange(2, 7), "model.fit.opt": ["adam"]}
+    sweep = model.sweep("fit", space=space, search="grid", metric="loss", mode="min", seed=1,
+                        prune="median", executor="ray", max_workers=1)
+
+    rows = sweep.table()
+    pruned = [r for r in rows if r["status"] == "PRUNED"]
+    assert pruned and len(pruned) < len(rows), rows
+    for row in pruned:
+        trial = sweep.trial_runs()[row["trial"]]
+        assert trial.status == "KILLED" and trial.tags[_keys.PRUNED] == "0"
+        assert trial.tags[_keys.RAY_NODE]  # it ran as a Ray task, and the sweep stopped it
+        assert len(trial.metric_history("loss")) == 1
+
+    # the sweep stopped listening for reports when its trials ended
+    assert not [t for t in threading.enumerate() if t.name == "pcs-sweep-reports"]
+
+    researched = sweep.rerun(verify=True, research=True)
+    replay = sweep.rerun(verify=True)
+
+    for again in (researched, replay):
+        assert again.spec.executor == "ray"
+        assert again.verification.verdict == "reproduced", str(again.verification)
+        assert [r["status"] for r in again.table()] == [r["status"] for r in rows]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -182,8 +210,6 @@ def test_a_search_on_worker_processes_asks_its_pruner_over_their_sockets(model):
         ({"space": {"model.fit.lr": SPACE["model.fit.lr"]}, "prune": "early"}, "Unknown pruner"),
         ({"space": {"model.fit.lr": SPACE["model.fit.lr"]}, "grid": {"model.fit.depth": [2]}},
          "no grid"),
-        ({"space": {"model.fit.lr": SPACE["model.fit.lr"]}, "prune": "median",
-          "executor": "ray"}, "Ray tasks cannot reach"),
         ({"space": {"model.fit.lr": SPACE["model.fit.lr"]}, "max_retries": -1}, "max_retries"),
         ({"space": {"model.fit.lr": SPACE["model.fit.lr"]}, "resources": {"gpus": -1}},
          "resources"),

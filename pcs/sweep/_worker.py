@@ -73,6 +73,7 @@ class Shared:
     pin_sources: bool = False  # always run the snapshot (a rerun of recorded code)
     env: dict[str, str] | None = None  # MLFLOW_*/PCS_* variables, for workers that do not inherit them
     cwd: str | None = None
+    report_to: tuple[str, int, bytes] | None = None  # where Ray trials report (host, port, key)
 
 
 @dataclass(frozen=True)
@@ -516,14 +517,28 @@ _RAY_CONTEXTS: dict[tuple[str, str], TrialContext] = {}
 
 
 def ray_entry(shared: Shared, task: Task) -> Result:
-    """A trial as a Ray task (the Ray executor wraps this function with ``ray.remote``)."""
+    """A trial as a Ray task (the Ray executor wraps this function with ``ray.remote``).
+
+    A trial that reports to a pruner connects to the sweep's report port
+    (``shared.report_to``, see :mod:`pcs.sweep._reports`) at its first report,
+    and hangs up when it ends.
+    """
+    from pcs.sweep._reports import ReportClient
+
     apply_environment(shared)
     key = (shared.sweep_id, shared.registry_id)
     context = _RAY_CONTEXTS.get(key)
     if context is None:
         _RAY_CONTEXTS.clear()  # a Ray worker serves one sweep after another
         context = _RAY_CONTEXTS[key] = TrialContext(shared)
-    return run_trial(task, context, ray_tags())
+    if not (task.report and shared.report_to):
+        return run_trial(task, context, ray_tags())
+    context.reporter = client = ReportClient(shared.report_to)
+    try:
+        return run_trial(task, context, ray_tags())
+    finally:
+        context.reporter = None
+        client.close()
 
 
 def ray_tags() -> dict[str, str]:

@@ -24,12 +24,14 @@ when the machine has some.
 
 Trials come from a :class:`TaskSource`: a list, or a search that suggests
 each trial when a worker is free and hears running trials' metric values
-(workers report them over their socket; the sweep answers whether to prune).
+(workers report them over their socket, Ray trials over a port the sweep opens
+for them, :mod:`pcs.sweep._reports`; the sweep answers whether to prune).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import re
@@ -37,6 +39,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
@@ -46,6 +49,7 @@ from typing import Any
 from pcs import _config, _keys, _liveness
 from pcs.errors import ArgumentError, PcsError
 from pcs.run import _wrap, search_mlflow_runs
+from pcs.sweep._reports import ReportServer
 from pcs.sweep._worker import Result, Shared, Task, TrialContext, run_trial
 
 __all__ = [
@@ -102,6 +106,11 @@ class TaskSource:
         self.queue.appendleft(task)
 
     def report(self, index: int, step: int, value: float) -> bool:
+        return False
+
+    @property
+    def reports(self) -> bool:
+        """Whether running trials report their metric to ``report`` (a search that prunes)."""
         return False
 
     def done(self, result: Result) -> None:
@@ -576,8 +585,6 @@ def _signals_held() -> Iterator[None]:
     A signal that arrives meanwhile is delivered again afterwards, to the handler
     that was in place (pcs's, which ends the process as the signal says).
     """
-    import threading
-
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -658,17 +665,25 @@ class _Ray(Executor):
         source = as_source(tasks)
         since_ms = _liveness.now_ms()
         remote = ray.remote(**self.options())(ray_entry)
-        shared_ref = ray.put(shared)
+        # trials tell a pruning search their metric over the network: Ray's workers may run
+        # anywhere, so the sweep listens where Ray knows this node to be
+        lock = threading.RLock()  # the search is changed by this thread and the report server's
+        server = ReportServer(ray.util.get_node_ip_address(), source.report, lock) \
+            if source.reports else None
         in_flight: dict[Any, Task] = {}
-        limit = self.max_workers or (len(source) if len(source) else 2**31)
-        if not self.max_workers and type(source)._next is not TaskSource._next:
-            # a search suggests from what has ended: no more in flight than the cluster runs
-            cpus = float(ray.cluster_resources().get("CPU", 1))
-            limit = max(1, int(cpus // max(float(self.options()["num_cpus"]), 1e-9)))
         try:
+            if server is not None:
+                shared = dataclasses.replace(shared, report_to=server.address)
+            shared_ref = ray.put(shared)
+            limit = self.max_workers or (len(source) if len(source) else 2**31)
+            if not self.max_workers and type(source)._next is not TaskSource._next:
+                # a search suggests from what has ended: no more in flight than the cluster runs
+                cpus = float(ray.cluster_resources().get("CPU", 1))
+                limit = max(1, int(cpus // max(float(self.options()["num_cpus"]), 1e-9)))
             while True:
-                while len(in_flight) < limit and (task := source.take()) is not None:
-                    in_flight[remote.remote(shared_ref, task)] = task
+                with lock:
+                    while len(in_flight) < limit and (task := source.take()) is not None:
+                        in_flight[remote.remote(shared_ref, task)] = task
                 if not in_flight:
                     break
                 # a short timeout: ray.wait blocks in C++, where SIGTERM's handler cannot run
@@ -687,11 +702,15 @@ class _Ray(Executor):
                         if result.run_id is not None and result.cause == "worker":
                             result = Result(result.index, result.run_id, result.status, reason,
                                             cause="worker", attempt=task.attempt)
-                    on_result(result)
+                    with lock:
+                        on_result(result)
         except BaseException:
             with _signals_held():
                 _cancel_ray(ray, list(in_flight))
             raise
+        finally:
+            if server is not None:
+                server.close()
 
     def close(self) -> None:
         if self.started_here:
@@ -722,8 +741,6 @@ def _keep_signal_exit() -> None:
     would be ended by nobody. pcs's handler goes back on top, and Ray's exit is
     not chained (the process dies by the signal instead, as without Ray).
     """
-    import threading
-
     from pcs import _signals
 
     if threading.current_thread() is not threading.main_thread():

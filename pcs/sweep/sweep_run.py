@@ -156,7 +156,9 @@ class SweepRun(Run):
                 seed derives from it.
             prune: stop unpromising trials early: ``median``, ``asha``, ``hyperband`` or an
                 Optuna pruner; a trial reports by logging ``metric`` with a step, and a
-                pruned trial ends KILLED with ``pcs.pruned=<step>``.
+                pruned trial ends KILLED with ``pcs.pruned=<step>``. Works with every
+                executor; Ray trials report to a TCP port (any free one) that the sweep
+                opens on its node's Ray address, which their nodes must be able to reach.
             resources: what one trial needs, e.g. ``{"cpus": 2, "gpus": 1}`` (Ray schedules
                 by it; the process executor gives each worker its own GPUs when there are any).
             max_retries: run a trial again, up to this many times, when its worker,
@@ -227,11 +229,6 @@ class SweepRun(Run):
             raise ArgumentError(
                 f"A search needs mode='min' or mode='max': whether a smaller or a larger "
                 f"{metric} is better."
-            )
-        if prune is not None and executor == "ray":
-            raise ArgumentError(
-                "prune= stops trials from the sweep's process, which Ray tasks cannot reach; "
-                "prune with executor='process' or 'serial', or search on Ray without prune."
             )
         check_executor(executor, max_workers)
         parallel = executor != "serial" and (max_workers or default_workers()) > 1
@@ -837,8 +834,6 @@ class SweepRun(Run):
                     "'grid' and a seed."
                 )
         chosen = executor or old_spec.executor
-        if chosen == "ray" and plan.get("prune"):
-            chosen = "process"
         first_run = old_runs[min(old_runs)]
         if isinstance(first_run, ComponentRun):
             command = first_run.command_for_rerun("recorded")
@@ -965,6 +960,10 @@ class SearchSource(TaskSource):
 
     def report(self, index: int, step: int, value: float) -> bool:
         return self.study.report(index, step, value)
+
+    @property
+    def reports(self) -> bool:
+        return self.plan.prune is not None
 
     def done(self, result: Any) -> None:
         self.study.tell(result.index, "PRUNED" if result.pruned is not None else result.status,
