@@ -246,7 +246,9 @@ def _child_env(uri: str) -> dict[str, str]:
     return env
 
 
-def build_store(folder: Path, stale: int, live: int) -> tuple[Path, list[str], list[str], subprocess.Popen]:
+def build_store(
+    folder: Path, stale: int, live: int
+) -> tuple[Path, list[str], list[str], subprocess.Popen]:
     """The template store: ``stale`` runs of a SIGKILLed process and ``live`` runs of a live one."""
     from mlflow import MlflowClient
 
@@ -382,9 +384,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--skip", nargs="*", default=[], choices=PARTS, help="parts to leave out")
     parser.add_argument("--seconds", type=float, default=20.0, help="logging time (default 20)")
-    parser.add_argument("--interval", type=float, default=0.01, help="pause between points (default 0.01 s)")
-    parser.add_argument("--outage-at", type=float, default=5.0, help="stop the server after (default 5 s)")
-    parser.add_argument("--outage", type=float, default=5.0, help="start it again after (default 5 s)")
+    parser.add_argument(
+        "--interval", type=float, default=0.01, help="pause between points (default 0.01 s)"
+    )
+    parser.add_argument(
+        "--outage-at", type=float, default=5.0, help="stop the server after (default 5 s)"
+    )
+    parser.add_argument(
+        "--outage", type=float, default=5.0, help="start it again after (default 5 s)"
+    )
     parser.add_argument("--skip-plain", action="store_true", help="no plain-MLflow outage run")
     parser.add_argument("--stale", type=int, default=1000, help="stale runs (default 1000)")
     parser.add_argument("--live", type=int, default=3, help="live runs (default 3)")
