@@ -129,11 +129,15 @@ def outage_case(
         thread.start()
         while True:
             now = time.perf_counter()
-            # keep logging for at least 5 s after the server is back
-            if now >= end_at and "up" in events and now >= events["up"] + 5:
+            # keep logging for at least 5 s after the first call that returned once the server
+            # was back (a call that blocks in retries across the restart does not count)
+            if now >= end_at and "resumed" in events and now >= events["resumed"] + 5:
                 break
             log(step)
-            logged.append(time.perf_counter())
+            returned = time.perf_counter()
+            logged.append(returned)
+            if "up" in events and "resumed" not in events and returned - interval > events["up"]:
+                events["resumed"] = returned
             step += 1
             time.sleep(interval)
         events["end"] = time.perf_counter()
@@ -173,6 +177,8 @@ def outage_case(
         result["outage_s"] = round(events["up"] - events["stop"], 3)
         result["server_restart_s"] = round(events["up"] - events["restart"], 3)
         result["backlog_points"] = events.get("backlog_points")
+        if "resumed" in events:
+            result["resumed_s_after_up"] = round(events["resumed"] - events["up"], 3)
         # the longest a single call blocked the caller
         gaps = [b - a for a, b in zip(logged, logged[1:], strict=False)]
         result["longest_call_gap_s"] = round(max(gaps), 3) if gaps else None
@@ -441,6 +447,8 @@ def print_report(results: dict[str, Any]) -> None:
         ])  # fmt: skip
         print(f"   outage {case.get('outage_s')} s (server restart {case.get('server_restart_s')} s); "
               f"longest gap between two calls {case.get('longest_call_gap_s')} s")  # fmt: skip
+        print(f"   the first call started after the restart returned {case.get('resumed_s_after_up')} s "
+              "after the server answered")  # fmt: skip
         print(f"   {case.get('backlog_points')} points logged before the server was back were all on it "
               f"{case.get('drained_s_after_up')} s after; end of run took {case.get('run_end_s')} s")  # fmt: skip
         print(f"   logged {case['points_logged']}, on the server {case.get('points_on_server')}: "
