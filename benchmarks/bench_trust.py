@@ -136,7 +136,7 @@ def outage_case(
             log(step)
             returned = time.perf_counter()
             logged.append(returned)
-            if "up" in events and "resumed" not in events and returned - interval > events["up"]:
+            if "up" in events and "resumed" not in events and returned > events["up"]:
                 events["resumed"] = returned
             step += 1
             time.sleep(interval)
@@ -447,7 +447,7 @@ def print_report(results: dict[str, Any]) -> None:
         ])  # fmt: skip
         print(f"   outage {case.get('outage_s')} s (server restart {case.get('server_restart_s')} s); "
               f"longest gap between two calls {case.get('longest_call_gap_s')} s")  # fmt: skip
-        print(f"   the first call started after the restart returned {case.get('resumed_s_after_up')} s "
+        print(f"   the first call to return after the restart did so {case.get('resumed_s_after_up')} s "
               "after the server answered")  # fmt: skip
         print(f"   {case.get('backlog_points')} points logged before the server was back were all on it "
               f"{case.get('drained_s_after_up')} s after; end of run took {case.get('run_end_s')} s")  # fmt: skip
