@@ -229,7 +229,7 @@ from mlflow import MlflowClient
 from mlflow.entities import ViewType
 import sys
 client = MlflowClient()
-keep_pid = sys.argv[1]
+keep_pid = globals().get("KEEP_PID") or sys.argv[1]  # in-process: given, else argv
 experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
 runs, token = [], None
 while True:
@@ -334,7 +334,7 @@ def cleanup_cases(folder: Path, stale: int, live: int, repeats: int) -> dict[str
             os.environ["MLFLOW_TRACKING_URI"] = uri
             MlflowClient().search_experiments()
             start = time.perf_counter()
-            exec(compile(PLAIN_CLEANUP, "plain_cleanup", "exec"), {"__name__": "plain"})
+            exec(compile(PLAIN_CLEANUP, "plain_cleanup", "exec"), {"KEEP_PID": holder_pid})
             return time.perf_counter() - start, ""
 
         def fresh_plain(uri: str) -> tuple[float, str]:
@@ -350,7 +350,6 @@ def cleanup_cases(folder: Path, stale: int, live: int, repeats: int) -> dict[str
             "plain MLflow loop, in-process": (in_process_plain, True),
             "plain MLflow loop, python -c": (fresh_plain, True),
         }
-        sys.argv = [sys.argv[0], holder_pid]  # PLAIN_CLEANUP reads the live pid from argv
         for i in range(repeats):
             for j, (name, (fn, ends)) in enumerate(cases.items()):
                 progress(f"cleanup: {name} ({i + 1}/{repeats})")
