@@ -12,6 +12,21 @@ ends exactly as the signal would have ended it (exit status -15, -1 ...).
 A signal that arrives outside guarded work ends the runs this process still
 runs (from a helper thread, with a time limit) before it is delivered again.
 
+A signal that lands while the main thread is inside a tracking-store call
+(MLflow's store code or SQLAlchemy) is held back until the call is over: an
+exception raised there can leave a SQLite connection holding the database's
+write lock (SQLAlchemy invalidates the connection on a non-``Exception`` but
+keeps its cursor in the traceback, so SQLite cannot close it), and the run's
+own KILLED end writes would then wait for the lock until the store retry window
+ran out. The handler sees where the main thread stopped; while it is in store
+code the signal is sent again every few milliseconds from a helper thread, and
+handled as soon as the call has returned, or after :data:`HOLD_LIMIT_S` seconds
+whatever the thread is doing. Ctrl-C gets the same treatment while guarded work
+runs (pcs's SIGINT handler stands in for Python's default one, then raises
+``KeyboardInterrupt`` as it does). pcs's own steps that must not be cut in two
+(a run created but not yet known to be live) are held back the same way
+(:func:`not_interrupted`).
+
 A signal the process ignores (``nohup`` ignores SIGHUP) stays ignored: pcs
 only installs its handler over the default action or a Python handler, which
 it calls afterwards.
@@ -31,15 +46,16 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
-from types import FrameType
-from typing import Any
+from types import CodeType, FrameType
+from typing import Any, TypeVar
 
 from pcs import _liveness
 
 __all__ = [
     "ProcessTerminated", "guarded", "enter", "leave", "install", "on_termination",
-    "child_env", "die_with_parent", "run_child",
+    "not_interrupted", "HOLD_LIMIT_S", "child_env", "die_with_parent", "run_child",
 ]
 
 log = logging.getLogger(__name__)
@@ -50,6 +66,16 @@ _SIGNALS = tuple(
 _PREVIOUS: dict[int, Any] = {}
 _DEPTH = 0  # guarded blocks open in the main thread
 _CALLBACKS: list[Callable[[], None]] = []
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+#: seconds a signal waits for a store call to return before it is handled anyway
+HOLD_LIMIT_S = 5.0
+_RESEND_S = 0.005
+# code that holds a store transaction open: a signal is not raised inside it
+_STORE_MODULES = ("sqlalchemy.", "mlflow.store.")
+_HELD_CODE: set[CodeType] = set()  # pcs functions marked with not_interrupted
+_HELD_SINCE: dict[int, float] = {}  # signal number -> when it was first held back
+_INT_INSTALLED = False  # pcs's SIGINT handler stands in for Python's while guarded work runs
 
 
 class ProcessTerminated(BaseException):  # noqa: N818 - it is a signal, like KeyboardInterrupt
@@ -91,6 +117,8 @@ def enter() -> bool:
     if threading.current_thread() is not threading.main_thread():
         return False
     install()
+    if _DEPTH == 0:
+        _install_interrupt()
     _DEPTH += 1
     return True
 
@@ -101,6 +129,8 @@ def leave(counted: bool, exc: BaseException | None) -> None:
     if not counted:
         return
     _DEPTH -= 1
+    if _DEPTH == 0:
+        _remove_interrupt()
     if _DEPTH == 0 and isinstance(exc, ProcessTerminated):
         _deliver(exc.signum)
 
@@ -126,6 +156,81 @@ def on_termination(callback: Callable[[], None]) -> Callable[[], None]:
             _CALLBACKS.remove(callback)
 
     return remove
+
+
+def not_interrupted(fn: _F) -> _F:
+    """Mark ``fn`` as one step: a signal that lands in it (main thread) is handled after it.
+
+    Costs nothing per call (the handler looks for ``fn``'s code among the
+    frames it interrupted); the wait is bounded by :data:`HOLD_LIMIT_S`.
+    """
+    _HELD_CODE.add(fn.__code__)
+    return fn
+
+
+def _in_held_code(frame: FrameType | None) -> bool:
+    """Whether the interrupted main thread is inside a store call or a ``not_interrupted`` step."""
+    while frame is not None:
+        if frame.f_code in _HELD_CODE:
+            return True
+        name = frame.f_globals.get("__name__")
+        if isinstance(name, str) and name.startswith(_STORE_MODULES):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _held_back(signum: int, frame: FrameType | None) -> bool:
+    """Whether to handle ``signum`` later (it is sent again shortly), not now."""
+    if not _in_held_code(frame):
+        _HELD_SINCE.pop(signum, None)
+        return False
+    now = time.monotonic()
+    since = _HELD_SINCE.setdefault(signum, now)
+    if now - since >= HOLD_LIMIT_S:
+        _HELD_SINCE.pop(signum, None)
+        log.warning("pcs: a store call did not return within %g s of %s; handling the signal "
+                    "inside it", HOLD_LIMIT_S, signal.Signals(signum).name)
+        return False
+    timer = threading.Timer(_RESEND_S, _send_again, (signum,))
+    timer.daemon = True
+    timer.start()
+    return True
+
+
+def _send_again(signum: int) -> None:
+    if signum in _HELD_SINCE:
+        with contextlib.suppress(OSError):
+            os.kill(os.getpid(), signum)
+
+
+def _handle_interrupt(signum: int, frame: FrameType | None) -> None:
+    """Ctrl-C: Python's KeyboardInterrupt, once the main thread is out of a store call."""
+    if _held_back(signum, frame):
+        return
+    signal.default_int_handler(signum, frame)
+
+
+def _install_interrupt() -> None:
+    """Stand in for Python's SIGINT handler (only it: a program's own handler is left alone)."""
+    global _INT_INSTALLED
+    try:
+        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            return
+        signal.signal(signal.SIGINT, _handle_interrupt)
+    except (ValueError, OSError):
+        return
+    _INT_INSTALLED = True
+
+
+def _remove_interrupt() -> None:
+    global _INT_INSTALLED
+    if not _INT_INSTALLED:
+        return
+    _INT_INSTALLED = False
+    with contextlib.suppress(ValueError, OSError):
+        if signal.getsignal(signal.SIGINT) is _handle_interrupt:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 _HOOKED = False
@@ -161,6 +266,8 @@ def _catch_swallowed_signals() -> None:
 
 
 def _handle(signum: int, frame: FrameType | None) -> None:
+    if _held_back(signum, frame):
+        return
     if _DEPTH > 0:
         raise ProcessTerminated(signum)
     _deliver(signum)
