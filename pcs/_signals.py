@@ -19,9 +19,13 @@ write lock (SQLAlchemy invalidates the connection on a non-``Exception`` but
 keeps its cursor in the traceback, so SQLite cannot close it), and the run's
 own KILLED end writes would then wait for the lock until the store retry window
 ran out. The handler sees where the main thread stopped; while it is in store
-code the signal is sent again every few milliseconds from a helper thread, and
-handled as soon as the call has returned, or after :data:`HOLD_LIMIT_S` seconds
-whatever the thread is doing. Ctrl-C gets the same treatment while guarded work
+code the signal is sent again when the outermost store frame returns (a trace
+on that one frame, only while the signal waits; under a debugger or coverage,
+whose trace function stays, every few milliseconds from a helper thread), and
+handled then, or after :data:`HOLD_LIMIT_S` seconds whatever the thread is
+doing. Ctrl-C that ends guarded work also ends KILLED the runs that work
+created and left running (a ``KeyboardInterrupt`` between ``Run()`` and its
+``with``), and so does a ``KeyboardInterrupt`` that ends the program. Ctrl-C gets the same treatment while guarded work
 runs (pcs's SIGINT handler stands in for Python's default one, then raises
 ``KeyboardInterrupt`` as it does). pcs's own steps that must not be cut in two
 (a run created but not yet known to be live) are held back the same way
@@ -55,7 +59,7 @@ from pcs import _liveness
 
 __all__ = [
     "ProcessTerminated", "guarded", "enter", "leave", "install", "on_termination",
-    "not_interrupted", "HOLD_LIMIT_S", "child_env", "die_with_parent", "run_child",
+    "not_interrupted", "watch_uncaught", "HOLD_LIMIT_S", "child_env", "die_with_parent", "run_child",
 ]
 
 log = logging.getLogger(__name__)
@@ -68,14 +72,16 @@ _DEPTH = 0  # guarded blocks open in the main thread
 _CALLBACKS: list[Callable[[], None]] = []
 _F = TypeVar("_F", bound=Callable[..., Any])
 
-#: seconds a signal waits for a store call to return before it is handled anyway
-HOLD_LIMIT_S = 5.0
+#: seconds a signal waits for a store call to return before it is handled anyway: more than
+#: MLflow's SQLite busy timeout (20 s), so a call waiting for another process's lock returns
+HOLD_LIMIT_S = 25.0
 _RESEND_S = 0.005
 # code that holds a store transaction open: a signal is not raised inside it
 _STORE_MODULES = ("sqlalchemy.", "mlflow.store.")
 _HELD_CODE: set[CodeType] = set()  # pcs functions marked with not_interrupted
 _HELD_SINCE: dict[int, float] = {}  # signal number -> when it was first held back
 _INT_INSTALLED = False  # pcs's SIGINT handler stands in for Python's while guarded work runs
+_LIVE_BEFORE: set[str] = set()  # runs live when the outermost guarded block opened
 
 
 class ProcessTerminated(BaseException):  # noqa: N818 - it is a signal, like KeyboardInterrupt
@@ -119,6 +125,8 @@ def enter() -> bool:
     install()
     if _DEPTH == 0:
         _install_interrupt()
+        _LIVE_BEFORE.clear()
+        _LIVE_BEFORE.update(_liveness.live_run_ids())
     _DEPTH += 1
     return True
 
@@ -131,8 +139,48 @@ def leave(counted: bool, exc: BaseException | None) -> None:
     _DEPTH -= 1
     if _DEPTH == 0:
         _remove_interrupt()
+    if _DEPTH == 0 and isinstance(exc, KeyboardInterrupt):
+        _end_left_behind()
     if _DEPTH == 0 and isinstance(exc, ProcessTerminated):
         _deliver(exc.signum)
+
+
+def _end_left_behind() -> None:
+    """Ctrl-C ended guarded work: end KILLED the runs it created and left running.
+
+    A run created in the block whose ``with`` had not begun yet when the
+    ``KeyboardInterrupt`` came (or one never entered) ends as its enclosing run
+    did, not RUNNING with a live heartbeat. Runs live before the block are the
+    caller's and go on.
+    """
+    left = _liveness.live_run_ids() - _LIVE_BEFORE
+    if left:
+        _liveness.end_live_runs("KILLED", "SIGINT", run_ids=left)
+
+
+def watch_uncaught() -> None:
+    """End this process's live runs KILLED when a ``KeyboardInterrupt`` ends the program.
+
+    Ctrl-C outside guarded work (after ``Run()`` returned, before its ``with``)
+    unwinds past every run's end; SIGTERM ends such runs before the process
+    dies, and this does the same for an uncaught ``KeyboardInterrupt`` (chained
+    on :data:`sys.excepthook`, so whatever was there still prints it).
+    """
+    global _EXCEPTHOOKED
+    if _EXCEPTHOOKED:
+        return
+    previous = sys.excepthook
+
+    def hook(exc_type: Any, exc: Any, tb: Any) -> None:
+        if isinstance(exc_type, type) and issubclass(exc_type, KeyboardInterrupt):
+            _liveness.end_live_runs("KILLED", "SIGINT")
+        previous(exc_type, exc, tb)
+
+    sys.excepthook = hook
+    _EXCEPTHOOKED = True
+
+
+_EXCEPTHOOKED = False
 
 
 @contextlib.contextmanager
@@ -168,21 +216,24 @@ def not_interrupted(fn: _F) -> _F:
     return fn
 
 
-def _in_held_code(frame: FrameType | None) -> bool:
-    """Whether the interrupted main thread is inside a store call or a ``not_interrupted`` step."""
+def _outermost_held(frame: FrameType | None) -> FrameType | None:
+    """The outermost store-call or ``not_interrupted`` frame the main thread is in, if any."""
+    held = None
     while frame is not None:
         if frame.f_code in _HELD_CODE:
-            return True
-        name = frame.f_globals.get("__name__")
-        if isinstance(name, str) and name.startswith(_STORE_MODULES):
-            return True
+            held = frame
+        else:
+            name = frame.f_globals.get("__name__")
+            if isinstance(name, str) and name.startswith(_STORE_MODULES):
+                held = frame
         frame = frame.f_back
-    return False
+    return held
 
 
 def _held_back(signum: int, frame: FrameType | None) -> bool:
-    """Whether to handle ``signum`` later (it is sent again shortly), not now."""
-    if not _in_held_code(frame):
+    """Whether to handle ``signum`` later (it is sent again when the store call returns)."""
+    outer = _outermost_held(frame)
+    if outer is None:
         _HELD_SINCE.pop(signum, None)
         return False
     now = time.monotonic()
@@ -192,9 +243,51 @@ def _held_back(signum: int, frame: FrameType | None) -> bool:
         log.warning("pcs: a store call did not return within %g s of %s; handling the signal "
                     "inside it", HOLD_LIMIT_S, signal.Signals(signum).name)
         return False
-    timer = threading.Timer(_RESEND_S, _send_again, (signum,))
+    if _send_on_return(outer, signum):
+        # the call may never return: the limit still holds
+        delay = max(HOLD_LIMIT_S - (now - since), 0.0) + _RESEND_S
+    else:
+        delay = _RESEND_S
+    timer = threading.Timer(delay, _send_again, (signum,))
     timer.daemon = True
     timer.start()
+    return True
+
+
+def _no_new_frames(frame: FrameType, event: str, arg: Any) -> None:
+    """Global trace function while a held signal waits: only the marked frame is traced."""
+    return None
+
+
+def _send_on_return(outer: FrameType, signum: int) -> bool:
+    """Handle ``signum`` the moment ``outer`` returns; whether that could be arranged.
+
+    Sending it again on a timer alone is not enough: the timer thread runs when
+    the main thread lets go of the GIL, which it mostly does inside SQLite, so
+    the signal lands in store code again and again. A trace on the one frame
+    (only while the signal waits, a few milliseconds) sees the call end. A
+    debugger's or coverage's trace function is left alone (the timer does it).
+    """
+    current = sys.gettrace()
+    if current is not None and current is not _no_new_frames:
+        return False
+
+    def on_return(frame: FrameType, event: str, arg: Any) -> Any:
+        if event != "return":
+            return on_return
+        frame.f_trace = None
+        sys.settrace(None)
+        if _HELD_SINCE.pop(signum, None) is None:
+            return None  # handled meanwhile (the time limit)
+        # handled right here, not sent again: the handler would run inside this function,
+        # whose caller is still the store frame. An exception raised here leaves the store
+        # frame as if raised in its caller, outside the store call.
+        (_handle_interrupt if signum == signal.SIGINT else _handle)(signum, None)
+        return None
+
+    outer.f_trace_lines = False
+    outer.f_trace = on_return
+    sys.settrace(_no_new_frames)
     return True
 
 

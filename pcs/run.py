@@ -963,6 +963,7 @@ def _create_live_run(client: MlflowClient, experiment_id: str, start_time: int |
     A SIGTERM between the two would leave a RUNNING run that nothing in this
     process ends KILLED (only runs it knows to be live are).
     """
+    _signals.watch_uncaught()
     created = client.create_run(experiment_id, start_time=start_time, tags=tags, run_name=run_name)
     _liveness.register(created.info.run_id, client)
     return created
