@@ -235,11 +235,13 @@ def _held_back(signum: int, frame: FrameType | None) -> bool:
     outer = _outermost_held(frame)
     if outer is None:
         _HELD_SINCE.pop(signum, None)
+        _stop_tracing()
         return False
     now = time.monotonic()
     since = _HELD_SINCE.setdefault(signum, now)
     if now - since >= HOLD_LIMIT_S:
         _HELD_SINCE.pop(signum, None)
+        _stop_tracing()
         log.warning("pcs: a store call did not return within %g s of %s; handling the signal "
                     "inside it", HOLD_LIMIT_S, signal.Signals(signum).name)
         return False
@@ -257,6 +259,12 @@ def _held_back(signum: int, frame: FrameType | None) -> bool:
 def _no_new_frames(frame: FrameType, event: str, arg: Any) -> None:
     """Global trace function while a held signal waits: only the marked frame is traced."""
     return None
+
+
+def _stop_tracing() -> None:
+    """Drop the trace :func:`_send_on_return` set (the signal is handled now)."""
+    if sys.gettrace() is _no_new_frames:
+        sys.settrace(None)
 
 
 def _send_on_return(outer: FrameType, signum: int) -> bool:
