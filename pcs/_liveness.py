@@ -353,14 +353,16 @@ def revive_if_ended_by_cleanup(client: Any, run_id: str) -> bool:
 
 
 def end_live_runs(status: str, reason: str, timeout: float = 10.0,
-                  terminate: Callable[[LiveRun, str, str], None] | None = None) -> list[str]:
-    """End every run this process still runs (from a helper thread, with a time limit).
+                  terminate: Callable[[LiveRun, str, str], None] | None = None,
+                  run_ids: set[str] | None = None) -> list[str]:
+    """End every run this process still runs, or those of ``run_ids`` (from a helper thread,
+    with a time limit).
 
     Used when the process is about to die by a signal: the writes happen in a
     fresh thread, so a store call interrupted in the main thread cannot block
     them forever.
     """
-    runs = live_runs()
+    runs = [r for r in live_runs() if run_ids is None or r.run_id in run_ids]
     if not runs:
         return []
     ended: list[str] = []

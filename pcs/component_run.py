@@ -169,18 +169,25 @@ class ComponentRun(Run):
                 params = argument_params(command)
                 record = Record.start(command._facts())
                 counted = _signals.enter()
+                outcome: BaseException | None = None
                 try:
                     run = cls._start(command, record, params, outer_run, rerun_of, run_name,
                                      experiment_id, tags)
                     value = run._call_entry_point(command, targets, record, session)
                     run._finish(value, return_value_format, record, session)
                 except BaseException as exc:
-                    # before leave(): a signal delivered again there ends the process
-                    record.cleanup()
-                    _signals.leave(counted, exc)
+                    outcome = exc
                     raise
-                record.cleanup()
-                _signals.leave(counted, None)
+                finally:
+                    # before leave(): a signal delivered again there ends the process; a
+                    # signal that lands in the cleanup itself is what leave() is told
+                    try:
+                        record.cleanup()
+                    except BaseException as exc:
+                        outcome = exc
+                        raise
+                    finally:
+                        _signals.leave(counted, outcome)
         finally:
             session.close()
         return run

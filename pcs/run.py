@@ -179,13 +179,10 @@ class Run:
         all_tags = self._creation_tags(run_name, description, outer_run)
         all_tags.update(_user_tags(tags))
         experiment = experiment_id or _config.default_experiment_id(self._client)
-        created = self._client.create_run(
-            experiment, start_time=start_time, tags=all_tags, run_name=run_name
-        )
+        created = _create_live_run(self._client, experiment, start_time, all_tags, run_name)
         self._run_id = created.info.run_id
         self._cached = created
         self._artifact_uri = created.info.artifact_uri
-        _liveness.register(self._run_id, self._client)
         if log_system_metrics:
             self._start_system_metrics()
 
@@ -992,6 +989,20 @@ def _wrap(mlflow_run: MlflowRun, client: MlflowClient) -> Run:
     """A Run of the right class around an MLflow run already fetched (no extra call)."""
     cls = run_class(mlflow_run.data.tags.get(_keys.RUN_TYPE))
     return cls(_client=client, _mlflow_run=mlflow_run)
+
+
+@_signals.not_interrupted
+def _create_live_run(client: MlflowClient, experiment_id: str, start_time: int | None,
+                     tags: dict[str, str], run_name: str | None) -> MlflowRun:
+    """Create a run and keep its heartbeat, as one step a signal does not cut in two.
+
+    A SIGTERM between the two would leave a RUNNING run that nothing in this
+    process ends KILLED (only runs it knows to be live are).
+    """
+    _signals.watch_uncaught()
+    created = client.create_run(experiment_id, start_time=start_time, tags=tags, run_name=run_name)
+    _liveness.register(created.info.run_id, client)
+    return created
 
 
 def _store(client: MlflowClient) -> Any:
