@@ -353,6 +353,7 @@ class _RichCallback:
 
     # finished bars kept on screen; older finished ones are removed
     _KEEP_FINISHED = 3
+    _REDRAW_S = 0.1  # at most ten redraws a second, and always the last step of a bar
 
     def __init__(self, progress: Any) -> None:
         self._progress = progress
@@ -360,6 +361,7 @@ class _RichCallback:
         self._units: dict[str, str] = {}
         self._finished: list[Any] = []
         self._lock = threading.Lock()
+        self._drawn = 0.0  # when the bars were last drawn (time.monotonic)
 
     def set_unit(self, description: str, unit: str) -> None:
         with self._lock:
@@ -381,6 +383,10 @@ class _RichCallback:
                 )
                 self._tasks[description] = task
             self._progress.update(task, completed=done, total=total)
+            now = time.monotonic()
+            if now - self._drawn >= self._REDRAW_S or (total is not None and done >= total):
+                self._drawn = now
+                self._progress.refresh()
             if total is not None and done >= total and task not in self._finished:
                 self._finished.append(task)
                 while len(self._finished) > self._KEEP_FINISHED:
@@ -477,6 +483,10 @@ def rich_progress(enabled: bool | None = None) -> Iterator[ProgressCallback]:
         transient=is_tty,  # in a terminal the bars vanish when done; in a log they stay
         redirect_stdout=False,  # rich would send stdout's text to stderr
         redirect_stderr=True,
+        # drawn when the callback is told something, never from a timer thread: a thread
+        # that runs no run writes for the run being captured (a serial sweep's trial), so
+        # a redraw there would become the trial's stderr and a rerun's false difference
+        auto_refresh=False,
     )
     with bars:
         yield _RichCallback(bars)

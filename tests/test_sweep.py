@@ -588,3 +588,28 @@ def test_a_verified_sweep_rerun_on_a_server_prints_no_download_bars(trainer, mlf
     assert "Downloading artifacts" not in quiet.stderr  # MLflow's bars: one per download
     loud = run_cli("-v", "rerun", sweep.identifier, "--verify", "--executor", "serial")
     assert "Downloading artifacts" in loud.stderr
+
+
+def test_progress_bars_of_a_serial_sweep_are_not_its_trials_output(tmp_path):
+    """The bars are drawn between trials, never by a timer thread while a trial's output is kept."""
+    (tmp_path / "slow.py").write_text(textwrap.dedent('''
+        import time
+
+
+        class Slow:
+            def go(self, n=0):
+                time.sleep(0.6)  # several of rich's refresh intervals (0.1 s)
+                return n
+    '''))
+    (tmp_path / "components.yaml").write_text(
+        "repos:\n  src:\n    type: local\n    path: .\ncomponents:\n  slow:\n    repo: src\n"
+        "    file_path: slow.py\n    class_name: Slow\n    instantiate: true\n"
+    )
+    out = run_cli("sweep", "slow", "-r", str(tmp_path / "components.yaml"), "-e", "go",
+                  "--grid", "slow.go.n=1,2", "--executor", "serial", "--json", "--progress")
+    assert "trials finished" in out.stderr
+    for trial in json.loads(out.stdout)["trials"]:
+        logged = run_cli("logs", trial["run_id"], "--stderr", check=False)
+        assert logged.returncode == 3 and "recorded nothing on stderr" in logged.stderr, (
+            logged.stdout
+        )
