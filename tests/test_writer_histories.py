@@ -261,7 +261,7 @@ def test_a_history_of_many_pages_is_published_and_pulled_point_for_point(
         )
     export_runs_by_id([run.identifier], WebRegistry(registry_url, token=TOKEN),
                       include_artifacts=True)
-    reference = WebRegistry(registry_url).get_run_spec(run.identifier)["metrics"]["loss"]
+    reference = WebRegistry(registry_url).get_run_record(run.identifier)["metrics"]["loss"]
     assert reference["points"] == points
 
     other_store()
