@@ -74,6 +74,27 @@ def test_reads_by_c_code_and_child_processes_are_seen_and_own_outputs_are_not(tm
     assert described["notes.txt"].snapshot and not described["data/table.db"].snapshot  # 8 KiB > 100
 
 
+@linux_only
+def test_a_watch_reports_reads_up_to_its_end_and_then_lets_go_of_its_descriptors(tmp_path):
+    """The watch's thread closes the inotify descriptor after the run (closing it waits on the
+    kernel), never before it has handed over the last events; many runs leave nothing open."""
+    import threading
+
+    (tmp_path / "data.txt").write_text("x")
+    time.sleep(0.05)
+    before = set(os.listdir("/proc/self/fd"))
+    for i in range(30):
+        with FileReads([tmp_path]) as reads:  # only inotify sees a child's read
+            subprocess.run(["cat", "data.txt"], cwd=tmp_path, check=True, capture_output=True)
+        assert reads.files() == ["data.txt"], i
+        assert not reads.overflowed
+    deadline = time.monotonic() + 30
+    while any(t.name == "pcs-inotify" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(t.name == "pcs-inotify" for t in threading.enumerate())
+    assert set(os.listdir("/proc/self/fd")) <= before
+
+
 COMPONENT = """\
 import json
 import subprocess

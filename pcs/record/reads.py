@@ -394,6 +394,9 @@ class _Inotify:
         self.written: set[str] = set()
         self.overflowed = False
         self._stop_r, self._stop_w = os.pipe()
+        self._done = threading.Event()  # the thread has drained the last events
+        self._fds_lock = threading.Lock()  # a closed descriptor's number may be reused at once
+        self._closed = False
         self._thread = threading.Thread(target=self._drain_loop, name="pcs-inotify", daemon=True)
 
     @classmethod
@@ -436,15 +439,27 @@ class _Inotify:
         return watcher
 
     def _drain_loop(self) -> None:
-        while True:
-            try:
-                ready, _, _ = select.select([self.fd, self._stop_r], [], [])
-            except (OSError, ValueError):
-                return
-            if self.fd in ready:
-                self._drain()
-            if self._stop_r in ready:
-                return
+        try:
+            while True:
+                try:
+                    ready, _, _ = select.select([self.fd, self._stop_r], [], [])
+                except (OSError, ValueError):
+                    return
+                if self.fd in ready or self._stop_r in ready:
+                    self._drain()
+                if self._stop_r in ready:
+                    return  # stop() has been told: the events up to it are drained
+        finally:
+            self._done.set()
+            # Closing an inotify descriptor waits for the kernel to retire its watches (an
+            # RCU grace period, 1-10 ms and more on a busy machine): done here, off the run's path.
+            with self._fds_lock:
+                self._closed = True
+                for fd in (self.fd, self._stop_r, self._stop_w):
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
 
     def _drain(self) -> None:
         while True:
@@ -479,18 +494,17 @@ class _Inotify:
                 self.read.add(path)
 
     def stop(self) -> tuple[set[str], set[str], bool]:
-        """Stop watching; (files read, files written, whether events were lost)."""
-        try:
-            os.write(self._stop_w, b"x")
-            self._thread.join(timeout=10)
-            self._drain()  # events queued after the thread's last turn
-        finally:
-            for fd in (self.fd, self._stop_r, self._stop_w):
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        return self.read, self.written, self.overflowed
+        """Stop watching; (files read, files written, whether events were lost).
+
+        Returns once the thread has drained every event queued before the call;
+        the thread then closes the descriptors on its own time.
+        """
+        with self._fds_lock:
+            if not self._closed:  # else the thread ended already, after a failed select
+                os.write(self._stop_w, b"x")
+        if not self._done.wait(timeout=10):
+            self.overflowed = True  # could not drain in time: say events may be missing
+        return set(self.read), set(self.written), self.overflowed
 
 
 # -- a rerun's data ---------------------------------------------------------------------------
