@@ -30,7 +30,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pcs import _keys
@@ -235,6 +235,7 @@ class LiveRun:
     run_id: str
     client: Any  # MlflowClient
     interval: float
+    since: float = field(default_factory=time.monotonic)
 
 
 _LIVE: dict[str, LiveRun] = {}
@@ -275,6 +276,19 @@ def live_runs() -> list[LiveRun]:
 def live_run_ids() -> set[str]:
     with _LOCK:
         return set(_LIVE)
+
+
+def cleanup_may_have_ended(run_id: str) -> bool:
+    """Whether another process's cleanup could have ended this live run by now.
+
+    Cleanup judges a run of this process dead by its heartbeat only once the
+    beat is older than the run's interval (three intervals by default). A run
+    younger than half its interval cannot look that old, unless a clock is
+    more than half an interval off, so its end skips reading the run back.
+    """
+    with _LOCK:
+        live = _LIVE.get(run_id)
+    return live is not None and time.monotonic() - live.since >= live.interval / 2
 
 
 def revive_quietly(client: Any, run_id: str) -> None:

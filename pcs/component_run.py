@@ -200,11 +200,11 @@ class ComponentRun(Run):
         tags.update(extra_tags or {})
         if rerun_of is not None:
             tags[_keys.RERUN_OF] = rerun_of.identifier
+        # the description is written with the run (a description given by the caller is kept)
+        tags.setdefault(_keys.NOTE, _description(command))
         run = cls(experiment_id=experiment_id, run_name=run_name, tags=tags, outer_run=outer_run)
         run._run_command = command
         try:
-            if _keys.NOTE not in tags:  # a description given by the caller is kept
-                run.set_tag(_keys.NOTE, _description(command, run.identifier))
             run._log_params_unchecked(params)
             run._log_staged(record.folder)
         except BaseException as exc:
@@ -909,8 +909,12 @@ def _one_line(exc: BaseException) -> str:
     return text if len(text) <= _ERROR_TAG_LIMIT else text[: _ERROR_TAG_LIMIT - 3] + "..."
 
 
-def _description(command: RunCommand, run_id: str) -> str:
-    """The run's description in MLflow's UI: what ran, and how to rerun it (Markdown)."""
+def _description(command: RunCommand) -> str:
+    """The run's description in MLflow's UI: what ran, and how to rerun it (Markdown).
+
+    It is written with the run, before MLflow has given the run its id, so it
+    names the id by its place (MLflow's UI shows it next to the description).
+    """
     component = getattr(command.component, "identifier", "?")
     arguments = sum(
         len(command.argument_set.get_function_args(c, f))
@@ -920,7 +924,7 @@ def _description(command: RunCommand, run_id: str) -> str:
         f"Recorded by pcs: `{component}.{command.entry_point}` with {arguments} "
         f"argument{'s' if arguments != 1 else ''} (params), seed {command.seed}, and the "
         f"code snapshot under `pcs/` in the artifacts.\n\n"
-        f"Run it again and check it reproduces: `pcs rerun {run_id} --verify`"
+        "Run it again and check it reproduces: `pcs rerun <this run's ID> --verify`"
     )
 
 

@@ -613,7 +613,7 @@ class Run:
             status = "FAILED"
             self._record_failure(failure)
         _flush_async_logging(self._client)
-        if self._run_id in _liveness.live_run_ids():  # ours: did cleanup end it meanwhile?
+        if _liveness.cleanup_may_have_ended(self._run_id):  # ours: did cleanup end it meanwhile?
             _liveness.revive_quietly(self._client, self._run_id)
         _writer.riding_out(
             lambda: _terminate(self._client, self._run_id, status, end_time),

@@ -461,3 +461,37 @@ def test_component_whose_file_path_was_cleared_gives_a_pcs_error(tmp_path):
     c.file_path = None
     with pytest.raises(pcs.ComponentError, match="no file_path"):
         c.source()
+
+
+def test_a_component_run_makes_the_floors_store_calls_and_no_more(store, monkeypatch):
+    """Issue 22.1: the run with its tags and description, its params, its end tags, its end.
+
+    No read of the run back (a run younger than half its heartbeat interval cannot have been
+    ended by another host's cleanup), and no separate write of the description.
+    """
+    import inspect
+
+    component = Component.from_class(Simple, instantiate=True)
+    component.run_with_arg_set("fn", {"Simple": {"__init__": {"x": 1}, "fn": {"input": 2}}}, seed=1)
+    store_class = type(MlflowClient()._tracking_client.store)  # SqlAlchemyStore or RestStore
+    calls: list[tuple[str, tuple[str, ...]]] = []
+    for name in ("create_run", "get_run", "log_batch", "set_tag", "update_run_info", "log_param"):
+        original = getattr(store_class, name)
+        signature = inspect.signature(original)
+
+        def counted(self, *args, _original=original, _name=name, _signature=signature, **kwargs):
+            given = _signature.bind(self, *args, **kwargs).arguments
+            calls.append((_name, tuple(k for k in ("metrics", "params", "tags")
+                                       if given.get(k) and _name == "log_batch")))
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(store_class, name, counted)
+    run = component.run_with_arg_set("fn", {"Simple": {"__init__": {"x": 1}, "fn": {"input": 2}}},
+                                     seed=1)
+    assert calls == [
+        ("create_run", ()), ("log_batch", ("params",)), ("log_batch", ("tags",)),
+        ("update_run_info", ()),
+    ]
+    tags = MlflowClient().get_run(run.identifier).data.tags
+    assert tags["mlflow.note.content"].startswith("Recorded by pcs: `Simple.fn` with 2 arguments")
+    assert run.return_value == [1, 2]
