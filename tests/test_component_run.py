@@ -495,3 +495,32 @@ def test_a_component_run_makes_the_floors_store_calls_and_no_more(store, monkeyp
     tags = MlflowClient().get_run(run.identifier).data.tags
     assert tags["mlflow.note.content"].startswith("Recorded by pcs: `Simple.fn` with 2 arguments")
     assert run.return_value == [1, 2]
+
+
+def test_runs_of_one_process_share_their_record_texts_and_never_write_into_them(store, tmp_path):
+    """The record files that repeat from run to run are links to one text, placed (never
+    written into) per run: a run whose text differs gets its own file, the others keep theirs."""
+    import os
+
+    from pcs.record.code import place_text
+
+    component = Component.from_class(Simple, instantiate=True)
+    runs = [component.run_with_arg_set("fn", {"Simple": {"__init__": {"x": 1}, "fn": {"input": i}}},
+                                       seed=1) for i in range(2)]
+    for run in runs:
+        assert run.return_value == [1, run.run_command.argument_set.to_dict()["Simple"]["fn"]["input"]]
+        env = run.download_artifacts("pcs/environment.yaml").read_text()
+        assert "python" in env.lower()
+    if store == "sqlite" or str(store).startswith("sqlite"):
+        first, second = (Path(r._artifacts().artifact_dir) / "pcs" for r in runs)
+        for name in ("environment.yaml", "code.yaml", "inputs.yaml"):
+            assert (first / name).stat().st_ino == (second / name).stat().st_ino, name
+        assert (first / "run_command.yaml").read_text() != (second / "run_command.yaml").read_text()
+
+    one, two = tmp_path / "one.yaml", tmp_path / "two.yaml"
+    place_text(one, "a: 1\n")
+    place_text(two, "a: 1\n")
+    assert one.stat().st_ino == two.stat().st_ino  # one text, linked
+    place_text(one, "a: 2\n")
+    assert one.read_text() == "a: 2\n" and two.read_text() == "a: 1\n"
+    assert os.stat(two).st_nlink >= 2  # the process's copy still holds the old text

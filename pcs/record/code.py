@@ -187,6 +187,27 @@ def stored_text(data: bytes) -> Path:
     return path
 
 
+def place_text(path: Path, text: str) -> None:
+    """Stage ``text`` at ``path`` as a link to the process's copy of it (see :func:`stored_text`).
+
+    For the record's files that repeat from run to run of one process (the
+    environment, the code map, the modules used, the inputs): creating a file
+    costs a millisecond on a busy disk, a link almost nothing. The bytes are
+    the UTF-8 text, as ``write_text`` writes it on POSIX.
+    """
+    data = text.encode("utf-8")
+    try:
+        source = stored_text(data)
+    except OSError:  # no room for the store: write the file itself
+        path.write_bytes(data)
+        return
+    path.unlink(missing_ok=True)  # replaced, never written into: another run may share it
+    try:
+        os.link(source, path)
+    except OSError:  # a file system without hard links
+        path.write_bytes(data)
+
+
 def capture_code(
     parts: Sequence[Part], code: Code, recorded_code: Mapping[str, Any] | None, pcs_dir: Path
 ) -> tuple[dict[str, Any], dict[str, str], list[str]]:

@@ -21,7 +21,13 @@ from typing import Any
 
 from pcs import _keys
 from pcs.record.closure import Part, Session
-from pcs.record.code import capture_code, capture_requirements, describe_closure, write_sources
+from pcs.record.code import (
+    capture_code,
+    capture_requirements,
+    describe_closure,
+    place_text,
+    write_sources,
+)
 from pcs.record.determinism import SeedReport, seeded
 from pcs.record.environ import EnvReads
 from pcs.record.environment import (
@@ -141,12 +147,12 @@ class Record:
         (root / _keys.RUN_COMMAND_ARTIFACT).write_text(facts.registry_text(), encoding="utf-8")
         write_sources(parts, facts.code, facts.sources, root / _keys.CODE_FILES_DIR)
         fingerprint, env_text = environment_yaml(facts.seed)
-        (root / _keys.ENVIRONMENT_ARTIFACT).write_text(env_text, encoding="utf-8")
+        place_text(root / _keys.ENVIRONMENT_ARTIFACT, env_text)
 
         code_record, git_tags, git_problems = capture_code(parts, facts.code, facts.recorded_code, pcs_dir)
         requirements, req_problems = capture_requirements(parts, pcs_dir)
         code_record["requirements"] = requirements
-        (root / _keys.CODE_ARTIFACT).write_text(dump_yaml(code_record), encoding="utf-8")
+        place_text(root / _keys.CODE_ARTIFACT, dump_yaml(code_record))
 
         grade = grade_at_start(
             (problem for part in parts for problem in part.problems()),
@@ -226,7 +232,7 @@ class Record:
         # the distributions the run used, which a rebuilt environment installs
         names = modules_used_by_run(facts.sources.values(), self._loaded_before, self.imported.names)
         fingerprint, text = used_environment_yaml(names | set(facts.imports), self.seed_report)
-        (folder / Path(_keys.ENVIRONMENT_USED_ARTIFACT).name).write_text(text, encoding="utf-8")
+        place_text(folder / Path(_keys.ENVIRONMENT_USED_ARTIFACT).name, text)
         tags[_keys.ENVIRONMENT_FINGERPRINT] = fingerprint
         self._stage_inputs(folder, tags)
 
@@ -254,7 +260,7 @@ class Record:
             # not an input: the files it wrote (path -> size), for "written, not recorded"
             "written": self.reads.written(),
         }
-        (folder / Path(_keys.INPUTS_ARTIFACT).name).write_text(dump_yaml(record), encoding="utf-8")
+        place_text(folder / Path(_keys.INPUTS_ARTIFACT).name, dump_yaml(record))
         kept = folder / Path(_keys.DATA_SNAPSHOT_DIR).name
         for f in files:
             if f.snapshot:  # a rerun of the recorded code finds it next to that code
@@ -279,7 +285,7 @@ class Record:
         (folder / Path(_keys.RUN_COMMAND_ARTIFACT).name).write_text(facts.registry_text(), encoding="utf-8")
         write_sources(facts.parts, facts.code, facts.sources, folder / Path(_keys.CODE_FILES_DIR).name)
         describe_closure(facts.parts, facts.code, self.code_record)
-        (folder / Path(_keys.CODE_ARTIFACT).name).write_text(dump_yaml(self.code_record), encoding="utf-8")
+        place_text(folder / Path(_keys.CODE_ARTIFACT).name, dump_yaml(self.code_record))
 
     def cleanup(self) -> None:
         """Remove the staged files."""
