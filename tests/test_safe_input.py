@@ -526,3 +526,20 @@ def test_dump_yaml_writes_what_pyyamls_safe_dumper_writes():
             expected = yaml.dump(data, Dumper=Plain, sort_keys=sort_keys, allow_unicode=False)
             assert dump_yaml(data, sort_keys=sort_keys) == expected
             assert dump_yaml(data, sort_keys=sort_keys) == expected  # answered from the cache
+
+
+def test_dump_yaml_remembers_texts_by_content_never_by_identity():
+    """dump_yaml remembers its last texts; data equal in repr only share a text, so values of
+    other types, a dict changed in place and key order each get their own."""
+    import yaml
+
+    variants = [{"a": 1}, {"a": "1"}, {"a": 1.0}, {"a": True}, {"a": [1]}, {"a": None}, {1: "a"}]
+    texts = [dump_yaml(v) for v in variants]
+    assert len(set(texts)) == len(variants)
+    assert [yaml.safe_load(t) for t in texts] == variants
+    record = {"b": 2, "a": 1}
+    first = dump_yaml(record)
+    record["a"] = 3  # the same object, changed
+    assert dump_yaml(record) == "b: 2\na: 3\n" and first == "b: 2\na: 1\n"
+    assert dump_yaml(record, sort_keys=True) == "a: 3\nb: 2\n"
+    assert dump_yaml({"a": 3, "b": 2}) == "a: 3\nb: 2\n"  # equal dicts, other order: other text
