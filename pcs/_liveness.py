@@ -17,7 +17,9 @@ moment, or on another boot, is another process: the run is stale, also when
 that pid is the current process's own (a restarted container reuses pids).
 
 A run that cleanup ended while its process was in fact alive (another host
-judged it by its heartbeat) notices it at its next heartbeat or at its end:
+judged it by its heartbeat) notices it at its next heartbeat or at its end
+(the end looks only when the last beat is half an interval old: a younger
+beat cannot have looked stale):
 it records what cleanup had said in ``pcs.revived``, drops ``pcs.ended_by``,
 and is RUNNING again (then ends with its real status).
 """
@@ -30,7 +32,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pcs import _keys
@@ -235,7 +237,9 @@ class LiveRun:
     run_id: str
     client: Any  # MlflowClient
     interval: float
-    since: float = field(default_factory=time.monotonic)
+    # the last heartbeat this process wrote and then checked cleanup's verdict after (epoch ms,
+    # the clock cleanup judges by); 0 when unknown (a run this process took over)
+    beat_ms: int = 0
 
 
 _LIVE: dict[str, LiveRun] = {}
@@ -254,11 +258,22 @@ def _forget_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_after_fork)
 
 
-def register(run_id: str, client: Any) -> None:
-    """Keep ``run_id``'s heartbeat fresh until :func:`unregister`."""
+def register(run_id: str, client: Any, beat_ms: int | None = None) -> None:
+    """Keep ``run_id``'s heartbeat fresh until :func:`unregister`.
+
+    Args:
+        beat_ms: the heartbeat just written with the run (its creation tags);
+            None keeps what this process knew of the run's last beat.
+    """
     interval = heartbeat_interval()
     with _LOCK:
-        _LIVE[run_id] = LiveRun(run_id, client, interval)
+        live = _LIVE.get(run_id)
+        if live is None:
+            live = _LIVE[run_id] = LiveRun(run_id, client, interval)
+        else:
+            live.client, live.interval = client, interval
+        if beat_ms is not None:
+            live.beat_ms = beat_ms
         _ensure_thread()
 
 
@@ -283,12 +298,14 @@ def cleanup_may_have_ended(run_id: str) -> bool:
 
     Cleanup judges a run of this process dead by its heartbeat only once the
     beat is older than the run's interval (three intervals by default). A run
-    younger than half its interval cannot look that old, unless a clock is
-    more than half an interval off, so its end skips reading the run back.
+    whose last beat (checked against cleanup's verdict after it was written)
+    is younger than half its interval by the wall clock cannot look that old,
+    unless a clock is more than half an interval off, so its end skips reading
+    the run back. A machine that slept counts its sleep: the wall clock moved on.
     """
     with _LOCK:
         live = _LIVE.get(run_id)
-    return live is not None and time.monotonic() - live.since >= live.interval / 2
+    return live is not None and now_ms() - live.beat_ms >= live.interval * 500
 
 
 def revive_quietly(client: Any, run_id: str) -> None:
@@ -333,8 +350,10 @@ def _beat_forever() -> None:
 
 def _beat(live: LiveRun) -> None:
     try:
-        live.client.set_tag(live.run_id, _keys.HEARTBEAT, str(now_ms()))
+        beat = now_ms()
+        live.client.set_tag(live.run_id, _keys.HEARTBEAT, str(beat))
         revive_if_ended_by_cleanup(live.client, live.run_id)
+        live.beat_ms = beat
     except Exception as exc:  # noqa: BLE001 - a missed beat is not fatal; the next one retries
         log.debug("pcs: heartbeat of run %s failed: %s", live.run_id, exc)
 

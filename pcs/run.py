@@ -675,14 +675,12 @@ class Run:
         from mlflow.entities import RunStatus, RunTag
 
         info = self.info
-        self._client.log_batch(
-            self._run_id,
-            tags=[RunTag(k, v) for k, v in _liveness.liveness_tags().items()],
-        )
+        liveness = _liveness.liveness_tags()
+        self._client.log_batch(self._run_id, tags=[RunTag(k, v) for k, v in liveness.items()])
         _store(self._client).update_run_info(
             self._run_id, run_status=RunStatus.RUNNING, end_time=info.end_time, run_name=None
         )
-        _liveness.register(self._run_id, self._client)
+        _liveness.register(self._run_id, self._client, _beat_of(liveness))
         self._ended = False
         self._changed()
         return self
@@ -1001,8 +999,16 @@ def _create_live_run(client: MlflowClient, experiment_id: str, start_time: int |
     """
     _signals.watch_uncaught()
     created = client.create_run(experiment_id, start_time=start_time, tags=tags, run_name=run_name)
-    _liveness.register(created.info.run_id, client)
+    _liveness.register(created.info.run_id, client, _beat_of(tags))
     return created
+
+
+def _beat_of(tags: Mapping[str, str]) -> int | None:
+    """The heartbeat (epoch ms) written with these tags, if they hold one."""
+    try:
+        return int(tags[_keys.HEARTBEAT])
+    except (KeyError, ValueError):
+        return None
 
 
 def _store(client: MlflowClient) -> Any:

@@ -54,26 +54,51 @@ def dump_yaml(data: Any, sort_keys: bool = False) -> str:
     Data that appears twice is written out twice, never as an anchor and alias,
     so what pcs writes never counts against the alias limit of what pcs reads.
 
-    The last few texts are remembered by the ``repr`` of their data (exact for
-    the plain types YAML's safe dumper takes, and made in C): a run writes the
-    same code map as the run before it, and its YAML costs about 0.1 ms per
-    module of the closure, its ``repr`` a hundredth of that.
+    The last few texts of plain data (dicts, lists, strings, numbers, booleans
+    and None, of exactly those types) are remembered by the data's ``repr``,
+    which is exact for them: a run writes the same code map as the run before
+    it, and its YAML costs about 0.1 ms per module of the closure. Anything
+    else (a float subclass whose ``repr`` looks plain, which the safe dumper
+    refuses) is dumped afresh every time, so what is refused never depends on
+    what was dumped before.
     """
     import yaml
 
-    key = (repr(data), sort_keys)
-    with _DUMPED_LOCK:
-        text = _DUMPED.get(key)
-        if text is not None:
-            _DUMPED.move_to_end(key)
-            return text
+    key = (repr(data), sort_keys) if _plain(data) else None
+    if key is not None:
+        with _DUMPED_LOCK:
+            text = _DUMPED.get(key)
+            if text is not None:
+                _DUMPED.move_to_end(key)
+                return text
     text = yaml.dump(data, Dumper=_dumper(), sort_keys=sort_keys, allow_unicode=False)
-    if len(key[0]) + len(text) <= _DUMPED_MAX_CHARS:
+    if key is not None and len(key[0]) + len(text) <= _DUMPED_MAX_CHARS:
         with _DUMPED_LOCK:
             _DUMPED[key] = text
             while len(_DUMPED) > _DUMPED_ENTRIES:
                 _DUMPED.popitem(last=False)
     return text
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _plain(data: Any) -> bool:
+    """Whether ``data`` is made only of dicts, lists and scalars of exactly the built-in types."""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind in _SCALARS:
+            continue
+        if kind is dict:
+            stack.extend(item)
+            stack.extend(item.values())
+        elif kind is list:
+            stack.extend(item)
+        else:
+            return False
+    return True
 
 
 _DUMPED: collections.OrderedDict[tuple[str, bool], str] = collections.OrderedDict()

@@ -543,3 +543,10 @@ def test_dump_yaml_remembers_texts_by_content_never_by_identity():
     assert dump_yaml(record) == "b: 2\na: 3\n" and first == "b: 2\na: 1\n"
     assert dump_yaml(record, sort_keys=True) == "a: 3\nb: 2\n"
     assert dump_yaml({"a": 3, "b": 2}) == "a: 3\nb: 2\n"  # equal dicts, other order: other text
+
+    class Number(float):  # a float subclass (numpy's float64 is one): its repr looks plain
+        pass
+
+    assert dump_yaml({"x": 1.5}) == "x: 1.5\n"
+    with pytest.raises(yaml.representer.RepresenterError):  # refused as without the memory
+        dump_yaml({"x": Number(1.5)})

@@ -148,3 +148,32 @@ def test_a_run_ended_by_cleanup_that_was_alive_records_it(tmp_path):
     assert run.data.tags[_keys.REVIVED].startswith("pcs cleanup: no heartbeat")
     status = run_cli("status", run_id)
     assert "FINISHED" in status.stdout
+
+
+def test_a_run_ends_by_reading_cleanups_verdict_only_once_its_beat_could_have_looked_stale(
+    monkeypatch,
+):
+    """The end of a run reads the run back only when its last heartbeat is half an interval
+    old (wall clock): then a verdict another host's cleanup wrote meanwhile is undone; a run
+    entered again (``with run:``) keeps what was known of its beat."""
+    from mlflow.entities import RunStatus
+
+    from pcs import Run
+
+    client = MlflowClient()
+    monkeypatch.setenv(_liveness.HEARTBEAT_ENV, "2")  # no beat of the thread within the test
+    run = Run()
+    assert not _liveness.cleanup_may_have_ended(run.identifier)
+    time.sleep(1.1)  # older than half the interval: cleanup could have judged it by now
+    _liveness.register(run.identifier, client)  # as `with run:` does: the creation beat still counts
+    assert _liveness.cleanup_may_have_ended(run.identifier)
+    # what another host's cleanup writes, done here by hand (its own check would spare us)
+    client.set_tag(run.identifier, _keys.ENDED_BY, "pcs cleanup: no heartbeat for 7s (interval 2s)")
+    client._tracking_client.store.update_run_info(
+        run.identifier, run_status=RunStatus.KILLED, end_time=_liveness.now_ms(), run_name=None
+    )
+    run.end()
+    ended = client.get_run(run.identifier)
+    assert ended.info.status == "FINISHED"
+    assert _keys.ENDED_BY not in ended.data.tags
+    assert ended.data.tags[_keys.REVIVED].startswith("pcs cleanup: no heartbeat")

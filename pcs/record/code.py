@@ -37,6 +37,7 @@ __all__ = [
     "capture_requirements",
     "code_file_paths",
     "describe_closure",
+    "place_text",
     "read_sources_dir",
     "source_artifact_name",
     "stored_text",

@@ -283,27 +283,43 @@ def used_distributions(module_names: Iterable[str]) -> dict[str, str]:
     return dict(sorted(used.items()))
 
 
-def imported_modules(sources: Iterable[str]) -> set[str]:
+def imported_modules(sources: Iterable[str] | Mapping[str, str]) -> set[str]:
     """Top-level modules that Python sources import (anywhere in them, functions included).
 
     Relative imports (files next to a component) are left out: no
     distribution provides them.
 
     Args:
-        sources: source texts, e.g. a run's component source snapshots.
+        sources: source texts, e.g. a run's component source snapshots; or a
+            mapping of each text's sha256 to the text (a run's ``sources``),
+            whose answers are remembered by the sha256 for the process.
 
     Returns:
         Top-level module names, e.g. ``{"numpy", "random"}``.
     """
     names: set[str] = set()
+    if isinstance(sources, Mapping):
+        for digest, source in sources.items():
+            found = _IMPORTS_BY_DIGEST.get(digest)
+            if found is None:
+                if len(_IMPORTS_BY_DIGEST) >= _IMPORTS_REMEMBERED:
+                    _IMPORTS_BY_DIGEST.clear()
+                found = _IMPORTS_BY_DIGEST[digest] = _imports_of(source)
+            names |= found
+        return names
     for source in sources:
         names |= _imports_of(source)
     return names
 
 
-# every source of a closure is looked at each run, in the same order: a cache smaller than the
-# closure misses on every call (256 made a run of 500 helper modules parse all 500 each time)
-@lru_cache(maxsize=16384)
+# every source of a closure is looked at each run, in the same order: a cache of texts smaller
+# than the closure missed on every call (a run of 500 helper modules parsed all 500 each time);
+# by sha256, a closure of any size is parsed once per process
+_IMPORTS_BY_DIGEST: dict[str, frozenset[str]] = {}
+_IMPORTS_REMEMBERED = 50_000
+
+
+@lru_cache(maxsize=256)
 def _imports_of(source: str) -> frozenset[str]:
     import ast
 
@@ -415,7 +431,8 @@ def required_distributions(used: Mapping[str, str]) -> dict[str, str]:
 
 
 def modules_used_by_run(
-    sources: Iterable[str], loaded_before: frozenset[str], imported: Iterable[str] = ()
+    sources: Iterable[str] | Mapping[str, str], loaded_before: frozenset[str],
+    imported: Iterable[str] = (),
 ) -> set[str]:
     """The modules a run's code used: what its sources import, and what it loaded on the way.
 
@@ -427,7 +444,7 @@ def modules_used_by_run(
     follows the requirements of what is listed.
 
     Args:
-        sources: the source texts of the run's components.
+        sources: the source texts of the run's components (or sha256 -> text).
         loaded_before: :func:`loaded_modules` (or :func:`loaded_top_level_modules`)
             taken when the run started executing (after pcs created it, before its
             objects were built).

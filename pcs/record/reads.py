@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 import select
 import struct
@@ -77,6 +78,8 @@ MAX_WATCHED_FOLDERS = 4000
 _HYDRA_RECORD = ".hydra"
 #: files written and kept in the record, at most (a run writing a million files keeps the count)
 MAX_WRITTEN_LISTED = 1000
+
+log = logging.getLogger(__name__)
 
 _WATCHES: list[FileReads] = []
 _WATCH_LOCK = threading.Lock()
@@ -396,6 +399,7 @@ class _Inotify:
         self._stop_r, self._stop_w = os.pipe()
         self._done = threading.Event()  # the thread has drained the last events
         self._fds_lock = threading.Lock()  # a closed descriptor's number may be reused at once
+        self._events_lock = threading.Lock()
         self._closed = False
         self._thread = threading.Thread(target=self._drain_loop, name="pcs-inotify", daemon=True)
 
@@ -440,15 +444,21 @@ class _Inotify:
 
     def _drain_loop(self) -> None:
         try:
+            poller = select.poll()  # not select(): it refuses descriptors above 1023
+            poller.register(self.fd, select.POLLIN)
+            poller.register(self._stop_r, select.POLLIN)
             while True:
                 try:
-                    ready, _, _ = select.select([self.fd, self._stop_r], [], [])
-                except (OSError, ValueError):
-                    return
-                if self.fd in ready or self._stop_r in ready:
-                    self._drain()
+                    ready = {fd for fd, _ in poller.poll()}
+                except InterruptedError:
+                    continue
+                self._drain()
                 if self._stop_r in ready:
                     return  # stop() has been told: the events up to it are drained
+        except (OSError, ValueError) as exc:
+            log.debug("pcs: the inotify watch stopped early: %s", exc)
+            with self._events_lock:
+                self.overflowed = True  # events after this were not seen: say so
         finally:
             self._done.set()
             # Closing an inotify descriptor waits for the kernel to retire its watches (an
@@ -488,10 +498,11 @@ class _Inotify:
             if folder is None:
                 continue
             path = folder + os.fsdecode(name)
-            if mask & _WRITE_EVENTS:
-                self.written.add(path)
-            elif mask & _READ_EVENTS:
-                self.read.add(path)
+            with self._events_lock:  # stop() may copy the sets meanwhile (after a timeout)
+                if mask & _WRITE_EVENTS:
+                    self.written.add(path)
+                elif mask & _READ_EVENTS:
+                    self.read.add(path)
 
     def stop(self) -> tuple[set[str], set[str], bool]:
         """Stop watching; (files read, files written, whether events were lost).
@@ -502,9 +513,11 @@ class _Inotify:
         with self._fds_lock:
             if not self._closed:  # else the thread ended already, after a failed select
                 os.write(self._stop_w, b"x")
-        if not self._done.wait(timeout=10):
-            self.overflowed = True  # could not drain in time: say events may be missing
-        return set(self.read), set(self.written), self.overflowed
+        drained = self._done.wait(timeout=10)
+        with self._events_lock:
+            if not drained:
+                self.overflowed = True  # could not drain in time: say events may be missing
+            return set(self.read), set(self.written), self.overflowed
 
 
 # -- a rerun's data ---------------------------------------------------------------------------

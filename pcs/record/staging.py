@@ -230,7 +230,7 @@ class Record:
             self._rewrite(facts, folder)
             tags[_keys.RUN_COMMAND_ID] = facts.identifier
         # the distributions the run used, which a rebuilt environment installs
-        names = modules_used_by_run(facts.sources.values(), self._loaded_before, self.imported.names)
+        names = modules_used_by_run(facts.sources, self._loaded_before, self.imported.names)
         fingerprint, text = used_environment_yaml(names | set(facts.imports), self.seed_report)
         place_text(folder / Path(_keys.ENVIRONMENT_USED_ARTIFACT).name, text)
         tags[_keys.ENVIRONMENT_FINGERPRINT] = fingerprint
