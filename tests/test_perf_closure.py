@@ -173,3 +173,48 @@ def test_a_scan_is_kept_by_content_in_pcs_home_and_a_bad_entry_is_scanned_again(
     closure._SCANS.pop(small_digest, None)
     assert closure.literal_imports(small) == ((0, "json", ()),)
     assert not (entry.parent.parent / small_digest[:2] / f"{small_digest}.json").exists()
+def test_the_module_index_holds_while_another_thread_imports(tmp_path, monkeypatch):
+    """A thread importing while a session looks at sys.modules (a sweep used to preload
+    matplotlib beside its serial trials): the look never fails, and every module it saw is
+    classified."""
+    import gc
+    import threading
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(1500):
+        (folder / f"racemod_{i}.py").write_text(f"X = {i}\n")
+    monkeypatch.syspath_prepend(str(folder))
+    importlib.invalidate_caches()
+
+    class Cycle:  # garbage whose collection runs Python code (a thread switch can follow)
+        def __del__(self):
+            pass
+
+    done = threading.Event()
+
+    def importer():
+        try:
+            for i in range(1500):
+                importlib.import_module(f"racemod_{i}")
+                a, b = Cycle(), Cycle()
+                a.other, b.other = b, a
+        finally:
+            done.set()
+
+    index = closure._ModuleIndex()
+    index.refresh()
+    old_threshold = gc.get_threshold()
+    gc.set_threshold(50)  # collect often, inside the copy if it makes objects
+    try:
+        thread = threading.Thread(target=importer)
+        thread.start()
+        while not done.is_set():
+            index.refresh()
+        thread.join()
+    finally:
+        gc.set_threshold(*old_threshold)
+        for i in range(1500):
+            sys.modules.pop(f"racemod_{i}", None)
+    index.refresh()
+    assert index._seen == dict(sys.modules)

@@ -791,9 +791,14 @@ class _ModuleIndex:
         # one pass in Python over the entries, classifying only those added or replaced;
         # entries removed since are left in the index and checked against sys.modules
         # when asked for (pruned when they pile up), which spares a second pass
-        for name, module in [(n, m) for n, m in list(current.items()) if seen.get(n, _ABSENT) is not m]:
+        # one copy, made in C without running Python code (list(items()) makes a tuple per
+        # entry, and a garbage collection in between can switch threads): another thread
+        # importing meanwhile (a sweep preloading matplotlib) raised "dictionary changed size
+        # during iteration" here, and an entry it added after the walk would count as seen
+        snapshot = dict(current)
+        for name, module in [(n, m) for n, m in snapshot.items() if seen.get(n, _ABSENT) is not m]:
             self._add(name, module)
-        self._seen = dict(current)
+        self._seen = snapshot
         if len(kind) > 2 * len(current) + 1000:
             for name in [n for n in kind if kind[n][0] is not current.get(n, _ABSENT)]:
                 self._forget(name)

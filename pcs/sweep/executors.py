@@ -127,6 +127,8 @@ def as_source(tasks: list[Task] | TaskSource) -> TaskSource:
 class Executor:
     """Runs trials; made by :func:`start_executor`, used once, then closed."""
 
+    in_process = False  # whether trials run in the caller's process (the serial executor)
+
     def run(self, tasks: list[Task] | TaskSource, shared: Shared, on_result: OnResult,
             live_commands: dict[str, Any] | None = None) -> None:
         """Run every task; ``on_result`` hears of each one (in this thread) as it ends.
@@ -254,6 +256,8 @@ def gpu_slots(workers: int, per_trial: float | None) -> list[str]:
 
 
 class _Serial(Executor):
+    in_process = True
+
     def run(self, tasks: list[Task] | TaskSource, shared: Shared, on_result: OnResult,
             live_commands: dict[str, Any] | None = None) -> None:
         source = as_source(tasks)

@@ -380,7 +380,8 @@ class SweepRun(Run):
                 log.info("pcs: trial %s of sweep %s ended %s: %s", result.index,
                          self.identifier, result.status, result.error)
 
-        _preload_plotting()
+        if not pool.in_process:  # never import alongside trials of this process
+            _preload_plotting()
         with self, signals_not_swallowed():
             try:
                 try:
@@ -971,7 +972,11 @@ class SearchSource(TaskSource):
 
 
 def _preload_plotting() -> None:
-    """Import matplotlib in the background while trials run; the plot needs it at the end."""
+    """Import matplotlib in the background while trials run elsewhere; the plot needs it at the end.
+
+    Not while trials run in this process: what a thread imports meanwhile would
+    count among the modules the running trial loaded.
+    """
     import sys
     import threading
 
