@@ -141,14 +141,7 @@ def write_sources(parts: Sequence[Part], code: Code, sources: Mapping[str, str],
             target.parent.mkdir(parents=True, exist_ok=True)
             made.add(target.parent)
         # bytes as they were: no newline translation, so the file's sha256 is the recorded one
-        data = text.encode("utf-8")
-        try:
-            os.link(stored_text(data), target)
-        except FileExistsError:
-            pass  # staged already
-        except OSError:  # a file system without hard links
-            if not target.exists():
-                target.write_bytes(data)
+        place_text(target, text)
 
 
 _STORED: dict[str, Path] = {}  # sha256 -> the process's file of that text
