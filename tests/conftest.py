@@ -240,6 +240,54 @@ def pcs_in_process(capsys, *args: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+@pytest.fixture
+def cli(capsys):
+    """``run_cli`` in this process: same arguments, same result, without a fresh interpreter.
+
+    For tests of what a command does, where no process boundary is under test
+    (signals, exit by a signal, a second process, the interpreter's start): a
+    ``pcs`` subprocess spends about 2 s importing MLflow, hundreds of times a
+    suite. The working directory, ``os.environ`` (the CLI sets MLflow's
+    variables) and MLflow's active runs are put back after each call.
+    """
+    import io
+
+    from mlflow.tracking import fluent
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    from pcs.cli import main
+
+    def call(*args: str, cwd: Path | None = None, env: dict | None = None, check: bool = True,
+             input: str | None = None) -> subprocess.CompletedProcess:
+        saved_env, saved_cwd, saved_stdin = dict(os.environ), os.getcwd(), sys.stdin
+        saved_uri = tracking_utils._tracking_uri
+        capsys.readouterr()
+        try:
+            os.environ.update(env or {})
+            if cwd is not None:
+                os.chdir(cwd)
+            sys.stdin = io.StringIO(input or "")
+            try:
+                main(list(args))
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        finally:
+            sys.stdin = saved_stdin
+            os.chdir(saved_cwd)
+            os.environ.clear()
+            os.environ.update(saved_env)
+            tracking_utils._tracking_uri = saved_uri
+            fluent._active_run_stack.get().clear()
+        out, err = capsys.readouterr()
+        result = subprocess.CompletedProcess(["pcs", *args], code, out, err)
+        if check and code != 0:
+            raise AssertionError(f"pcs {' '.join(args)} exited {code}\nstdout:\n{out}\nstderr:\n{err}")
+        return result
+
+    return call
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, check: bool = True,
             input: str | None = None) -> subprocess.CompletedProcess:
     """Run the ``pcs`` CLI as a user would, in a subprocess."""

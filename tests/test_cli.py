@@ -70,27 +70,27 @@ def test_parse_assignment_reads_yaml_values():
             parse_assignment(bad)
 
 
-def test_run_status_rerun(project):
+def test_run_status_rerun(project, cli):
     out = run_cli("run", "counter", "-r", "components.yaml", "-e", "count",
                   "-a", "counter.count.n=5", "-a", "counter.__init__.start=10", "--seed", "4", cwd=project)
     run_id = out.stdout.strip().splitlines()[-1]
     assert len(run_id) == 32
 
-    status = run_cli("status", "--json", cwd=project)
+    status = cli("status", "--json", cwd=project)
     listed = json.loads(status.stdout)
     assert [r["run_id"] for r in listed] == [run_id]
     assert listed[0]["entry_point"] == "count" and listed[0]["reproducibility"] == "portable"
 
-    detail = run_cli("status", run_id, cwd=project).stdout
+    detail = cli("status", run_id, cwd=project).stdout
     for expected in ("run command", "count", "value", "pcs.seed", "links"):
         assert expected in detail
-    data = json.loads(run_cli("status", run_id, "--json", cwd=project).stdout)
+    data = json.loads(cli("status", run_id, "--json", cwd=project).stdout)
     # the code's own param, and the arguments and seed pcs logs as params
     assert data["params"] == {
         "label": "x", "counter.count.n": "5", "counter.__init__.start": "10", "pcs.seed": "4",
     }
 
-    rerun = run_cli("rerun", run_id, cwd=project)
+    rerun = cli("rerun", run_id, cwd=project)
     new_id = rerun.stdout.strip().splitlines()[-1]
     assert new_id != run_id
     from pcs import Run
@@ -98,16 +98,16 @@ def test_run_status_rerun(project):
     original, again = Run.from_existing_run_id(run_id), Run.from_existing_run_id(new_id)
     assert original.return_value == again.return_value
     assert original.return_value["n"] == 5 and original.return_value["type"] == "int"  # not '5'
-    table = run_cli("status", cwd=project).stdout
+    table = cli("status", cwd=project).stdout
     assert run_id in table and new_id in table and "rerun of" in table
 
 
-def test_status_works_without_a_components_file(tmp_path):
-    out = run_cli("status", cwd=tmp_path)
+def test_status_works_without_a_components_file(tmp_path, cli):
+    out = cli("status", cwd=tmp_path)
     assert "No pcs runs" in out.stdout
 
 
-def test_errors_are_messages_not_tracebacks(project):
+def test_errors_are_messages_not_tracebacks(project, cli):
     cases = [
         (("status", "0" * 32), "No run with id"),
         (("rerun", "0" * 32), "No run with id"),
@@ -118,7 +118,7 @@ def test_errors_are_messages_not_tracebacks(project):
         (("run", "counter", "-r", "components.yaml", "-e", "count", "-a", "countr.count.n=1"), "countr"),
     ]
     for args, message in cases:
-        result = run_cli(*args, cwd=project, check=False)
+        result = cli(*args, cwd=project, check=False)
         assert result.returncode != 0, args
         assert message in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr, (args, result.stderr)
@@ -127,12 +127,12 @@ def test_errors_are_messages_not_tracebacks(project):
     assert Run.get_all_runs() == []  # none of the refused commands wrote a run
 
 
-def test_plain_run_rerun_is_refused_with_advice(project):
+def test_plain_run_rerun_is_refused_with_advice(project, cli):
     from pcs import Run
 
     with Run() as plain:
         pass
-    result = run_cli("rerun", plain.identifier, cwd=project, check=False)
+    result = cli("rerun", plain.identifier, cwd=project, check=False)
     assert result.returncode == 4
     assert "has no RunCommand" in result.stderr and "Traceback" not in result.stderr
 
@@ -143,10 +143,10 @@ def test_help_is_fast_to_reach(tmp_path):
         assert command in out.stdout
 
 
-def test_unreachable_tracking_server_is_a_message(tmp_path):
+def test_unreachable_tracking_server_is_a_message(tmp_path, cli):
     from conftest import free_port
 
-    result = run_cli(
+    result = cli(
         "--tracking-uri", f"http://127.0.0.1:{free_port()}", "status", cwd=tmp_path, check=False,
         env={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"},
     )

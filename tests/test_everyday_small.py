@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO_ROOT, run_cli
+from conftest import REPO_ROOT
 
 
 @pytest.mark.parametrize("shell, marker", [
@@ -15,8 +15,8 @@ from conftest import REPO_ROOT, run_cli
     ("zsh", "compdef _pcs_completion pcs"),
     ("fish", "complete --no-files --command pcs"),
 ])
-def test_completion_prints_the_script_for_a_shell(shell, marker):
-    script = run_cli("completion", shell).stdout
+def test_completion_prints_the_script_for_a_shell(shell, marker, cli):
+    script = cli("completion", shell).stdout
     assert marker in script and "_PCS_COMPLETE" in script
 
 
@@ -32,17 +32,17 @@ def test_completion_completes_commands_and_options(tmp_path):
     assert "plain,--experiment" in out.splitlines()
 
 
-def test_an_unknown_shell_is_a_usage_error():
-    result = run_cli("completion", "tcsh", check=False)
+def test_an_unknown_shell_is_a_usage_error(cli):
+    result = cli("completion", "tcsh", check=False)
     assert result.returncode == 2 and "'tcsh' is not one of" in result.stderr
 
 
-def test_help_of_a_store_command_creates_and_announces_no_store(tmp_path, monkeypatch):
+def test_help_of_a_store_command_creates_and_announces_no_store(tmp_path, monkeypatch, cli):
     monkeypatch.delenv("MLFLOW_TRACKING_URI")  # MLflow's default: ./mlflow.db
     fresh = tmp_path / "fresh"
     fresh.mkdir()
-    result = run_cli("export", "--help", cwd=fresh)
+    result = cli("export", "--help", cwd=fresh)
     assert "Usage: pcs export" in result.stdout
     assert "creating one" not in result.stderr and not (fresh / "mlflow.db").exists()
-    result = run_cli("status", cwd=fresh)  # a command that uses the store still says so
+    result = cli("status", cwd=fresh)  # a command that uses the store still says so
     assert "creating one" in result.stderr

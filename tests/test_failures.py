@@ -143,7 +143,7 @@ def test_a_type_error_inside_init_is_the_users_error_not_a_bad_argument(tmp_path
     assert run.tags[_keys.ERROR] == "TypeError: user init type error"
 
 
-def test_cli_prints_one_line_with_the_run_id_and_exits_6(project):
+def test_cli_prints_one_line_with_the_run_id_and_exits_6(project, cli):
     result = run_cli("run", "agent", "-e", "run_episodes", "-a", "env.__init__.size=3",
                      "-a", "agent.run_episodes.num_episodes=-1", cwd=project, check=False)
 
@@ -156,12 +156,12 @@ def test_cli_prints_one_line_with_the_run_id_and_exits_6(project):
     assert lines[0] == "Traceback (last lines):" and len(lines) <= 8
     assert lines[-2].startswith("ValueError: num_episodes must be >= 0")
     assert result.stdout.splitlines()[-1] == run.identifier  # the id is stdout's last line
-    status = run_cli("status", run.identifier, cwd=project).stdout
+    status = cli("status", run.identifier, cwd=project).stdout
     assert "ValueError: num_episodes must be >= 0" in status and "traceback" in status
 
 
-def test_cli_run_json_names_the_failed_run_on_stdout(project):
-    result = run_cli("run", "agent", "-e", "run_episodes", "-a", "env.__init__.size=3",
+def test_cli_run_json_names_the_failed_run_on_stdout(project, cli):
+    result = cli("run", "agent", "-e", "run_episodes", "-a", "env.__init__.size=3",
                      "-a", "agent.run_episodes.num_episodes=-1", "--json", cwd=project, check=False)
 
     assert result.returncode == 6
@@ -172,8 +172,8 @@ def test_cli_run_json_names_the_failed_run_on_stdout(project):
     assert run.identifier in result.stderr  # the one-line error still goes to stderr
 
 
-def test_cli_refuses_a_misspelled_argument_without_a_run(project):
-    result = run_cli("run", "agent", "-e", "run_episodes", "-a", "env.__init__.size=3",
+def test_cli_refuses_a_misspelled_argument_without_a_run(project, cli):
+    result = cli("run", "agent", "-e", "run_episodes", "-a", "env.__init__.size=3",
                      "-a", "agent.run_episodes.num_episode=2", cwd=project, check=False)
 
     assert result.returncode == 2
@@ -250,7 +250,7 @@ def test_a_run_cannot_be_its_own_outer_run_dependency_or_rerun_of():
     assert _keys.PARENT_RUN_ID not in tags and _keys.DEPENDS_ON not in tags
 
 
-def test_id_prefixes_are_accepted_and_ambiguity_is_explained(project):
+def test_id_prefixes_are_accepted_and_ambiguity_is_explained(project, cli):
     runs = [Run() for _ in range(40)]
     for r in runs:
         r.end()
@@ -260,7 +260,7 @@ def test_id_prefixes_are_accepted_and_ambiguity_is_explained(project):
     # among 40 random ids, some share their first hex digit: a 1-char prefix is refused
     with pytest.raises(Exception, match="too short"):
         Run.from_existing_run_id(target[:1])
-    result = run_cli("status", target[:8], "--json", cwd=project)
+    result = cli("status", target[:8], "--json", cwd=project)
     assert json.loads(result.stdout)["run_id"] == target
 
 

@@ -190,7 +190,7 @@ def test_logging_does_not_write_heartbeats():
     assert len(run.metric_history("x")) == 200
 
 
-def test_a_sigkilled_run_is_stale_and_cleanup_ends_it_killed(tmp_path):
+def test_a_sigkilled_run_is_stale_and_cleanup_ends_it_killed(tmp_path, cli):
     dead, dead_id = start(LIBRARY_SLEEPER)
     alive, alive_id = start(LIBRARY_SLEEPER)
     dead.send_signal(signal.SIGKILL)
@@ -199,12 +199,12 @@ def test_a_sigkilled_run_is_stale_and_cleanup_ends_it_killed(tmp_path):
     try:
         assert "gone" in Run.from_existing_run_id(dead_id).stale_reason
         assert Run.from_existing_run_id(alive_id).stale_reason is None
-        listing = run_cli("status", cwd=tmp_path).stdout
+        listing = cli("status", cwd=tmp_path).stdout
         assert "RUNNING (stale)" in listing
         assert pcs.cleanup_stale_runs(dry_run=True) == [dead_id]
         assert Run.from_existing_run_id(dead_id).status == "RUNNING"  # a dry run changes nothing
 
-        out = run_cli("cleanup", cwd=tmp_path).stdout
+        out = cli("cleanup", cwd=tmp_path).stdout
         assert dead_id in out and alive_id not in out
 
         dead_run = Run.from_existing_run_id(dead_id)
@@ -255,16 +255,16 @@ def test_runs_of_other_hosts_are_judged_by_their_heartbeat():
     assert client.get_run(silent).info.status == "KILLED"
 
 
-def test_cleanup_cli_json_and_older_than(tmp_path):
+def test_cleanup_cli_json_and_older_than(tmp_path, cli):
     client = MlflowClient()
     silent = _foreign_run(client, "elsewhere", heartbeat_age_s=500)
 
-    result = run_cli("cleanup", "--dry-run", "--json", cwd=tmp_path)
+    result = cli("cleanup", "--dry-run", "--json", cwd=tmp_path)
     import json
 
     data = json.loads(result.stdout)
     assert data["dry_run"] is True and [r["run_id"] for r in data["runs"]] == [silent]
-    bad = run_cli("cleanup", "--older-than", "soon", cwd=tmp_path, check=False)
+    bad = cli("cleanup", "--older-than", "soon", cwd=tmp_path, check=False)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
 
 

@@ -59,21 +59,23 @@ def registry_server(tmp_path_factory):
     stop_process(process)
 
 
-def test_publish_pull_rerun_through_the_server(registry_server, tmp_path, monkeypatch, template_store):
+def test_publish_pull_rerun_through_the_server(registry_server, tmp_path, monkeypatch, template_store,
+                                               cli):
     src = tmp_path / "machine_a" / "src"
     data, model = make_pipeline(src)
     original_total = model.return_value
 
-    refused = run_cli("publish", model.identifier, "--to", registry_server, check=False)
+    refused = cli("publish", model.identifier, "--to", registry_server, check=False)
     assert refused.returncode != 0 and "token" in refused.stderr and "Traceback" not in refused.stderr
     assert WebRegistry(registry_server).identifiers("runs") == []  # nothing left behind
 
-    run_cli("publish", model.identifier, "--to", registry_server, env={"PCS_REGISTRY_TOKEN": "team-token"})
+    cli("publish", model.identifier, "--to", registry_server, env={"PCS_REGISTRY_TOKEN": "team-token"})
     published = set(WebRegistry(registry_server).identifiers("runs"))
     assert {model.identifier, data.identifier} <= published  # the dependency came along
     assert len(published) == 2 + 3  # plus the three inner epoch runs
 
-    # machine B: another store, another directory, and the sources are gone
+    # machine B: another store, another directory, and the sources are gone; a fresh process
+    # (pull and rerun), so nothing this one loaded from machine A can stand in for the record
     shutil.rmtree(src)
     machine_b = tmp_path / "machine_b"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", make_store(machine_b, template_store))
@@ -151,15 +153,15 @@ def test_team_path_on_postgresql(postgres_databases, tmp_path, monkeypatch):
         log.close()
 
 
-def test_publishing_a_changed_run_needs_force(registry_server, monkeypatch):
+def test_publishing_a_changed_run_needs_force(registry_server, monkeypatch, cli):
     monkeypatch.setenv("PCS_REGISTRY_TOKEN", "team-token")
     with Run(run_name="growing") as run:
         run.log_metric("m", 1.0)
-    run_cli("publish", run.identifier, "--to", registry_server)
+    cli("publish", run.identifier, "--to", registry_server)
     with Run.from_existing_run_id(run.identifier) as resumed:
         resumed.log_metric("m", 2.0, step=1)
-    refused = run_cli("publish", run.identifier, "--to", registry_server, check=False)
+    refused = cli("publish", run.identifier, "--to", registry_server, check=False)
     assert refused.returncode != 0 and "--force" in refused.stderr and "Traceback" not in refused.stderr
-    run_cli("publish", run.identifier, "--to", registry_server, "--force")
+    cli("publish", run.identifier, "--to", registry_server, "--force")
     spec = WebRegistry(registry_server).get_run_record(run.identifier)
     assert [point[0] for point in spec["metrics"]["m"]] == [1.0, 2.0]

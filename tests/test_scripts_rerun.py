@@ -129,17 +129,17 @@ def test_a_component_run_derived_with_changed_arguments(tmp_path):
     assert derived.params["doubler.double.x"] == "10"
 
 
-def test_cli_derived_run_and_diff(project):
+def test_cli_derived_run_and_diff(project, cli):
     run = pcs.run_script(project / "train.py", ["--lr", "0.5"], seed=7)
-    result = run_cli("rerun", run.identifier, "--", "--lr", "0.2")
+    result = cli("rerun", run.identifier, "--", "--lr", "0.2")
     assert "lr 0.2" in result.stdout
     new_id = result.stdout.strip().splitlines()[-1]
     derived = Run.from_existing_run_id(new_id)
     assert derived.tags["pcs.derived_from"] == run.identifier
     assert derived.params["lr"] == "0.2"
-    diff = run_cli("diff", run.identifier, new_id, check=False)
+    diff = cli("diff", run.identifier, new_id, check=False)
     assert diff.returncode == 1
     assert "param lr differs: '0.5' vs '0.2'" in diff.stdout
-    refused = run_cli("rerun", run.identifier, "-a", "train.run.lr=0.2", check=False)
+    refused = cli("rerun", run.identifier, "-a", "train.run.lr=0.2", check=False)
     assert refused.returncode == 2
     assert "is a script run" in refused.stderr

@@ -272,25 +272,25 @@ def test_cli_runs_a_script_with_its_own_arguments(project):
     assert run.seed == 4
 
 
-def test_cli_passes_every_option_after_the_script_to_it(tmp_path):
+def test_cli_passes_every_option_after_the_script_to_it(tmp_path, cli):
     script = write(tmp_path, "echo.py", "import sys, mlflow\nmlflow.log_param('got', ' '.join(sys.argv[1:]))\n")
-    result = run_cli("run", str(script), "--", "-r", "x", "--seed", "5")
+    result = cli("run", str(script), "--", "-r", "x", "--seed", "5")
     run = Run.from_existing_run_id(result.stdout.strip().splitlines()[-1])
     assert run.params["got"] == "-r x --seed 5"  # a leading '--' after the script is pcs's
 
 
-def test_cli_exits_with_the_scripts_code(tmp_path):
+def test_cli_exits_with_the_scripts_code(tmp_path, cli):
     script = write(tmp_path, "fails.py", "import sys\nprint('about to fail')\nsys.exit(3)\n")
-    result = run_cli("run", str(script), check=False)
+    result = cli("run", str(script), check=False)
     assert result.returncode == 3
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("Error: Run ") and "FAILED: The script exited with code 3." in lines[-1]
     assert "about to fail" in result.stdout
 
 
-def test_cli_a_raising_script_exits_non_zero(tmp_path):
+def test_cli_a_raising_script_exits_non_zero(tmp_path, cli):
     script = write(tmp_path, "raises.py", "raise RuntimeError('bad data')\n")
-    result = run_cli("run", str(script), check=False)
+    result = cli("run", str(script), check=False)
     assert result.returncode == 6
     assert "RuntimeError: bad data" in result.stderr.strip().splitlines()[-1]
 
@@ -302,9 +302,9 @@ def test_cli_a_raising_script_exits_non_zero(tmp_path):
     (["-m", "no_such_module_pcs", "--x"], "No module named 'no_such_module_pcs'"),
     (["-e", "fit", "train.py"], "--entry-point is for components"),
 ])
-def test_cli_bad_input_is_one_line_and_no_run(tmp_path, args, match):
+def test_cli_bad_input_is_one_line_and_no_run(tmp_path, args, match, cli):
     write(Path.cwd(), "broken.py", "def f(:\n")
-    result = run_cli("run", *args, check=False)
+    result = cli("run", *args, check=False)
     assert result.returncode == 2
     err = [line for line in result.stderr.splitlines() if not line.startswith("pcs: no MLflow store")]
     assert len(err) == 1 and err[0].startswith("Error: ") and match in err[0]

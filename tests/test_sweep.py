@@ -460,7 +460,7 @@ def test_publish_and_pull_carry_the_whole_sweep(trainer, tmp_path, monkeypatch, 
 # -- the CLI ------------------------------------------------------------------------------------------
 
 
-def test_cli_sweep_status_rerun_and_resume(project):
+def test_cli_sweep_status_rerun_and_resume(project, cli):
     registry = str(project / "components.yaml")
 
     out = run_cli("sweep", "trainer", "-r", registry, "-e", "fit", "--grid", f"{LR}=0.1,0.2",
@@ -475,25 +475,25 @@ def test_cli_sweep_status_rerun_and_resume(project):
     assert data["summary"] == {"FINISHED": 4, "trials": 4}
     assert data["best"]["value"] == max(r["final"] for r in data["trials"])
 
-    listing = run_cli("status").stdout
+    listing = cli("status").stdout
     assert sweep_id in listing and "sweep of 4 trials" in listing
     assert all(r["run_id"] not in listing for r in data["trials"])
-    shown = run_cli("status", sweep_id).stdout
+    shown = cli("status", sweep_id).stdout
     assert all(r["run_id"] in shown for r in data["trials"]) and LR in shown
-    status_json = json.loads(run_cli("status", sweep_id, "--json").stdout)
+    status_json = json.loads(cli("status", sweep_id, "--json").stdout)
     assert [r["run_id"] for r in status_json["trials"]] == [r["run_id"] for r in data["trials"]]
 
-    rerun = run_cli("rerun", sweep_id, "--verify")
+    rerun = cli("rerun", sweep_id, "--verify")
     assert "reproduced" in rerun.stdout
     new_id = rerun.stdout.strip().splitlines()[-1]
     assert new_id != sweep_id and Run.from_existing_run_id(new_id).tags[_keys.RERUN_OF] == sweep_id
 
-    resumed = run_cli("sweep", "--resume", sweep_id)
+    resumed = cli("sweep", "--resume", sweep_id)
     assert resumed.stdout.strip().splitlines()[-1] == sweep_id
     assert "4 trial(s): 4 finished" in resumed.stdout
 
 
-def test_cli_reads_grid_values_as_yaml_and_refuses_bad_input(project):
+def test_cli_reads_grid_values_as_yaml_and_refuses_bad_input(project, cli):
     from pcs.cli.sweep import parse_grid_option, parse_seeds_option
 
     assert parse_grid_option("a.b.c=1,2.5,x") == ("a.b.c", [1, 2.5, "x"])
@@ -506,12 +506,12 @@ def test_cli_reads_grid_values_as_yaml_and_refuses_bad_input(project):
     with pytest.raises(ArgumentError):
         parse_seeds_option("1,x")
 
-    result = run_cli("sweep", "trainer", "-r", str(project / "components.yaml"), "-e", "fit",
+    result = cli("sweep", "trainer", "-r", str(project / "components.yaml"), "-e", "fit",
                      "--grid", "trainer.fit.lrr=1,2", check=False)
     assert result.returncode == 2 and "Did you mean trainer.fit.lr" in result.stderr
     assert all_runs() == []
 
-    failed = run_cli("sweep", "trainer", "-r", str(project / "components.yaml"), "-e", "fit",
+    failed = cli("sweep", "trainer", "-r", str(project / "components.yaml"), "-e", "fit",
                      "--grid", f"{LR}=0.1", "-a", "trainer.fit.fail_on=0.1", "--executor", "serial",
                      check=False)
     assert failed.returncode == 6  # no trial finished: the sweep FAILED
@@ -597,7 +597,7 @@ def test_a_verified_sweep_rerun_on_a_server_prints_no_download_bars(trainer, mlf
     assert "Downloading artifacts" in loud.stderr
 
 
-def test_progress_bars_of_a_serial_sweep_are_not_its_trials_output(tmp_path):
+def test_progress_bars_of_a_serial_sweep_are_not_its_trials_output(tmp_path, cli):
     """The bars are drawn between trials, never by a timer thread while a trial's output is kept."""
     (tmp_path / "slow.py").write_text(textwrap.dedent('''
         import time
@@ -616,7 +616,7 @@ def test_progress_bars_of_a_serial_sweep_are_not_its_trials_output(tmp_path):
                   "--grid", "slow.go.n=1,2", "--executor", "serial", "--json", "--progress")
     assert "trials finished" in out.stderr
     for trial in json.loads(out.stdout)["trials"]:
-        logged = run_cli("logs", trial["run_id"], "--stderr", check=False)
+        logged = cli("logs", trial["run_id"], "--stderr", check=False)
         assert logged.returncode == 3 and "recorded nothing on stderr" in logged.stderr, (
             logged.stdout
         )

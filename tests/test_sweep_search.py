@@ -243,7 +243,7 @@ def test_a_search_with_its_own_sampler_replays_but_cannot_search_again(model):
         model.sweep("fit", grid={"model.fit.depth": [2]}, executor="serial").rerun(research=True)
 
 
-def test_cli_search_status_and_rerun(project):
+def test_cli_search_status_and_rerun(project, cli):
     registry = str(project / "components.yaml")
 
     out = run_cli("sweep", "model", "-r", registry, "-e", "fit",
@@ -256,13 +256,13 @@ def test_cli_search_status_and_rerun(project):
     assert data["summary"] == {"FINISHED": 3, "trials": 3}
     assert data["best"]["value"] == min(r["loss"] for r in data["trials"])
 
-    listing = run_cli("status").stdout
+    listing = cli("status").stdout
     assert "sweep of 3 trials" in listing
     rerun = run_cli("rerun", sweep_id, "--verify", "--research", "--executor", "serial")
     assert "search run again from the seed of" in rerun.stdout and ": reproduced" in rerun.stdout
 
-    bad = run_cli("sweep", "model", "-r", registry, "-e", "fit", "--space", "model.fit.lr=log:1:2",
-                  check=False)
+    bad = cli("sweep", "model", "-r", registry, "-e", "fit", "--space", "model.fit.lr=log:1:2",
+              check=False)
     assert bad.returncode == 2 and "loguniform:1e-4:1e-1" in bad.stderr
-    not_sweep = run_cli("rerun", data["trials"][0]["run_id"], "--workers", "2", check=False)
+    not_sweep = cli("rerun", data["trials"][0]["run_id"], "--workers", "2", check=False)
     assert not_sweep.returncode == 2 and "are for sweeps" in not_sweep.stderr

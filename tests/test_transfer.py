@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import make_store, run_cli
+from conftest import make_store
 
 from pcs import (
     BundleError,
@@ -302,11 +302,11 @@ def test_export_import_rerun_in_fresh_store(tmp_path, scenario, template_store, 
     assert count_runs(db) == 7  # the rerun and its inner run
 
 
-def test_cli_export_and_import_bundles(tmp_path, scenario, template_store, monkeypatch):
+def test_cli_export_and_import_bundles(tmp_path, scenario, template_store, monkeypatch, cli):
     folder_bundle = tmp_path / "exports" / "bundle"
     tar_bundle = tmp_path / "exports" / "bundle.tar.gz"
-    run_cli("export", scenario.original.identifier, "-o", str(folder_bundle))
-    run_cli("export", scenario.original.identifier, "-o", str(tar_bundle))
+    cli("export", scenario.original.identifier, "-o", str(folder_bundle))
+    cli("export", scenario.original.identifier, "-o", str(tar_bundle))
     assert (folder_bundle / "registry.yaml").is_file()
     assert (folder_bundle / "artifacts" / scenario.original.identifier / "pcs" / "run_command.yaml").is_file()
     with tarfile.open(tar_bundle) as tar:
@@ -314,8 +314,8 @@ def test_cli_export_and_import_bundles(tmp_path, scenario, template_store, monke
     forget_machine_a(tmp_path, scenario)
     db = switch_store(tmp_path / "machine_c", template_store, monkeypatch)
 
-    first = run_cli("import", str(folder_bundle)).stdout
-    again = run_cli("import", str(tar_bundle)).stdout
+    first = cli("import", str(folder_bundle)).stdout
+    again = cli("import", str(tar_bundle)).stdout
 
     exported = [scenario.dep.identifier, scenario.original.identifier, scenario.inner.identifier]
     mapping = dict(line.split(" -> ") for line in first.strip().splitlines())
@@ -326,12 +326,12 @@ def test_cli_export_and_import_bundles(tmp_path, scenario, template_store, monke
         imported = assert_same_record(original_id, scenario.records[original_id])
         assert imported.identifier == mapping[original_id]
 
-    status = json.loads(run_cli("status", scenario.original.identifier, "--json").stdout)
+    status = json.loads(cli("status", scenario.original.identifier, "--json").stdout)
     assert status["run_id"] == mapping[scenario.original.identifier]
     assert status["imported_from"] == scenario.original.identifier
     assert status["depends_on"] == [mapping[scenario.dep.identifier]]
 
-    result = run_cli("rerun", scenario.original.identifier, "--verify")
+    result = cli("rerun", scenario.original.identifier, "--verify")
     assert "reproduced" in result.stdout
     new = Run.from_existing_run_id(result.stdout.strip().splitlines()[-1])
     assert new.rerun_of.identifier == mapping[scenario.original.identifier]
@@ -706,7 +706,7 @@ def test_bad_bundle_is_refused_and_nothing_is_written(
     assert artifact_files(db) == []
 
 
-def test_bad_bundle_is_refused_by_from_registry_and_the_cli(tmp_path, bundle, template_store, monkeypatch):
+def test_bad_bundle_is_refused_by_from_registry_and_the_cli(tmp_path, bundle, template_store, monkeypatch, cli):
     _artifact_modified(bundle)
     db = switch_store(tmp_path / "machine_b", template_store, monkeypatch)
     registry = InMemoryRegistry.from_yaml(bundle.registry_file)
@@ -718,7 +718,7 @@ def test_bad_bundle_is_refused_by_from_registry_and_the_cli(tmp_path, bundle, te
         Run.from_registry(registry, bundle.component_id)
     with pytest.raises(RunNotFoundError, match="neither in the tracking store"):
         Run.from_registry(registry, "f" * 32)
-    result = run_cli("import", str(bundle.folder), check=False)
+    result = cli("import", str(bundle.folder), check=False)
     assert result.returncode == BundleError.exit_code
     assert "does not match its recorded sha256" in result.stderr
     assert "Traceback" not in result.stderr
@@ -726,7 +726,7 @@ def test_bad_bundle_is_refused_by_from_registry_and_the_cli(tmp_path, bundle, te
 
 
 @pytest.mark.parametrize("where", ["registry", "run", "run_command"])
-def test_newer_format_is_refused(tmp_path, bundle, template_store, monkeypatch, where):
+def test_newer_format_is_refused(tmp_path, bundle, template_store, monkeypatch, where, cli):
     def newer(data: dict) -> None:
         target = {
             "registry": data,
@@ -741,7 +741,7 @@ def test_newer_format_is_refused(tmp_path, bundle, template_store, monkeypatch, 
     with pytest.raises(FormatVersionError, match="Upgrade pcs"):
         transfer.import_bundle(bundle.folder)
     assert count_runs(db) == 0
-    result = run_cli("import", str(bundle.folder), check=False)
+    result = cli("import", str(bundle.folder), check=False)
     assert result.returncode != 0 and "Upgrade pcs" in result.stderr
     assert count_runs(db) == 0
 
@@ -756,7 +756,7 @@ def tar_gz(members: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-def test_archive_with_traversal_member_is_refused(tmp_path, bundle, template_store, monkeypatch):
+def test_archive_with_traversal_member_is_refused(tmp_path, bundle, template_store, monkeypatch, cli):
     archive = tmp_path / "evil.tar.gz"
     archive.write_bytes(tar_gz({
         "registry.yaml": bundle.registry_file.read_bytes(),
@@ -766,7 +766,7 @@ def test_archive_with_traversal_member_is_refused(tmp_path, bundle, template_sto
 
     with pytest.raises(BundleError, match="'..' component"):
         transfer.import_bundle(archive)
-    result = run_cli("import", str(archive), check=False)
+    result = cli("import", str(archive), check=False)
 
     assert result.returncode == BundleError.exit_code
     assert count_runs(db) == 0 and artifact_files(db) == []

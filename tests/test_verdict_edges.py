@@ -262,19 +262,20 @@ def cli_project(tmp_path: Path, source: str) -> Path:
     return folder
 
 
-def test_cli_records_a_return_value_yaml_cannot_hold_with_dill_when_asked(tmp_path):
+def test_cli_records_a_return_value_yaml_cannot_hold_with_dill_when_asked(tmp_path, cli):
+    # the warning reaches stderr through the logging of a fresh process: that one is a subprocess
     folder = cli_project(tmp_path, "class C:\n    def go(self):\n        return {1.5, 2.5}\n")
     auto = run_cli("run", "c", "-e", "go", cwd=folder)
     assert "--return-value-format dill" in auto.stderr  # the warning says how
-    dill = run_cli("run", "c", "-e", "go", "--return-value-format", "dill", cwd=folder)
+    dill = cli("run", "c", "-e", "go", "--return-value-format", "dill", cwd=folder)
     run = load(dill.stdout.strip().splitlines()[-1])
     assert run.tags["pcs.return_value_format"] == "dill"
     assert run.return_value == {1.5, 2.5}
 
 
-def test_cli_sweep_refuses_an_empty_seed_list(tmp_path):
+def test_cli_sweep_refuses_an_empty_seed_list(tmp_path, cli):
     folder = cli_project(tmp_path, "class C:\n    def go(self, x=0):\n        return x\n")
-    result = run_cli("sweep", "c", "-e", "go", "--grid", "c.go.x=1,2", "--seeds", "",
+    result = cli("sweep", "c", "-e", "go", "--grid", "c.go.x=1,2", "--seeds", "",
                      "--executor", "serial", cwd=folder, check=False)
     assert result.returncode == 2 and "--seeds" in result.stderr
     assert Run.get_all_runs() == []
