@@ -195,9 +195,11 @@ def place_text(path: Path, text: str) -> None:
     except OSError:  # no room for the store: write the file itself
         path.write_bytes(data)
         return
-    path.unlink(missing_ok=True)  # replaced, never written into: another run may share it
     try:
-        os.link(source, path)
+        os.link(source, path)  # a staging folder is new: the name is free but for a rewrite
+    except FileExistsError:
+        path.unlink()  # replaced, never written into: another run may share it
+        place_text(path, text)
     except OSError:  # a file system without hard links
         path.write_bytes(data)
 
