@@ -138,10 +138,22 @@ def liveness_tags() -> dict[str, str]:
         _keys.HEARTBEAT: str(now_ms()),
         _keys.HEARTBEAT_INTERVAL: _format_seconds(heartbeat_interval()),
     }
-    start = process_start(os.getpid())
+    start = _own_start()
     if start is not None:
         tags[_keys.PROCESS_START] = start
     return tags
+
+
+_OWN_START: tuple[int, str | None] | None = None
+
+
+def _own_start() -> str | None:
+    """:func:`process_start` of this process, read once per process (a forked child reads its own)."""
+    global _OWN_START
+    pid = os.getpid()
+    if _OWN_START is None or _OWN_START[0] != pid:
+        _OWN_START = (pid, process_start(pid))
+    return _OWN_START[1]
 
 
 def _format_seconds(value: float) -> str:
