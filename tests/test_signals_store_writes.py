@@ -11,7 +11,6 @@ runs KILLED with the signal named.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -55,63 +54,48 @@ with Run(run_name="writer") as run:
 
 
 # One process imports MLflow and pcs once and forks a writer per attempt: each writer is a real
-# process of its own that gets a real signal, without paying 2 s of imports twelve times. It
-# reads one store folder per line on stdin, answers "<pid>" once that writer runs, and
-# "exit <pid> <code>" when it ends (the code as subprocess gives it: -N for signal N).
+# process of its own that gets a real signal, without paying 2 s of imports twelve times. The
+# zygote prints each writer's pid, then reaps none of them until its stdin closes (so no pid
+# the test signals can have been reused), then prints "exit <pid> <code>" as each ends (the
+# code as subprocess gives it: -N for signal N). A writer runs WRITER as the last statement of
+# this `python -c` program, so the interpreter itself ends it: excepthook, threads joined,
+# atexit, death by SIGINT on an uncaught KeyboardInterrupt. It dies with the zygote.
 ZYGOTE = """
-import atexit
 import os
 import signal
 import sys
 import threading
-import traceback
 
 import mlflow  # noqa: F401
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore  # noqa: F401
 
 import pcs  # noqa: F401
+from pcs._signals import _set_parent_death_signal
 
 if threading.active_count() != 1:
     sys.exit(f"threads before fork: {threading.enumerate()}")
-writer = sys.argv[1]
-folders = sys.stdin.read().split()
-pids = []
+writer, folders = sys.argv[1], sys.argv[2:]
 for folder in folders:
-    pid = os.fork()
-    if pid == 0:
-        os.setsid()
-        os.chdir(folder)
-        os.environ["MLFLOW_TRACKING_URI"] = "sqlite:///" + os.path.join(folder, "mlflow.db")
-        os.environ["PCS_HOME"] = os.path.join(folder, "pcs_home")
-        err = os.open(os.path.join(folder, "stderr.txt"), os.O_WRONLY | os.O_CREAT, 0o644)
-        os.dup2(err, 2)
-        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
-        sys.argv = ["-c", os.path.join(folder, "writing")]
-        # the end of an interpreter, as `python -c` has it: atexit handlers, a traceback, and
-        # an uncaught KeyboardInterrupt ends the process by SIGINT
-        code, interrupted = 1, False
-        try:
-            exec(compile(writer, "<writer>", "exec"), {"__name__": "__main__"})
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        except KeyboardInterrupt:
-            traceback.print_exc()
-            interrupted = True
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            atexit._run_exitfuncs()
-            sys.stderr.flush()
-            if interrupted:
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
-                os.kill(os.getpid(), signal.SIGINT)
-            os._exit(code)
-    pids.append(pid)
-    print(pid, flush=True)
-for _ in pids:
-    pid, status = os.wait()
-    print("exit", pid, os.waitstatus_to_exitcode(status), flush=True)
+    if os.fork() == 0:
+        break
+else:
+    sys.stdin.read()  # the test has sent every signal
+    for _ in folders:
+        pid, status = os.wait()
+        print("exit", pid, os.waitstatus_to_exitcode(status), flush=True)
+    sys.exit(0)
+_set_parent_death_signal(signal.SIGKILL)
+os.setsid()
+os.chdir(folder)
+os.environ["MLFLOW_TRACKING_URI"] = "sqlite:///" + os.path.join(folder, "mlflow.db")
+os.environ["PCS_HOME"] = os.path.join(folder, "pcs_home")
+os.dup2(os.open(os.path.join(folder, "stderr.txt"), os.O_WRONLY | os.O_CREAT, 0o644), 2)
+os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+with open(os.path.join(folder, "pid"), "w") as f:
+    f.write(f"{os.getpid()}\\n")
+sys.argv = ["-c", os.path.join(folder, "writing")]
+exec(compile(writer, "<writer>", "exec"))
 """
 
 
@@ -124,58 +108,83 @@ def test_a_signal_in_the_middle_of_store_writes_ends_the_runs_killed_at_once(
     env["PCS_STORE_RETRY_S"] = "300"
     folders = [tmp_path / f"attempt-{attempt}" for attempt in range(ATTEMPTS)]
     uris = [make_store(folder, template_store) for folder in folders]
-    zygote = subprocess.Popen(
-        [sys.executable, "-c", ZYGOTE, WRITER], env=env, cwd=tmp_path, start_new_session=True,
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )
-    zygote.stdin.write("\n".join(str(folder) for folder in folders))
-    zygote.stdin.close()
-    pids = [int(zygote.stdout.readline()) for _ in folders]
     failures = []
-    try:
-        for attempt, (pid, folder) in enumerate(zip(pids, folders, strict=True)):
-            deadline = time.monotonic() + 120
-            while not (folder / "writing").exists() and time.monotonic() < deadline:
-                time.sleep(0.01)
-            # the attempts land at different points of the loop's writes
-            time.sleep(0.013 * attempt)
-            os.kill(pid, signum)
-        codes = _exit_codes(zygote, len(pids), timeout=WAIT_S)
-        for pid, folder, uri in zip(pids, folders, uris, strict=True):
-            stderr = (folder / "stderr.txt").read_text()
-            if pid not in codes:
-                failures.append(f"{folder.name}: still running {WAIT_S:g}s after the signal: "
-                                f"{stderr}")
-                continue
-            if codes[pid] != -signum:
-                failures.append(f"{folder.name}: exit {codes[pid]}: {stderr}")
-                continue
-            runs = MlflowClient(tracking_uri=uri).search_runs(["0"], max_results=1000)
-            left = [(r.info.run_name, r.info.status, r.data.tags.get(_keys.ENDED_BY)) for r in runs
-                    if r.info.status != "KILLED" and r.info.status != "FINISHED"]
-            writer = [r for r in runs if r.info.run_name == "writer"]
-            name = signal.Signals(signum).name
-            if left or not writer or writer[0].info.status != "KILLED" or (
-                writer[0].data.tags.get(_keys.ENDED_BY) != name
-            ):
-                failures.append(f"{folder.name}: runs not ended by {name}: {left or writer}: "
-                                f"{stderr}")
-    finally:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(zygote.pid, signal.SIGKILL)
-        zygote.wait()
+    with subprocess.Popen(
+        [sys.executable, "-c", ZYGOTE, WRITER, *map(str, folders)], env=env, cwd=tmp_path,
+        start_new_session=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    ) as zygote:
+        try:
+            pids = []
+            for attempt, folder in enumerate(folders):
+                pid = _wait_for_writer(zygote, folder)
+                pids.append(pid)
+                if pid is None:
+                    continue
+                # the attempts land at different points of the loop's writes
+                time.sleep(0.013 * attempt)
+                os.kill(pid, signum)  # not reaped yet: the pid is still this writer's
+            zygote.stdin.close()
+            codes = _exit_codes(zygote, timeout=WAIT_S)
+        finally:
+            zygote.kill()  # the writers die with it (parent-death signal)
+    for pid, folder, uri in zip(pids, folders, uris, strict=True):
+        stderr = (folder / "stderr.txt").read_text() if (folder / "stderr.txt").exists() else ""
+        if pid is None:
+            failures.append(f"{folder.name}: the writer never started writing: {stderr}")
+            continue
+        if pid not in codes:
+            failures.append(f"{folder.name}: still running {WAIT_S:g}s after the signal: {stderr}")
+            continue
+        if codes[pid] != -signum:
+            failures.append(f"{folder.name}: exit {codes[pid]}: {stderr}")
+            continue
+        runs = MlflowClient(tracking_uri=uri).search_runs(["0"], max_results=1000)
+        left = [(r.info.run_name, r.info.status, r.data.tags.get(_keys.ENDED_BY)) for r in runs
+                if r.info.status != "KILLED" and r.info.status != "FINISHED"]
+        writer = [r for r in runs if r.info.run_name == "writer"]
+        name = signal.Signals(signum).name
+        if left or not writer or writer[0].info.status != "KILLED" or (
+            writer[0].data.tags.get(_keys.ENDED_BY) != name
+        ):
+            failures.append(f"{folder.name}: runs not ended by {name}: {left or writer}: {stderr}")
     assert not failures, f"{len(failures)} of {ATTEMPTS}:\n" + "\n".join(failures)
 
 
-def _exit_codes(zygote: subprocess.Popen, count: int, timeout: float) -> dict[int, int]:
+def _wait_for_writer(zygote: subprocess.Popen, folder: Path) -> int | None:
+    """The pid of ``folder``'s writer once it is writing; None when it ended (or the zygote did)."""
+    deadline = time.monotonic() + 120
+    pid = None
+    while time.monotonic() < deadline and zygote.poll() is None:
+        if pid is None and (folder / "pid").exists():
+            text = (folder / "pid").read_text()
+            pid = int(text) if text.endswith("\n") else None
+        if pid is not None:
+            if (folder / "writing").exists():
+                return pid
+            if _state(pid) in ("Z", None):  # ended early (a zombie until the zygote reaps it)
+                return None
+        time.sleep(0.01)
+    return None
+
+
+def _state(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rfind(")") + 2:].split()[0]
+
+
+def _exit_codes(zygote: subprocess.Popen, timeout: float) -> dict[int, int]:
     """The writers' exit codes the zygote reports within ``timeout`` seconds: {pid: code}."""
     codes: dict[int, int] = {}
-    reader = threading.Thread(target=lambda: codes.update(
-        (int(pid), int(code)) for _, pid, code in (line.split() for line in zygote.stdout)
-    ), daemon=True)
+
+    def read() -> None:
+        for line in zygote.stdout:
+            _, pid, code = line.split()
+            codes[int(pid)] = int(code)
+
+    reader = threading.Thread(target=read, daemon=True)
     reader.start()
     reader.join(timeout)
     return dict(codes)
