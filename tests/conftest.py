@@ -228,64 +228,94 @@ def component_from_source(tmp_path: Path, name: str, source: str, class_name: st
 
 def pcs_in_process(capsys, *args: str) -> tuple[int, str, str]:
     """The ``pcs`` console script's entry point, in-process: (exit code, stdout, stderr)."""
-    from pcs.cli import main
-
-    capsys.readouterr()
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
+    result = _call_in_process(capsys, args)
+    return result.returncode, result.stdout, result.stderr
 
 
 @pytest.fixture
 def cli(capsys):
-    """``run_cli`` in this process: same arguments, same result, without a fresh interpreter.
+    """``run_cli`` in this process: same arguments, its result, without a fresh interpreter.
 
-    For tests of what a command does, where no process boundary is under test
-    (signals, exit by a signal, a second process, the interpreter's start): a
-    ``pcs`` subprocess spends about 2 s importing MLflow, hundreds of times a
-    suite. The working directory, ``os.environ`` (the CLI sets MLflow's
-    variables) and MLflow's active runs are put back after each call.
+    For tests of what a command does, where no process boundary is under test:
+    a ``pcs`` subprocess spends about 2 s importing MLflow, hundreds of times a
+    suite. What it cannot see, so a test about it keeps ``run_cli``: output
+    written below Python (file descriptors 1 and 2: C code, subprocesses, the
+    ``--json`` redirection of a component's output), anything a fresh process
+    does once (MLflow's logging set up at import, caches of sources and
+    records, secrets it has not been given), exit by a signal. Warnings logged
+    during the call reach its stderr, as in a process without logging set up.
+    The working directory, ``os.environ`` (the CLI sets MLflow's variables),
+    stdin and MLflow's fluent state are put back after each call, and a call
+    that leaves an MLflow run active fails the test.
     """
+
+    def call(*args: str, cwd: Path | None = None, env: dict | None = None, check: bool = True,
+             input: str | None = None) -> subprocess.CompletedProcess:
+        result = _call_in_process(capsys, args, cwd=cwd, env=env, input=input)
+        if check and result.returncode != 0:
+            raise AssertionError(f"pcs {' '.join(args)} exited {result.returncode}\n"
+                                 f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}")
+        return result
+
+    return call
+
+
+def _call_in_process(capsys, args: tuple[str, ...], cwd: Path | None = None, env: dict | None = None,
+                     input: str | None = None) -> subprocess.CompletedProcess:
     import io
+    import logging
 
     from mlflow.tracking import fluent
     from mlflow.tracking._tracking_service import utils as tracking_utils
 
     from pcs.cli import main
 
-    def call(*args: str, cwd: Path | None = None, env: dict | None = None, check: bool = True,
-             input: str | None = None) -> subprocess.CompletedProcess:
-        saved_env, saved_cwd, saved_stdin = dict(os.environ), os.getcwd(), sys.stdin
-        saved_uri = tracking_utils._tracking_uri
-        capsys.readouterr()
+    saved_env, saved_cwd, saved_stdin = dict(os.environ), os.getcwd(), sys.stdin
+    saved_uri = tracking_utils._tracking_uri
+    saved_fluent = {name: getattr(fluent, name, None)
+                    for name in ("_active_experiment_id", "_last_active_run_id")}
+    stack = fluent._active_run_stack.get()
+    saved_stack = list(stack)
+    # without pytest's handlers on the root logger, a warning nobody handles goes to
+    # sys.stderr (logging.lastResort), as in a pcs process
+    saved_handlers = logging.root.handlers[:]
+    logging.root.handlers.clear()
+    capsys.readouterr()
+    try:
+        os.environ.update(env or {})
+        if cwd is not None:
+            os.chdir(cwd)
+        sys.stdin = io.StringIO(input or "")
         try:
-            os.environ.update(env or {})
-            if cwd is not None:
-                os.chdir(cwd)
-            sys.stdin = io.StringIO(input or "")
-            try:
-                main(list(args))
+            main(list(args))
+            code = 0
+        except SystemExit as exc:  # as the interpreter turns it into an exit status
+            if exc.code is None:
                 code = 0
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        finally:
-            sys.stdin = saved_stdin
-            os.chdir(saved_cwd)
-            os.environ.clear()
-            os.environ.update(saved_env)
-            tracking_utils._tracking_uri = saved_uri
-            fluent._active_run_stack.get().clear()
-        out, err = capsys.readouterr()
-        result = subprocess.CompletedProcess(["pcs", *args], code, out, err)
-        if check and code != 0:
-            raise AssertionError(f"pcs {' '.join(args)} exited {code}\nstdout:\n{out}\nstderr:\n{err}")
-        return result
-
-    return call
+            elif isinstance(exc.code, int):
+                code = exc.code & 0xFF
+            else:
+                print(exc.code, file=sys.stderr)
+                code = 1
+    finally:
+        logging.root.handlers[:] = saved_handlers
+        sys.stdin = saved_stdin
+        os.chdir(saved_cwd)
+        for key in set(os.environ) - set(saved_env):
+            del os.environ[key]
+        for key, value in saved_env.items():
+            if os.environ.get(key) != value:
+                os.environ[key] = value
+        tracking_utils._tracking_uri = saved_uri
+        for name, value in saved_fluent.items():
+            setattr(fluent, name, value)
+        leaked = [run.info.run_id for run in stack[len(saved_stack):]]
+        stack[:] = saved_stack
+    out, err = capsys.readouterr()
+    if leaked:
+        raise AssertionError(f"pcs {' '.join(args)} left MLflow run(s) {leaked} active\n"
+                             f"stdout:\n{out}\nstderr:\n{err}")
+    return subprocess.CompletedProcess(["pcs", *args], code, out, err)
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, check: bool = True,

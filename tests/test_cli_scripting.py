@@ -54,15 +54,15 @@ def test_json_stdout_is_only_json_even_on_a_tracking_server(project, store):
     assert "View run" not in made.stdout + rerun.stdout
 
 
-def test_the_component_output_goes_to_stderr_with_json(project, cli):
-    result = cli("run", "noisy", "-e", "go", "--json", cwd=project)
+def test_the_component_output_goes_to_stderr_with_json(project):
+    result = run_cli("run", "noisy", "-e", "go", "--json", cwd=project)
     data = json.loads(result.stdout)
     assert data["return_value"] == {"n": 3, "total": 3.0}
     assert "working on 3 items" in result.stderr
 
 
-def test_run_prints_the_return_value_then_the_id(project, cli):
-    result = cli("run", "noisy", "-e", "go", "-a", "noisy.go.n=4", cwd=project)
+def test_run_prints_the_return_value_then_the_id(project):
+    result = run_cli("run", "noisy", "-e", "go", "-a", "noisy.go.n=4", cwd=project)
     lines = result.stdout.strip().splitlines()
     assert lines[-2] == "return value: {'n': 4, 'total': 6.0}"
     assert Run.from_existing_run_id(lines[-1]).return_value == {"n": 4, "total": 6.0}
@@ -70,7 +70,7 @@ def test_run_prints_the_return_value_then_the_id(project, cli):
 
 def test_run_into_a_named_experiment(project, cli):
     run_id = cli("run", "noisy", "-e", "go", "--experiment", "sweeps/first", cwd=project,
-                     ).stdout.strip().splitlines()[-1]
+                 ).stdout.strip().splitlines()[-1]
     from mlflow import MlflowClient
 
     run = Run.from_existing_run_id(run_id)
@@ -147,7 +147,7 @@ def test_tolerance_and_ignore_from_the_cli(project, cli):
     assert loose.returncode == 0 and "within tolerance" in loose.stdout.splitlines()[0], loose.stdout
     assert "return value (floats within rtol/atol)" in loose.stdout
     ignored = cli("diff", a.identifier, b.identifier, "--rtol", "1e-9", "--ignore", "value",
-                      "--json", cwd=project, check=False)
+                  "--json", cwd=project, check=False)
     data = json.loads(ignored.stdout)
     assert all(d["kind"] != "metric" for d in data["differences"])
     assert data["rtol"] == 1e-9

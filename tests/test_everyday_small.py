@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, run_cli
 
 
 @pytest.mark.parametrize("shell, marker", [
@@ -41,7 +41,8 @@ def test_help_of_a_store_command_creates_and_announces_no_store(tmp_path, monkey
     monkeypatch.delenv("MLFLOW_TRACKING_URI")  # MLflow's default: ./mlflow.db
     fresh = tmp_path / "fresh"
     fresh.mkdir()
-    result = cli("export", "--help", cwd=fresh)
+    # a fresh process: importing pcs's CLI there must not create a store either
+    result = run_cli("export", "--help", cwd=fresh)
     assert "Usage: pcs export" in result.stdout
     assert "creating one" not in result.stderr and not (fresh / "mlflow.db").exists()
     result = cli("status", cwd=fresh)  # a command that uses the store still says so

@@ -160,8 +160,8 @@ def test_cli_prints_one_line_with_the_run_id_and_exits_6(project, cli):
     assert "ValueError: num_episodes must be >= 0" in status and "traceback" in status
 
 
-def test_cli_run_json_names_the_failed_run_on_stdout(project, cli):
-    result = cli("run", "agent", "-e", "run_episodes", "-a", "env.__init__.size=3",
+def test_cli_run_json_names_the_failed_run_on_stdout(project):
+    result = run_cli("run", "agent", "-e", "run_episodes", "-a", "env.__init__.size=3",
                      "-a", "agent.run_episodes.num_episodes=-1", "--json", cwd=project, check=False)
 
     assert result.returncode == 6
@@ -174,7 +174,7 @@ def test_cli_run_json_names_the_failed_run_on_stdout(project, cli):
 
 def test_cli_refuses_a_misspelled_argument_without_a_run(project, cli):
     result = cli("run", "agent", "-e", "run_episodes", "-a", "env.__init__.size=3",
-                     "-a", "agent.run_episodes.num_episode=2", cwd=project, check=False)
+                 "-a", "agent.run_episodes.num_episode=2", cwd=project, check=False)
 
     assert result.returncode == 2
     assert "Did you mean agent.run_episodes.num_episodes?" in result.stderr

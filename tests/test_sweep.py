@@ -507,13 +507,13 @@ def test_cli_reads_grid_values_as_yaml_and_refuses_bad_input(project, cli):
         parse_seeds_option("1,x")
 
     result = cli("sweep", "trainer", "-r", str(project / "components.yaml"), "-e", "fit",
-                     "--grid", "trainer.fit.lrr=1,2", check=False)
+                 "--grid", "trainer.fit.lrr=1,2", check=False)
     assert result.returncode == 2 and "Did you mean trainer.fit.lr" in result.stderr
     assert all_runs() == []
 
     failed = cli("sweep", "trainer", "-r", str(project / "components.yaml"), "-e", "fit",
-                     "--grid", f"{LR}=0.1", "-a", "trainer.fit.fail_on=0.1", "--executor", "serial",
-                     check=False)
+                 "--grid", f"{LR}=0.1", "-a", "trainer.fit.fail_on=0.1", "--executor", "serial",
+                 check=False)
     assert failed.returncode == 6  # no trial finished: the sweep FAILED
     assert "FAILED" in failed.stdout and "pcs sweep --resume" in failed.stdout
     assert Run.from_existing_run_id(failed.stdout.split()[-1]).status == "FAILED"

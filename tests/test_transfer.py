@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import make_store
+from conftest import make_store, run_cli
 
 from pcs import (
     BundleError,
@@ -312,10 +312,11 @@ def test_cli_export_and_import_bundles(tmp_path, scenario, template_store, monke
     with tarfile.open(tar_bundle) as tar:
         assert "registry.yaml" in tar.getnames()
     forget_machine_a(tmp_path, scenario)
+    # machine C imports and reruns in fresh processes: this one still holds machine A's caches
     db = switch_store(tmp_path / "machine_c", template_store, monkeypatch)
 
-    first = cli("import", str(folder_bundle)).stdout
-    again = cli("import", str(tar_bundle)).stdout
+    first = run_cli("import", str(folder_bundle)).stdout
+    again = run_cli("import", str(tar_bundle)).stdout
 
     exported = [scenario.dep.identifier, scenario.original.identifier, scenario.inner.identifier]
     mapping = dict(line.split(" -> ") for line in first.strip().splitlines())
@@ -331,7 +332,7 @@ def test_cli_export_and_import_bundles(tmp_path, scenario, template_store, monke
     assert status["imported_from"] == scenario.original.identifier
     assert status["depends_on"] == [mapping[scenario.dep.identifier]]
 
-    result = cli("rerun", scenario.original.identifier, "--verify")
+    result = run_cli("rerun", scenario.original.identifier, "--verify")
     assert "reproduced" in result.stdout
     new = Run.from_existing_run_id(result.stdout.strip().splitlines()[-1])
     assert new.rerun_of.identifier == mapping[scenario.original.identifier]

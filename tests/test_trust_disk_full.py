@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import sys
 import uuid
 
 import pytest
@@ -144,3 +145,22 @@ def test_the_library_raises_disk_full_error_naming_the_place(full_disk, run_with
     monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR again, as a new process does
     with pytest.raises(DiskFullError, match="temporary folder"):
         transfer.import_bundle(bundle)
+
+
+def test_a_record_text_that_cannot_be_stored_is_written_as_a_new_file(tmp_path):
+    """With no room for the process's store of texts (TMPDIR full), a record file is written
+    itself; a file already at its place, a link other runs' records share, is replaced and never
+    written into."""
+    shared, staged = tmp_path / "earlier_run.yaml", tmp_path / "staged.yaml"
+    shared.write_text("a: 1\n")
+    os.link(shared, staged)
+    code = (
+        "import sys; from pathlib import Path; from pcs.record.code import place_text\n"
+        "place_text(Path(sys.argv[1]), 'a: 2\\n' + 'x' * 65536)\n"
+    )
+    with _small_disk(tmp_path / "small", "1m", 4096) as tmpdir:
+        result = subprocess.run([sys.executable, "-c", code, str(staged)], capture_output=True,
+                                text=True, env=dict(os.environ, TMPDIR=str(tmpdir)), timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert staged.read_text().startswith("a: 2\n")
+    assert shared.read_text() == "a: 1\n"  # the earlier run's record is as it was

@@ -276,6 +276,6 @@ def test_cli_records_a_return_value_yaml_cannot_hold_with_dill_when_asked(tmp_pa
 def test_cli_sweep_refuses_an_empty_seed_list(tmp_path, cli):
     folder = cli_project(tmp_path, "class C:\n    def go(self, x=0):\n        return x\n")
     result = cli("sweep", "c", "-e", "go", "--grid", "c.go.x=1,2", "--seeds", "",
-                     "--executor", "serial", cwd=folder, check=False)
+                 "--executor", "serial", cwd=folder, check=False)
     assert result.returncode == 2 and "--seeds" in result.stderr
     assert Run.get_all_runs() == []

@@ -193,15 +193,23 @@ def place_text(path: Path, text: str) -> None:
     try:
         source = stored_text(data)
     except OSError:  # no room for the store: write the file itself
-        path.write_bytes(data)
+        _write_anew(path, data)
         return
-    try:
-        os.link(source, path)  # a staging folder is new: the name is free but for a rewrite
-    except FileExistsError:
-        path.unlink()  # replaced, never written into: another run may share it
-        place_text(path, text)
-    except OSError:  # a file system without hard links
-        path.write_bytes(data)
+    for _ in range(2):
+        try:
+            os.link(source, path)  # a staging folder is new: the name is free but for a rewrite
+            return
+        except FileExistsError:
+            path.unlink()  # replaced, never written into: another run may share it
+        except OSError:  # a file system without hard links
+            break
+    _write_anew(path, data)
+
+
+def _write_anew(path: Path, data: bytes) -> None:
+    """Write ``data`` as a new file at ``path``: a file there may be a link to a text other runs share."""
+    path.unlink(missing_ok=True)
+    path.write_bytes(data)
 
 
 def capture_code(
