@@ -27,6 +27,7 @@ one (see :mod:`pcs._liveness`); SIGTERM and SIGHUP end it KILLED (see
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import getpass
 import inspect
@@ -1305,13 +1306,12 @@ def _upload_concurrently(repo: Any, uploads: list[tuple[str, str | None]]) -> No
 
 
 def _link_or_copy(source: str, copy: str) -> None:
-    """Hard-link ``source`` as ``copy``, replacing a file there; copy it where links are not possible."""
-    try:
-        os.link(source, copy)
-    except FileExistsError:
-        os.unlink(copy)  # the file may share its text with other runs: replaced, never written into
-        _link_or_copy(source, copy)
-    except OSError:
+    """Hard-link ``source`` as ``copy`` (see :func:`~pcs.record.code.link_anew`), else copy it anew."""
+    from pcs.record.code import link_anew
+
+    if not link_anew(source, copy):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(copy)  # replaced, never written into: it may share its text with other runs
         shutil.copyfile(source, copy)
 
 

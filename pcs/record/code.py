@@ -37,6 +37,7 @@ __all__ = [
     "capture_requirements",
     "code_file_paths",
     "describe_closure",
+    "link_anew",
     "place_text",
     "read_sources_dir",
     "source_artifact_name",
@@ -193,23 +194,27 @@ def place_text(path: Path, text: str) -> None:
     try:
         source = stored_text(data)
     except OSError:  # no room for the store: write the file itself
-        _write_anew(path, data)
-        return
+        source = None
+    if source is None or not link_anew(source, path):
+        path.unlink(missing_ok=True)  # a file there may be a link to a text other runs share
+        path.write_bytes(data)
+
+
+def link_anew(source: str | os.PathLike[str], path: str | os.PathLike[str]) -> bool:
+    """Hard-link ``source`` as ``path``, replacing a file there; False where links are not possible.
+
+    A file already at ``path`` is unlinked, never written into: it may be a link to a
+    text that other runs' records share (staged snapshots, a local store's copies).
+    """
     for _ in range(2):
         try:
             os.link(source, path)  # a staging folder is new: the name is free but for a rewrite
-            return
+            return True
         except FileExistsError:
-            path.unlink()  # replaced, never written into: another run may share it
-        except OSError:  # a file system without hard links
-            break
-    _write_anew(path, data)
-
-
-def _write_anew(path: Path, data: bytes) -> None:
-    """Write ``data`` as a new file at ``path``: a file there may be a link to a text other runs share."""
-    path.unlink(missing_ok=True)
-    path.write_bytes(data)
+            os.unlink(path)
+        except OSError:  # another file system, or one without hard links
+            return False
+    return False
 
 
 def capture_code(
