@@ -23,6 +23,7 @@ __all__ = [
     "PG_URL",
     "start_registry_server",
     "shared_registry_server",
+    "stop_shared",
     "postgres_database",
     "stop_process",
 ]
@@ -92,10 +93,17 @@ def shared_registry_server(tmp_path_factory: pytest.TempPathFactory,
         db_url = postgres_database("shared") if backend == "postgres" else None
         folder = tmp_path_factory.mktemp(f"registry_{backend}")
         url, process = start_registry_server(folder, db_url=db_url, token=TOKEN)
-        atexit.register(stop_process, process)
+        atexit.register(stop_process, process)  # also stopped at the session's end (conftest)
         _SHARED[backend] = (url, folder, process)
     url, folder, _ = _SHARED[backend]
     return url, folder
+
+
+def stop_shared() -> None:
+    """Stop the session's shared servers (at the end of the session, before the worker exits)."""
+    while _SHARED:
+        _, (_, _, process) = _SHARED.popitem()
+        stop_process(process)
 
 
 def postgres_database(key: str | None = None) -> str:

@@ -41,6 +41,13 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.xdist_group(group))
 
 
+def pytest_sessionfinish(session, exitstatus):
+    """Stop the shared registry servers here: an xdist worker may end without running atexit."""
+    shared = sys.modules.get("_registry_server")
+    if shared is not None:
+        shared.stop_shared()
+
+
 def _xdist_group(item) -> str | None:
     names = getattr(item, "fixturenames", ())
     if "local_ray" in names:
