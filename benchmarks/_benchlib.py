@@ -496,3 +496,19 @@ def cpu_count() -> int:
 
 def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
+
+
+def machine_meta(**extra: Any) -> dict[str, Any]:
+    """What a result file says about when and where it was measured, plus ``extra``."""
+    import datetime
+    import platform
+
+    return {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "cpus": cpu_count(),
+        "load_average_at_start": load_average(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "argv": sys.argv[1:],
+        **extra,
+    }
