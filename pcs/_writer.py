@@ -205,12 +205,33 @@ class MetricWriter:
             if self._oldest is None:
                 self._oldest = time.monotonic()
             full = len(self._pending) >= MAX_PENDING
-            if not full:
-                self._lock.notify()
-        if _is_synchronous() or full:
+            self._lock.notify()
+        if _is_synchronous():
             self.flush()
-        else:
-            self._start()
+            return
+        self._start()
+        if full:
+            self._wait_for_room()
+
+    def _wait_for_room(self) -> None:
+        """Wait until the buffer is below ``MAX_PENDING`` again (bounded memory).
+
+        The writer thread frees a batch at a time, so logging faster than the
+        store takes points is paced by the store, a batch's write at a time,
+        never stalled until the whole buffer is written.
+        """
+        write_here = False
+        with self._lock:
+            while len(self._pending) >= MAX_PENDING and self._error is None:
+                if self._thread is None or not self._thread.is_alive():
+                    write_here = True  # no thread (the run is ending): write here
+                    break
+                self._lock.wait(1.0)
+        if write_here:
+            self._drain(below=MAX_PENDING)
+        with self._lock:
+            if self._error is not None:
+                raise self._error
 
     def flush(self, wait: bool = True) -> None:
         """Write every buffered point now, in this thread (riding out an outage).
@@ -296,7 +317,8 @@ class MetricWriter:
                 if self._error is not None:
                     return
 
-    def _drain(self, wait: bool = True) -> None:
+    def _drain(self, wait: bool = True, below: int | None = None) -> None:
+        """Write buffered points in batches: all of them, or until fewer than ``below`` are left."""
         if not self._io.acquire(blocking=wait):
             return
         try:
@@ -304,6 +326,8 @@ class MetricWriter:
                 with self._lock:
                     if self._error is not None or not self._pending:
                         self._oldest = None if not self._pending else self._oldest
+                        return
+                    if below is not None and len(self._pending) < below:
                         return
                     batch = [self._pending[i] for i in range(min(BATCH, len(self._pending)))]
                 try:
@@ -327,6 +351,7 @@ class MetricWriter:
                         self._pending.popleft()
                     self.written += len(batch)
                     self._oldest = time.monotonic() if self._pending else None
+                    self._lock.notify_all()  # a caller may wait for room
         finally:
             self._io.release()
 
